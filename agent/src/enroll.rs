@@ -1,0 +1,181 @@
+//! `firstline-agent enroll`: first contact with the relay.
+//!
+//! The key is generated here and never leaves the machine; the relay gets a
+//! CSR and the token. The relay is trusted only if its CA matches the
+//! fingerprint carried by the token (pinning), and the CA it returns must
+//! match it too. The result is `identity.pem` (certificate + key, 0600),
+//! `ca.pem`, and the `relay`/`name`/`state_dir` keys of `agent.toml`
+//! (other keys of an existing file are kept).
+
+use crate::config::Loaded;
+use anyhow::{anyhow, bail, Context, Result};
+use firstline_net::credential::write_private;
+use firstline_net::endpoint;
+use firstline_net::stream::request;
+use firstline_proto::{ErrorCode, Message};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Give up on a relay that does not answer.
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct EnrollRequest {
+    pub relay: String,
+    pub token: String,
+    pub name: String,
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Why the relay refused, as an error the CLI shows as is.
+#[derive(Debug, thiserror::Error)]
+#[error("enrollment refused: {message}")]
+pub struct Refused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// A CSR and its private key (PEM), for enrollment and renewal.
+pub fn new_key_and_csr(name: &str) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((key.serialize_pem(), csr))
+}
+
+pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
+    if !firstline_net::identity::valid_name(&req.name) {
+        bail!(
+            "invalid agent name `{}`: use 1-64 letters, digits, `.`, `_` or `-` (set --name)",
+            req.name
+        );
+    }
+    let fingerprint = token_fingerprint(&req.token)?;
+    let identity_path = req.state_dir.join("identity.pem");
+    if identity_path.exists() {
+        bail!(
+            "this agent is already enrolled ({} exists); to enroll again, have the admin revoke it and remove that file",
+            identity_path.display()
+        );
+    }
+    let (key_pem, csr_pem) = new_key_and_csr(&req.name)?;
+    let remote = endpoint::resolve(&req.relay).map_err(|e| anyhow!(e))?;
+    let tls = firstline_net::tls::enroll_client_config(&fingerprint)?;
+    let ep = endpoint::client(tls, remote, Default::default())?;
+    let answer = tokio::time::timeout(ENROLL_TIMEOUT, async {
+        let conn = endpoint::connect(&ep, remote)
+            .await
+            .map_err(|e| anyhow!("cannot reach relay {}: {e}", req.relay))?;
+        let (_send, mut recv) = request(
+            &conn,
+            Message::Enroll {
+                token: req.token.trim().to_string(),
+                name: req.name.clone(),
+                csr_pem,
+            },
+        )
+        .await?;
+        let answer = recv.recv().await?;
+        conn.close(0u32.into(), b"enrolled");
+        anyhow::Ok(answer)
+    })
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "relay {} did not answer within {}s",
+            req.relay,
+            ENROLL_TIMEOUT.as_secs()
+        )
+    })??;
+    ep.wait_idle().await;
+    let (cert_pem, ca_pem) = match answer {
+        Some(Message::Enrolled {
+            cert_pem, ca_pem, ..
+        }) => (cert_pem, ca_pem),
+        Some(Message::Error { code, message }) => return Err(Refused { code, message }.into()),
+        other => bail!("unexpected answer from the relay: {other:?}"),
+    };
+    let ca_der = firstline_net::pem::certs(&ca_pem)?;
+    if firstline_net::fingerprint(&ca_der[0]) != fingerprint {
+        bail!(
+            "the relay returned a CA that does not match the token's fingerprint; nothing written"
+        );
+    }
+    std::fs::create_dir_all(&req.state_dir)
+        .with_context(|| format!("cannot create {}", req.state_dir.display()))?;
+    write_private(&identity_path, format!("{cert_pem}{key_pem}").as_bytes())?;
+    std::fs::write(req.state_dir.join("ca.pem"), ca_pem)?;
+    write_config(&req.config_path, &req.relay, &req.name, &req.state_dir)?;
+    Loaded::load(&req.config_path)
+}
+
+fn token_fingerprint(token: &str) -> Result<String> {
+    let fp = token.trim().rsplit('.').next().unwrap_or_default();
+    if !token.trim().starts_with("fl1.")
+        || fp.len() != 64
+        || !fp.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        bail!("malformed enrollment token: expected `fl1.ID.SECRET.FINGERPRINT` as printed by `firstline-relay token create`");
+    }
+    Ok(fp.to_ascii_lowercase())
+}
+
+/// Set `relay`, `name` and `state_dir` in the config, keeping the rest.
+fn write_config(path: &Path, relay: &str, name: &str, state_dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# firstline agent configuration; written by `firstline-agent enroll`.\n".to_string()
+    });
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("cannot update {}", path.display()))?;
+    let state = relative_to(path, state_dir);
+    doc["relay"] = toml_edit::value(relay);
+    doc["name"] = toml_edit::value(name);
+    doc["state_dir"] = toml_edit::value(state.display().to_string());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, doc.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `state_dir` as written in the config: "." when it is the config's folder.
+fn relative_to(config: &Path, state_dir: &Path) -> PathBuf {
+    let parent = config.parent().unwrap_or(Path::new(""));
+    match state_dir.strip_prefix(parent) {
+        Ok(rest) if rest.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(rest) if !parent.as_os_str().is_empty() => rest.to_path_buf(),
+        _ => state_dir.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_fingerprint_checked() {
+        let fp = "ab".repeat(32);
+        assert_eq!(
+            token_fingerprint(&format!("fl1.00000000.{}.{fp}", "0".repeat(32))).unwrap(),
+            fp
+        );
+        assert!(token_fingerprint("nonsense").is_err());
+    }
+
+    #[test]
+    fn config_update_keeps_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "# mine\nkeep_alive_secs = 3\n").unwrap();
+        write_config(&p, "127.0.0.1:1", "pc1", dir.path()).unwrap();
+        let loaded = Loaded::load(&p).unwrap();
+        assert_eq!(loaded.config.keep_alive_secs, 3);
+        assert_eq!(loaded.config.name, "pc1");
+        assert_eq!(loaded.state_dir, dir.path().join("."));
+        assert!(std::fs::read_to_string(&p).unwrap().contains("# mine"));
+    }
+}

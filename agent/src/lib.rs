@@ -1,0 +1,19 @@
+//! # firstline-agent
+//!
+//! The daemon on each managed machine: it runs the checks an L1 technician
+//! runs by hand and keeps one outbound QUIC connection to the relay, through
+//! which technicians reach it. The binary (`main.rs`) is a thin CLI over this
+//! library, which `firstline demo` also embeds.
+//!
+//! Where things live: [`checks`] (one file per check), [`link`] (the
+//! connection to the relay, request serving, certificate renewal),
+//! [`enroll`] (first contact), [`backoff`] (reconnect delays), [`config`]
+//! (`agent.toml`).
+
+pub mod backoff;
+pub mod checks;
+pub mod config;
+pub mod enroll;
+pub mod link;
+
+pub use config::Loaded;

@@ -1,0 +1,263 @@
+//! The agent's one outbound connection to the relay, kept up forever.
+//!
+//! Each session: connect with mutual TLS, `hello` → `welcome`, then serve
+//! the relay's requests (one stream each, run concurrently) and renew the
+//! certificate when it nears expiry. When the connection drops the agent
+//! reconnects after a capped, jittered backoff; only a revocation, or a
+//! shutdown request, ends the loop.
+
+use crate::backoff::Backoff;
+use crate::checks::{self, CheckError, Progress};
+use crate::config::Loaded;
+use crate::enroll::new_key_and_csr;
+use anyhow::{anyhow, bail, Context, Result};
+use firstline_net::credential::write_private;
+use firstline_net::endpoint::{self, describe_connection_error};
+use firstline_net::stream::{accept_request, request};
+use firstline_net::{FramedSend, Identity};
+use firstline_proto::{ErrorCode, Hello, Message, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+use quinn::{Connection, ConnectionError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// How long the relay has to answer `hello`.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a request stream has to deliver its request message.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// What the link is doing, for logs and the service manager's status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Connected { relay: String },
+    Reconnecting { reason: String, retry_in_ms: u64 },
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkState::Connecting => write!(f, "connecting"),
+            LinkState::Connected { relay } => write!(f, "connected to {relay}"),
+            LinkState::Reconnecting {
+                reason,
+                retry_in_ms,
+            } => {
+                write!(f, "reconnecting in {retry_in_ms} ms ({reason})")
+            }
+        }
+    }
+}
+
+/// The relay refused this agent for good.
+#[derive(Debug, thiserror::Error)]
+#[error("the relay refused this agent: {0}")]
+pub struct Revoked(pub String);
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// Run the link until shutdown (Ok) or revocation (Err).
+pub async fn run(
+    cfg: Loaded,
+    mut shutdown: watch::Receiver<bool>,
+    state: watch::Sender<LinkState>,
+) -> Result<()> {
+    let c = &cfg.config;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(c.reconnect_min_ms),
+        Duration::from_millis(c.reconnect_max_ms),
+    );
+    loop {
+        state.send_replace(LinkState::Connecting);
+        let started = Instant::now();
+        let reason = match session(&cfg, &mut shutdown, &state).await {
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Lost(reason)) => reason,
+            Err(e) if e.is::<Revoked>() => return Err(e),
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() >= STABLE_SESSION {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(
+            "link to {} down: {reason}; retrying in {} ms",
+            c.relay,
+            delay.as_millis()
+        );
+        state.send_replace(LinkState::Reconnecting {
+            reason,
+            retry_in_ms: delay.as_millis() as u64,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// A revocation close turns into [`Revoked`]; anything else into a reason.
+fn lost(e: &ConnectionError) -> anyhow::Error {
+    if let ConnectionError::ApplicationClosed(c) = e {
+        if c.error_code.into_inner() == u64::from(ErrorCode::Revoked.quic_code()) {
+            return Revoked(String::from_utf8_lossy(&c.reason).into_owned()).into();
+        }
+    }
+    anyhow!(describe_connection_error(e))
+}
+
+async fn session(
+    cfg: &Loaded,
+    shutdown: &mut watch::Receiver<bool>,
+    state: &watch::Sender<LinkState>,
+) -> Result<SessionEnd> {
+    let remote = endpoint::resolve(&cfg.config.relay).map_err(|e| anyhow!(e))?;
+    let ep = endpoint::client(cfg.tls()?, remote, cfg.limits())?;
+    let conn = endpoint::connect(&ep, remote)
+        .await
+        .map_err(|e| anyhow!("cannot connect to {}: {e}", cfg.config.relay))?;
+    greet(&conn).await?;
+    tracing::info!(relay = %cfg.config.relay, name = %cfg.config.name, "connected");
+    state.send_replace(LinkState::Connected {
+        relay: cfg.config.relay.clone(),
+    });
+    let end = serve(cfg, &conn, shutdown).await;
+    if matches!(end, Ok(SessionEnd::Shutdown)) {
+        conn.close(0u32.into(), b"agent shutting down");
+        ep.wait_idle().await;
+    }
+    end
+}
+
+async fn greet(conn: &Connection) -> Result<()> {
+    let hello = Hello {
+        version_min: PROTOCOL_VERSION_MIN,
+        version_max: PROTOCOL_VERSION,
+        software: env!("CARGO_PKG_VERSION").to_string(),
+        os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into()),
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        capabilities: checks::NAMES.iter().map(|s| s.to_string()).collect(),
+    };
+    let answer = async {
+        let (_send, mut recv) = request(conn, Message::Hello(hello)).await?;
+        recv.recv_within(WELCOME_TIMEOUT).await
+    }
+    .await;
+    match answer {
+        Ok(Some(Message::Welcome(_))) => Ok(()),
+        Ok(Some(Message::Error { message, .. })) => bail!("relay refused hello: {message}"),
+        Ok(other) => bail!("unexpected answer to hello: {other:?}"),
+        Err(firstline_net::LinkError::Connection(e)) => Err(lost(&e)),
+        Err(e) => match conn.close_reason() {
+            Some(reason) => Err(lost(&reason)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+async fn serve(
+    cfg: &Loaded,
+    conn: &Connection,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<SessionEnd> {
+    let mut renew_timer =
+        tokio::time::interval(Duration::from_secs(cfg.config.renew_check_secs.max(1)));
+    loop {
+        tokio::select! {
+            accepted = accept_request(conn, FIRST_MESSAGE_TIMEOUT) => match accepted {
+                Ok(Some((msg, send, _recv))) => { tokio::spawn(handle(msg, send)); }
+                Ok(None) => {}
+                Err(e) => {
+                    let err = lost(&e);
+                    if err.is::<Revoked>() {
+                        return Err(err);
+                    }
+                    return Ok(SessionEnd::Lost(err.to_string()));
+                }
+            },
+            _ = renew_timer.tick() => {
+                if let Err(e) = renew_if_due(cfg, conn).await {
+                    tracing::error!("certificate renewal failed: {e:#}");
+                }
+            }
+            _ = shutdown.changed() => return Ok(SessionEnd::Shutdown),
+        }
+    }
+}
+
+/// Answer one request from the relay.
+async fn handle(msg: Message, mut send: FramedSend) {
+    let Message::Exec { check, args } = msg else {
+        send.fail(
+            ErrorCode::BadRequest,
+            format!("agents do not serve `{}`", msg.kind()),
+        )
+        .await;
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let progress = Progress::new(tx);
+    let work = checks::run(&check, &args, &progress);
+    tokio::pin!(work);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut work => break outcome,
+            Some(text) = rx.recv() => {
+                if send.send(Message::Progress { text }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    while let Ok(text) = rx.try_recv() {
+        let _ = send.send(Message::Progress { text }).await;
+    }
+    match outcome {
+        Ok(result) => {
+            if send.send(Message::Result { result }).await.is_ok() {
+                let _ = send.finish_with(Message::Done {}).await;
+            }
+        }
+        Err(e @ CheckError::Unknown(_)) => send.fail(ErrorCode::UnknownCheck, e.to_string()).await,
+        Err(e @ CheckError::Usage(_)) => send.fail(ErrorCode::BadRequest, e.to_string()).await,
+    }
+}
+
+/// Renew the certificate over the live connection when it nears expiry.
+/// The new certificate and key replace `identity.pem` atomically and are
+/// used from the next connection on.
+pub async fn renew_if_due(cfg: &Loaded, conn: &Connection) -> Result<bool> {
+    let path = cfg.identity_path();
+    let current = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let der = firstline_net::pem::certs(&current)?;
+    let info = firstline_net::identity::cert_info(&der[0])?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    if info.not_after - now > cfg.config.renew_before_secs as i64 {
+        return Ok(false);
+    }
+    let (key_pem, csr_pem) = new_key_and_csr(&cfg.config.name)?;
+    let (_send, mut recv) = request(conn, Message::Renew { csr_pem }).await?;
+    let cert_pem = match recv.recv_within(WELCOME_TIMEOUT).await? {
+        Some(Message::Renewed { cert_pem }) => cert_pem,
+        Some(Message::Error { message, .. }) => bail!("relay refused renewal: {message}"),
+        other => bail!("unexpected answer to renew: {other:?}"),
+    };
+    let new_der = firstline_net::pem::certs(&cert_pem)?;
+    let new_info = firstline_net::identity::cert_info(&new_der[0])?;
+    let expected = Identity::Agent {
+        name: cfg.config.name.clone(),
+    };
+    if new_info.identity.as_ref() != Some(&expected) {
+        bail!("renewed certificate is not for {}", expected.describe());
+    }
+    write_private(&path, format!("{cert_pem}{key_pem}").as_bytes())?;
+    tracing::info!(serial = %new_info.serial, "certificate renewed");
+    Ok(true)
+}

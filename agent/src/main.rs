@@ -1,0 +1,195 @@
+//! `firstline-agent`: the agent's command line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use firstline_agent::checks::{self, CheckError, Progress};
+use firstline_agent::config::{DEFAULT_CONFIG, DEFAULT_STATE_DIR};
+use firstline_agent::enroll::{enroll, EnrollRequest};
+use firstline_agent::link::{self, LinkState};
+use firstline_agent::Loaded;
+use firstline_net::cli::{exit_with, init_logging, UsageError};
+use firstline_proto::Status;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "firstline-agent",
+    version,
+    about = "firstline agent: L1 checks on this machine, reachable through the relay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll this machine with a relay, using a token from `firstline-relay token create`.
+    Enroll {
+        /// Relay address, HOST:PORT (port 4433 when omitted).
+        #[arg(long)]
+        relay: String,
+        #[arg(long)]
+        token: String,
+        /// Agent name (default: this machine's hostname).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Where the identity is kept (default: /var/lib/firstline-agent for the
+        /// default config, else the config's folder).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run the agent: keep the link to the relay and serve requests.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check an agent.toml and exit 0 (valid) or 2 (the error names the file and line).
+    Validate {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run one check locally, no relay needed: `check disk /var --warn 80`.
+    #[command(disable_help_flag = true)]
+    Check {
+        /// Check name (disk, …); `--json` anywhere prints the result as JSON.
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => exit_with(e),
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Enroll {
+            relay,
+            token,
+            name,
+            config,
+            state_dir,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => sysinfo::System::host_name()
+                    .map_err(|e| anyhow::anyhow!("no hostname ({e}); pass --name"))?,
+            };
+            let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config));
+            let loaded = rt.block_on(enroll(EnrollRequest {
+                relay,
+                token,
+                name,
+                config_path: config,
+                state_dir,
+            }))?;
+            println!(
+                "enrolled as {} with relay {}",
+                loaded.config.name, loaded.config.relay
+            );
+            println!(
+                "next: firstline-agent run --config {}",
+                loaded.path.display()
+            );
+            Ok(0)
+        }
+        Command::Run { config } => {
+            let loaded = Loaded::load(&config)?;
+            init_logging("info");
+            rt.block_on(run_agent(loaded))?;
+            Ok(0)
+        }
+        Command::Validate { config } => {
+            Loaded::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(0)
+        }
+        Command::Check { name, args } => rt.block_on(check(&name, args)),
+    }
+}
+
+fn default_state_dir(config: &Path) -> PathBuf {
+    if config == Path::new(DEFAULT_CONFIG) {
+        PathBuf::from(DEFAULT_STATE_DIR)
+    } else {
+        firstline_agent::config::resolve(config, Path::new("."))
+    }
+}
+
+async fn run_agent(loaded: Loaded) -> Result<()> {
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let (state_tx, mut state) = tokio::sync::watch::channel(LinkState::Connecting);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            tracing::debug!(state = %*state.borrow(), "link state");
+        }
+    });
+    link::run(loaded, shutdown, state_tx).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `check NAME ARGS… [--json]`: exit 0 for ok, 1 otherwise.
+async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
+    let json = take_flag(&mut args, "--json");
+    if name == "--help" || name == "-h" {
+        println!(
+            "usage: firstline-agent check CHECK [ARGS…] [--json]\nchecks: {}",
+            checks::NAMES.join(", ")
+        );
+        return Ok(0);
+    }
+    let result = match checks::run(name, &args, &Progress::default()).await {
+        Ok(r) => r,
+        Err(CheckError::Usage(m))
+            if m.starts_with("Usage") || m.contains("\nUsage:") && !m.contains("error:") =>
+        {
+            println!("{m}");
+            return Ok(0);
+        }
+        Err(e) => return Err(UsageError(e.to_string()).into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "{} {} {}: {}",
+            result.status.as_str().to_uppercase(),
+            result.check,
+            result.target,
+            result.summary
+        );
+        for (k, v) in &result.metrics {
+            println!("  {k} = {v}");
+        }
+    }
+    Ok(if result.status == Status::Ok { 0 } else { 1 })
+}
+
+/// Remove every `flag` from `args`; whether it was there.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}

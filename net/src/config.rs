@@ -1,0 +1,114 @@
+//! TOML configuration files whose errors name the file and the line.
+//!
+//! Both daemons read their config through [`load`], so "bad config" always
+//! reads `FILE:LINE:COL: what is wrong`.
+
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Read and parse a TOML file.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Parse TOML text; `name` is the file name used in errors.
+pub fn parse<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let (line, column) = line_col(text, offset);
+        ConfigError::Invalid {
+            path: name.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+/// An error about one key of an already parsed file, located by searching
+/// for `key =` (for checks that serde cannot express).
+pub fn invalid_key(name: &str, text: &str, key: &str, message: String) -> ConfigError {
+    let offset = text
+        .lines()
+        .scan(0usize, |pos, l| {
+            let start = *pos;
+            *pos += l.len() + 1;
+            Some((start, l))
+        })
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|(start, _)| start)
+        .unwrap_or(0);
+    let (line, column) = line_col(text, offset);
+    ConfigError::Invalid {
+        path: name.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Demo {
+        listen: String,
+        port: Option<u16>,
+    }
+
+    #[test]
+    fn error_names_file_and_line() {
+        let text = "listen = \"x\"\n\nport = \"not a number\"\n";
+        let err = parse::<Demo>("relay.toml", text).unwrap_err().to_string();
+        assert!(err.starts_with("relay.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_located() {
+        let text = "listen = \"x\"\nlisten_port = 3\n";
+        let err = parse::<Demo>("a.toml", text).unwrap_err().to_string();
+        assert!(err.starts_with("a.toml:2:"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn invalid_key_finds_line() {
+        let text = "a = 1\n  every = \"5x\"\n";
+        let err = invalid_key("f.toml", text, "every", "bad".into()).to_string();
+        assert_eq!(err, "f.toml:2:1: bad");
+    }
+}

@@ -1,0 +1,147 @@
+//! quinn endpoints with firstline's transport limits.
+
+use crate::identity::{cert_info, CertInfo};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ClientConfig, Connection, Endpoint, ServerConfig, TransportConfig, VarInt};
+use rustls_pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Transport knobs; the relay reads them from `relay.toml`, the agent from
+/// `agent.toml`, so every timeout is configuration, not a literal.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    /// Concurrent request streams the peer may open.
+    pub max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            max_streams: 64,
+        }
+    }
+}
+
+fn transport(limits: Limits) -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(limits.keep_alive));
+    t.max_idle_timeout(limits.idle_timeout.try_into().ok());
+    t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A relay endpoint bound to `addr`.
+pub fn server(
+    tls: rustls::ServerConfig,
+    addr: SocketAddr,
+    limits: Limits,
+) -> Result<Endpoint, EndpointError> {
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Tls(e.to_string()))?;
+    let mut config = ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport(limits));
+    Endpoint::server(config, addr).map_err(|source| EndpointError::Bind { addr, source })
+}
+
+/// A client endpoint on an ephemeral port, of the family of `remote`.
+pub fn client(
+    tls: rustls::ClientConfig,
+    remote: SocketAddr,
+    limits: Limits,
+) -> Result<Endpoint, EndpointError> {
+    let local: SocketAddr = if remote.is_ipv6() {
+        "[::]:0".parse().expect("literal address")
+    } else {
+        "0.0.0.0:0".parse().expect("literal address")
+    };
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| EndpointError::Tls(e.to_string()))?;
+    let mut config = ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport(limits));
+    let mut endpoint = Endpoint::client(local).map_err(|source| EndpointError::Bind {
+        addr: local,
+        source,
+    })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Connect to the relay (checking its certificate for [`RELAY_SERVER_NAME`]).
+///
+/// [`RELAY_SERVER_NAME`]: firstline_proto::RELAY_SERVER_NAME
+pub async fn connect(endpoint: &Endpoint, remote: SocketAddr) -> Result<Connection, String> {
+    let connecting = endpoint
+        .connect(remote, firstline_proto::RELAY_SERVER_NAME)
+        .map_err(|e| e.to_string())?;
+    connecting.await.map_err(|e| describe_connection_error(&e))
+}
+
+/// A one-line explanation of a failed connection.
+pub fn describe_connection_error(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::TimedOut => "no answer from the relay (timed out)".into(),
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            String::from_utf8_lossy(&close.reason).into_owned()
+        }
+        quinn::ConnectionError::TransportError(t) => format!("TLS/QUIC error: {t}"),
+        quinn::ConnectionError::ConnectionClosed(c) => format!("closed by the relay: {c}"),
+        other => other.to_string(),
+    }
+}
+
+/// The ALPN protocol the handshake settled on.
+pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// The peer's verified leaf certificate, if it presented one.
+pub fn peer_cert(conn: &Connection) -> Option<CertificateDer<'static>> {
+    conn.peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// Identity, serial and validity of the peer's verified certificate.
+pub fn peer_info(conn: &Connection) -> Option<CertInfo> {
+    cert_info(&peer_cert(conn)?).ok()
+}
+
+/// Resolve `HOST:PORT` (or `IP:PORT`, or `HOST` with the default port).
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let with_port = if addr.parse::<SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        addr.to_string()
+    } else {
+        format!("{addr}:{}", firstline_proto::DEFAULT_PORT)
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve relay address `{addr}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("relay address `{addr}` resolves to nothing"))
+}

@@ -1,0 +1,165 @@
+//! Framed request streams over quinn.
+//!
+//! One bidirectional stream per request: the opener writes one request
+//! message, the other side writes answers and a final message. Reading goes
+//! through [`firstline_proto::FrameDecoder`], so the 1 MiB cap and every
+//! decoding rule live in one place. A frame that breaks a rule ends only its
+//! own stream: [`FramedSend::fail`] tells the peer why (an `error` message and
+//! a stream reset code), the connection and its other streams carry on.
+
+use firstline_proto::{encode, Envelope, ErrorCode, FrameDecoder, FrameError, Message};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use std::time::Duration;
+
+/// Read size per chunk: large enough for typical frames in one go.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream already closed")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("no message within {0:?}")]
+    Timeout(Duration),
+    #[error("stream ended before the final message")]
+    Ended,
+}
+
+impl LinkError {
+    /// The wire code that reports this failure to the peer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LinkError::Frame(f) => f.code(),
+            LinkError::Timeout(_) => ErrorCode::Timeout,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Receiving half of a request stream.
+pub struct FramedRecv {
+    inner: RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl FramedRecv {
+    pub fn new(inner: RecvStream) -> Self {
+        FramedRecv {
+            inner,
+            decoder: FrameDecoder::new(),
+        }
+    }
+
+    /// The next message; `Ok(None)` when the peer finished the stream cleanly.
+    pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
+        loop {
+            if let Some(Envelope { msg, .. }) = self.decoder.next_frame()? {
+                return Ok(Some(msg));
+            }
+            match self.inner.read_chunk(CHUNK, true).await? {
+                Some(chunk) => self.decoder.push(&chunk.bytes),
+                None => {
+                    self.decoder.finish()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Like [`recv`](Self::recv) but gives up after `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Message>, LinkError> {
+        tokio::time::timeout(limit, self.recv())
+            .await
+            .map_err(|_| LinkError::Timeout(limit))?
+    }
+
+    /// Tell the peer to stop sending (after a frame error).
+    pub fn stop(&mut self, code: ErrorCode) {
+        let _ = self.inner.stop(VarInt::from_u32(code.quic_code()));
+    }
+}
+
+/// Sending half of a request stream.
+pub struct FramedSend {
+    inner: SendStream,
+}
+
+impl FramedSend {
+    pub fn new(inner: SendStream) -> Self {
+        FramedSend { inner }
+    }
+
+    pub async fn send(&mut self, msg: Message) -> Result<(), LinkError> {
+        let bytes = encode(&Envelope::new(msg))?;
+        self.inner.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// Send the final message and finish the stream.
+    pub async fn finish_with(mut self, msg: Message) -> Result<(), LinkError> {
+        self.send(msg).await?;
+        self.inner.finish()?;
+        Ok(())
+    }
+
+    /// End the stream with an `error` message saying why.
+    pub async fn fail(self, code: ErrorCode, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!(?code, %message, "stream failed");
+        let _ = self.finish_with(Message::error(code, message)).await;
+    }
+
+    /// Write raw bytes, bypassing the encoder (tests of hostile input only).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        self.inner.write_all(bytes).await?;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<(), LinkError> {
+        self.inner.finish()?;
+        Ok(())
+    }
+}
+
+/// Open a request stream on `conn` and send `request` on it.
+pub async fn request(
+    conn: &Connection,
+    request: Message,
+) -> Result<(FramedSend, FramedRecv), LinkError> {
+    let (send, recv) = conn.open_bi().await?;
+    let mut send = FramedSend::new(send);
+    send.send(request).await?;
+    Ok((send, FramedRecv::new(recv)))
+}
+
+/// Accept the next request stream and read its request message. A stream
+/// whose first frame breaks the rules is failed here and `Ok(None)` returned
+/// for it so the caller simply accepts the next one.
+pub async fn accept_request(
+    conn: &Connection,
+    first_message_timeout: Duration,
+) -> Result<Option<(Message, FramedSend, FramedRecv)>, quinn::ConnectionError> {
+    let (send, recv) = conn.accept_bi().await?;
+    let send = FramedSend::new(send);
+    let mut recv = FramedRecv::new(recv);
+    match recv.recv_within(first_message_timeout).await {
+        Ok(Some(msg)) => Ok(Some((msg, send, recv))),
+        Ok(None) => {
+            send.fail(ErrorCode::BadRequest, "stream ended before a request")
+                .await;
+            Ok(None)
+        }
+        Err(e) => {
+            recv.stop(e.code());
+            send.fail(e.code(), e.to_string()).await;
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! # firstline-proto
+//!
+//! The wire contract shared by the agent, the relay and the console, kept
+//! sans-IO (no sockets, no async runtime, no clock reads) so that it can be
+//! fuzzed, property-tested and reused by any transport.
+//!
+//! * [`frame`] — length-prefixed frames (u32 big-endian) with a hard 1 MiB cap
+//!   and an incremental decoder that never preallocates what a peer declares.
+//! * [`message`] — every message that travels on a stream, inside a versioned
+//!   [`message::Envelope`].
+//! * [`result`] — the check/fix result shape from DESIGN.md.
+//! * [`version`] — protocol version negotiation at connect.
+
+pub mod frame;
+pub mod message;
+pub mod result;
+pub mod version;
+
+pub use frame::{encode, FrameDecoder, FrameError, MAX_FRAME_LEN};
+pub use message::{AgentInfo, Envelope, ErrorCode, Hello, Message, Role, TicketSummary, Welcome};
+pub use result::{CheckResult, Status};
+pub use version::{negotiate, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+
+/// ALPN for authenticated peers (agents and operators, mutual TLS).
+pub const ALPN: &[u8] = b"firstline/1";
+/// ALPN for first contact: an agent with a token but no certificate yet.
+/// The relay accepts exactly one `Enroll` request on such a connection.
+pub const ALPN_ENROLL: &[u8] = b"firstline-enroll/1";
+/// Server name every client checks the relay certificate against. Only the
+/// relay's certificate, issued by the relay's private CA, carries it.
+pub const RELAY_SERVER_NAME: &str = "firstline-relay";
+/// Default UDP port of the relay.
+pub const DEFAULT_PORT: u16 = 4433;

@@ -1,0 +1,332 @@
+//! Every message that travels on a firstline stream.
+//!
+//! Streams follow one pattern (DESIGN.md, "The channel"): the opener sends one
+//! request message, the other side answers with any number of `progress` and
+//! `result` messages and ends with exactly one final message (`done`, an
+//! answer such as `agents`, or `error`). Each message is wrapped in an
+//! [`Envelope`] that carries the envelope version `v`, so that a frame from a
+//! future version is told apart from garbage.
+
+use crate::result::CheckResult;
+use serde::{Deserialize, Serialize};
+
+/// Envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u16 = 1;
+
+/// What goes inside one frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u16,
+    #[serde(flatten)]
+    pub msg: Message,
+}
+
+impl Envelope {
+    pub fn new(msg: Message) -> Self {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            msg,
+        }
+    }
+}
+
+/// An operator's role; each includes the rights of the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Technician,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Technician => "technician",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "technician" => Ok(Role::Technician),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role `{other}` (expected viewer, technician or admin)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a stream (or a request) failed. Sent in an `error` message and, as a
+/// number, as the QUIC stream reset / stop code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A frame declared a length over the 1 MiB cap.
+    FrameTooLarge,
+    /// Bytes that do not decode to a message.
+    Malformed,
+    /// An envelope version this build does not speak.
+    UnknownVersion,
+    /// A message that is valid but not expected here.
+    BadRequest,
+    /// No verified identity (no client certificate).
+    Unauthenticated,
+    /// The identity's role does not allow this request.
+    Forbidden,
+    /// The agent's own policy refused the request.
+    Refused,
+    UnknownAgent,
+    AgentOffline,
+    TokenUnknown,
+    TokenExpired,
+    TokenUsed,
+    Revoked,
+    UnknownCheck,
+    UnknownTicket,
+    Timeout,
+    Internal,
+    /// A code from a newer peer.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The application error code used for QUIC stream resets and stops.
+    pub fn quic_code(self) -> u32 {
+        match self {
+            ErrorCode::FrameTooLarge => 1,
+            ErrorCode::Malformed => 2,
+            ErrorCode::UnknownVersion => 3,
+            ErrorCode::BadRequest => 4,
+            ErrorCode::Unauthenticated => 5,
+            ErrorCode::Forbidden => 6,
+            ErrorCode::Refused => 7,
+            ErrorCode::UnknownAgent => 8,
+            ErrorCode::AgentOffline => 9,
+            ErrorCode::TokenUnknown => 10,
+            ErrorCode::TokenExpired => 11,
+            ErrorCode::TokenUsed => 12,
+            ErrorCode::Revoked => 13,
+            ErrorCode::UnknownCheck => 14,
+            ErrorCode::UnknownTicket => 15,
+            ErrorCode::Timeout => 16,
+            ErrorCode::Internal => 17,
+            ErrorCode::Other => 99,
+        }
+    }
+}
+
+/// Sent by an agent first on every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version_min: u16,
+    pub version_max: u16,
+    /// Software version, e.g. `0.1.0`.
+    pub software: String,
+    /// Operating system, one line (`Debian GNU/Linux 12`).
+    pub os: String,
+    pub hostname: String,
+    /// Checks and features this agent offers.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// The relay's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Negotiated protocol version.
+    pub version: u16,
+    /// The identity the relay read from the verified certificate.
+    pub name: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// One row of `firstline agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    pub online: bool,
+    /// RFC 3339; `None` when the agent never connected.
+    pub last_seen: Option<String>,
+    pub version: Option<String>,
+    pub os: Option<String>,
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// One row of `firstline tickets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketSummary {
+    pub id: u64,
+    pub title: String,
+    pub agent: Option<String>,
+    pub check: Option<String>,
+    pub status: String,
+    pub priority: String,
+    pub source: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Every message, tagged by `type` on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Message {
+    // --- connection set-up (agent → relay, on the first stream) ---
+    Hello(Hello),
+    Welcome(Welcome),
+
+    // --- enrollment (agent without certificate → relay) ---
+    Enroll {
+        token: String,
+        name: String,
+        csr_pem: String,
+    },
+    Enrolled {
+        name: String,
+        cert_pem: String,
+        ca_pem: String,
+    },
+    /// Agent asks for a fresh certificate over its live, authenticated link.
+    Renew {
+        csr_pem: String,
+    },
+    Renewed {
+        cert_pem: String,
+    },
+
+    // --- console → relay requests ---
+    ListAgents {},
+    Agents {
+        agents: Vec<AgentInfo>,
+    },
+    /// Run a check on an agent; results also go to `ticket` when given.
+    Run {
+        agent: String,
+        check: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        ticket: Option<u64>,
+    },
+    TicketNew {
+        title: String,
+        #[serde(default)]
+        agent: Option<String>,
+        #[serde(default)]
+        body: Option<String>,
+    },
+    TicketOpened {
+        ticket: TicketSummary,
+    },
+    ListTickets {
+        #[serde(default)]
+        status: Option<String>,
+    },
+    Tickets {
+        tickets: Vec<TicketSummary>,
+    },
+
+    // --- relay → agent requests ---
+    Exec {
+        check: String,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+
+    // --- answers on any request stream ---
+    Progress {
+        text: String,
+    },
+    Result {
+        result: CheckResult,
+    },
+    /// Final frame of a successful stream.
+    Done {},
+    /// Final frame of a failed stream.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Message {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Message::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Short name of the message type, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Welcome(_) => "welcome",
+            Message::Enroll { .. } => "enroll",
+            Message::Enrolled { .. } => "enrolled",
+            Message::Renew { .. } => "renew",
+            Message::Renewed { .. } => "renewed",
+            Message::ListAgents {} => "list_agents",
+            Message::Agents { .. } => "agents",
+            Message::Run { .. } => "run",
+            Message::TicketNew { .. } => "ticket_new",
+            Message::TicketOpened { .. } => "ticket_opened",
+            Message::ListTickets { .. } => "list_tickets",
+            Message::Tickets { .. } => "tickets",
+            Message::Exec { .. } => "exec",
+            Message::Progress { .. } => "progress",
+            Message::Result { .. } => "result",
+            Message::Done {} => "done",
+            Message::Error { .. } => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_flat_and_tagged() {
+        let e = Envelope::new(Message::Exec {
+            check: "disk".into(),
+            args: vec!["/".into()],
+        });
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(s, r#"{"v":1,"type":"exec","check":"disk","args":["/"]}"#);
+        let back: Envelope = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn unknown_error_code_from_newer_peer() {
+        let s = r#"{"v":1,"type":"error","code":"quota_exceeded","message":"x"}"#;
+        let e: Envelope = serde_json::from_str(s).unwrap();
+        assert_eq!(e.msg, Message::error(ErrorCode::Other, "x"));
+    }
+
+    #[test]
+    fn role_order_and_parse() {
+        assert!(Role::Admin > Role::Technician && Role::Technician > Role::Viewer);
+        assert_eq!("technician".parse::<Role>().unwrap(), Role::Technician);
+        assert!("root".parse::<Role>().unwrap_err().contains("unknown role"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The one result shape every check and fix returns (DESIGN.md, "Checks"):
+//! `{"check","target","status","summary","metrics","duration_ms","at"}`, in
+//! the Nagios plugin spirit. Fixes add what they changed.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Outcome of a check, ordered by severity (`Ok < Warn < Crit`; `Unknown`
+/// sorts last but is reported as its own thing, as Nagios does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Crit,
+    Unknown,
+}
+
+impl Status {
+    /// The Nagios plugin exit code of this status (0/1/2/3).
+    pub fn nagios_code(self) -> i32 {
+        match self {
+            Status::Ok => 0,
+            Status::Warn => 1,
+            Status::Crit => 2,
+            Status::Unknown => 3,
+        }
+    }
+
+    /// Status of a Nagios plugin exit code; anything unexpected is `Unknown`.
+    pub fn from_nagios_code(code: i32) -> Self {
+        match code {
+            0 => Status::Ok,
+            1 => Status::Warn,
+            2 => Status::Crit,
+            _ => Status::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Crit => "crit",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The worse of two statuses (`Unknown` only wins over `Ok`).
+    pub fn worst(self, other: Status) -> Status {
+        use Status::*;
+        match (self, other) {
+            (Crit, _) | (_, Crit) => Crit,
+            (Warn, _) | (_, Warn) => Warn,
+            (Unknown, _) | (_, Unknown) => Unknown,
+            _ => Ok,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Result of one check or fix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// Check or fix name (`disk`, `dns`, `flush-dns`…).
+    pub check: String,
+    /// What was checked (a path, a host, a URI).
+    pub target: String,
+    pub status: Status,
+    /// One line for a human.
+    pub summary: String,
+    /// Numbers, Nagios perfdata style (`used_pct`, `rtt_avg_ms`…).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    pub duration_ms: u64,
+    /// RFC 3339 time the check finished, set by whoever ran it.
+    pub at: String,
+    /// For fixes: what was changed (empty for checks and dry runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+}
+
+impl CheckResult {
+    /// A result with no metrics yet; `duration_ms` and `at` are filled in by
+    /// whoever ran the check.
+    pub fn new(
+        check: impl Into<String>,
+        target: impl Into<String>,
+        status: Status,
+        summary: impl Into<String>,
+    ) -> Self {
+        CheckResult {
+            check: check.into(),
+            target: target.into(),
+            status,
+            summary: summary.into(),
+            metrics: BTreeMap::new(),
+            duration_ms: 0,
+            at: String::new(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// Add a metric (builder style).
+    pub fn metric(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.metrics.insert(name.into(), value);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_matches_design() {
+        let r = CheckResult {
+            check: "disk".into(),
+            target: "/".into(),
+            status: Status::Warn,
+            summary: "81% used".into(),
+            metrics: [("used_pct".to_string(), 81.0)].into(),
+            duration_ms: 3,
+            at: "2026-11-23T00:00:00Z".into(),
+            changed: vec![],
+        };
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "at",
+                "check",
+                "duration_ms",
+                "metrics",
+                "status",
+                "summary",
+                "target"
+            ]
+        );
+        assert_eq!(v["status"], "warn");
+    }
+
+    #[test]
+    fn worst_status() {
+        assert_eq!(Status::Ok.worst(Status::Warn), Status::Warn);
+        assert_eq!(Status::Unknown.worst(Status::Crit), Status::Crit);
+        assert_eq!(Status::Ok.worst(Status::Unknown), Status::Unknown);
+    }
+}

@@ -1,0 +1,108 @@
+//! The admin commands that work on a relay directory without a running
+//! relay: `init`, `token create`, `operator add`, `agent|operator revoke`.
+//! A running `serve` picks up their effects from the shared database.
+
+use crate::ca::Ca;
+use crate::config::{RelayConfig, RelayDir};
+use crate::store::Store;
+use crate::token::Token;
+use anyhow::{bail, Context, Result};
+use firstline_net::credential::{write_private, Credential};
+use firstline_net::identity::valid_name;
+use firstline_net::Identity;
+use firstline_proto::Role;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Server certificates are re-issued by `init` only; 5 years.
+const SERVER_CERT_TTL: Duration = Duration::from_secs(5 * 365 * 86_400);
+
+/// Create a relay directory: config, CA, server certificate, database.
+/// Refuses to overwrite an existing relay.
+pub fn init(dir: &Path, listen: SocketAddr, name: &str) -> Result<PathBuf> {
+    let config_path = dir.join("relay.toml");
+    if config_path.exists() {
+        bail!(
+            "{} already exists: this folder already holds a relay (remove it to start over)",
+            config_path.display()
+        );
+    }
+    if !valid_name(name) {
+        bail!("invalid --name `{name}`: use letters, digits, `.`, `_` or `-`");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = RelayConfig::new(listen, name.to_string());
+    let relay_dir = RelayDir {
+        config: config.clone(),
+        dir: dir.to_path_buf(),
+        config_path: config_path.clone(),
+    };
+    let (ca, ca_key) = Ca::generate(&format!("firstline relay CA ({name})"))?;
+    write_private(&relay_dir.ca_key(), ca_key.as_bytes())?;
+    std::fs::write(relay_dir.ca_cert(), &ca.cert_pem)?;
+    let (server, server_key) = ca.issue_server(name, SERVER_CERT_TTL)?;
+    write_private(&relay_dir.server_key(), server_key.as_bytes())?;
+    std::fs::write(relay_dir.server_cert(), &server.cert_pem)?;
+    let store = Store::open(&relay_dir.database())?;
+    store.record_cert(&server.serial, "relay", name, server.not_after)?;
+    let text = format!(
+        "# firstline relay configuration (see `firstline-relay --help`).\n\
+         # Paths (CA, certificates, relay.db) are relative to this file's folder.\n{}",
+        toml::to_string(&config)?
+    );
+    std::fs::write(&config_path, text)?;
+    Ok(config_path)
+}
+
+/// Create an enrollment token; prints nothing, returns the token text.
+pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<(String, i64)> {
+    if uses == 0 {
+        bail!("--uses must be at least 1");
+    }
+    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+    let token = Token::generate(&ca.fingerprint()?);
+    let ttl = ttl.unwrap_or(Duration::from_secs(dir.config.token_ttl_secs));
+    let store = Store::open(&dir.database())?;
+    let expires = store.add_token(&token.id, &token.secret_sha256(), uses, ttl)?;
+    Ok((token.to_string(), expires))
+}
+
+/// Add an operator and write its credential file.
+pub fn operator_add(dir: &RelayDir, name: &str, role: Role, out: &Path) -> Result<()> {
+    if !valid_name(name) {
+        bail!("invalid operator name `{name}`: use 1-64 letters, digits, `.`, `_` or `-`");
+    }
+    let store = Store::open(&dir.database())?;
+    if !store.add_operator(name, role)? {
+        bail!("an operator named `{name}` already exists (revoked names stay taken)");
+    }
+    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+    let identity = Identity::Operator {
+        name: name.to_string(),
+        role,
+    };
+    let ttl = Duration::from_secs(dir.config.operator_cert_ttl_secs);
+    let (issued, key) = ca.issue_operator(&identity, ttl)?;
+    store.record_cert(&issued.serial, "operator", name, issued.not_after)?;
+    let credential = Credential {
+        relay: dir.config.public_addr(),
+        name: name.to_string(),
+        role,
+        cert: issued.cert_pem,
+        key,
+        ca: ca.cert_pem.clone(),
+    };
+    credential
+        .save(out)
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// Revoke an agent or an operator for good.
+pub fn revoke(dir: &RelayDir, kind: &str, name: &str) -> Result<()> {
+    let store = Store::open(&dir.database())?;
+    if !store.revoke(kind, name)? {
+        bail!("no {kind} named `{name}` at this relay");
+    }
+    Ok(())
+}

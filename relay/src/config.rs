@@ -1,0 +1,177 @@
+//! `relay.toml`: where the relay listens and every limit it applies.
+//!
+//! Paths in the file are relative to the file's own folder, so a relay
+//! directory made by `firstline-relay init` can be moved as a whole.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// UDP address of the QUIC endpoint.
+    pub listen: SocketAddr,
+    /// DNS name of the relay as agents reach it (also in its certificate).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Address written into credential files and tokens' hints; defaults to
+    /// `listen`.
+    #[serde(default)]
+    pub public_addr: Option<String>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Time a peer has to send the first message of a stream.
+    #[serde(default = "default_first_message")]
+    pub first_message_timeout_secs: u64,
+    /// Time an agent has to answer a request routed to it.
+    #[serde(default = "default_request")]
+    pub request_timeout_secs: u64,
+    /// Concurrent request streams per peer.
+    #[serde(default = "default_streams")]
+    pub max_streams_per_peer: u32,
+    #[serde(default = "default_agent_cert")]
+    pub agent_cert_ttl_secs: u64,
+    #[serde(default = "default_operator_cert")]
+    pub operator_cert_ttl_secs: u64,
+    /// How often `serve` looks for revocations made by the admin commands.
+    #[serde(default = "default_revocation_poll")]
+    pub revocation_poll_ms: u64,
+    /// Default lifetime of enrollment tokens.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+}
+
+fn default_name() -> String {
+    firstline_proto::RELAY_SERVER_NAME.into()
+}
+fn default_keep_alive() -> u64 {
+    5
+}
+fn default_idle() -> u64 {
+    20
+}
+fn default_first_message() -> u64 {
+    10
+}
+fn default_request() -> u64 {
+    60
+}
+fn default_streams() -> u32 {
+    64
+}
+fn default_agent_cert() -> u64 {
+    90 * 86_400
+}
+fn default_operator_cert() -> u64 {
+    365 * 86_400
+}
+fn default_revocation_poll() -> u64 {
+    500
+}
+fn default_token_ttl() -> u64 {
+    86_400
+}
+
+impl RelayConfig {
+    pub fn new(listen: SocketAddr, name: String) -> Self {
+        let mut c: RelayConfig =
+            toml::from_str(&format!("listen = \"{listen}\"")).expect("defaults parse");
+        c.name = name;
+        c
+    }
+
+    pub fn limits(&self) -> firstline_net::endpoint::Limits {
+        firstline_net::endpoint::Limits {
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_streams: self.max_streams_per_peer,
+        }
+    }
+
+    /// The address agents and consoles dial.
+    pub fn public_addr(&self) -> String {
+        self.public_addr
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+/// A loaded config and the folder its relative paths start from.
+#[derive(Debug, Clone)]
+pub struct RelayDir {
+    pub config: RelayConfig,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl RelayDir {
+    pub fn load(config_path: &Path) -> Result<RelayDir> {
+        let config: RelayConfig = firstline_net::config::load(config_path)?;
+        validate(config_path, &config)?;
+        let dir = config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(RelayDir {
+            config,
+            dir,
+            config_path: config_path.to_path_buf(),
+        })
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca-key.pem")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("relay.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("relay-key.pem")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.dir.join("relay.db")
+    }
+}
+
+/// Checks serde cannot express; each error names the file and line.
+fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let name = path.display().to_string();
+    let bad = |key: &str, msg: &str| {
+        Err(firstline_net::config::invalid_key(&name, &text, key, msg.to_string()).into())
+    };
+    if c.keep_alive_secs == 0 || c.keep_alive_secs >= c.idle_timeout_secs {
+        return bad(
+            "keep_alive_secs",
+            "keep_alive_secs must be at least 1 and below idle_timeout_secs",
+        );
+    }
+    if c.max_streams_per_peer == 0 {
+        return bad(
+            "max_streams_per_peer",
+            "max_streams_per_peer must be at least 1",
+        );
+    }
+    if c.agent_cert_ttl_secs < 60 {
+        return bad(
+            "agent_cert_ttl_secs",
+            "agent_cert_ttl_secs must be at least 60",
+        );
+    }
+    if !firstline_net::identity::valid_name(&c.name) {
+        return bad(
+            "name",
+            "name must be a DNS-like name (letters, digits, . _ -)",
+        );
+    }
+    Ok(())
+}

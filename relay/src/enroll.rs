@@ -1,0 +1,122 @@
+//! First contact of an agent: one `enroll` request on the enrollment ALPN.
+//!
+//! The agent sent its CSR and token; the relay checks the token (known, not
+//! expired, not used up — told apart), that the name is free, signs the CSR
+//! with its CA and answers with the certificate and the CA. The connection
+//! carries nothing else and is closed afterwards.
+
+use crate::server::Relay;
+use crate::store::{AuditEntry, EnrollRefusal, TokenError};
+use crate::token::Token;
+use firstline_net::identity::valid_name;
+use firstline_net::stream::accept_request;
+use firstline_net::FramedSend;
+use firstline_proto::{ErrorCode, Message};
+use quinn::{Connection, VarInt};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn handle(relay: Arc<Relay>, conn: Connection) {
+    let remote = conn.remote_address();
+    match accept_request(&conn, relay.first_message_timeout()).await {
+        Ok(Some((
+            Message::Enroll {
+                token,
+                name,
+                csr_pem,
+            },
+            send,
+            _recv,
+        ))) => {
+            let outcome = enroll(&relay, &token, &name, &csr_pem);
+            let text = match &outcome {
+                Ok(_) => "enrolled".to_string(),
+                Err((_, m)) => format!("refused: {m}"),
+            };
+            tracing::info!(%remote, %name, "enrollment {text}");
+            let _ = relay.store.audit(&AuditEntry {
+                who: &format!("enrollment from {remote}"),
+                role: None,
+                agent: Some(&name),
+                action: "enroll",
+                args: "",
+                outcome: &text,
+            });
+            reply(send, outcome).await;
+        }
+        Ok(Some((other, send, _))) => {
+            send.fail(
+                ErrorCode::BadRequest,
+                format!(
+                    "only `enroll` is accepted before enrollment, got `{}`",
+                    other.kind()
+                ),
+            )
+            .await;
+        }
+        Ok(None) | Err(_) => {}
+    }
+    // Let the agent read the answer and close first; do not wait forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    conn.close(VarInt::from_u32(0), b"enrollment done");
+}
+
+async fn reply(send: FramedSend, outcome: Result<Message, (ErrorCode, String)>) {
+    match outcome {
+        Ok(msg) => {
+            let _ = send.finish_with(msg).await;
+        }
+        Err((code, message)) => send.fail(code, message).await,
+    }
+}
+
+fn enroll(
+    relay: &Relay,
+    token: &str,
+    name: &str,
+    csr_pem: &str,
+) -> Result<Message, (ErrorCode, String)> {
+    let token = Token::parse(token).map_err(|m| (ErrorCode::TokenUnknown, m))?;
+    let ours = relay
+        .ca
+        .fingerprint()
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    if token.ca_fingerprint != ours {
+        return Err((
+            ErrorCode::TokenUnknown,
+            "this token was made by another relay (its CA fingerprint differs)".into(),
+        ));
+    }
+    if !valid_name(name) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("invalid agent name `{name}`: use 1-64 letters, digits, `.`, `_` or `-`"),
+        ));
+    }
+    let ttl = Duration::from_secs(relay.dir.config.agent_cert_ttl_secs);
+    let result = relay
+        .store
+        .enroll(&token.id, &token.secret_sha256(), name, || {
+            let issued = relay.ca.sign_agent_csr(name, csr_pem, ttl)?;
+            Ok((issued.cert_pem, issued.serial, issued.not_after))
+        })
+        .map_err(|e| (ErrorCode::BadRequest, format!("{e:#}")))?;
+    match result {
+        Ok(cert_pem) => Ok(Message::Enrolled {
+            name: name.to_string(),
+            cert_pem,
+            ca_pem: relay.ca.cert_pem.clone(),
+        }),
+        Err(refusal) => Err((refusal_code(&refusal), refusal.to_string())),
+    }
+}
+
+fn refusal_code(r: &EnrollRefusal) -> ErrorCode {
+    match r {
+        EnrollRefusal::Token(TokenError::Unknown) => ErrorCode::TokenUnknown,
+        EnrollRefusal::Token(TokenError::Expired) => ErrorCode::TokenExpired,
+        EnrollRefusal::Token(TokenError::Used) => ErrorCode::TokenUsed,
+        EnrollRefusal::NameTaken(_) => ErrorCode::BadRequest,
+        EnrollRefusal::Revoked(_) => ErrorCode::Revoked,
+    }
+}

@@ -1,0 +1,27 @@
+//! # firstline-relay
+//!
+//! The hub: a QUIC endpoint that agents dial out to and consoles connect to,
+//! with a private CA, enrollment, routing of requests to live agents, the
+//! ticket store and the audit log. The binary (`main.rs`) is a thin CLI over
+//! this library, which `firstline demo` also embeds.
+//!
+//! Where things live: [`server`] (accept loop, who is who), [`enroll`]
+//! (first contact), [`agent_link`] (an agent's live connection),
+//! [`operator`] (console requests), [`policy`] (roles), [`registry`] (who is
+//! online), [`store`] (SQLite), [`ca`] (certificates), [`token`], [`admin`]
+//! (offline admin commands), [`config`] (`relay.toml`).
+
+pub mod admin;
+pub mod agent_link;
+pub mod ca;
+pub mod config;
+pub mod enroll;
+pub mod operator;
+pub mod policy;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod token;
+
+pub use config::{RelayConfig, RelayDir};
+pub use server::{start, RelayHandle};

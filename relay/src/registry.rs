@@ -1,0 +1,90 @@
+//! Live connections: which agents are online right now, and which operator
+//! connections are open, so revocations can cut them off at once.
+
+use quinn::{Connection, VarInt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    agents: HashMap<String, Connection>,
+    /// Operator connections by quinn's stable id: `(name, connection)`.
+    operators: HashMap<usize, (String, Connection)>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register an agent's connection; an older connection of the same agent
+    /// (a half-dead one it reconnected past) is closed.
+    pub fn agent_online(&self, name: &str, conn: Connection) {
+        let old = self.lock().agents.insert(name.to_string(), conn);
+        if let Some(old) = old {
+            old.close(
+                VarInt::from_u32(0),
+                b"replaced by a newer connection of this agent",
+            );
+        }
+    }
+
+    /// Forget an agent's connection, unless a newer one already replaced it.
+    pub fn agent_offline(&self, name: &str, conn: &Connection) {
+        let mut inner = self.lock();
+        if inner
+            .agents
+            .get(name)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            inner.agents.remove(name);
+        }
+    }
+
+    pub fn agent(&self, name: &str) -> Option<Connection> {
+        self.lock().agents.get(name).cloned()
+    }
+
+    pub fn is_online(&self, name: &str) -> bool {
+        self.lock().agents.contains_key(name)
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.lock().agents.len()
+    }
+
+    pub fn operator_online(&self, name: &str, conn: Connection) {
+        self.lock()
+            .operators
+            .insert(conn.stable_id(), (name.to_string(), conn));
+    }
+
+    pub fn operator_offline(&self, conn: &Connection) {
+        self.lock().operators.remove(&conn.stable_id());
+    }
+
+    /// Close every live connection of this peer; returns how many.
+    pub fn cut_off(&self, kind: &str, name: &str, code: u32, reason: &str) -> usize {
+        let conns: Vec<Connection> = {
+            let mut inner = self.lock();
+            match kind {
+                "agent" => inner.agents.remove(name).into_iter().collect(),
+                _ => inner
+                    .operators
+                    .values()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, c)| c.clone())
+                    .collect(),
+            }
+        };
+        for c in &conns {
+            c.close(VarInt::from_u32(code), reason.as_bytes());
+        }
+        conns.len()
+    }
+}

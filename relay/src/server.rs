@@ -1,0 +1,208 @@
+//! `firstline-relay serve`: the QUIC endpoint, the accept loop and the
+//! dispatch of each connection by who it is.
+//!
+//! Every connection is classified once, from the handshake: the enrollment
+//! ALPN goes to [`crate::enroll`]; everything else must present a client
+//! certificate issued (and not revoked) by this relay, whose identity sends
+//! it to [`crate::agent_link`] or [`crate::operator`].
+
+use crate::ca::Ca;
+use crate::config::RelayDir;
+use crate::registry::Registry;
+use crate::store::{CertStatus, Store};
+use anyhow::{Context, Result};
+use firstline_net::endpoint;
+use firstline_net::Identity;
+use firstline_proto::ErrorCode;
+use quinn::{Connection, Endpoint, VarInt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Everything a connection handler needs, shared.
+pub struct Relay {
+    pub dir: RelayDir,
+    pub store: Store,
+    pub ca: Ca,
+    pub registry: Registry,
+}
+
+impl Relay {
+    pub fn first_message_timeout(&self) -> Duration {
+        Duration::from_secs(self.dir.config.first_message_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.dir.config.request_timeout_secs)
+    }
+}
+
+/// A running relay: its address and the way to stop it.
+pub struct RelayHandle {
+    pub addr: SocketAddr,
+    pub relay: Arc<Relay>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Stop accepting, close every connection, wait for handlers to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Bind the endpoint and start serving in the background.
+pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
+    let relay = Arc::new(load(dir)?);
+    let endpoint = bind(&relay)?;
+    let addr = endpoint.local_addr()?;
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(run(relay.clone(), endpoint, rx));
+    Ok(RelayHandle {
+        addr,
+        relay,
+        shutdown,
+        task,
+    })
+}
+
+fn load(dir: RelayDir) -> Result<Relay> {
+    let store = Store::open(&dir.database())?;
+    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+    Ok(Relay {
+        dir,
+        store,
+        ca,
+        registry: Registry::default(),
+    })
+}
+
+fn bind(relay: &Relay) -> Result<Endpoint> {
+    let dir = &relay.dir;
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let chain = firstline_net::pem::certs(&(read(dir.server_cert())? + &relay.ca.cert_pem))?;
+    let key = firstline_net::pem::key(&read(dir.server_key())?)?;
+    let ca = firstline_net::pem::certs(&relay.ca.cert_pem)?;
+    let tls = firstline_net::tls::server_config(chain, key, &ca)?;
+    Ok(endpoint::server(
+        tls,
+        dir.config.listen,
+        dir.config.limits(),
+    )?)
+}
+
+async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
+    let mut handlers = JoinSet::new();
+    let poller = tokio::spawn(poll_revocations(relay.clone()));
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                handlers.spawn(handle_incoming(relay.clone(), incoming));
+            }
+            Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    poller.abort();
+    endpoint.close(VarInt::from_u32(0), b"relay shutting down");
+    while handlers.join_next().await.is_some() {}
+    endpoint.wait_idle().await;
+}
+
+async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    if endpoint::alpn(&conn).as_deref() == Some(firstline_proto::ALPN_ENROLL) {
+        crate::enroll::handle(relay, conn).await;
+        return;
+    }
+    match authenticate(&relay, &conn) {
+        Ok(Identity::Agent { name }) => crate::agent_link::run(relay, conn, name).await,
+        Ok(Identity::Operator { name, role }) => {
+            crate::operator::run(relay, conn, name, role).await
+        }
+        Err((code, reason)) => {
+            tracing::warn!(%remote, "refused: {reason}");
+            close(&conn, code, &reason);
+        }
+    }
+}
+
+/// Identity of an authenticated connection, or why it is refused.
+fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (ErrorCode, String)> {
+    let Some(info) = endpoint::peer_info(conn) else {
+        return Err((
+            ErrorCode::Unauthenticated,
+            "a client certificate issued by this relay is required: enroll the agent \
+             (`firstline-agent enroll`) or log in with an operator credential"
+                .into(),
+        ));
+    };
+    let Some(identity) = info.identity else {
+        return Err((
+            ErrorCode::Unauthenticated,
+            "the client certificate carries no firstline identity".into(),
+        ));
+    };
+    match relay.store.cert_status(&info.serial) {
+        Ok(CertStatus::Valid) => Ok(identity),
+        Ok(CertStatus::Revoked) => Err((
+            ErrorCode::Revoked,
+            format!(
+                "{} has been revoked by the relay admin",
+                identity.describe()
+            ),
+        )),
+        Ok(CertStatus::Unknown) => Err((
+            ErrorCode::Unauthenticated,
+            format!("certificate {} is not on this relay's records", info.serial),
+        )),
+        Err(e) => Err((ErrorCode::Internal, format!("relay database error: {e}"))),
+    }
+}
+
+/// Close a connection with a firstline error code and a reason the peer
+/// shows to its user.
+pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
+    conn.close(VarInt::from_u32(code.quic_code()), reason.as_bytes());
+}
+
+/// Cut off peers revoked by `firstline-relay agent|operator revoke`, which
+/// runs as a separate process and only writes the database.
+async fn poll_revocations(relay: Arc<Relay>) {
+    let every = Duration::from_millis(relay.dir.config.revocation_poll_ms.max(50));
+    let mut seen = match relay.store.revocations_since(0) {
+        Ok(rows) => rows.last().map(|r| r.0).unwrap_or(0),
+        Err(_) => 0,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let rows = match relay.store.revocations_since(seen) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("cannot read revocations: {e}");
+                continue;
+            }
+        };
+        for (seq, kind, name) in rows {
+            seen = seq;
+            let reason = format!("{kind} {name} has been revoked by the relay admin");
+            let n = relay
+                .registry
+                .cut_off(&kind, &name, ErrorCode::Revoked.quic_code(), &reason);
+            tracing::info!(%kind, %name, connections = n, "revoked");
+        }
+    }
+}

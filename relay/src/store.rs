@@ -1,0 +1,572 @@
+//! The relay's SQLite database (one file, WAL): tokens, agents, operators,
+//! issued certificates, revocations, the audit log and tickets.
+//!
+//! Both `serve` and the admin commands (`token create`, `agent revoke`…)
+//! open the same file; WAL and a busy timeout let them write side by side,
+//! and `serve` learns of revocations by polling the `revocations` table.
+
+use anyhow::{Context, Result};
+use firstline_proto::{AgentInfo, Role, TicketSummary};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    uses_left INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    version TEXT,
+    os TEXT,
+    hostname TEXT,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS certs (
+    serial TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    not_after INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    role TEXT,
+    agent TEXT,
+    action TEXT NOT NULL,
+    args TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    agent TEXT,
+    check_name TEXT,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ticket_entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    author TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"#;
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("unknown enrollment token (not issued by this relay, or mistyped)")]
+    Unknown,
+    #[error("enrollment token expired; create a new one with `firstline-relay token create`")]
+    Expired,
+    #[error(
+        "enrollment token already used up; create a new one with `firstline-relay token create`"
+    )]
+    Used,
+}
+
+/// Status of a certificate serial as the relay recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertStatus {
+    Unknown,
+    Revoked,
+    Valid,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix seconds as RFC 3339.
+pub fn rfc3339(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .to_string()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot create schema in {}", path.display()))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- tokens ----
+
+    pub fn add_token(
+        &self,
+        id: &str,
+        secret_sha256: &str,
+        uses: u32,
+        ttl: Duration,
+    ) -> Result<i64> {
+        let expires = now() + ttl.as_secs() as i64;
+        self.db().execute(
+            "INSERT INTO tokens (id, secret_sha256, uses_left, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, secret_sha256, uses, expires, now()],
+        )?;
+        Ok(expires)
+    }
+
+    /// Enroll an agent: check and spend the token, check the name is free,
+    /// sign, and record the certificate — all or nothing.
+    pub fn enroll<T>(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        name: &str,
+        sign: impl FnOnce() -> Result<(T, String, i64)>,
+    ) -> Result<Result<T, EnrollRefusal>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let token: Option<(String, i64, i64)> = tx
+            .query_row(
+                "SELECT secret_sha256, uses_left, expires_at FROM tokens WHERE id = ?1",
+                [token_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let refusal = match token {
+            None => Some(EnrollRefusal::Token(TokenError::Unknown)),
+            Some((hash, _, _)) if !constant_time_eq(&hash, secret_sha256) => {
+                Some(EnrollRefusal::Token(TokenError::Unknown))
+            }
+            Some((_, _, expires)) if expires <= now() => {
+                Some(EnrollRefusal::Token(TokenError::Expired))
+            }
+            Some((_, uses, _)) if uses <= 0 => Some(EnrollRefusal::Token(TokenError::Used)),
+            _ => None,
+        };
+        if let Some(r) = refusal {
+            return Ok(Err(r));
+        }
+        let existing: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM agents WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match existing {
+            Some(Some(_)) => return Ok(Err(EnrollRefusal::Revoked(name.into()))),
+            Some(None) => return Ok(Err(EnrollRefusal::NameTaken(name.into()))),
+            None => {}
+        }
+        let (out, serial, not_after) = sign()?;
+        tx.execute(
+            "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+            [token_id],
+        )?;
+        tx.execute(
+            "INSERT INTO agents (name, enrolled_at) VALUES (?1, ?2)",
+            params![name, now()],
+        )?;
+        insert_cert(&tx, &serial, "agent", name, not_after)?;
+        tx.commit()?;
+        Ok(Ok(out))
+    }
+
+    // ---- certificates, agents, operators ----
+
+    pub fn record_cert(&self, serial: &str, kind: &str, name: &str, not_after: i64) -> Result<()> {
+        insert_cert(&self.db(), serial, kind, name, not_after)
+    }
+
+    pub fn cert_status(&self, serial: &str) -> Result<CertStatus> {
+        let row: Option<Option<i64>> = self
+            .db()
+            .query_row(
+                "SELECT revoked_at FROM certs WHERE serial = ?1",
+                [serial],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match row {
+            None => CertStatus::Unknown,
+            Some(Some(_)) => CertStatus::Revoked,
+            Some(None) => CertStatus::Valid,
+        })
+    }
+
+    pub fn agent_seen(&self, name: &str, version: &str, os: &str, hostname: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE agents SET last_seen = ?2, version = ?3, os = ?4, hostname = ?5 WHERE name = ?1",
+            params![name, now(), version, os, hostname],
+        )?;
+        Ok(())
+    }
+
+    pub fn agent_left(&self, name: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE agents SET last_seen = ?2 WHERE name = ?1",
+            params![name, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Every enrolled agent; `online` is filled in by the caller.
+    pub fn agents(&self) -> Result<Vec<AgentInfo>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT name, last_seen, version, os, hostname, revoked_at FROM agents ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AgentInfo {
+                name: r.get(0)?,
+                online: false,
+                last_seen: r.get::<_, Option<i64>>(1)?.map(rfc3339),
+                version: r.get(2)?,
+                os: r.get(3)?,
+                hostname: r.get(4)?,
+                revoked: r.get::<_, Option<i64>>(5)?.is_some(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn agent(&self, name: &str) -> Result<Option<AgentInfo>> {
+        Ok(self.agents()?.into_iter().find(|a| a.name == name))
+    }
+
+    pub fn add_operator(&self, name: &str, role: Role) -> Result<bool> {
+        let n = self.db().execute(
+            "INSERT OR IGNORE INTO operators (name, role, created_at) VALUES (?1, ?2, ?3)",
+            params![name, role.as_str(), now()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Revoke every certificate of a peer and record the revocation so a
+    /// running relay cuts it off. Returns false when there is no such peer.
+    pub fn revoke(&self, kind: &str, name: &str) -> Result<bool> {
+        let table = match kind {
+            "agent" => "agents",
+            _ => "operators",
+        };
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let n = tx.execute(
+            &format!("UPDATE {table} SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL"),
+            params![name, now()],
+        )?;
+        let exists: bool = tx.query_row(
+            &format!("SELECT COUNT(*) > 0 FROM {table} WHERE name = ?1"),
+            [name],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE certs SET revoked_at = ?3 WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL",
+            params![kind, name, now()],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO revocations (kind, name, at) VALUES (?1, ?2, ?3)",
+                params![kind, name, now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(exists)
+    }
+
+    /// Revocations recorded after `seq`: `(seq, kind, name)`.
+    pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String, String)>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT seq, kind, name FROM revocations WHERE seq > ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- audit ----
+
+    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO audit (at, who, role, agent, action, args, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![now(), entry.who, entry.role, entry.agent, entry.action, entry.args, entry.outcome],
+        )?;
+        Ok(())
+    }
+
+    /// The audit log, oldest first: `(at, who, role, agent, action, args, outcome)`.
+    pub fn audit_rows(&self) -> Result<Vec<Vec<String>>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT at, who, COALESCE(role,''), COALESCE(agent,''), action, args, outcome FROM audit ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(vec![
+                rfc3339(r.get(0)?),
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ])
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- tickets ----
+
+    pub fn ticket_new(&self, t: &NewTicket<'_>) -> Result<TicketSummary> {
+        let id = {
+            let db = self.db();
+            db.execute(
+                "INSERT INTO tickets (title, agent, check_name, status, priority, source, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?6)",
+                params![t.title, t.agent, t.check, t.priority, t.source, now()],
+            )?;
+            db.last_insert_rowid()
+        };
+        self.ticket_append(id as u64, "opened", t.author, t.body.unwrap_or(t.title))?;
+        self.ticket(id as u64)?
+            .context("ticket vanished right after insert")
+    }
+
+    pub fn ticket_append(&self, id: u64, kind: &str, author: &str, body: &str) -> Result<bool> {
+        let db = self.db();
+        let n = db.execute(
+            "UPDATE tickets SET updated_at = ?2 WHERE id = ?1",
+            params![id as i64, now()],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        db.execute(
+            "INSERT INTO ticket_entries (ticket_id, at, kind, author, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id as i64, now(), kind, author, body],
+        )?;
+        Ok(true)
+    }
+
+    pub fn ticket(&self, id: u64) -> Result<Option<TicketSummary>> {
+        Ok(self
+            .tickets_where("WHERE id = ?1", params![id as i64])?
+            .pop())
+    }
+
+    pub fn tickets(&self, status: Option<&str>) -> Result<Vec<TicketSummary>> {
+        match status {
+            Some(s) => self.tickets_where("WHERE status = ?1 ORDER BY id", params![s]),
+            None => self.tickets_where("ORDER BY id", params![]),
+        }
+    }
+
+    /// Timeline of a ticket: `(at, kind, author, body)`.
+    pub fn ticket_entries(&self, id: u64) -> Result<Vec<(String, String, String, String)>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT at, kind, author, body FROM ticket_entries WHERE ticket_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([id as i64], |r| {
+            Ok((rfc3339(r.get(0)?), r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn tickets_where(&self, clause: &str, p: impl rusqlite::Params) -> Result<Vec<TicketSummary>> {
+        let db = self.db();
+        let mut stmt = db.prepare(&format!(
+            "SELECT id, title, agent, check_name, status, priority, source, created_at, updated_at FROM tickets {clause}"
+        ))?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(TicketSummary {
+                id: r.get::<_, i64>(0)? as u64,
+                title: r.get(1)?,
+                agent: r.get(2)?,
+                check: r.get(3)?,
+                status: r.get(4)?,
+                priority: r.get(5)?,
+                source: r.get(6)?,
+                created_at: rfc3339(r.get(7)?),
+                updated_at: rfc3339(r.get(8)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Why an enrollment was refused (besides internal errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollRefusal {
+    #[error("{0}")]
+    Token(TokenError),
+    #[error("an agent named `{0}` is already enrolled; pick another --name, or revoke the old one first (`firstline-relay agent revoke {0}`)")]
+    NameTaken(String),
+    #[error("the agent named `{0}` was revoked; enroll under a new --name")]
+    Revoked(String),
+}
+
+pub struct AuditEntry<'a> {
+    pub who: &'a str,
+    pub role: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub action: &'a str,
+    pub args: &'a str,
+    pub outcome: &'a str,
+}
+
+pub struct NewTicket<'a> {
+    pub title: &'a str,
+    pub agent: Option<&'a str>,
+    pub check: Option<&'a str>,
+    pub priority: &'a str,
+    pub source: &'a str,
+    pub author: &'a str,
+    pub body: Option<&'a str>,
+}
+
+fn insert_cert(
+    db: &Connection,
+    serial: &str,
+    kind: &str,
+    name: &str,
+    not_after: i64,
+) -> Result<()> {
+    db.execute(
+        "INSERT INTO certs (serial, kind, name, not_after, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![serial, kind, name, not_after, now()],
+    )?;
+    Ok(())
+}
+
+/// Compare two hex digests without an early exit on the first difference.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("relay.db")).unwrap();
+        (dir, s)
+    }
+
+    fn sign() -> Result<((), String, i64)> {
+        Ok(((), format!("{:x}", rand::random::<u64>()), now() + 60))
+    }
+
+    #[test]
+    fn single_use_token_then_used() {
+        let (_d, s) = store();
+        s.add_token("t1", "h", 1, Duration::from_secs(60)).unwrap();
+        assert_eq!(s.enroll("t1", "h", "a1", sign).unwrap(), Ok(()));
+        assert_eq!(
+            s.enroll("t1", "h", "a2", sign).unwrap(),
+            Err(EnrollRefusal::Token(TokenError::Used))
+        );
+    }
+
+    #[test]
+    fn unknown_wrong_secret_and_expired() {
+        let (_d, s) = store();
+        s.add_token("t1", "h", 5, Duration::from_secs(0)).unwrap();
+        s.add_token("t2", "h", 5, Duration::from_secs(60)).unwrap();
+        let e = |r: Result<Result<(), EnrollRefusal>>| r.unwrap().unwrap_err();
+        assert_eq!(
+            e(s.enroll("nope", "h", "a", sign)),
+            EnrollRefusal::Token(TokenError::Unknown)
+        );
+        assert_eq!(
+            e(s.enroll("t2", "x", "a", sign)),
+            EnrollRefusal::Token(TokenError::Unknown)
+        );
+        assert_eq!(
+            e(s.enroll("t1", "h", "a", sign)),
+            EnrollRefusal::Token(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn name_taken_and_revoked_do_not_spend_token() {
+        let (_d, s) = store();
+        s.add_token("t", "h", 3, Duration::from_secs(60)).unwrap();
+        s.enroll("t", "h", "pc", sign).unwrap().unwrap();
+        assert!(matches!(
+            s.enroll("t", "h", "pc", sign).unwrap(),
+            Err(EnrollRefusal::NameTaken(_))
+        ));
+        assert!(s.revoke("agent", "pc").unwrap());
+        assert!(matches!(
+            s.enroll("t", "h", "pc", sign).unwrap(),
+            Err(EnrollRefusal::Revoked(_))
+        ));
+        s.enroll("t", "h", "pc2", sign).unwrap().unwrap();
+        assert_eq!(s.revocations_since(0).unwrap().len(), 1);
+        assert!(!s.revoke("agent", "ghost").unwrap());
+    }
+
+    #[test]
+    fn tickets_and_timeline() {
+        let (_d, s) = store();
+        let t = s
+            .ticket_new(&NewTicket {
+                title: "printer down",
+                agent: Some("pc"),
+                check: None,
+                priority: "normal",
+                source: "technician",
+                author: "alice",
+                body: None,
+            })
+            .unwrap();
+        assert_eq!(t.status, "open");
+        assert!(s.ticket_append(t.id, "result", "pc", "{}").unwrap());
+        assert!(!s.ticket_append(999, "result", "pc", "{}").unwrap());
+        assert_eq!(s.ticket_entries(t.id).unwrap().len(), 2);
+        assert_eq!(s.tickets(Some("open")).unwrap().len(), 1);
+    }
+}
