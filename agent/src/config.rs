@@ -10,6 +10,8 @@ use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/firstline/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/firstline-agent";
+/// Nagios-compatible plugins (`plugin NAME`); monitoring-plugins installs here.
+pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/nagios/plugins";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +32,9 @@ pub struct AgentConfig {
     pub reconnect_min_ms: u64,
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// Folder of the Nagios-compatible plugins `plugin NAME` may run.
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
     /// Renew the certificate when less than this much validity is left.
     #[serde(default = "default_renew_before")]
     pub renew_before_secs: u64,
@@ -40,6 +45,9 @@ pub struct AgentConfig {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".")
+}
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PLUGINS_DIR)
 }
 fn default_keep_alive() -> u64 {
     5
@@ -109,6 +117,14 @@ impl Loaded {
 
     pub fn ca_path(&self) -> PathBuf {
         self.state_dir.join("ca.pem")
+    }
+
+    /// The context checks run in on this agent.
+    pub fn check_context(&self) -> crate::checks::CheckContext {
+        crate::checks::CheckContext {
+            progress: Default::default(),
+            plugins_dir: resolve(&self.path, &self.config.plugins_dir),
+        }
     }
 
     pub fn limits(&self) -> firstline_net::endpoint::Limits {

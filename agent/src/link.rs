@@ -7,7 +7,7 @@
 //! shutdown request, ends the loop.
 
 use crate::backoff::Backoff;
-use crate::checks::{self, CheckError, Progress};
+use crate::checks::{self, CheckContext, CheckError, Progress};
 use crate::config::Loaded;
 use crate::enroll::new_key_and_csr;
 use anyhow::{anyhow, bail, Context, Result};
@@ -169,7 +169,7 @@ async fn serve(
     loop {
         tokio::select! {
             accepted = accept_request(conn, FIRST_MESSAGE_TIMEOUT) => match accepted {
-                Ok(Some((msg, send, _recv))) => { tokio::spawn(handle(msg, send)); }
+                Ok(Some((msg, send, _recv))) => { tokio::spawn(handle(cfg.check_context(), msg, send)); }
                 Ok(None) => {}
                 Err(e) => {
                     let err = lost(&e);
@@ -190,7 +190,7 @@ async fn serve(
 }
 
 /// Answer one request from the relay.
-async fn handle(msg: Message, mut send: FramedSend) {
+async fn handle(ctx: CheckContext, msg: Message, mut send: FramedSend) {
     let Message::Exec { check, args } = msg else {
         send.fail(
             ErrorCode::BadRequest,
@@ -200,8 +200,8 @@ async fn handle(msg: Message, mut send: FramedSend) {
         return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let progress = Progress::new(tx);
-    let work = checks::run(&check, &args, &progress);
+    let ctx = ctx.with_progress(Progress::new(tx));
+    let work = checks::run(&check, &args, &ctx);
     tokio::pin!(work);
     let outcome = loop {
         tokio::select! {

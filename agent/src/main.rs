@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use firstline_agent::checks::{self, CheckError, Progress};
+use firstline_agent::checks::{self, CheckContext, CheckError};
 use firstline_agent::config::{DEFAULT_CONFIG, DEFAULT_STATE_DIR};
 use firstline_agent::enroll::{enroll, EnrollRequest};
 use firstline_agent::link::{self, LinkState};
@@ -160,7 +160,7 @@ async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
         );
         return Ok(0);
     }
-    let result = match checks::run(name, &args, &Progress::default()).await {
+    let result = match checks::run(name, &args, &local_context()).await {
         Ok(r) => r,
         Err(CheckError::Usage(m))
             if m.starts_with("Usage") || m.contains("\nUsage:") && !m.contains("error:") =>
@@ -185,6 +185,14 @@ async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
         }
     }
     Ok(if result.status == Status::Ok { 0 } else { 1 })
+}
+
+/// The context of a local check: the plugins folder of the default config
+/// when it can be read, else the default folder.
+fn local_context() -> CheckContext {
+    Loaded::load(Path::new(DEFAULT_CONFIG))
+        .map(|l| l.check_context())
+        .unwrap_or_default()
 }
 
 /// Remove every `flag` from `args`; whether it was there.

@@ -49,15 +49,41 @@ pub enum EndpointError {
 }
 
 /// A relay endpoint bound to `addr`.
+///
+/// `reset_secret` keys QUIC stateless resets. The relay keeps it on disk so
+/// that after a restart (even kill -9) it answers packets of connections it
+/// no longer knows with a reset the peer recognises: agents learn at their
+/// next keep-alive that the old connection is gone and reconnect at once,
+/// instead of waiting for their idle timeout.
 pub fn server(
     tls: rustls::ServerConfig,
     addr: SocketAddr,
     limits: Limits,
+    reset_secret: &[u8],
 ) -> Result<Endpoint, EndpointError> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport(limits));
-    Endpoint::server(config, addr).map_err(|source| EndpointError::Bind { addr, source })
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection IDs must also validate across restarts, or packets of old
+    // connections are dropped as invalid before a reset can be sent.
+    let digest = ring::digest::digest(&ring::digest::SHA256, reset_secret);
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&digest.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| EndpointError::Bind { addr, source })?;
+    Endpoint::new(
+        endpoint_config,
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| EndpointError::Bind { addr, source })
 }
 
 /// A client endpoint on an ephemeral port, of the family of `remote`.

@@ -228,7 +228,8 @@ mod tests {
             let mut d = FrameDecoder::new();
             d.push(&(payload.len() as u32).to_be_bytes());
             d.push(&payload);
-            prop_assert!(d.next_frame().is_err() || payload.starts_with(b"{"));
+            let json_like = payload.first() == Some(&b'{');
+            prop_assert!(d.next_frame().is_err() || json_like);
         }
 
         #[test]

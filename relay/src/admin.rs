@@ -44,6 +44,7 @@ pub fn init(dir: &Path, listen: SocketAddr, name: &str) -> Result<PathBuf> {
     let (server, server_key) = ca.issue_server(name, SERVER_CERT_TTL)?;
     write_private(&relay_dir.server_key(), server_key.as_bytes())?;
     std::fs::write(relay_dir.server_cert(), &server.cert_pem)?;
+    relay_dir.load_reset_secret()?;
     let store = Store::open(&relay_dir.database())?;
     store.record_cert(&server.serial, "relay", name, server.not_after)?;
     let text = format!(

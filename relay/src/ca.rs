@@ -28,6 +28,7 @@ pub struct Ca {
 }
 
 /// A freshly issued certificate.
+#[derive(Debug)]
 pub struct Issued {
     pub cert_pem: String,
     pub serial: String,

@@ -140,6 +140,24 @@ impl RelayDir {
     pub fn database(&self) -> PathBuf {
         self.dir.join("relay.db")
     }
+    /// Secret for QUIC stateless resets, kept across restarts.
+    pub fn reset_key(&self) -> PathBuf {
+        self.dir.join("reset-key")
+    }
+
+    /// The stateless-reset secret, created on first use.
+    pub fn load_reset_secret(&self) -> Result<Vec<u8>> {
+        let path = self.reset_key();
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
+            _ => {
+                let secret: [u8; 32] = rand::random();
+                firstline_net::credential::write_private(&path, &secret)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                Ok(secret.to_vec())
+            }
+        }
+    }
 }
 
 /// Checks serde cannot express; each error names the file and line.

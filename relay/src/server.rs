@@ -89,10 +89,12 @@ fn bind(relay: &Relay) -> Result<Endpoint> {
     let key = firstline_net::pem::key(&read(dir.server_key())?)?;
     let ca = firstline_net::pem::certs(&relay.ca.cert_pem)?;
     let tls = firstline_net::tls::server_config(chain, key, &ca)?;
+    let reset = dir.load_reset_secret()?;
     Ok(endpoint::server(
         tls,
         dir.config.listen,
         dir.config.limits(),
+        &reset,
     )?)
 }
 

@@ -5,7 +5,7 @@
 //! used / (used + available), since the blocks reserved for root are
 //! neither. With no PATH every mount is checked and the worst one decides.
 
-use super::{grade, parse_args, CheckError, Progress};
+use super::{grade, parse_args, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
 use std::path::{Path, PathBuf};
 
@@ -37,7 +37,7 @@ pub struct Usage {
     pub inodes_used_pct: Option<f64>,
 }
 
-pub async fn run(args: &[String], progress: &Progress) -> Result<CheckResult, CheckError> {
+pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
     let a: DiskArgs = parse_args("disk", args)?;
     if a.warn > a.crit {
         return Err(CheckError::Usage(format!(
@@ -46,7 +46,7 @@ pub async fn run(args: &[String], progress: &Progress) -> Result<CheckResult, Ch
         )));
     }
     let path = a.path.clone();
-    progress.say(match &path {
+    ctx.progress.say(match &path {
         Some(p) => format!("measuring the filesystem of {}", p.display()),
         None => "measuring every mounted filesystem".into(),
     });
@@ -220,9 +220,12 @@ mod tests {
     #[tokio::test]
     async fn temp_dir_has_sane_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let r = run(&[dir.path().display().to_string()], &Progress::default())
-            .await
-            .unwrap();
+        let r = run(
+            &[dir.path().display().to_string()],
+            &CheckContext::default(),
+        )
+        .await
+        .unwrap();
         let pct = r.metrics["used_pct"];
         assert!((0.0..=100.0).contains(&pct), "{r:?}");
         assert!(r.metrics["total_bytes"] >= r.metrics["used_bytes"]);
@@ -241,7 +244,7 @@ mod tests {
                 "--crit".into(),
                 "0".into(),
             ],
-            &Progress::default(),
+            &CheckContext::default(),
         )
         .await
         .unwrap();
@@ -254,7 +257,7 @@ mod tests {
                 "--crit".into(),
                 "100.2".into(),
             ],
-            &Progress::default(),
+            &CheckContext::default(),
         )
         .await
         .unwrap();
@@ -263,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_path_is_unknown_not_a_crash() {
-        let r = run(&["/no/such/path/anywhere".into()], &Progress::default())
+        let r = run(&["/no/such/path/anywhere".into()], &CheckContext::default())
             .await
             .unwrap();
         assert_eq!(r.status, Status::Unknown);
@@ -274,7 +277,7 @@ mod tests {
     async fn warn_above_crit_is_usage_error() {
         let err = run(
             &["--warn".into(), "95".into(), "--crit".into(), "90".into()],
-            &Progress::default(),
+            &CheckContext::default(),
         )
         .await
         .unwrap_err();

@@ -10,6 +10,7 @@
 pub mod disk;
 
 use firstline_proto::{CheckResult, Status};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
@@ -45,16 +46,44 @@ impl Progress {
     }
 }
 
+/// What a check may need besides its arguments.
+#[derive(Clone)]
+pub struct CheckContext {
+    /// Where progress lines go.
+    pub progress: Progress,
+    /// Folder of Nagios-compatible plugins (`plugin NAME`).
+    pub plugins_dir: PathBuf,
+}
+
+impl Default for CheckContext {
+    fn default() -> Self {
+        CheckContext {
+            progress: Progress::default(),
+            plugins_dir: PathBuf::from(crate::config::DEFAULT_PLUGINS_DIR),
+        }
+    }
+}
+
+impl CheckContext {
+    /// The same context reporting progress to `progress`.
+    pub fn with_progress(&self, progress: Progress) -> CheckContext {
+        CheckContext {
+            progress,
+            ..self.clone()
+        }
+    }
+}
+
 /// Run one check by name.
 pub async fn run(
     name: &str,
     args: &[String],
-    progress: &Progress,
+    ctx: &CheckContext,
 ) -> Result<CheckResult, CheckError> {
     let started = Instant::now();
     let work = async {
         match name {
-            "disk" => disk::run(args, progress).await,
+            "disk" => disk::run(args, ctx).await,
             other => Err(CheckError::Unknown(other.to_string())),
         }
     };
@@ -99,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_check_and_bad_args() {
-        let p = Progress::default();
+        let p = CheckContext::default();
         assert_eq!(
             run("teleport", &[], &p).await.unwrap_err(),
             CheckError::Unknown("teleport".into())
