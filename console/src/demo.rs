@@ -20,7 +20,15 @@ use tokio::sync::watch;
 
 /// The checks a first-line technician starts with, as `(check, args)`.
 /// Only those this agent build offers are run.
-const DEMO_CHECKS: &[(&str, &[&str])] = &[("disk", &[])];
+const DEMO_CHECKS: &[(&str, &[&str])] = &[
+    ("ping", &["127.0.0.1", "--count", "3"]),
+    ("dns", &["localhost"]),
+    ("disk", &[]),
+    ("cpu", &[]),
+    ("memory", &[]),
+    ("load", &[]),
+    ("printer", &[]),
+];
 
 pub async fn run(keep: bool) -> Result<i32> {
     let tmp = tempfile::Builder::new()

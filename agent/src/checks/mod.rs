@@ -7,7 +7,17 @@
 //! stamps `duration_ms` and `at`, and bounds every check by a timeout so a
 //! hung target never hangs the agent.
 
+pub mod cpu;
 pub mod disk;
+pub mod dns;
+pub mod http;
+pub mod load;
+pub mod memory;
+pub mod ping;
+pub mod plugin;
+pub mod printer;
+pub mod service;
+pub mod tcp;
 
 use firstline_proto::{CheckResult, Status};
 use std::path::PathBuf;
@@ -18,7 +28,9 @@ use tokio::sync::mpsc;
 pub const MAX_CHECK_TIME: Duration = Duration::from_secs(120);
 
 /// Names of the checks this agent offers (also sent in `hello`).
-pub const NAMES: &[&str] = &["disk"];
+pub const NAMES: &[&str] = &[
+    "ping", "dns", "printer", "disk", "service", "tcp", "http", "cpu", "memory", "load", "plugin",
+];
 
 /// Why a check could not even start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +95,17 @@ pub async fn run(
     let started = Instant::now();
     let work = async {
         match name {
+            "ping" => ping::run(args, ctx).await,
+            "dns" => dns::run(args, ctx).await,
+            "printer" => printer::run(args, ctx).await,
             "disk" => disk::run(args, ctx).await,
+            "service" => service::run(args, ctx).await,
+            "tcp" => tcp::run(args, ctx).await,
+            "http" => http::run(args, ctx).await,
+            "cpu" => cpu::run(args, ctx).await,
+            "memory" => memory::run(args, ctx).await,
+            "load" => load::run(args, ctx).await,
+            "plugin" => plugin::run(args, ctx).await,
             other => Err(CheckError::Unknown(other.to_string())),
         }
     };
@@ -111,6 +133,107 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// A `--timeout`, `--interval`… value: `2s`, `500ms`, `1m`, `1.5s`; a bare
+/// number is milliseconds (`--timeout 800`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || format!("`{text}` is not a duration (try 500ms, 2s or 1m)");
+    if let Ok(ms) = t.parse::<f64>() {
+        return if ms.is_finite() && ms >= 0.0 {
+            Ok(Duration::from_secs_f64(ms / 1000.0))
+        } else {
+            Err(bad())
+        };
+    }
+    // humantime has no fractions; take `1.5s` ourselves.
+    for (unit, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0)] {
+        if let Some(num) = t.strip_suffix(unit) {
+            if let Ok(v) = num.trim().parse::<f64>() {
+                if v.is_finite() && v >= 0.0 && v * scale < 86_400.0 {
+                    return Ok(Duration::from_secs_f64(v * scale));
+                }
+                return Err(bad());
+            }
+        }
+    }
+    humantime::parse_duration(t).map_err(|_| bad())
+}
+
+/// A duration as a person reads it: `850 ms`, `2.5 s`.
+pub fn show_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{s:.0} s")
+        } else {
+            format!("{s:.1} s")
+        }
+    }
+}
+
+/// Milliseconds with a precision that suits their size (`0.042`, `3.1`, `250`).
+pub fn ms(d: Duration) -> f64 {
+    let v = d.as_secs_f64() * 1000.0;
+    if v < 1.0 {
+        (v * 1000.0).round() / 1000.0
+    } else if v < 100.0 {
+        (v * 10.0).round() / 10.0
+    } else {
+        v.round()
+    }
+}
+
+/// `HOST:PORT`, `[V6]:PORT`, or a bare host with `default_port`.
+pub fn split_host_port(text: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
+    let bad_port = |p: &str| format!("`{p}` is not a port number in `{text}`");
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{text}`: missing `]`"))?;
+        return match after.strip_prefix(':') {
+            Some(p) => Ok((host.to_string(), p.parse().map_err(|_| bad_port(p))?)),
+            None if after.is_empty() => default_port
+                .map(|p| (host.to_string(), p))
+                .ok_or_else(|| format!("`{text}`: give a port, as [ADDRESS]:PORT")),
+            None => Err(format!("`{text}` is not HOST:PORT")),
+        };
+    }
+    // A bare IPv6 address has several colons and no port.
+    if text.matches(':').count() > 1 {
+        return default_port.map(|p| (text.to_string(), p)).ok_or_else(|| {
+            format!("`{text}`: write an IPv6 address with a port as [ADDRESS]:PORT")
+        });
+    }
+    match text.rsplit_once(':') {
+        Some((host, p)) if !host.is_empty() => {
+            Ok((host.to_string(), p.parse().map_err(|_| bad_port(p))?))
+        }
+        Some(_) => Err(format!("`{text}`: the host is missing")),
+        None if text.is_empty() => Err("the host is missing".into()),
+        None => default_port
+            .map(|p| (text.to_string(), p))
+            .ok_or_else(|| format!("`{text}`: give a port, as HOST:PORT")),
+    }
+}
+
+/// The first error in a chain with its causes, one line (`a: b: c`), without
+/// repeating a cause already contained in its parent's text.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = c.source();
+    }
+    text
+}
+
 /// `ok`/`warn`/`crit` of a value against "higher is worse" thresholds.
 pub fn grade(value: f64, warn: f64, crit: f64) -> Status {
     if value >= crit {
@@ -123,6 +246,7 @@ pub fn grade(value: f64, warn: f64, crit: f64) -> Status {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -140,6 +264,49 @@ mod tests {
             matches!(err, CheckError::Usage(ref m) if m.contains("lots")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("800").unwrap(), Duration::from_millis(800));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(show_duration(Duration::from_millis(850)), "850 ms");
+        assert_eq!(show_duration(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(ms(Duration::from_micros(42)), 0.042);
+        assert_eq!(ms(Duration::from_micros(3140)), 3.1);
+    }
+
+    #[test]
+    fn host_and_port() {
+        let hp = |t, d| split_host_port(t, d);
+        assert_eq!(
+            hp("example.org:80", None).unwrap(),
+            ("example.org".into(), 80)
+        );
+        assert_eq!(hp("[::1]:53", None).unwrap(), ("::1".into(), 53));
+        assert_eq!(hp("::1", Some(53)).unwrap(), ("::1".into(), 53));
+        assert_eq!(hp("127.0.0.1", Some(53)).unwrap(), ("127.0.0.1".into(), 53));
+        assert!(hp("127.0.0.1", None).is_err());
+        assert!(hp("host:http", None).is_err());
+        assert!(hp(":80", None).is_err());
+        assert!(hp("::1", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn every_name_is_dispatched() {
+        let p = CheckContext::default();
+        for name in NAMES {
+            match run(name, &["--help".into()], &p).await {
+                Err(CheckError::Usage(m)) => assert!(m.contains("Usage"), "{name}: {m}"),
+                other => panic!("{name} --help: {other:?}"),
+            }
+        }
     }
 
     #[test]

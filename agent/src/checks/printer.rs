@@ -1,0 +1,558 @@
+//! `printer [URI|QUEUE] [--server HOST[:PORT]] [--warn-jobs N] [--crit-jobs N] [--timeout DURATION]`
+//!
+//! IPP Get-Printer-Attributes (requests encoded and answers decoded by the
+//! `ipp` crate, sent over our own HTTP client): printer-state
+//! (idle/processing/stopped), printer-state-reasons, printer-state-message,
+//! queued-job-count and printer-is-accepting-jobs.
+//!
+//! With no URI the CUPS default destination is checked, asked of the CUPS
+//! scheduler with CUPS-Get-Default; a bare queue name (`printer office`) is
+//! that queue on the CUPS scheduler. The scheduler is `--server`, else
+//! `$CUPS_SERVER`, else `ServerName` of `/etc/cups/client.conf`, else
+//! `localhost:631`.
+//!
+//! Grading: stopped, not accepting jobs, or a reason of severity error
+//! (suffix `-error`, or no suffix, as RFC 8011 says) → crit; a `-warning`
+//! reason or a known "low" supply → warn; `-report` reasons are information.
+
+use super::{error_chain, parse_args, parse_duration, CheckContext, CheckError};
+use firstline_proto::{CheckResult, Status};
+use ipp::attribute::IppAttribute;
+use ipp::model::{DelimiterTag, IppVersion, Operation, StatusCode};
+use ipp::parser::IppParser;
+use ipp::reader::IppReader;
+use ipp::request::IppRequestResponse;
+use ipp::value::{IppKeyword, IppValue};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The attributes asked for.
+const WANTED: &[&str] = &[
+    "printer-name",
+    "printer-state",
+    "printer-state-reasons",
+    "printer-state-message",
+    "queued-job-count",
+    "printer-is-accepting-jobs",
+    "printer-make-and-model",
+];
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "printer",
+    about = "IPP printer state, state reasons and queued jobs (the CUPS default printer when no URI)"
+)]
+pub struct PrinterArgs {
+    /// ipp://, ipps://, http:// or https:// printer URI, or a CUPS queue name.
+    pub uri: Option<String>,
+    /// CUPS scheduler HOST[:PORT] for the default printer or a queue name.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Warn when this many jobs or more are queued.
+    #[arg(long)]
+    pub warn_jobs: Option<u32>,
+    /// Critical when this many jobs or more are queued.
+    #[arg(long)]
+    pub crit_jobs: Option<u32>,
+    /// Also trust the CA certificates in this PEM file (ipps://).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// What the printer said about itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PrinterState {
+    pub name: Option<String>,
+    /// 3 idle, 4 processing, 5 stopped.
+    pub state: Option<i32>,
+    pub reasons: Vec<String>,
+    pub message: Option<String>,
+    pub queued_jobs: Option<i32>,
+    pub accepting: Option<bool>,
+    pub model: Option<String>,
+}
+
+pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
+    let a: PrinterArgs = parse_args("printer", args)?;
+    if let (Some(w), Some(c)) = (a.warn_jobs, a.crit_jobs) {
+        if w > c {
+            return Err(CheckError::Usage(
+                "--warn-jobs must not be above --crit-jobs".into(),
+            ));
+        }
+    }
+    let roots = match &a.ca {
+        Some(p) => super::http::read_ca(p).map_err(CheckError::Usage)?,
+        None => Vec::new(),
+    };
+    let client = match super::http::client(a.timeout, roots, false) {
+        Ok(c) => c,
+        Err(e) => return Ok(CheckResult::new("printer", "-", Status::Unknown, e)),
+    };
+
+    let (target, answer) = match &a.uri {
+        Some(uri) if uri.contains("://") => {
+            let url = http_url(uri).map_err(CheckError::Usage)?;
+            ctx.progress.say(format!(
+                "asking {uri} for its state (Get-Printer-Attributes)"
+            ));
+            let req = get_printer_attributes(uri).map_err(CheckError::Usage)?;
+            (uri.clone(), send(&client, &url, req, a.timeout).await)
+        }
+        Some(queue) => {
+            let server = cups_server(a.server.as_deref());
+            let uri = format!("ipp://{server}/printers/{queue}");
+            let url = http_url(&uri).map_err(CheckError::Usage)?;
+            ctx.progress
+                .say(format!("asking CUPS at {server} for queue {queue}"));
+            let req = get_printer_attributes(&uri).map_err(CheckError::Usage)?;
+            (uri, send(&client, &url, req, a.timeout).await)
+        }
+        None => {
+            let server = cups_server(a.server.as_deref());
+            let url = format!("http://{server}/");
+            ctx.progress
+                .say(format!("asking CUPS at {server} for the default printer"));
+            let mut req =
+                IppRequestResponse::new(IppVersion::v1_1(), Operation::CupsGetDefault, None)
+                    .map_err(|e| CheckError::Usage(e.to_string()))?;
+            req.attributes_mut().add(
+                DelimiterTag::OperationAttributes,
+                requested_attributes().map_err(CheckError::Usage)?,
+            );
+            match send(&client, &url, req, a.timeout).await {
+                Ok(resp) if resp.header().status_code() == StatusCode::ClientErrorNotFound => {
+                    return Ok(CheckResult::new(
+                        "printer",
+                        format!("default printer of CUPS at {server}"),
+                        Status::Unknown,
+                        format!("CUPS at {server} has no default printer; give a printer URI or queue name (or set one with lpadmin -d)"),
+                    ))
+                }
+                Ok(resp) => {
+                    let name = read_state(&resp).name.unwrap_or_else(|| "?".into());
+                    (format!("ipp://{server}/printers/{name} (CUPS default)"), Ok(resp))
+                }
+                Err(Failure::Unreachable(e)) => {
+                    return Ok(CheckResult::new(
+                        "printer",
+                        format!("default printer of CUPS at {server}"),
+                        Status::Unknown,
+                        format!("no CUPS scheduler at {server} ({e}); give a printer URI, or --server"),
+                    ))
+                }
+                Err(f) => (format!("default printer of CUPS at {server}"), Err(f)),
+            }
+        }
+    };
+
+    let resp = match answer {
+        Ok(r) => r,
+        Err(Failure::Unreachable(e)) => {
+            return Ok(CheckResult::new(
+                "printer",
+                target,
+                Status::Crit,
+                format!("printer unreachable: {e}"),
+            ))
+        }
+        Err(Failure::Protocol(e)) => {
+            return Ok(CheckResult::new("printer", target, Status::Unknown, e))
+        }
+    };
+    let code = resp.header().status_code();
+    if !code.is_success() {
+        let status = if code == StatusCode::ClientErrorNotFound {
+            Status::Crit
+        } else {
+            Status::Unknown
+        };
+        let what = match code {
+            StatusCode::ClientErrorNotFound => "no such printer or queue".to_string(),
+            StatusCode::ClientErrorNotAuthenticated
+            | StatusCode::ClientErrorNotAuthorized
+            | StatusCode::ClientErrorForbidden => {
+                "not allowed to ask (authentication needed)".into()
+            }
+            other => format!("the printer refused the request ({other})"),
+        };
+        return Ok(CheckResult::new(
+            "printer",
+            target,
+            status,
+            format!("{what}: IPP status 0x{:04x}", code as u16),
+        ));
+    }
+    let state = read_state(&resp);
+    Ok(report(target, &state, &a))
+}
+
+fn requested_attributes() -> Result<IppAttribute, String> {
+    let keywords = WANTED
+        .iter()
+        .filter_map(|w| IppKeyword::try_from(*w).ok().map(IppValue::Keyword))
+        .collect();
+    IppAttribute::with_name("requested-attributes", IppValue::Array(keywords))
+        .map_err(|e| format!("cannot encode the request: {e}"))
+}
+
+fn get_printer_attributes(uri: &str) -> Result<IppRequestResponse, String> {
+    let parsed: ipp::prelude::Uri = uri
+        .parse()
+        .map_err(|e| format!("`{uri}` is not a printer URI: {e}"))?;
+    let mut req = IppRequestResponse::new(
+        IppVersion::v1_1(),
+        Operation::GetPrinterAttributes,
+        Some(parsed),
+    )
+    .map_err(|e| format!("`{uri}`: {e}"))?;
+    req.attributes_mut()
+        .add(DelimiterTag::OperationAttributes, requested_attributes()?);
+    Ok(req)
+}
+
+/// The HTTP URL an IPP URI is posted to (`ipp` → `http`, port 631 by default).
+pub fn http_url(uri: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(uri).map_err(|e| format!("`{uri}` is not a URI: {e}"))?;
+    let (scheme, default_port) = match url.scheme() {
+        "ipp" => ("http", 631),
+        "ipps" => ("https", 631),
+        "http" => ("http", 80),
+        "https" => ("https", 443),
+        other => {
+            return Err(format!(
+                "`{uri}`: scheme {other} is not IPP (use ipp://, ipps://, http:// or https://)"
+            ))
+        }
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("`{uri}` has no host"))?;
+    let port = url.port().unwrap_or(default_port);
+    Ok(format!("{scheme}://{host}:{port}{}", url.path()))
+}
+
+/// The CUPS scheduler to ask: `--server`, `$CUPS_SERVER`, client.conf, localhost.
+pub fn cups_server(flag: Option<&str>) -> String {
+    let from_conf = || {
+        std::fs::read_to_string("/etc/cups/client.conf")
+            .ok()?
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("ServerName"))
+            .map(|v| v.trim().to_string())
+            .next_back()
+    };
+    let chosen = flag
+        .map(str::to_string)
+        .or_else(|| std::env::var("CUPS_SERVER").ok())
+        .or_else(from_conf)
+        // A local socket path cannot be reached over HTTP: use the port.
+        .filter(|s| !s.is_empty() && !s.starts_with('/'))
+        .unwrap_or_else(|| "localhost".into());
+    // CUPS_SERVER may carry "/version=1.1"; and a bare host means port 631.
+    let host = chosen.split('/').next().unwrap_or(&chosen).to_string();
+    match super::split_host_port(&host, Some(631)) {
+        Ok((h, p)) if h.contains(':') => format!("[{h}]:{p}"),
+        Ok((h, p)) => format!("{h}:{p}"),
+        Err(_) => host,
+    }
+}
+
+enum Failure {
+    /// No connection or no answer: the printer (or CUPS) is not there.
+    Unreachable(String),
+    /// An answer that is not IPP.
+    Protocol(String),
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    req: IppRequestResponse,
+    timeout: Duration,
+) -> Result<IppRequestResponse, Failure> {
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/ipp")
+        .body(req.to_bytes())
+        .send()
+        .await
+        .map_err(|e| Failure::Unreachable(super::http::explain(&e, timeout)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(Failure::Protocol(match status.as_u16() {
+            401 | 403 => format!("{url} wants authentication (HTTP {status})"),
+            _ => format!("{url} answered HTTP {status}, not IPP"),
+        }));
+    }
+    let body = response.bytes().await.map_err(|e| {
+        Failure::Unreachable(format!(
+            "the answer was cut off: {}",
+            super::http::explain(&e, timeout)
+        ))
+    })?;
+    IppParser::new(IppReader::new(std::io::Cursor::new(body)))
+        .parse()
+        .map_err(|e| {
+            Failure::Protocol(format!(
+                "{url} sent an answer that is not IPP: {}",
+                error_chain(&e)
+            ))
+        })
+}
+
+/// The printer attributes of an answer.
+pub fn read_state(resp: &IppRequestResponse) -> PrinterState {
+    let mut attrs: BTreeMap<String, &IppValue> = BTreeMap::new();
+    for group in resp.attributes().groups_of(DelimiterTag::PrinterAttributes) {
+        for attr in group.attributes() {
+            attrs.insert(attr.name().to_string(), attr.value());
+        }
+    }
+    let text = |v: &IppValue| -> Option<String> {
+        match v {
+            IppValue::TextWithoutLanguage(t) => Some(t.to_string()),
+            IppValue::TextWithLanguage { text, .. } => Some(text.to_string()),
+            IppValue::NameWithoutLanguage(n) => Some(n.to_string()),
+            IppValue::NameWithLanguage { name, .. } => Some(name.to_string()),
+            IppValue::Keyword(k) => Some(k.to_string()),
+            IppValue::Uri(u) => Some(u.to_string()),
+            _ => None,
+        }
+    };
+    let int = |v: &IppValue| match v {
+        IppValue::Integer(i) | IppValue::Enum(i) => Some(*i),
+        _ => None,
+    };
+    let list = |v: &IppValue| -> Vec<String> {
+        match v {
+            IppValue::Array(items) => items.iter().filter_map(text).collect(),
+            one => text(one).into_iter().collect(),
+        }
+    };
+    PrinterState {
+        name: attrs.get("printer-name").and_then(|v| text(v)),
+        state: attrs.get("printer-state").and_then(|v| int(v)),
+        reasons: attrs
+            .get("printer-state-reasons")
+            .map(|v| list(v))
+            .unwrap_or_default(),
+        message: attrs
+            .get("printer-state-message")
+            .and_then(|v| text(v))
+            .filter(|m| !m.trim().is_empty()),
+        queued_jobs: attrs.get("queued-job-count").and_then(|v| int(v)),
+        accepting: attrs
+            .get("printer-is-accepting-jobs")
+            .and_then(|v| match v {
+                IppValue::Boolean(b) => Some(*b),
+                _ => None,
+            }),
+        model: attrs.get("printer-make-and-model").and_then(|v| text(v)),
+    }
+}
+
+/// Severity of one printer-state-reason keyword.
+pub fn reason_severity(reason: &str) -> Status {
+    const INFORMATIONAL: &[&str] = &[
+        "none",
+        "moving-to-paused",
+        "connecting-to-device",
+        "spool-area-full-report",
+        "identify-printer-requested",
+        "printer-restarted",
+        "printer-nms-reset",
+        "cups-waiting-for-job-completed",
+        "hold-new-jobs",
+    ];
+    const LOW: &[&str] = &[
+        "toner-low",
+        "marker-supply-low",
+        "media-low",
+        "developer-low",
+        "marker-waste-almost-full",
+        "opc-near-eol",
+        "fuser-under-temp",
+    ];
+    let r = reason.trim();
+    if r.ends_with("-report") || INFORMATIONAL.contains(&r) || r.starts_with("cups-ipp-") {
+        Status::Ok
+    } else if r.ends_with("-warning") || LOW.contains(&r) {
+        Status::Warn
+    } else {
+        // "-error" or no suffix: RFC 8011 says assume an error.
+        Status::Crit
+    }
+}
+
+fn state_name(state: Option<i32>) -> &'static str {
+    match state {
+        Some(3) => "idle",
+        Some(4) => "processing",
+        Some(5) => "stopped",
+        Some(_) => "in an unknown state",
+        None => "state not reported",
+    }
+}
+
+fn report(target: String, s: &PrinterState, a: &PrinterArgs) -> CheckResult {
+    let mut status = match s.state {
+        Some(3) | Some(4) => Status::Ok,
+        Some(5) => Status::Crit,
+        _ => Status::Unknown,
+    };
+    let reasons: Vec<&String> = s.reasons.iter().filter(|r| r.as_str() != "none").collect();
+    for r in &reasons {
+        status = status.worst(reason_severity(r));
+    }
+    if s.accepting == Some(false) {
+        status = status.worst(Status::Crit);
+    }
+    if let Some(jobs) = s.queued_jobs {
+        let jobs = jobs.max(0) as u32;
+        if a.crit_jobs.is_some_and(|c| jobs >= c) {
+            status = status.worst(Status::Crit);
+        } else if a.warn_jobs.is_some_and(|w| jobs >= w) {
+            status = status.worst(Status::Warn);
+        }
+    }
+    let mut summary = format!(
+        "{} is {}",
+        s.name.as_deref().unwrap_or("the printer"),
+        state_name(s.state)
+    );
+    if !reasons.is_empty() {
+        summary.push_str(&format!(
+            " ({})",
+            reasons
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(m) = &s.message {
+        summary.push_str(&format!(": \"{m}\""));
+    }
+    if s.accepting == Some(false) {
+        summary.push_str(", not accepting jobs");
+    }
+    match s.queued_jobs {
+        Some(1) => summary.push_str(", 1 job queued"),
+        Some(n) => summary.push_str(&format!(", {n} jobs queued")),
+        None => {}
+    }
+    let mut r = CheckResult::new("printer", target, status, summary);
+    if let Some(st) = s.state {
+        r = r.metric("state", f64::from(st));
+    }
+    if let Some(n) = s.queued_jobs {
+        r = r.metric("queued_jobs", f64::from(n));
+    }
+    if let Some(acc) = s.accepting {
+        r = r.metric("accepting_jobs", if acc { 1.0 } else { 0.0 });
+    }
+    r.metric("reasons", reasons.len() as f64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args() -> PrinterArgs {
+        PrinterArgs {
+            uri: None,
+            server: None,
+            warn_jobs: Some(5),
+            crit_jobs: Some(10),
+            ca: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn reasons_have_severities() {
+        assert_eq!(reason_severity("none"), Status::Ok);
+        assert_eq!(reason_severity("media-empty-error"), Status::Crit);
+        assert_eq!(reason_severity("media-empty"), Status::Crit);
+        assert_eq!(reason_severity("paused"), Status::Crit);
+        assert_eq!(reason_severity("offline-report"), Status::Ok);
+        assert_eq!(reason_severity("toner-low"), Status::Warn);
+        assert_eq!(reason_severity("toner-low-warning"), Status::Warn);
+        assert_eq!(reason_severity("door-open-warning"), Status::Warn);
+    }
+
+    #[test]
+    fn grading() {
+        let idle = PrinterState {
+            name: Some("q1".into()),
+            state: Some(3),
+            reasons: vec!["none".into()],
+            queued_jobs: Some(0),
+            accepting: Some(true),
+            ..Default::default()
+        };
+        let r = report("t".into(), &idle, &args());
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!(r.summary, "q1 is idle, 0 jobs queued");
+
+        let stopped = PrinterState {
+            state: Some(5),
+            reasons: vec!["paused".into()],
+            message: Some("out of paper".into()),
+            ..idle.clone()
+        };
+        let r = report("t".into(), &stopped, &args());
+        assert_eq!(r.status, Status::Crit);
+        assert_eq!(
+            r.summary,
+            "q1 is stopped (paused): \"out of paper\", 0 jobs queued"
+        );
+
+        let busy = PrinterState {
+            state: Some(4),
+            queued_jobs: Some(6),
+            reasons: vec!["toner-low-report".into()],
+            ..idle.clone()
+        };
+        assert_eq!(report("t".into(), &busy, &args()).status, Status::Warn);
+
+        let rejecting = PrinterState {
+            accepting: Some(false),
+            ..idle
+        };
+        assert_eq!(report("t".into(), &rejecting, &args()).status, Status::Crit);
+    }
+
+    #[test]
+    fn uris_and_servers() {
+        assert_eq!(
+            http_url("ipp://127.0.0.1/printers/q1").unwrap(),
+            "http://127.0.0.1:631/printers/q1"
+        );
+        assert_eq!(
+            http_url("ipps://printer.example:8631/ipp/print").unwrap(),
+            "https://printer.example:8631/ipp/print"
+        );
+        assert!(http_url("lpd://host/queue").is_err());
+        assert_eq!(cups_server(Some("127.0.0.1:8631")), "127.0.0.1:8631");
+        assert_eq!(cups_server(Some("printhost")), "printhost:631");
+        assert_eq!(cups_server(Some("::1")), "[::1]:631");
+    }
+
+    #[test]
+    fn request_is_ipp() {
+        let req = get_printer_attributes("ipp://127.0.0.1:631/printers/q1").unwrap();
+        let bytes = req.to_bytes();
+        // version 1.1, operation 0x000B
+        assert_eq!(&bytes[..4], &[1, 1, 0, 0x0b]);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("printer-state-reasons"));
+        assert!(text.contains("ipp://127.0.0.1:631/printers/q1"));
+    }
+}
