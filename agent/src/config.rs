@@ -41,6 +41,52 @@ pub struct AgentConfig {
     /// How often to look at the certificate's expiry.
     #[serde(default = "default_renew_check")]
     pub renew_check_secs: u64,
+    /// Use the built-in monitor set when no `[[monitor]]` is configured.
+    #[serde(default = "default_true")]
+    pub default_monitors: bool,
+    /// Consecutive non-ok results that open an incident (flap damping).
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u32,
+    /// Consecutive ok results that resolve it.
+    #[serde(default = "default_recover_after")]
+    pub recover_after: u32,
+    /// Outbox bound; when full the oldest plain results are dropped.
+    #[serde(default = "default_outbox_max")]
+    pub outbox_max_events: u64,
+    #[serde(default, rename = "monitor")]
+    pub monitors: Vec<MonitorConfig>,
+}
+
+/// One `[[monitor]]` table: the check's own command line, and how often.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Stable id of the monitor (default: `check args…`).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub check: String,
+    /// The check's arguments, thresholds included: `["/var", "--warn", "80"]`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `30s`, `5m`, `1h`…
+    pub every: String,
+    #[serde(default)]
+    pub fail_after: Option<u32>,
+    #[serde(default)]
+    pub recover_after: Option<u32>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_fail_after() -> u32 {
+    3
+}
+fn default_recover_after() -> u32 {
+    2
+}
+fn default_outbox_max() -> u64 {
+    10_000
 }
 
 fn default_state_dir() -> PathBuf {
@@ -103,6 +149,31 @@ impl Loaded {
                 "name must be 1-64 letters, digits, `.`, `_` or `-`",
             ));
         }
+        for (i, m) in config.monitors.iter().enumerate() {
+            let at = |key: &str, msg: String| -> anyhow::Error {
+                firstline_net::config::invalid_key_at(&name, &text, key, i, msg).into()
+            };
+            match humantime::parse_duration(&m.every) {
+                Ok(d) if d >= Duration::from_secs(1) => {}
+                Ok(_) => return Err(at("every", "every must be at least 1s".into())),
+                Err(e) => {
+                    return Err(at(
+                        "every",
+                        format!("every = \"{}\": {e} (use 30s, 5m, 1h…)", m.every),
+                    ))
+                }
+            }
+            if !crate::checks::NAMES.contains(&m.check.as_str()) {
+                return Err(at(
+                    "check",
+                    format!(
+                        "unknown check `{}` (this agent offers: {})",
+                        m.check,
+                        crate::checks::NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
         let state_dir = resolve(path, &config.state_dir);
         Ok(Loaded {
             config,
@@ -117,6 +188,64 @@ impl Loaded {
 
     pub fn ca_path(&self) -> PathBuf {
         self.state_dir.join("ca.pem")
+    }
+
+    pub fn outbox_path(&self) -> PathBuf {
+        self.state_dir.join("outbox.db")
+    }
+
+    /// The monitors to run: the configured ones, or the built-in set.
+    pub fn monitors(&self) -> Vec<crate::monitor::Monitor> {
+        let c = &self.config;
+        let configured: Vec<MonitorConfig> = if c.monitors.is_empty() && c.default_monitors {
+            self.default_monitor_set()
+        } else {
+            c.monitors.clone()
+        };
+        configured
+            .into_iter()
+            .filter(|m| crate::checks::NAMES.contains(&m.check.as_str()))
+            .map(|m| crate::monitor::Monitor {
+                id: m.name.clone().unwrap_or_else(|| {
+                    std::iter::once(m.check.as_str())
+                        .chain(m.args.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
+                every: humantime::parse_duration(&m.every).unwrap_or(Duration::from_secs(300)),
+                fail_after: m.fail_after.unwrap_or(c.fail_after),
+                recover_after: m.recover_after.unwrap_or(c.recover_after),
+                check: m.check,
+                args: m.args,
+            })
+            .collect()
+    }
+
+    /// Disk on `/`, memory, DNS of the relay's name, and the CUPS default
+    /// printer when CUPS is installed.
+    fn default_monitor_set(&self) -> Vec<MonitorConfig> {
+        let mon = |check: &str, args: &[&str], every: &str| MonitorConfig {
+            name: None,
+            check: check.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            every: every.into(),
+            fail_after: None,
+            recover_after: None,
+        };
+        let mut set = vec![mon("disk", &["/"], "5m"), mon("memory", &[], "1m")];
+        let host = self
+            .config
+            .relay
+            .rsplit_once(':')
+            .map_or(self.config.relay.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']']);
+        if host.parse::<std::net::IpAddr>().is_err() && !host.is_empty() {
+            set.push(mon("dns", &[host], "5m"));
+        }
+        if Path::new("/etc/cups").exists() {
+            set.push(mon("printer", &[], "5m"));
+        }
+        set
     }
 
     /// The context checks run in on this agent.
@@ -185,6 +314,39 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", Loaded::load(&p).unwrap_err());
         assert!(err.contains("agent.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn monitor_errors_name_the_right_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "relay = \"x:1\"\nname = \"pc1\"\n\n[[monitor]]\ncheck = \"disk\"\nevery = \"5m\"\n\n[[monitor]]\ncheck = \"disk\"\nevery = \"soon\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Loaded::load(&p).unwrap_err());
+        assert!(err.contains("agent.toml:10:"), "{err}");
+    }
+
+    #[test]
+    fn monitors_from_config_or_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "relay = \"relay.example:4433\"\nname = \"pc1\"\nfail_after = 5\n\n[[monitor]]\ncheck = \"disk\"\nargs = [\"/var\", \"--warn\", \"80\"]\nevery = \"30s\"\n").unwrap();
+        let m = Loaded::load(&p).unwrap().monitors();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].id, "disk /var --warn 80");
+        assert_eq!(m[0].every, Duration::from_secs(30));
+        assert_eq!(m[0].fail_after, 5);
+        std::fs::write(&p, "relay = \"relay.example:4433\"\nname = \"pc1\"\n").unwrap();
+        let ids: Vec<String> = Loaded::load(&p)
+            .unwrap()
+            .monitors()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert!(ids.contains(&"disk /".to_string()), "{ids:?}");
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! Where things live: [`checks`] (one file per check), [`link`] (the
 //! connection to the relay, request serving, certificate renewal),
 //! [`enroll`] (first contact), [`backoff`] (reconnect delays), [`config`]
-//! (`agent.toml`).
+//! (`agent.toml`), [`monitor`] (the schedule and incident state machine),
+//! [`outbox`] (durable events until the relay acknowledges them).
 
 pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod enroll;
 pub mod link;
+pub mod monitor;
+pub mod outbox;
 
 pub use config::Loaded;

@@ -10,6 +10,8 @@ use crate::backoff::Backoff;
 use crate::checks::{self, CheckContext, CheckError, Progress};
 use crate::config::Loaded;
 use crate::enroll::new_key_and_csr;
+use crate::monitor;
+use crate::outbox::Outbox;
 use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::credential::write_private;
 use firstline_net::endpoint::{self, describe_connection_error};
@@ -17,6 +19,7 @@ use firstline_net::stream::{accept_request, request};
 use firstline_net::{FramedSend, Identity};
 use firstline_proto::{ErrorCode, Hello, Message, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::{Connection, ConnectionError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -26,6 +29,10 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
+/// Outbox events per `events` message.
+const EVENT_BATCH: usize = 256;
+/// Time the relay has to acknowledge a batch.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the link is doing, for logs and the service manager's status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +67,37 @@ enum SessionEnd {
     Lost(String),
 }
 
-/// Run the link until shutdown (Ok) or revocation (Err).
+/// Run the agent until shutdown (Ok) or revocation (Err): the monitors,
+/// writing to the outbox, and the link, serving requests and draining it.
 pub async fn run(
     cfg: Loaded,
+    shutdown: watch::Receiver<bool>,
+    state: watch::Sender<LinkState>,
+) -> Result<()> {
+    let outbox = Arc::new(Outbox::open(
+        &cfg.outbox_path(),
+        cfg.config.outbox_max_events,
+    )?);
+    let monitors = cfg.monitors();
+    tracing::info!(
+        count = monitors.len(),
+        backlog = outbox.len().unwrap_or(0),
+        "monitors scheduled"
+    );
+    let mut tasks = monitor::start(
+        monitors,
+        cfg.check_context(),
+        outbox.clone(),
+        shutdown.clone(),
+    );
+    let result = connect_forever(&cfg, outbox, shutdown, state).await;
+    tasks.shutdown().await;
+    result
+}
+
+async fn connect_forever(
+    cfg: &Loaded,
+    outbox: Arc<Outbox>,
     mut shutdown: watch::Receiver<bool>,
     state: watch::Sender<LinkState>,
 ) -> Result<()> {
@@ -74,7 +109,7 @@ pub async fn run(
     loop {
         state.send_replace(LinkState::Connecting);
         let started = Instant::now();
-        let reason = match session(&cfg, &mut shutdown, &state).await {
+        let reason = match session(cfg, &outbox, &mut shutdown, &state).await {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Lost(reason)) => reason,
             Err(e) if e.is::<Revoked>() => return Err(e),
@@ -112,6 +147,7 @@ fn lost(e: &ConnectionError) -> anyhow::Error {
 
 async fn session(
     cfg: &Loaded,
+    outbox: &Arc<Outbox>,
     shutdown: &mut watch::Receiver<bool>,
     state: &watch::Sender<LinkState>,
 ) -> Result<SessionEnd> {
@@ -125,7 +161,9 @@ async fn session(
     state.send_replace(LinkState::Connected {
         relay: cfg.config.relay.clone(),
     });
+    let sender = tokio::spawn(deliver(conn.clone(), outbox.clone()));
     let end = serve(cfg, &conn, shutdown).await;
+    sender.abort();
     if matches!(end, Ok(SessionEnd::Shutdown)) {
         conn.close(0u32.into(), b"agent shutting down");
         ep.wait_idle().await;
@@ -186,6 +224,51 @@ async fn serve(
             }
             _ = shutdown.changed() => return Ok(SessionEnd::Shutdown),
         }
+    }
+}
+
+/// Drain the outbox to the relay, in order, for as long as the connection
+/// lives; events leave the outbox only once acknowledged.
+async fn deliver(conn: Connection, outbox: Arc<Outbox>) {
+    loop {
+        let batch = match outbox.peek(EVENT_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot read the outbox: {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = outbox.arrived.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            continue;
+        }
+        match send_events(&conn, batch).await {
+            Ok(upto) => {
+                if let Err(e) = outbox.ack(upto) {
+                    tracing::error!("cannot trim the outbox: {e:#}");
+                }
+            }
+            Err(e) => {
+                if conn.close_reason().is_some() {
+                    return;
+                }
+                tracing::warn!("delivering events failed: {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn send_events(conn: &Connection, events: Vec<firstline_proto::AgentEvent>) -> Result<u64> {
+    let (_send, mut recv) = request(conn, Message::Events { events }).await?;
+    match recv.recv_within(ACK_TIMEOUT).await? {
+        Some(Message::Ack { upto }) => Ok(upto),
+        Some(Message::Error { message, .. }) => bail!("relay refused events: {message}"),
+        other => bail!("unexpected answer to events: {other:?}"),
     }
 }
 

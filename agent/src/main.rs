@@ -128,17 +128,23 @@ fn default_state_dir(config: &Path) -> PathBuf {
 async fn run_agent(loaded: Loaded) -> Result<()> {
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let (state_tx, mut state) = tokio::sync::watch::channel(LinkState::Connecting);
+    // systemd (Type=notify): READY, STATUS, WATCHDOG from the main loop, STOPPING.
+    let notify = firstline_net::notify::Notifier::from_env();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
+        notify.stopping();
         let _ = shutdown_tx.send(true);
     });
     tokio::spawn(async move {
         while state.changed().await.is_ok() {
-            tracing::debug!(state = %*state.borrow(), "link state");
+            let line = state.borrow().to_string();
+            tracing::debug!(state = %line, "link state");
+            notify.status(&line);
         }
     });
-    link::run(loaded, shutdown, state_tx).await
+    notify.ready(&LinkState::Connecting.to_string());
+    notify.drive(link::run(loaded, shutdown, state_tx)).await
 }
 
 async fn wait_for_signal() {

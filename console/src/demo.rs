@@ -129,7 +129,7 @@ pub async fn run(keep: bool) -> Result<i32> {
                 body: Some(body),
             })
             .await?;
-        if let Message::TicketOpened { ticket } = answer {
+        if let Message::Ticket { ticket } = answer {
             output::line(format!(
                 "      ticket #{} opened: {}",
                 ticket.id, ticket.title

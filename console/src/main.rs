@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod output;
+mod tickets;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -46,31 +47,27 @@ enum Command {
     },
     /// List tickets.
     Tickets {
+        /// open, in_progress, resolved or closed.
         #[arg(long)]
         status: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Work on one ticket.
     #[command(subcommand)]
-    Ticket(TicketCommand),
+    Ticket(tickets::TicketCommand),
+    /// Follow alerts and ticket changes live.
+    Watch {
+        #[arg(long)]
+        json: bool,
+    },
     /// A first run: embedded relay and agent on loopback, real enrollment, the checks on this machine.
     Demo {
         /// Keep the demo's folder (relay, agent, credential) instead of deleting it.
         #[arg(long)]
         keep: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum TicketCommand {
-    /// Open a ticket.
-    New {
-        title: String,
-        #[arg(long)]
-        agent: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -89,10 +86,13 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login => login(cred),
         Command::Agents { json } => rt.block_on(agents(cred, json)),
         Command::Run { agent, check, args } => rt.block_on(run_check(cred, agent, check, args)),
-        Command::Tickets { status, json } => rt.block_on(tickets(cred, status, json)),
-        Command::Ticket(TicketCommand::New { title, agent, json }) => {
-            rt.block_on(ticket_new(cred, title, agent, json))
-        }
+        Command::Tickets {
+            status,
+            agent,
+            json,
+        } => rt.block_on(tickets::list(cred, status, agent, json)),
+        Command::Ticket(cmd) => rt.block_on(tickets::command(cred, cmd)),
+        Command::Watch { json } => rt.block_on(tickets::watch(cred, json)),
         Command::Demo { keep } => rt.block_on(demo::run(keep)),
     }
 }
@@ -244,63 +244,6 @@ pub async fn stream_check(
         }
     }
     Ok(results)
-}
-
-async fn tickets(cred: Option<PathBuf>, status: Option<String>, json: bool) -> Result<i32> {
-    let client = Client::connect(cred.as_deref()).await?;
-    let answer = client.call(Message::ListTickets { status }).await?;
-    client.close().await;
-    let Message::Tickets { tickets } = answer else {
-        bail!("unexpected answer: {}", answer.kind());
-    };
-    if json {
-        output::json(&tickets);
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = tickets
-        .iter()
-        .map(|t| {
-            vec![
-                format!("#{}", t.id),
-                t.status.clone(),
-                t.priority.clone(),
-                t.agent.clone().unwrap_or_default(),
-                t.source.clone(),
-                t.title.clone(),
-            ]
-        })
-        .collect();
-    output::table(
-        &["ID", "STATUS", "PRIORITY", "AGENT", "SOURCE", "TITLE"],
-        &rows,
-    );
-    Ok(0)
-}
-
-async fn ticket_new(
-    cred: Option<PathBuf>,
-    title: String,
-    agent: Option<String>,
-    json: bool,
-) -> Result<i32> {
-    let client = Client::connect(cred.as_deref()).await?;
-    let answer = client
-        .call(Message::TicketNew {
-            title,
-            agent,
-            body: None,
-        })
-        .await?;
-    client.close().await;
-    let Message::TicketOpened { ticket } = answer else {
-        bail!("unexpected answer: {}", answer.kind());
-    };
-    if json {
-        output::json(&ticket);
-    } else {
-        output::line(format!("ticket #{} opened: {}", ticket.id, ticket.title));
-    }
-    Ok(0)
 }
 
 #[cfg(test)]

@@ -48,6 +48,18 @@ pub fn parse<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, ConfigErr
 /// An error about one key of an already parsed file, located by searching
 /// for `key =` (for checks that serde cannot express).
 pub fn invalid_key(name: &str, text: &str, key: &str, message: String) -> ConfigError {
+    invalid_key_at(name, text, key, 0, message)
+}
+
+/// Like [`invalid_key`], for the `nth` (0-based) occurrence of `key` — the
+/// key of the nth table of an array of tables such as `[[monitor]]`.
+pub fn invalid_key_at(
+    name: &str,
+    text: &str,
+    key: &str,
+    nth: usize,
+    message: String,
+) -> ConfigError {
     let offset = text
         .lines()
         .scan(0usize, |pos, l| {
@@ -55,11 +67,12 @@ pub fn invalid_key(name: &str, text: &str, key: &str, message: String) -> Config
             *pos += l.len() + 1;
             Some((start, l))
         })
-        .find(|(_, l)| {
+        .filter(|(_, l)| {
             l.trim_start()
                 .strip_prefix(key)
                 .is_some_and(|r| r.trim_start().starts_with('='))
         })
+        .nth(nth)
         .map(|(start, _)| start)
         .unwrap_or(0);
     let (line, column) = line_col(text, offset);

@@ -14,12 +14,14 @@
 //! * [`credential`] — operator credential files.
 //! * [`cli`] — logging and exit codes shared by the binaries.
 //! * [`config`] — TOML config files whose errors name the file and line.
+//! * [`notify`] — systemd readiness, status, watchdog and stopping notices.
 
 pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod endpoint;
 pub mod identity;
+pub mod notify;
 pub mod pem;
 pub mod stream;
 pub mod tls;

@@ -10,14 +10,20 @@
 //!   [`message::Envelope`].
 //! * [`result`] — the check/fix result shape from DESIGN.md.
 //! * [`version`] — protocol version negotiation at connect.
+//! * [`event`] — monitoring events from an agent's outbox.
 
+pub mod event;
 pub mod frame;
 pub mod message;
 pub mod result;
 pub mod version;
 
+pub use event::{AgentEvent, Diagnostics, EventKind};
 pub use frame::{encode, FrameDecoder, FrameError, MAX_FRAME_LEN};
-pub use message::{AgentInfo, Envelope, ErrorCode, Hello, Message, Role, TicketSummary, Welcome};
+pub use message::{
+    AgentInfo, Envelope, ErrorCode, Hello, Message, Notice, Role, TicketChange, TicketEntry,
+    TicketSummary, Welcome,
+};
 pub use result::{CheckResult, Status};
 pub use version::{negotiate, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 

@@ -7,6 +7,7 @@
 //! [`Envelope`] that carries the envelope version `v`, so that a frame from a
 //! future version is told apart from garbage.
 
+use crate::event::AgentEvent;
 use crate::result::CheckResult;
 use serde::{Deserialize, Serialize};
 
@@ -180,8 +181,54 @@ pub struct TicketSummary {
     pub status: String,
     pub priority: String,
     pub source: String,
+    /// The monitor whose incident opened it (alert tickets).
+    #[serde(default)]
+    pub monitor: Option<String>,
+    #[serde(default)]
+    pub assignee: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// One entry of a ticket's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketEntry {
+    pub at: String,
+    /// `opened`, `result`, `comment`, `status`, `assigned`, `diagnostics`…
+    pub kind: String,
+    pub author: String,
+    pub body: String,
+}
+
+/// A change a technician makes to a ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum TicketChange {
+    Comment {
+        text: String,
+    },
+    Assign {
+        operator: String,
+    },
+    Start {},
+    Resolve {
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    Close {},
+}
+
+/// A live notice for `firstline watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub at: String,
+    /// `alert`, `ticket_opened`, `ticket_updated`, `ticket_resolved`, `agent_online`…
+    pub kind: String,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub ticket: Option<u64>,
+    pub text: String,
 }
 
 /// Every message, tagged by `type` on the wire.
@@ -233,12 +280,40 @@ pub enum Message {
         #[serde(default)]
         body: Option<String>,
     },
-    TicketOpened {
+    /// Answer to `ticket_new` and `ticket_update`.
+    Ticket {
         ticket: TicketSummary,
     },
     ListTickets {
         #[serde(default)]
         status: Option<String>,
+        #[serde(default)]
+        agent: Option<String>,
+    },
+    TicketShow {
+        id: u64,
+    },
+    TicketDetail {
+        ticket: TicketSummary,
+        entries: Vec<TicketEntry>,
+    },
+    TicketUpdate {
+        id: u64,
+        #[serde(flatten)]
+        change: TicketChange,
+    },
+    /// Follow alerts and ticket changes; answered by `notice` messages until
+    /// the console goes away.
+    Watch {},
+    Notice(Notice),
+
+    // --- agent → relay: monitoring events from the outbox ---
+    Events {
+        events: Vec<AgentEvent>,
+    },
+    /// Every event up to and including `upto` is stored.
+    Ack {
+        upto: u64,
     },
     Tickets {
         tickets: Vec<TicketSummary>,
@@ -288,8 +363,15 @@ impl Message {
             Message::Agents { .. } => "agents",
             Message::Run { .. } => "run",
             Message::TicketNew { .. } => "ticket_new",
-            Message::TicketOpened { .. } => "ticket_opened",
+            Message::Ticket { .. } => "ticket",
             Message::ListTickets { .. } => "list_tickets",
+            Message::TicketShow { .. } => "ticket_show",
+            Message::TicketDetail { .. } => "ticket_detail",
+            Message::TicketUpdate { .. } => "ticket_update",
+            Message::Watch {} => "watch",
+            Message::Notice(_) => "notice",
+            Message::Events { .. } => "events",
+            Message::Ack { .. } => "ack",
             Message::Tickets { .. } => "tickets",
             Message::Exec { .. } => "exec",
             Message::Progress { .. } => "progress",
@@ -321,6 +403,22 @@ mod tests {
         let s = r#"{"v":1,"type":"error","code":"quota_exceeded","message":"x"}"#;
         let e: Envelope = serde_json::from_str(s).unwrap();
         assert_eq!(e.msg, Message::error(ErrorCode::Other, "x"));
+    }
+
+    #[test]
+    fn ticket_update_is_flat() {
+        let e = Envelope::new(Message::TicketUpdate {
+            id: 3,
+            change: TicketChange::Assign {
+                operator: "alice".into(),
+            },
+        });
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"type":"ticket_update","id":3,"change":"assign","operator":"alice"}"#
+        );
+        assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! agent opens streams to the relay for its own requests (certificate
 //! renewal today; monitoring events later).
 
+use crate::incidents;
 use crate::server::{close, Relay};
 use crate::store::AuditEntry;
 use firstline_net::stream::accept_request;
 use firstline_net::FramedSend;
-use firstline_proto::{negotiate, ErrorCode, Hello, Message, Welcome};
+use firstline_proto::{negotiate, ErrorCode, Hello, Message, Notice, Welcome};
 use firstline_proto::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::Connection;
 use std::sync::Arc;
@@ -87,6 +88,43 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
 /// A request the agent made of the relay.
 async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
     match msg {
+        Message::Events { events } => {
+            let window = relay.dir.config.reopen_window_secs as i64;
+            let outcome = relay.ticket_tx(|tx| {
+                let mut ingested = incidents::ingest(tx, name, &events, window)?;
+                let changes = std::mem::take(&mut ingested.changes);
+                Ok((ingested, changes))
+            });
+            match outcome {
+                Ok(ingested) => {
+                    for ev in &ingested.alerts {
+                        relay.notify(Notice {
+                            at: ev.result.at.clone(),
+                            kind: format!("alert_{}", ev.kind.as_str()),
+                            agent: Some(name.to_string()),
+                            ticket: None,
+                            text: format!(
+                                "{name} {}: {} {}",
+                                ev.monitor, ev.result.status, ev.result.summary
+                            ),
+                        });
+                    }
+                    let _ = send
+                        .finish_with(Message::Ack {
+                            upto: ingested.upto,
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    tracing::error!(agent = %name, "cannot ingest events: {e:#}");
+                    send.fail(
+                        ErrorCode::Internal,
+                        format!("relay cannot store events: {e}"),
+                    )
+                    .await;
+                }
+            }
+        }
         Message::Renew { csr_pem } => {
             let ttl = Duration::from_secs(relay.dir.config.agent_cert_ttl_secs);
             let outcome = relay

@@ -44,6 +44,21 @@ pub struct RelayConfig {
     /// Default lifetime of enrollment tokens.
     #[serde(default = "default_token_ttl")]
     pub token_ttl_secs: u64,
+    /// A monitor that fails again within this long after its ticket was
+    /// resolved reopens that ticket instead of opening a new one.
+    #[serde(default = "default_reopen_window")]
+    pub reopen_window_secs: u64,
+    /// External help desk: each ticket event is POSTed here as JSON.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Key of the `X-Firstline-Signature` HMAC-SHA256 header (required with a URL).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default = "default_webhook_timeout")]
+    pub webhook_timeout_secs: u64,
+    /// Retries back off exponentially up to this delay.
+    #[serde(default = "default_webhook_backoff")]
+    pub webhook_max_backoff_secs: u64,
 }
 
 fn default_name() -> String {
@@ -75,6 +90,15 @@ fn default_revocation_poll() -> u64 {
 }
 fn default_token_ttl() -> u64 {
     86_400
+}
+fn default_reopen_window() -> u64 {
+    3_600
+}
+fn default_webhook_timeout() -> u64 {
+    10
+}
+fn default_webhook_backoff() -> u64 {
+    300
 }
 
 impl RelayConfig {
@@ -184,6 +208,20 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
             "agent_cert_ttl_secs",
             "agent_cert_ttl_secs must be at least 60",
         );
+    }
+    if let Some(url) = &c.webhook_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return bad(
+                "webhook_url",
+                "webhook_url must be an http:// or https:// URL",
+            );
+        }
+        if c.webhook_secret.as_deref().unwrap_or_default().len() < 16 {
+            return bad(
+                "webhook_url",
+                "webhook_url needs webhook_secret (at least 16 characters) to sign deliveries",
+            );
+        }
     }
     if !firstline_net::identity::valid_name(&c.name) {
         return bad(

@@ -8,20 +8,26 @@
 //! Where things live: [`server`] (accept loop, who is who), [`enroll`]
 //! (first contact), [`agent_link`] (an agent's live connection),
 //! [`operator`] (console requests), [`policy`] (roles), [`registry`] (who is
-//! online), [`store`] (SQLite), [`ca`] (certificates), [`token`], [`admin`]
-//! (offline admin commands), [`config`] (`relay.toml`).
+//! online), [`store`] (SQLite), [`tickets`], [`incidents`] (alert →
+//! ticket engine), [`webhook`] (external help desks), [`ca`]
+//! (certificates), [`token`], [`admin`] (offline admin commands),
+//! [`config`] (`relay.toml`).
 
 pub mod admin;
 pub mod agent_link;
 pub mod ca;
 pub mod config;
 pub mod enroll;
+pub mod incidents;
 pub mod operator;
 pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod ticket_requests;
+pub mod tickets;
 pub mod token;
+pub mod webhook;
 
 pub use config::{RelayConfig, RelayDir};
 pub use server::{start, RelayHandle};

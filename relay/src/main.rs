@@ -161,7 +161,11 @@ fn serve(dir: RelayDir) -> Result<()> {
     rt.block_on(async {
         let handle = firstline_relay::start(dir).await?;
         tracing::info!(addr = %handle.addr, "relay listening");
-        wait_for_signal().await;
+        // systemd (Type=notify): READY once bound, WATCHDOG while running, STOPPING.
+        let notify = firstline_net::notify::Notifier::from_env();
+        notify.ready(&format!("listening on {}", handle.addr));
+        notify.drive(wait_for_signal()).await;
+        notify.stopping();
         tracing::info!("shutting down");
         handle.shutdown().await;
         Ok(())

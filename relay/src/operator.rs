@@ -7,7 +7,9 @@
 
 use crate::policy::required_role;
 use crate::server::Relay;
-use crate::store::{AuditEntry, NewTicket};
+use crate::store::AuditEntry;
+use crate::ticket_requests;
+use crate::tickets;
 use firstline_net::stream::{accept_request, request};
 use firstline_net::{FramedRecv, FramedSend};
 use firstline_proto::{ErrorCode, Message, Role};
@@ -64,10 +66,18 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
     }
     let outcome = match msg {
         Message::ListAgents {} => list_agents(&relay, send).await,
-        Message::ListTickets { status } => list_tickets(&relay, status, send).await,
-        Message::TicketNew { title, agent, body } => {
-            ticket_new(&relay, &op, &title, agent.as_deref(), body.as_deref(), send).await
+        Message::ListTickets { status, agent } => {
+            ticket_requests::list(&relay, status, agent, send).await
         }
+        Message::TicketNew { title, agent, body } => {
+            ticket_requests::open(&relay, &op, &title, agent.as_deref(), body.as_deref(), send)
+                .await
+        }
+        Message::TicketShow { id } => ticket_requests::show(&relay, id, send).await,
+        Message::TicketUpdate { id, change } => {
+            ticket_requests::update(&relay, &op, id, change, send).await
+        }
+        Message::Watch {} => ticket_requests::watch(&relay, send).await,
         Message::Run {
             agent,
             check,
@@ -90,7 +100,7 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
 }
 
 /// A failed request: code, message, and the stream to report it on.
-type Failure = (ErrorCode, String, FramedSend);
+pub type Failure = (ErrorCode, String, FramedSend);
 
 fn describe(msg: &Message) -> (Option<String>, String, String) {
     match msg {
@@ -106,6 +116,15 @@ fn describe(msg: &Message) -> (Option<String>, String, String) {
                 "{}{}",
                 args.join(" "),
                 ticket.map(|t| format!(" --ticket {t}")).unwrap_or_default()
+            ),
+        ),
+        Message::TicketShow { id } => (None, "show ticket".into(), format!("#{id}")),
+        Message::TicketUpdate { id, change } => (
+            None,
+            "change ticket".into(),
+            format!(
+                "#{id} {}",
+                serde_json::to_string(change).unwrap_or_default()
             ),
         ),
         Message::TicketNew { title, agent, .. } => {
@@ -136,7 +155,7 @@ fn audit(
     }
 }
 
-fn internal(e: anyhow::Error, send: FramedSend) -> Failure {
+pub fn internal(e: anyhow::Error, send: FramedSend) -> Failure {
     (ErrorCode::Internal, format!("relay error: {e:#}"), send)
 }
 
@@ -153,56 +172,7 @@ async fn list_agents(relay: &Relay, send: FramedSend) -> Result<String, Failure>
     Ok(format!("ok: {n} agents"))
 }
 
-async fn list_tickets(
-    relay: &Relay,
-    status: Option<String>,
-    send: FramedSend,
-) -> Result<String, Failure> {
-    match relay.store.tickets(status.as_deref()) {
-        Ok(tickets) => {
-            let n = tickets.len();
-            let _ = send.finish_with(Message::Tickets { tickets }).await;
-            Ok(format!("ok: {n} tickets"))
-        }
-        Err(e) => Err(internal(e, send)),
-    }
-}
-
-async fn ticket_new(
-    relay: &Relay,
-    op: &Operator,
-    title: &str,
-    agent: Option<&str>,
-    body: Option<&str>,
-    send: FramedSend,
-) -> Result<String, Failure> {
-    if let Some(a) = agent {
-        match relay.store.agent(a) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(unknown_agent(a, send)),
-            Err(e) => return Err(internal(e, send)),
-        }
-    }
-    let new = NewTicket {
-        title,
-        agent,
-        check: None,
-        priority: "normal",
-        source: "technician",
-        author: &op.name,
-        body,
-    };
-    match relay.store.ticket_new(&new) {
-        Ok(ticket) => {
-            let id = ticket.id;
-            let _ = send.finish_with(Message::TicketOpened { ticket }).await;
-            Ok(format!("ok: ticket {id}"))
-        }
-        Err(e) => Err(internal(e, send)),
-    }
-}
-
-fn unknown_agent(name: &str, send: FramedSend) -> Failure {
+pub fn unknown_agent(name: &str, send: FramedSend) -> Failure {
     (
         ErrorCode::UnknownAgent,
         format!("no agent named `{name}` is enrolled at this relay (see `firstline agents`)"),
@@ -242,7 +212,7 @@ async fn run_check(
         },
     };
     if let Some(t) = ticket {
-        match relay.store.ticket(t) {
+        match relay.store.read(|db| tickets::get(db, t)) {
             Ok(Some(_)) => {}
             Ok(None) => return Err((ErrorCode::UnknownTicket, format!("no ticket #{t}"), send)),
             Err(e) => return Err(internal(e, send)),
@@ -295,7 +265,11 @@ async fn relay_answers(
                 last_status = format!("{}: {}", result.status, result.summary);
                 if let Some(t) = ticket {
                     let body = serde_json::to_string(result).unwrap_or_default();
-                    if let Err(e) = relay.store.ticket_append(t, "result", agent, &body) {
+                    let appended = relay.ticket_tx(|tx| {
+                        let c = tickets::append(tx, t, "result", agent, &body)?;
+                        Ok(((), c.into_iter().collect()))
+                    });
+                    if let Err(e) = appended {
                         tracing::error!("cannot append to ticket {t}: {e}");
                     }
                 }

@@ -11,12 +11,16 @@ use firstline_proto::{Message, Role};
 /// operator requests at all.
 pub fn required_role(msg: &Message) -> Option<Role> {
     Some(match msg {
-        Message::ListAgents {} | Message::ListTickets { .. } => Role::Viewer,
+        Message::ListAgents {}
+        | Message::ListTickets { .. }
+        | Message::TicketShow { .. }
+        | Message::Watch {} => Role::Viewer,
         Message::Run { ticket: None, .. } => Role::Viewer,
         Message::Run {
             ticket: Some(_), ..
         }
-        | Message::TicketNew { .. } => Role::Technician,
+        | Message::TicketNew { .. }
+        | Message::TicketUpdate { .. } => Role::Technician,
         _ => return None,
     })
 }

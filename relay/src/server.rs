@@ -10,15 +10,17 @@ use crate::ca::Ca;
 use crate::config::RelayDir;
 use crate::registry::Registry;
 use crate::store::{CertStatus, Store};
+use crate::tickets::Change;
 use anyhow::{Context, Result};
 use firstline_net::endpoint;
 use firstline_net::Identity;
 use firstline_proto::ErrorCode;
+use firstline_proto::Notice;
 use quinn::{Connection, Endpoint, VarInt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinSet;
 
 /// Everything a connection handler needs, shared.
@@ -27,9 +29,53 @@ pub struct Relay {
     pub store: Store,
     pub ca: Ca,
     pub registry: Registry,
+    /// Live notices for `firstline watch`; slow watchers miss old ones.
+    pub notices: broadcast::Sender<Notice>,
+    /// Wakes the webhook sender when a delivery is queued.
+    pub webhook_wake: Notify,
 }
 
+/// Notices kept for a slow watcher before it starts missing some.
+const NOTICE_BUFFER: usize = 1024;
+
 impl Relay {
+    /// Change tickets in one transaction: the changes are queued for the
+    /// webhook in the same transaction, then announced to watchers.
+    pub fn ticket_tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<(T, Vec<Change>)>,
+    ) -> anyhow::Result<T> {
+        let webhook = self.dir.config.webhook_url.is_some();
+        let name = &self.dir.config.name;
+        let (out, changes) = self.store.with_tx(|tx| {
+            let (out, changes) = f(tx)?;
+            if webhook {
+                for c in &changes {
+                    crate::webhook::enqueue(tx, name, c)?;
+                }
+            }
+            Ok((out, changes))
+        })?;
+        if webhook && !changes.is_empty() {
+            self.webhook_wake.notify_one();
+        }
+        for c in changes {
+            self.notify(Notice {
+                at: c.entry.at.clone(),
+                kind: format!("ticket_{}", c.entry.kind),
+                agent: c.ticket.agent.clone(),
+                ticket: Some(c.ticket.id),
+                text: format!("#{} [{}] {}", c.ticket.id, c.ticket.status, c.ticket.title),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Tell every watcher (no watcher is fine).
+    pub fn notify(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
     pub fn first_message_timeout(&self) -> Duration {
         Duration::from_secs(self.dir.config.first_message_timeout_secs)
     }
@@ -77,6 +123,8 @@ fn load(dir: RelayDir) -> Result<Relay> {
         store,
         ca,
         registry: Registry::default(),
+        notices: broadcast::channel(NOTICE_BUFFER).0,
+        webhook_wake: Notify::new(),
     })
 }
 
@@ -101,6 +149,7 @@ fn bind(relay: &Relay) -> Result<Endpoint> {
 async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
     let mut handlers = JoinSet::new();
     let poller = tokio::spawn(poll_revocations(relay.clone()));
+    let webhook = tokio::spawn(crate::webhook::deliver(relay.clone()));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -112,6 +161,7 @@ async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receive
         }
     }
     poller.abort();
+    webhook.abort();
     endpoint.close(VarInt::from_u32(0), b"relay shutting down");
     while handlers.join_next().await.is_some() {}
     endpoint.wait_idle().await;

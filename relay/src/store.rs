@@ -6,7 +6,7 @@
 //! and `serve` learns of revocations by polling the `revocations` table.
 
 use anyhow::{Context, Result};
-use firstline_proto::{AgentInfo, Role, TicketSummary};
+use firstline_proto::{AgentInfo, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS agents (
     version TEXT,
     os TEXT,
     hostname TEXT,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    last_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS operators (
     name TEXT PRIMARY KEY,
@@ -59,24 +60,20 @@ CREATE TABLE IF NOT EXISTS audit (
     args TEXT NOT NULL,
     outcome TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS tickets (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    title TEXT NOT NULL,
-    agent TEXT,
-    check_name TEXT,
+CREATE TABLE IF NOT EXISTS monitor_status (
+    agent TEXT NOT NULL,
+    monitor TEXT NOT NULL,
     status TEXT NOT NULL,
-    priority TEXT NOT NULL,
-    source TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ticket_entries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    summary TEXT NOT NULL,
     at INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    author TEXT NOT NULL,
-    body TEXT NOT NULL
+    PRIMARY KEY (agent, monitor)
+);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL
 );
 "#;
 
@@ -126,6 +123,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)
+            .and_then(|_| conn.execute_batch(crate::tickets::SCHEMA))
             .with_context(|| format!("cannot create schema in {}", path.display()))?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -134,6 +132,20 @@ impl Store {
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` in one transaction: all of it is stored, or none.
+    pub fn with_tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Read-only access for the ticket queries.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.db())
     }
 
     // ---- tokens ----
@@ -351,85 +363,6 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    // ---- tickets ----
-
-    pub fn ticket_new(&self, t: &NewTicket<'_>) -> Result<TicketSummary> {
-        let id = {
-            let db = self.db();
-            db.execute(
-                "INSERT INTO tickets (title, agent, check_name, status, priority, source, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?6)",
-                params![t.title, t.agent, t.check, t.priority, t.source, now()],
-            )?;
-            db.last_insert_rowid()
-        };
-        self.ticket_append(id as u64, "opened", t.author, t.body.unwrap_or(t.title))?;
-        self.ticket(id as u64)?
-            .context("ticket vanished right after insert")
-    }
-
-    pub fn ticket_append(&self, id: u64, kind: &str, author: &str, body: &str) -> Result<bool> {
-        let db = self.db();
-        let n = db.execute(
-            "UPDATE tickets SET updated_at = ?2 WHERE id = ?1",
-            params![id as i64, now()],
-        )?;
-        if n == 0 {
-            return Ok(false);
-        }
-        db.execute(
-            "INSERT INTO ticket_entries (ticket_id, at, kind, author, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id as i64, now(), kind, author, body],
-        )?;
-        Ok(true)
-    }
-
-    pub fn ticket(&self, id: u64) -> Result<Option<TicketSummary>> {
-        Ok(self
-            .tickets_where("WHERE id = ?1", params![id as i64])?
-            .pop())
-    }
-
-    pub fn tickets(&self, status: Option<&str>) -> Result<Vec<TicketSummary>> {
-        match status {
-            Some(s) => self.tickets_where("WHERE status = ?1 ORDER BY id", params![s]),
-            None => self.tickets_where("ORDER BY id", params![]),
-        }
-    }
-
-    /// Timeline of a ticket: `(at, kind, author, body)`.
-    pub fn ticket_entries(&self, id: u64) -> Result<Vec<(String, String, String, String)>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT at, kind, author, body FROM ticket_entries WHERE ticket_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([id as i64], |r| {
-            Ok((rfc3339(r.get(0)?), r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn tickets_where(&self, clause: &str, p: impl rusqlite::Params) -> Result<Vec<TicketSummary>> {
-        let db = self.db();
-        let mut stmt = db.prepare(&format!(
-            "SELECT id, title, agent, check_name, status, priority, source, created_at, updated_at FROM tickets {clause}"
-        ))?;
-        let rows = stmt.query_map(p, |r| {
-            Ok(TicketSummary {
-                id: r.get::<_, i64>(0)? as u64,
-                title: r.get(1)?,
-                agent: r.get(2)?,
-                check: r.get(3)?,
-                status: r.get(4)?,
-                priority: r.get(5)?,
-                source: r.get(6)?,
-                created_at: rfc3339(r.get(7)?),
-                updated_at: rfc3339(r.get(8)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
 }
 
 /// Why an enrollment was refused (besides internal errors).
@@ -450,16 +383,6 @@ pub struct AuditEntry<'a> {
     pub action: &'a str,
     pub args: &'a str,
     pub outcome: &'a str,
-}
-
-pub struct NewTicket<'a> {
-    pub title: &'a str,
-    pub agent: Option<&'a str>,
-    pub check: Option<&'a str>,
-    pub priority: &'a str,
-    pub source: &'a str,
-    pub author: &'a str,
-    pub body: Option<&'a str>,
 }
 
 fn insert_cert(
@@ -551,22 +474,42 @@ mod tests {
 
     #[test]
     fn tickets_and_timeline() {
+        use crate::tickets::{self, NewTicket};
         let (_d, s) = store();
         let t = s
-            .ticket_new(&NewTicket {
-                title: "printer down",
-                agent: Some("pc"),
-                check: None,
-                priority: "normal",
-                source: "technician",
-                author: "alice",
-                body: None,
+            .with_tx(|tx| {
+                tickets::create(
+                    tx,
+                    &NewTicket {
+                        title: "printer down",
+                        agent: Some("pc"),
+                        check: None,
+                        monitor: None,
+                        priority: "normal",
+                        source: "technician",
+                        author: "alice",
+                        body: None,
+                    },
+                )
             })
-            .unwrap();
+            .unwrap()
+            .ticket;
         assert_eq!(t.status, "open");
-        assert!(s.ticket_append(t.id, "result", "pc", "{}").unwrap());
-        assert!(!s.ticket_append(999, "result", "pc", "{}").unwrap());
-        assert_eq!(s.ticket_entries(t.id).unwrap().len(), 2);
-        assert_eq!(s.tickets(Some("open")).unwrap().len(), 1);
+        s.with_tx(|tx| {
+            assert!(tickets::append(tx, t.id, "result", "pc", "{}")?.is_some());
+            assert!(tickets::append(tx, 999, "result", "pc", "{}")?.is_none());
+            assert!(tickets::set_status(tx, t.id, "closed", "alice", "")?.is_some());
+            assert!(tickets::set_status(tx, t.id, "resolved", "alice", "").is_err());
+            Ok(())
+        })
+        .unwrap();
+        let entries = s.read(|db| tickets::entries(db, t.id)).unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(
+            s.read(|db| tickets::list(db, Some("closed"), None))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -229,6 +229,14 @@ impl Agent {
         set_keys(&self.config, extra);
     }
 
+    /// Append raw TOML (tables such as `[[monitor]]`) to agent.toml.
+    pub fn append(&self, toml: &str) {
+        let mut text = std::fs::read_to_string(&self.config).expect("agent.toml");
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(&self.config, text).expect("write agent.toml");
+    }
+
     pub fn start(&mut self) {
         let log = self.dir.join(format!("run-{}.log", rand_suffix()));
         self.proc = Some(Proc::spawn(

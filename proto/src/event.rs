@@ -1,0 +1,105 @@
+//! Monitoring events: what an agent's scheduler produces and its durable
+//! outbox delivers to the relay, at least once, in sequence order.
+//!
+//! Sequence numbers are per agent and only grow, so the relay ingests
+//! idempotently by (agent, seq). Plain results may be dropped by a full
+//! outbox; incident events never are.
+
+use crate::result::{CheckResult, Status};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A scheduled result outside of any state change.
+    Result,
+    /// N consecutive non-ok results: an incident starts.
+    IncidentOpened,
+    /// The incident's status changed (warn → crit, crit → warn…).
+    IncidentUpdated,
+    /// M consecutive ok results: the incident is over.
+    IncidentResolved,
+}
+
+impl EventKind {
+    /// Whether a full outbox may drop this event.
+    pub fn droppable(self) -> bool {
+        self == EventKind::Result
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Result => "result",
+            EventKind::IncidentOpened => "incident_opened",
+            EventKind::IncidentUpdated => "incident_updated",
+            EventKind::IncidentResolved => "incident_resolved",
+        }
+    }
+}
+
+/// One event of an agent's outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    /// Per-agent sequence number, strictly increasing.
+    pub seq: u64,
+    /// Stable id of the monitor (`disk /var --warn 80`, or its configured name).
+    pub monitor: String,
+    pub kind: EventKind,
+    /// Whether the monitor is inside an incident after this event.
+    pub in_incident: bool,
+    pub result: CheckResult,
+    /// Gathered when an incident opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Diagnostics>,
+}
+
+/// The state of the machine at the moment a failure became an incident.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Diagnostics {
+    pub top_cpu: Vec<ProcessInfo>,
+    pub top_memory: Vec<ProcessInfo>,
+    pub disks: Vec<DiskInfo>,
+    pub default_route: Option<String>,
+    pub dns_servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub name: String,
+    pub cpu_pct: f32,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    pub mount: String,
+    pub used_pct: f64,
+    pub free_bytes: u64,
+}
+
+/// Ticket priority from an incident's severity.
+pub fn priority_of(status: Status) -> &'static str {
+    match status {
+        Status::Crit => "high",
+        Status::Warn | Status::Unknown => "normal",
+        Status::Ok => "low",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_results_are_droppable() {
+        assert!(EventKind::Result.droppable());
+        for k in [
+            EventKind::IncidentOpened,
+            EventKind::IncidentUpdated,
+            EventKind::IncidentResolved,
+        ] {
+            assert!(!k.droppable());
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The alert → ticket engine: ingest an agent's monitoring events,
+//! idempotently, and keep one ticket per (agent, monitor) incident.
+//!
+//! Events arrive at least once and in sequence order; each is applied in
+//! the same transaction that advances the agent's `last_seq`, so a replay
+//! after a crash or a lost acknowledgement changes nothing.
+//!
+//! * `incident_opened` → a new ticket (title from the result, priority from
+//!   the severity, source `alert`, the diagnostic bundle attached), or the
+//!   same ticket reopened when it was resolved less than `reopen_window`
+//!   ago, or appended to when it is still open;
+//! * results and `incident_updated` inside an incident → appended (an update
+//!   also changes the priority);
+//! * `incident_resolved` → appended and resolved with a comment.
+
+use crate::store::now;
+use crate::tickets::{self, Change, NewTicket};
+use anyhow::Result;
+use firstline_proto::event::priority_of;
+use firstline_proto::{AgentEvent, EventKind};
+use rusqlite::{params, Connection};
+
+/// What ingesting a batch did.
+pub struct Ingested {
+    /// Highest sequence number now stored for the agent (the ack).
+    pub upto: u64,
+    /// Events applied now (not duplicates).
+    pub applied: usize,
+    pub changes: Vec<Change>,
+    /// Incident events among them, for live notices.
+    pub alerts: Vec<AgentEvent>,
+}
+
+pub fn ingest(
+    db: &Connection,
+    agent: &str,
+    events: &[AgentEvent],
+    reopen_window_secs: i64,
+) -> Result<Ingested> {
+    let mut last: i64 = db.query_row(
+        "SELECT last_seq FROM agents WHERE name = ?1",
+        [agent],
+        |r| r.get(0),
+    )?;
+    let mut sorted: Vec<&AgentEvent> = events.iter().collect();
+    sorted.sort_by_key(|e| e.seq);
+    let mut out = Ingested {
+        upto: 0,
+        applied: 0,
+        changes: Vec::new(),
+        alerts: Vec::new(),
+    };
+    for ev in sorted {
+        if ev.seq as i64 <= last {
+            continue;
+        }
+        out.changes
+            .extend(apply(db, agent, ev, reopen_window_secs)?);
+        if ev.kind != EventKind::Result {
+            out.alerts.push(ev.clone());
+        }
+        out.applied += 1;
+        last = ev.seq as i64;
+    }
+    db.execute(
+        "UPDATE agents SET last_seq = ?2 WHERE name = ?1",
+        params![agent, last],
+    )?;
+    out.upto = last as u64;
+    Ok(out)
+}
+
+fn apply(db: &Connection, agent: &str, ev: &AgentEvent, window: i64) -> Result<Vec<Change>> {
+    let r = &ev.result;
+    db.execute(
+        "INSERT INTO monitor_status (agent, monitor, status, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(agent, monitor) DO UPDATE SET status = excluded.status, summary = excluded.summary, at = excluded.at",
+        params![agent, ev.monitor, r.status.as_str(), r.summary, now()],
+    )?;
+    let latest = tickets::latest_for_monitor(db, agent, &ev.monitor)?;
+    let open = latest
+        .as_ref()
+        .filter(|(t, _)| matches!(t.status.as_str(), "open" | "in_progress"))
+        .map(|(t, _)| t.id);
+    let result_json = serde_json::to_string(r)?;
+    let mut changes = Vec::new();
+    let mut push = |c: Option<Change>| changes.extend(c);
+    match ev.kind {
+        EventKind::Result => {
+            if let (true, Some(id)) = (ev.in_incident, open) {
+                push(tickets::append(db, id, "result", agent, &result_json)?);
+            }
+        }
+        EventKind::IncidentOpened | EventKind::IncidentUpdated => {
+            let id = match open {
+                Some(id) => id,
+                None => {
+                    let reopen = latest.as_ref().filter(|(t, resolved)| {
+                        t.status == "resolved" && resolved.is_some_and(|at| now() - at <= window)
+                    });
+                    match reopen {
+                        Some((t, _)) => {
+                            push(tickets::set_status(
+                                db,
+                                t.id,
+                                "open",
+                                agent,
+                                "reopened: the problem is back",
+                            )?);
+                            t.id
+                        }
+                        None => {
+                            let title =
+                                format!("{} {} on {agent}: {}", r.check, r.status, r.summary);
+                            let change = tickets::create(
+                                db,
+                                &NewTicket {
+                                    title: &title,
+                                    agent: Some(agent),
+                                    check: Some(&r.check),
+                                    monitor: Some(&ev.monitor),
+                                    priority: priority_of(r.status),
+                                    source: "alert",
+                                    author: agent,
+                                    body: Some(&result_json),
+                                },
+                            )?;
+                            let id = change.ticket.id;
+                            push(Some(change));
+                            if let Some(d) = &ev.diagnostics {
+                                push(tickets::append(
+                                    db,
+                                    id,
+                                    "diagnostics",
+                                    agent,
+                                    &serde_json::to_string(d)?,
+                                )?);
+                            }
+                            return Ok(changes);
+                        }
+                    }
+                }
+            };
+            tickets::set_priority(db, id, priority_of(r.status))?;
+            push(tickets::append(db, id, "result", agent, &result_json)?);
+            if let Some(d) = &ev.diagnostics {
+                push(tickets::append(
+                    db,
+                    id,
+                    "diagnostics",
+                    agent,
+                    &serde_json::to_string(d)?,
+                )?);
+            }
+        }
+        EventKind::IncidentResolved => {
+            if let Some(id) = open {
+                push(tickets::append(db, id, "result", agent, &result_json)?);
+                let note = format!("recovered: {}", r.summary);
+                push(tickets::set_status(db, id, "resolved", agent, &note)?);
+            }
+        }
+    }
+    Ok(changes)
+}

@@ -1,0 +1,148 @@
+//! Console requests about tickets: list, open, show, change, and `watch`
+//! (live notices). Role checks and audit happen in [`crate::operator`]
+//! before these run.
+
+use crate::operator::{internal, unknown_agent, Failure, Operator};
+use crate::server::Relay;
+use crate::tickets::{self, NewTicket};
+use firstline_net::FramedSend;
+use firstline_proto::{ErrorCode, Message, Notice, TicketChange};
+use tokio::sync::broadcast::error::RecvError;
+
+pub async fn list(
+    relay: &Relay,
+    status: Option<String>,
+    agent: Option<String>,
+    send: FramedSend,
+) -> Result<String, Failure> {
+    match relay
+        .store
+        .read(|db| tickets::list(db, status.as_deref(), agent.as_deref()))
+    {
+        Ok(tickets) => {
+            let n = tickets.len();
+            let _ = send.finish_with(Message::Tickets { tickets }).await;
+            Ok(format!("ok: {n} tickets"))
+        }
+        Err(e) => Err(internal(e, send)),
+    }
+}
+
+pub async fn open(
+    relay: &Relay,
+    op: &Operator,
+    title: &str,
+    agent: Option<&str>,
+    body: Option<&str>,
+    send: FramedSend,
+) -> Result<String, Failure> {
+    if title.trim().is_empty() {
+        return Err((ErrorCode::BadRequest, "a ticket needs a title".into(), send));
+    }
+    if let Some(a) = agent {
+        match relay.store.agent(a) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(unknown_agent(a, send)),
+            Err(e) => return Err(internal(e, send)),
+        }
+    }
+    let new = NewTicket {
+        title,
+        agent,
+        check: None,
+        monitor: None,
+        priority: "normal",
+        source: "technician",
+        author: &op.name,
+        body,
+    };
+    match relay.ticket_tx(|tx| {
+        let change = tickets::create(tx, &new)?;
+        Ok((change.ticket.clone(), vec![change]))
+    }) {
+        Ok(ticket) => {
+            let id = ticket.id;
+            let _ = send.finish_with(Message::Ticket { ticket }).await;
+            Ok(format!("ok: ticket {id}"))
+        }
+        Err(e) => Err(internal(e, send)),
+    }
+}
+
+pub async fn show(relay: &Relay, id: u64, send: FramedSend) -> Result<String, Failure> {
+    let found = relay.store.read(|db| {
+        Ok(match tickets::get(db, id)? {
+            Some(t) => Some((t, tickets::entries(db, id)?)),
+            None => None,
+        })
+    });
+    match found {
+        Ok(Some((ticket, entries))) => {
+            let _ = send
+                .finish_with(Message::TicketDetail { ticket, entries })
+                .await;
+            Ok("ok".into())
+        }
+        Ok(None) => Err(no_ticket(id, send)),
+        Err(e) => Err(internal(e, send)),
+    }
+}
+
+pub async fn update(
+    relay: &Relay,
+    op: &Operator,
+    id: u64,
+    change: TicketChange,
+    send: FramedSend,
+) -> Result<String, Failure> {
+    let author = op.name.as_str();
+    let outcome = relay.ticket_tx(|tx| {
+        let c = match &change {
+            TicketChange::Comment { text } => tickets::append(tx, id, "comment", author, text)?,
+            TicketChange::Assign { operator } => tickets::assign(tx, id, operator, author)?,
+            TicketChange::Start {} => tickets::set_status(tx, id, "in_progress", author, "")?,
+            TicketChange::Resolve { comment } => {
+                tickets::set_status(tx, id, "resolved", author, comment.as_deref().unwrap_or(""))?
+            }
+            TicketChange::Close {} => tickets::set_status(tx, id, "closed", author, "")?,
+        };
+        Ok(match c {
+            Some(c) => (Some(c.ticket.clone()), vec![c]),
+            None => (None, vec![]),
+        })
+    });
+    match outcome {
+        Ok(Some(ticket)) => {
+            let status = ticket.status.clone();
+            let _ = send.finish_with(Message::Ticket { ticket }).await;
+            Ok(format!("ok: ticket {id} {status}"))
+        }
+        Ok(None) => Err(no_ticket(id, send)),
+        Err(e) => Err((ErrorCode::BadRequest, format!("{e:#}"), send)),
+    }
+}
+
+/// Stream notices until the console goes away.
+pub async fn watch(relay: &Relay, mut send: FramedSend) -> Result<String, Failure> {
+    let mut rx = relay.notices.subscribe();
+    loop {
+        let notice = match rx.recv().await {
+            Ok(n) => n,
+            Err(RecvError::Lagged(n)) => Notice {
+                at: crate::store::rfc3339(crate::store::now()),
+                kind: "lagged".into(),
+                agent: None,
+                ticket: None,
+                text: format!("{n} notices skipped: this watcher is too slow"),
+            },
+            Err(RecvError::Closed) => return Ok("relay shutting down".into()),
+        };
+        if send.send(Message::Notice(notice)).await.is_err() {
+            return Ok("watch ended".into());
+        }
+    }
+}
+
+fn no_ticket(id: u64, send: FramedSend) -> Failure {
+    (ErrorCode::UnknownTicket, format!("no ticket #{id}"), send)
+}
