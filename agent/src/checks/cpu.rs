@@ -4,7 +4,7 @@
 //! of /proc/stat), with the busiest processes of the same window, since
 //! "what is eating the CPU" is the next question a technician asks.
 
-use super::{grade, parse_args, parse_duration, show_duration, CheckContext, CheckError};
+use super::{blocking, grade, parse_args, parse_duration, show_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
 use std::time::Duration;
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
@@ -24,39 +24,28 @@ pub struct CpuArgs {
     /// Critical at this busy percentage.
     #[arg(short = 'c', long, default_value_t = 95.0)]
     pub crit: f64,
+    /// Give up after this long (default: the window and 5 s more).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
-pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
-    let a: CpuArgs = parse_args("cpu", args)?;
-    if a.warn > a.crit {
-        return Err(CheckError::Usage("--warn must not be above --crit".into()));
-    }
-    if a.interval > Duration::from_secs(60) {
-        return Err(CheckError::Usage("--interval must be at most 60s".into()));
-    }
-    let window = a.interval.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-    let mut sys = match System::new() {
-        Ok(s) => s,
-        Err(e) => {
-            return Ok(CheckResult::new(
-                "cpu",
-                "cpu",
-                Status::Unknown,
-                format!("cannot read CPU counters: {e}"),
-            ))
-        }
-    };
+/// One sampling window's figures.
+struct Sample {
+    cores: usize,
+    busy: f64,
+    busiest_core: f64,
+    top: Vec<String>,
+}
+
+/// Two readings of the CPU and process counters, `window` apart.
+fn sample(window: Duration) -> Result<Sample, String> {
+    let mut sys = System::new().map_err(|e| format!("cannot read CPU counters: {e}"))?;
     let kind = ProcessRefreshKind::nothing().with_cpu();
     sys.refresh_cpu_usage();
     sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-    ctx.progress
-        .say(format!("sampling CPU use for {}", show_duration(window)));
-    tokio::time::sleep(window).await;
+    std::thread::sleep(window);
     sys.refresh_cpu_usage();
     sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-
-    let cores = sys.cpus().len().max(1);
-    let busy = f64::from(sys.global_cpu_usage()).clamp(0.0, 100.0);
     let busiest_core = sys
         .cpus()
         .iter()
@@ -75,11 +64,44 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         .filter(|(_, u)| *u >= 1.0)
         .collect();
     procs.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top: Vec<String> = procs
-        .iter()
-        .take(3)
-        .map(|(n, u)| format!("{n} {u:.0}%"))
-        .collect();
+    Ok(Sample {
+        cores: sys.cpus().len().max(1),
+        busy: f64::from(sys.global_cpu_usage()).clamp(0.0, 100.0),
+        busiest_core,
+        top: procs
+            .iter()
+            .take(3)
+            .map(|(n, u)| format!("{n} {u:.0}%"))
+            .collect(),
+    })
+}
+
+pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
+    let a: CpuArgs = parse_args("cpu", args)?;
+    if a.warn > a.crit {
+        return Err(CheckError::Usage("--warn must not be above --crit".into()));
+    }
+    if a.interval > Duration::from_secs(60) {
+        return Err(CheckError::Usage("--interval must be at most 60s".into()));
+    }
+    let window = a.interval.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+    let timeout = a.timeout.unwrap_or(window + Duration::from_secs(5));
+    if timeout <= window {
+        return Err(CheckError::Usage(
+            "--timeout must be longer than --interval".into(),
+        ));
+    }
+    ctx.progress
+        .say(format!("sampling CPU use for {}", show_duration(window)));
+    let Sample {
+        cores,
+        busy,
+        busiest_core,
+        top,
+    } = match blocking(timeout, move || sample(window)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) | Err(e) => return Ok(CheckResult::new("cpu", "cpu", Status::Unknown, e)),
+    };
     let status = grade(busy, a.warn, a.crit);
     let summary = format!(
         "{busy:.1}% busy over {} on {cores} core{}{}",

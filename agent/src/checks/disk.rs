@@ -5,9 +5,10 @@
 //! used / (used + available), since the blocks reserved for root are
 //! neither. With no PATH every mount is checked and the worst one decides.
 
-use super::{grade, parse_args, CheckContext, CheckError};
+use super::{blocking, grade, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -23,6 +24,9 @@ pub struct DiskArgs {
     /// Critical at this used percentage.
     #[arg(long, default_value_t = 90.0)]
     pub crit: f64,
+    /// Give up after this long (a hung network mount does not answer).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// One filesystem's figures, as `df` computes them.
@@ -50,17 +54,27 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         Some(p) => format!("measuring the filesystem of {}", p.display()),
         None => "measuring every mounted filesystem".into(),
     });
-    let measured = tokio::task::spawn_blocking(move || match path {
+    let measured = blocking(a.timeout, move || match path {
         Some(p) => usage_of(&p).map(|u| vec![u]),
         None => Ok(all_mounts()),
     })
-    .await
-    .map_err(|e| CheckError::Usage(e.to_string()))?;
+    .await;
     let target = a
         .path
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "all mounts".into());
+    let measured = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(CheckResult::new(
+                "disk",
+                target,
+                Status::Crit,
+                format!("the filesystem gave {e} (a hung network mount?)"),
+            ))
+        }
+    };
     Ok(match measured {
         Ok(list) if !list.is_empty() => report(&target, &list, a.warn, a.crit),
         Ok(_) => CheckResult::new(
@@ -155,14 +169,51 @@ pub fn all_mounts() -> Vec<Usage> {
         .collect()
 }
 
-/// Longest sysinfo mount point that is a prefix of `path`.
+/// Longest mount point that is a prefix of `path`, from /proc/self/mounts
+/// (which, unlike listing disks with their sizes, never touches another
+/// filesystem — a hung NFS mount elsewhere cannot block this one), else
+/// from sysinfo.
 fn mount_of(path: &Path) -> Option<PathBuf> {
-    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
-    disks
-        .iter()
-        .map(|d| d.mount_point().to_path_buf())
+    let mounts: Vec<PathBuf> = match std::fs::read_to_string("/proc/self/mounts") {
+        Ok(text) => text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(|m| PathBuf::from(unescape_mount(m)))
+            .collect(),
+        Err(_) => sysinfo::Disks::new_with_refreshed_list()
+            .ok()?
+            .iter()
+            .map(|d| d.mount_point().to_path_buf())
+            .collect(),
+    };
+    mounts
+        .into_iter()
         .filter(|m| path.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
+}
+
+/// /proc/self/mounts writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn measure(path: &Path, mount: PathBuf) -> Result<Usage, String> {
@@ -283,6 +334,17 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, CheckError::Usage(_)));
+    }
+
+    #[test]
+    fn mount_fields_unescape() {
+        assert_eq!(unescape_mount("/mnt/my\\040disk"), "/mnt/my disk");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+        assert_eq!(unescape_mount("/odd\\x"), "/odd\\x");
+        assert_eq!(
+            mount_of(Path::new("/proc/self")),
+            Some(PathBuf::from("/proc"))
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! default (as `check_load -r`), so the same monitor suits a laptop and a
 //! 64-core server; `--absolute` compares the raw figures.
 
-use super::{parse_args, CheckContext, CheckError};
+use super::{blocking, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
+use std::time::Duration;
 use sysinfo::System;
 
 #[derive(clap::Parser, Debug)]
@@ -23,6 +24,9 @@ pub struct LoadArgs {
     /// Compare the raw load, not the load per core.
     #[arg(long)]
     pub absolute: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 pub fn parse_triple(text: &str) -> Result<[f64; 3], String> {
@@ -48,7 +52,10 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         return Err(CheckError::Usage("--warn must not be above --crit".into()));
     }
     ctx.progress.say("reading load averages");
-    let avg = match System::load_average() {
+    let avg = match blocking(a.timeout, System::load_average)
+        .await
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         Ok(l) => [l.one, l.five, l.fifteen],
         Err(e) => {
             return Ok(CheckResult::new(

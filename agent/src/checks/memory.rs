@@ -5,8 +5,9 @@
 //! a machine that swaps hard is slow whatever its RAM figure says.
 
 use super::disk::human;
-use super::{grade, parse_args, CheckContext, CheckError};
+use super::{blocking, grade, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
+use std::time::Duration;
 use sysinfo::System;
 
 #[derive(clap::Parser, Debug)]
@@ -24,6 +25,9 @@ pub struct MemoryArgs {
     /// Critical at this used percentage of swap.
     #[arg(long, default_value_t = 80.0)]
     pub swap_crit: f64,
+    /// Give up after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
@@ -32,9 +36,16 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         return Err(CheckError::Usage("--warn must not be above --crit".into()));
     }
     ctx.progress.say("reading memory counters");
-    let mut sys = match System::new() {
-        Ok(s) => s,
-        Err(e) => {
+    let read = blocking(a.timeout, || {
+        System::new().map(|mut sys| {
+            sys.refresh_memory();
+            sys
+        })
+    })
+    .await;
+    let sys = match read {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             return Ok(CheckResult::new(
                 "memory",
                 "memory",
@@ -42,8 +53,15 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
                 format!("cannot read memory counters: {e}"),
             ))
         }
+        Err(e) => {
+            return Ok(CheckResult::new(
+                "memory",
+                "memory",
+                Status::Unknown,
+                format!("memory counters: {e}"),
+            ))
+        }
     };
-    sys.refresh_memory();
     let total = sys.total_memory();
     if total == 0 {
         return Ok(CheckResult::new(

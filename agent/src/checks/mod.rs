@@ -159,6 +159,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(t).map_err(|_| bad())
 }
 
+/// Run blocking work (statvfs, reads of /proc…) on the blocking pool and
+/// stop waiting after `timeout`: a hung filesystem cannot hang the agent.
+/// (The thread itself stays blocked until the kernel lets it go.)
+pub async fn blocking<T: Send + 'static>(
+    timeout: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("the check failed: {e}")),
+        Err(_) => Err(format!("no answer within {}", show_duration(timeout))),
+    }
+}
+
 /// A duration as a person reads it: `850 ms`, `2.5 s`.
 pub fn show_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -303,7 +317,11 @@ mod tests {
         let p = CheckContext::default();
         for name in NAMES {
             match run(name, &["--help".into()], &p).await {
-                Err(CheckError::Usage(m)) => assert!(m.contains("Usage"), "{name}: {m}"),
+                Err(CheckError::Usage(m)) => {
+                    assert!(m.contains("Usage"), "{name}: {m}");
+                    // Every check can be bounded the same way.
+                    assert!(m.contains("--timeout"), "{name} has no --timeout: {m}");
+                }
                 other => panic!("{name} --help: {other:?}"),
             }
         }
