@@ -55,6 +55,23 @@ pub struct AgentConfig {
     pub outbox_max_events: u64,
     #[serde(default, rename = "monitor")]
     pub monitors: Vec<MonitorConfig>,
+    /// Which fixes this machine allows at all.
+    #[serde(default)]
+    pub policy: crate::policy::Policy,
+    /// Admin scripts for `script NAME` (only with `[policy] scripts = true`).
+    #[serde(default = "default_scripts_dir")]
+    pub scripts_dir: PathBuf,
+    /// Admin runbooks (`*.toml`), in addition to the shipped ones.
+    #[serde(default = "default_runbooks_dir")]
+    pub runbooks_dir: PathBuf,
+}
+
+fn default_scripts_dir() -> PathBuf {
+    PathBuf::from("/etc/firstline/scripts")
+}
+
+fn default_runbooks_dir() -> PathBuf {
+    PathBuf::from("/etc/firstline/runbooks")
 }
 
 /// One `[[monitor]]` table: the check's own command line, and how often.
@@ -128,9 +145,10 @@ impl Loaded {
         let config: AgentConfig = firstline_net::config::load(path)?;
         let text = std::fs::read_to_string(path)?;
         let name = path.display().to_string();
-        let bad = |key: &str, msg: &str| -> anyhow::Error {
-            firstline_net::config::invalid_key(&name, &text, key, msg.to_string()).into()
+        let bad_key = |key: &str, msg: String| -> anyhow::Error {
+            firstline_net::config::invalid_key(&name, &text, key, msg).into()
         };
+        let bad = |key: &str, msg: &str| bad_key(key, msg.to_string());
         if config.keep_alive_secs == 0 || config.keep_alive_secs >= config.idle_timeout_secs {
             return Err(bad(
                 "keep_alive_secs",
@@ -173,6 +191,20 @@ impl Loaded {
                     ),
                 ));
             }
+        }
+        if let Some(bad) = config
+            .policy
+            .fixes
+            .iter()
+            .find(|f| !crate::fixes::BUILTIN.contains(&f.as_str()))
+        {
+            return Err(bad_key(
+                "fixes",
+                format!(
+                    "[policy] fixes: unknown fix `{bad}` (built-in: {})",
+                    crate::fixes::BUILTIN.join(", ")
+                ),
+            ));
         }
         let state_dir = resolve(path, &config.state_dir);
         Ok(Loaded {
@@ -254,6 +286,20 @@ impl Loaded {
             progress: Default::default(),
             plugins_dir: resolve(&self.path, &self.config.plugins_dir),
         }
+    }
+
+    /// The context fixes run in on this agent.
+    pub fn fix_context(&self, dry_run: bool) -> crate::fixes::FixContext {
+        crate::fixes::FixContext {
+            progress: Default::default(),
+            scripts_dir: resolve(&self.path, &self.config.scripts_dir),
+            dry_run,
+        }
+    }
+
+    /// Shipped runbooks plus the admin's; invalid files as errors.
+    pub fn runbooks(&self) -> (Vec<crate::runbook::Runbook>, Vec<String>) {
+        crate::runbook::load_all(&resolve(&self.path, &self.config.runbooks_dir))
     }
 
     pub fn limits(&self) -> firstline_net::endpoint::Limits {

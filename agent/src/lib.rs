@@ -15,8 +15,13 @@ pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod enroll;
+pub mod fixes;
 pub mod link;
 pub mod monitor;
 pub mod outbox;
+pub mod policy;
+pub mod process;
+pub mod requests;
+pub mod runbook;
 
 pub use config::Loaded;

@@ -7,7 +7,7 @@
 //! shutdown request, ends the loop.
 
 use crate::backoff::Backoff;
-use crate::checks::{self, CheckContext, CheckError, Progress};
+use crate::checks;
 use crate::config::Loaded;
 use crate::enroll::new_key_and_csr;
 use crate::monitor;
@@ -16,12 +16,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::credential::write_private;
 use firstline_net::endpoint::{self, describe_connection_error};
 use firstline_net::stream::{accept_request, request};
-use firstline_net::{FramedSend, Identity};
+use firstline_net::Identity;
 use firstline_proto::{ErrorCode, Hello, Message, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::{Connection, ConnectionError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// How long the relay has to answer `hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -207,7 +207,7 @@ async fn serve(
     loop {
         tokio::select! {
             accepted = accept_request(conn, FIRST_MESSAGE_TIMEOUT) => match accepted {
-                Ok(Some((msg, send, _recv))) => { tokio::spawn(handle(cfg.check_context(), msg, send)); }
+                Ok(Some((msg, send, _recv))) => { tokio::spawn(crate::requests::handle(cfg.clone(), msg, send)); }
                 Ok(None) => {}
                 Err(e) => {
                     let err = lost(&e);
@@ -269,44 +269,6 @@ async fn send_events(conn: &Connection, events: Vec<firstline_proto::AgentEvent>
         Some(Message::Ack { upto }) => Ok(upto),
         Some(Message::Error { message, .. }) => bail!("relay refused events: {message}"),
         other => bail!("unexpected answer to events: {other:?}"),
-    }
-}
-
-/// Answer one request from the relay.
-async fn handle(ctx: CheckContext, msg: Message, mut send: FramedSend) {
-    let Message::Exec { check, args } = msg else {
-        send.fail(
-            ErrorCode::BadRequest,
-            format!("agents do not serve `{}`", msg.kind()),
-        )
-        .await;
-        return;
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let ctx = ctx.with_progress(Progress::new(tx));
-    let work = checks::run(&check, &args, &ctx);
-    tokio::pin!(work);
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut work => break outcome,
-            Some(text) = rx.recv() => {
-                if send.send(Message::Progress { text }).await.is_err() {
-                    return;
-                }
-            }
-        }
-    };
-    while let Ok(text) = rx.try_recv() {
-        let _ = send.send(Message::Progress { text }).await;
-    }
-    match outcome {
-        Ok(result) => {
-            if send.send(Message::Result { result }).await.is_ok() {
-                let _ = send.finish_with(Message::Done {}).await;
-            }
-        }
-        Err(e @ CheckError::Unknown(_)) => send.fail(ErrorCode::UnknownCheck, e.to_string()).await,
-        Err(e @ CheckError::Usage(_)) => send.fail(ErrorCode::BadRequest, e.to_string()).await,
     }
 }
 

@@ -112,8 +112,19 @@ pub async fn run(keep: bool) -> Result<i32> {
     for (check, args) in DEMO_CHECKS.iter().filter(|(c, _)| offered.contains(c)) {
         output::line(format!("$ firstline run {name} {check} {}", args.join(" ")));
         let args = args.iter().map(|s| s.to_string()).collect();
-        match crate::stream_check(&client, &name, check, args, None, false).await {
-            Ok(results) => failed.extend(results.into_iter().filter(|r| r.status != Status::Ok)),
+        let request = Message::Run {
+            agent: name.clone(),
+            check: check.to_string(),
+            args,
+            ticket: None,
+        };
+        match crate::remote::stream(&client, request, false).await {
+            Ok(outcome) => failed.extend(
+                outcome
+                    .results
+                    .into_iter()
+                    .filter(|r| r.status != Status::Ok),
+            ),
             Err(e) => output::line(format!("      failed: {e:#}")),
         }
     }

@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod output;
+mod remote;
 mod tickets;
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 use client::{credential_path, Client};
 use firstline_net::cli::{exit_with, UsageError};
 use firstline_net::credential::{write_private, Credential};
-use firstline_proto::{CheckResult, Message, Status};
+use firstline_proto::Message;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -44,6 +45,41 @@ enum Command {
         /// The check's own arguments; `--json` and `--ticket N` are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run a fix on an agent: `firstline fix pc42 clean-temp /tmp --older-than 7d [--dry-run]`.
+    #[command(disable_help_flag = true)]
+    Fix {
+        agent: String,
+        /// flush-dns, restart-service, resume-printer, cancel-print-jobs, clean-temp, vacuum-journal, script.
+        action: String,
+        /// The fix's own arguments; `--dry-run`, `--json` and `--ticket N` are the console's.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run a runbook on an agent: `firstline runbook pc42 cant-print uri=ipp://…`.
+    #[command(disable_help_flag = true)]
+    Runbook {
+        agent: String,
+        name: String,
+        /// NAME=VALUE parameters; `--dry-run`, `--json` and `--ticket N` are the console's.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+    /// The runbooks an agent has (shipped and its admin's).
+    Runbooks {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who did what, on which agent, with what outcome (technician or admin).
+    Audit {
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only the last N entries.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
     },
     /// List tickets.
     Tickets {
@@ -85,7 +121,21 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Login => login(cred),
         Command::Agents { json } => rt.block_on(agents(cred, json)),
-        Command::Run { agent, check, args } => rt.block_on(run_check(cred, agent, check, args)),
+        Command::Run { agent, check, args } => rt.block_on(remote::run(cred, agent, check, args)),
+        Command::Fix {
+            agent,
+            action,
+            args,
+        } => rt.block_on(remote::fix(cred, agent, action, args)),
+        Command::Runbook {
+            agent,
+            name,
+            params,
+        } => rt.block_on(remote::runbook(cred, agent, name, params)),
+        Command::Runbooks { agent, json } => rt.block_on(remote::runbooks(cred, agent, json)),
+        Command::Audit { agent, limit, json } => {
+            rt.block_on(remote::audit(cred, agent, limit, json))
+        }
         Command::Tickets {
             status,
             agent,
@@ -151,115 +201,4 @@ async fn agents(cred: Option<PathBuf>, json: bool) -> Result<i32> {
         .collect();
     output::table(&["NAME", "ONLINE", "LAST SEEN", "VERSION", "OS"], &rows);
     Ok(0)
-}
-
-/// Console flags mixed into a check's trailing arguments.
-struct RunFlags {
-    json: bool,
-    ticket: Option<u64>,
-}
-
-fn take_run_flags(args: &mut Vec<String>) -> Result<RunFlags> {
-    let mut flags = RunFlags {
-        json: false,
-        ticket: None,
-    };
-    let mut rest = Vec::with_capacity(args.len());
-    let mut it = args.drain(..);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => flags.json = true,
-            "--ticket" => {
-                let n = it
-                    .next()
-                    .ok_or_else(|| UsageError("--ticket needs a ticket number".into()))?;
-                flags.ticket = Some(
-                    n.parse()
-                        .map_err(|_| UsageError(format!("--ticket {n}: not a ticket number")))?,
-                );
-            }
-            _ => match a.strip_prefix("--ticket=") {
-                Some(n) => {
-                    flags.ticket =
-                        Some(n.parse().map_err(|_| {
-                            UsageError(format!("--ticket {n}: not a ticket number"))
-                        })?)
-                }
-                None => rest.push(a),
-            },
-        }
-    }
-    drop(it);
-    *args = rest;
-    Ok(flags)
-}
-
-async fn run_check(
-    cred: Option<PathBuf>,
-    agent: String,
-    check: String,
-    mut args: Vec<String>,
-) -> Result<i32> {
-    let flags = take_run_flags(&mut args)?;
-    let client = Client::connect(cred.as_deref()).await?;
-    let results = stream_check(&client, &agent, &check, args, flags.ticket, flags.json).await;
-    client.close().await;
-    let results = results?;
-    let all_ok = !results.is_empty() && results.iter().all(|r| r.status == Status::Ok);
-    Ok(if all_ok { 0 } else { 1 })
-}
-
-/// Run a check through the relay, printing progress and results as they
-/// arrive.
-pub async fn stream_check(
-    client: &Client,
-    agent: &str,
-    check: &str,
-    args: Vec<String>,
-    ticket: Option<u64>,
-    json: bool,
-) -> Result<Vec<CheckResult>> {
-    let mut answers = client
-        .stream(Message::Run {
-            agent: agent.into(),
-            check: check.into(),
-            args,
-            ticket,
-        })
-        .await?;
-    let mut results = Vec::new();
-    while let Some(msg) = answers.next().await? {
-        match msg {
-            Message::Progress { text } if !json => output::line(format!("  … {text}")),
-            Message::Result { result } => {
-                if json {
-                    output::json(&result)
-                } else {
-                    output::result(&result)
-                }
-                results.push(result);
-            }
-            Message::Done {} => break,
-            _ => {}
-        }
-    }
-    Ok(results)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_flags_are_taken_from_check_args() {
-        let mut args: Vec<String> = ["/var", "--json", "--warn", "80", "--ticket", "7"]
-            .map(String::from)
-            .to_vec();
-        let f = take_run_flags(&mut args).unwrap();
-        assert!(f.json);
-        assert_eq!(f.ticket, Some(7));
-        assert_eq!(args, ["/var", "--warn", "80"]);
-        let mut bad: Vec<String> = vec!["--ticket".into(), "x".into()];
-        assert!(take_run_flags(&mut bad).is_err());
-    }
 }

@@ -21,8 +21,8 @@ pub mod version;
 pub use event::{AgentEvent, Diagnostics, EventKind};
 pub use frame::{encode, FrameDecoder, FrameError, MAX_FRAME_LEN};
 pub use message::{
-    AgentInfo, Envelope, ErrorCode, Hello, Message, Notice, Role, TicketChange, TicketEntry,
-    TicketSummary, Welcome,
+    AgentInfo, AuditRecord, Envelope, ErrorCode, Hello, Message, Notice, Role, RunbookInfo,
+    TicketChange, TicketEntry, TicketSummary, Welcome,
 };
 pub use result::{CheckResult, Status};
 pub use version::{negotiate, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};

@@ -200,6 +200,32 @@ pub struct TicketEntry {
     pub body: String,
 }
 
+/// One runbook an agent offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunbookInfo {
+    pub name: String,
+    pub description: String,
+    /// `NAME=DEFAULT` (or `NAME` when required) and help, per parameter.
+    pub params: Vec<(String, String)>,
+    /// `shipped` or the file it was loaded from.
+    pub source: String,
+}
+
+/// One entry of the relay's audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: u64,
+    pub at: String,
+    pub who: String,
+    pub role: Option<String>,
+    pub agent: Option<String>,
+    pub action: String,
+    pub args: String,
+    pub outcome: String,
+    /// SHA-256 chaining this entry to the previous one.
+    pub hash: String,
+}
+
 /// A change a technician makes to a ticket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
@@ -319,11 +345,75 @@ pub enum Message {
         tickets: Vec<TicketSummary>,
     },
 
+    /// Run a fix on an agent (`dry_run`: say what it would do, change nothing).
+    Fix {
+        agent: String,
+        action: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        dry_run: bool,
+        #[serde(default)]
+        ticket: Option<u64>,
+    },
+    /// Run a runbook on an agent with `NAME=VALUE` parameters.
+    Runbook {
+        agent: String,
+        name: String,
+        #[serde(default)]
+        params: Vec<String>,
+        #[serde(default)]
+        dry_run: bool,
+        #[serde(default)]
+        ticket: Option<u64>,
+    },
+    /// The runbooks an agent has.
+    ListRunbooks {
+        agent: String,
+    },
+    Runbooks {
+        runbooks: Vec<RunbookInfo>,
+        /// Files the agent rejected: `FILE:LINE: reason`.
+        #[serde(default)]
+        invalid: Vec<String>,
+    },
+    /// The audit log, newest last.
+    ListAudit {
+        #[serde(default)]
+        agent: Option<String>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Audit {
+        entries: Vec<AuditRecord>,
+    },
+
     // --- relay → agent requests ---
     Exec {
         check: String,
         #[serde(default)]
         args: Vec<String>,
+    },
+    ExecFix {
+        action: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    ExecRunbook {
+        name: String,
+        #[serde(default)]
+        params: Vec<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    ExecListRunbooks {},
+    /// The end of a runbook: `resolved`, or `escalate` with the evidence.
+    Verdict {
+        verdict: String,
+        reason: String,
+        evidence: Vec<CheckResult>,
     },
 
     // --- answers on any request stream ---
@@ -373,7 +463,17 @@ impl Message {
             Message::Events { .. } => "events",
             Message::Ack { .. } => "ack",
             Message::Tickets { .. } => "tickets",
+            Message::Fix { .. } => "fix",
+            Message::Runbook { .. } => "runbook",
+            Message::ListRunbooks { .. } => "list_runbooks",
+            Message::Runbooks { .. } => "runbooks",
+            Message::ListAudit { .. } => "list_audit",
+            Message::Audit { .. } => "audit",
             Message::Exec { .. } => "exec",
+            Message::ExecFix { .. } => "exec_fix",
+            Message::ExecRunbook { .. } => "exec_runbook",
+            Message::ExecListRunbooks {} => "exec_list_runbooks",
+            Message::Verdict { .. } => "verdict",
             Message::Progress { .. } => "progress",
             Message::Result { .. } => "result",
             Message::Done {} => "done",

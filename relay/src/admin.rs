@@ -107,3 +107,104 @@ pub fn revoke(dir: &RelayDir, kind: &str, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Enroll `n` agents named `{prefix}1` … `{prefix}{n}` at once, without the
+/// token round trip: for load tests that need thousands of real identities.
+///
+/// Each agent gets its own key and a CSR that goes through the very signing
+/// path of enrollment ([`Ca::sign_agent_csr`]); every agent and certificate
+/// is recorded in one transaction (all or nothing; a name already taken
+/// fails the whole batch). Returns `(name, identity PEM)` pairs, the PEM
+/// being what an enrolled agent keeps in `identity.pem`: certificate, then
+/// key. Signing runs on every core.
+pub fn bulk_agents(
+    dir: &RelayDir,
+    prefix: &str,
+    n: usize,
+    ttl: Duration,
+) -> Result<Vec<(String, String)>> {
+    let names: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+    if let Some(bad) = names.iter().find(|name| !valid_name(name)) {
+        bail!("invalid agent name `{bad}`: use letters, digits, `.`, `_` or `-` in the prefix");
+    }
+    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let chunk = names.len().div_ceil(threads).max(1);
+    let issued: Vec<(String, String, String, i64)> = std::thread::scope(|s| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                let ca = &ca;
+                s.spawn(move || -> Result<Vec<_>> {
+                    part.iter()
+                        .map(|name| {
+                            let key = rcgen::KeyPair::generate()?;
+                            let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+                            params
+                                .distinguished_name
+                                .push(rcgen::DnType::CommonName, name.as_str());
+                            let csr = params.serialize_request(&key)?.pem()?;
+                            let cert = ca.sign_agent_csr(name, &csr, ttl)?;
+                            let pem = format!("{}{}", cert.cert_pem, key.serialize_pem());
+                            Ok((name.clone(), pem, cert.serial, cert.not_after))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(names.len());
+        for w in workers {
+            match w.join() {
+                Ok(part) => all.extend(part?),
+                Err(_) => bail!("a signing thread panicked"),
+            }
+        }
+        Ok(all)
+    })?;
+    let store = Store::open(&dir.database())?;
+    let now = crate::store::now();
+    store.with_tx(|tx| {
+        let mut agent = tx.prepare("INSERT INTO agents (name, enrolled_at) VALUES (?1, ?2)")?;
+        let mut cert = tx.prepare(
+            "INSERT INTO certs (serial, kind, name, not_after, issued_at) VALUES (?1, 'agent', ?2, ?3, ?4)",
+        )?;
+        for (name, _, serial, not_after) in &issued {
+            agent
+                .execute(rusqlite::params![name, now])
+                .with_context(|| format!("cannot record agent {name} (already enrolled?)"))?;
+            cert.execute(rusqlite::params![serial, name, not_after, now])?;
+        }
+        Ok(())
+    })?;
+    Ok(issued
+        .into_iter()
+        .map(|(name, pem, _, _)| (name, pem))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CertStatus;
+
+    #[test]
+    fn bulk_agents_are_enrolled_and_their_certs_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = init(tmp.path(), "127.0.0.1:0".parse().unwrap(), "relay").unwrap();
+        let dir = RelayDir::load(&config).unwrap();
+        let agents = bulk_agents(&dir, "sim-", 5, Duration::from_secs(3600)).unwrap();
+        assert_eq!(agents.len(), 5);
+        let store = Store::open(&dir.database()).unwrap();
+        assert_eq!(store.agents().unwrap().len(), 5);
+        for (name, pem) in &agents {
+            let der = firstline_net::pem::certs(pem).unwrap();
+            let info = firstline_net::identity::cert_info(&der[0]).unwrap();
+            assert_eq!(info.identity, Some(Identity::Agent { name: name.clone() }));
+            assert_eq!(store.cert_status(&info.serial).unwrap(), CertStatus::Valid);
+            assert!(firstline_net::pem::key(pem).is_ok());
+        }
+        // A taken name fails the whole batch and records nothing more.
+        assert!(bulk_agents(&dir, "sim-", 6, Duration::from_secs(3600)).is_err());
+        assert_eq!(store.agents().unwrap().len(), 5);
+    }
+}

@@ -22,6 +22,7 @@ pub mod incidents;
 pub mod operator;
 pub mod policy;
 pub mod registry;
+pub mod routing;
 pub mod server;
 pub mod store;
 pub mod ticket_requests;

@@ -53,6 +53,19 @@ enum Command {
     /// Enrolled agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: exit 0 if it holds, 1 (naming the
+    /// first broken entry) if an entry was edited or removed.
+    Verify {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +159,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Operator(OperatorCommand::Revoke { name, config }) => {
             admin::revoke(&RelayDir::load(&config)?, "operator", &name)?;
             println!("operator {name} revoked");
+        }
+        Command::Audit(AuditCommand::Verify { config }) => {
+            let dir = RelayDir::load(&config)?;
+            let store = firstline_relay::store::Store::open(&dir.database())?;
+            match store.verify_audit()? {
+                Ok((n, head)) => println!("audit chain holds: {n} entries, head {head}"),
+                Err(why) => anyhow::bail!("audit chain broken at {why}"),
+            }
         }
         Command::Agent(AgentCommand::Revoke { name, config }) => {
             admin::revoke(&RelayDir::load(&config)?, "agent", &name)?;

@@ -6,12 +6,12 @@
 //! appended to the ticket.
 
 use crate::policy::required_role;
+use crate::routing;
 use crate::server::Relay;
 use crate::store::AuditEntry;
 use crate::ticket_requests;
-use crate::tickets;
-use firstline_net::stream::{accept_request, request};
-use firstline_net::{FramedRecv, FramedSend};
+use firstline_net::stream::accept_request;
+use firstline_net::FramedSend;
 use firstline_proto::{ErrorCode, Message, Role};
 use quinn::Connection;
 use std::sync::Arc;
@@ -83,7 +83,39 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
             check,
             args,
             ticket,
-        } => run_check(&relay, &agent, check, args, ticket, send).await,
+        } => routing::route(&relay, &agent, Message::Exec { check, args }, ticket, send).await,
+        Message::Fix {
+            agent,
+            action,
+            args,
+            dry_run,
+            ticket,
+        } => {
+            let request = Message::ExecFix {
+                action,
+                args,
+                dry_run,
+            };
+            routing::route(&relay, &agent, request, ticket, send).await
+        }
+        Message::Runbook {
+            agent,
+            name,
+            params,
+            dry_run,
+            ticket,
+        } => {
+            let request = Message::ExecRunbook {
+                name,
+                params,
+                dry_run,
+            };
+            routing::route(&relay, &agent, request, ticket, send).await
+        }
+        Message::ListRunbooks { agent } => {
+            routing::route(&relay, &agent, Message::ExecListRunbooks {}, None, send).await
+        }
+        Message::ListAudit { agent, limit } => list_audit(&relay, agent, limit, send).await,
         _ => Err((ErrorCode::BadRequest, "unsupported request".into(), send)),
     };
     let (text, failure) = match outcome {
@@ -112,12 +144,33 @@ fn describe(msg: &Message) -> (Option<String>, String, String) {
         } => (
             Some(agent.clone()),
             format!("run check {check}"),
-            format!(
-                "{}{}",
-                args.join(" "),
-                ticket.map(|t| format!(" --ticket {t}")).unwrap_or_default()
-            ),
+            with_ticket(args, *ticket),
         ),
+        Message::Fix {
+            agent,
+            action,
+            args,
+            dry_run,
+            ticket,
+        } => (
+            Some(agent.clone()),
+            format!("fix {action}{}", if *dry_run { " (dry run)" } else { "" }),
+            with_ticket(args, *ticket),
+        ),
+        Message::Runbook {
+            agent,
+            name,
+            params,
+            dry_run,
+            ticket,
+        } => (
+            Some(agent.clone()),
+            format!("runbook {name}{}", if *dry_run { " (dry run)" } else { "" }),
+            with_ticket(params, *ticket),
+        ),
+        Message::ListRunbooks { agent } => {
+            (Some(agent.clone()), "list runbooks".into(), String::new())
+        }
         Message::TicketShow { id } => (None, "show ticket".into(), format!("#{id}")),
         Message::TicketUpdate { id, change } => (
             None,
@@ -131,6 +184,30 @@ fn describe(msg: &Message) -> (Option<String>, String, String) {
             (agent.clone(), "open a ticket".into(), title.clone())
         }
         other => (None, other.kind().replace('_', " "), String::new()),
+    }
+}
+
+fn with_ticket(args: &[String], ticket: Option<u64>) -> String {
+    let mut s = args.join(" ");
+    if let Some(t) = ticket {
+        s.push_str(&format!(" --ticket {t}"));
+    }
+    s
+}
+
+async fn list_audit(
+    relay: &Relay,
+    agent: Option<String>,
+    limit: Option<u32>,
+    send: FramedSend,
+) -> Result<String, Failure> {
+    match relay.store.audit_records(agent.as_deref(), limit) {
+        Ok(entries) => {
+            let n = entries.len();
+            let _ = send.finish_with(Message::Audit { entries }).await;
+            Ok(format!("ok: {n} entries"))
+        }
+        Err(e) => Err(internal(e, send)),
     }
 }
 
@@ -178,122 +255,4 @@ pub fn unknown_agent(name: &str, send: FramedSend) -> Failure {
         format!("no agent named `{name}` is enrolled at this relay (see `firstline agents`)"),
         send,
     )
-}
-
-/// Route a check to an agent and stream its answers back.
-async fn run_check(
-    relay: &Relay,
-    agent: &str,
-    check: String,
-    args: Vec<String>,
-    ticket: Option<u64>,
-    mut send: FramedSend,
-) -> Result<String, Failure> {
-    let conn = match relay.store.agent(agent) {
-        Err(e) => return Err(internal(e, send)),
-        Ok(None) => return Err(unknown_agent(agent, send)),
-        Ok(Some(info)) if info.revoked => {
-            return Err((
-                ErrorCode::Revoked,
-                format!("agent `{agent}` has been revoked"),
-                send,
-            ))
-        }
-        Ok(Some(info)) => match relay.registry.agent(agent) {
-            Some(conn) => conn,
-            None => {
-                let seen = info.last_seen.unwrap_or_else(|| "never".into());
-                return Err((
-                    ErrorCode::AgentOffline,
-                    format!("agent `{agent}` is offline (last seen {seen})"),
-                    send,
-                ));
-            }
-        },
-    };
-    if let Some(t) = ticket {
-        match relay.store.read(|db| tickets::get(db, t)) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err((ErrorCode::UnknownTicket, format!("no ticket #{t}"), send)),
-            Err(e) => return Err(internal(e, send)),
-        }
-    }
-    let (_to_agent, mut from_agent) = match request(&conn, Message::Exec { check, args }).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Err((
-                ErrorCode::AgentOffline,
-                format!("agent `{agent}` could not be reached: {e}"),
-                send,
-            ))
-        }
-    };
-    match relay_answers(relay, agent, ticket, &mut from_agent, &mut send).await {
-        Ok(text) => {
-            let _ = send.finish();
-            Ok(text)
-        }
-        Err((code, m)) => Err((code, m, send)),
-    }
-}
-
-/// Copy the agent's answers to the console until the final message.
-async fn relay_answers(
-    relay: &Relay,
-    agent: &str,
-    ticket: Option<u64>,
-    from_agent: &mut FramedRecv,
-    to_console: &mut FramedSend,
-) -> Result<String, (ErrorCode, String)> {
-    let mut last_status = String::from("no result");
-    loop {
-        let msg = match from_agent.recv_within(relay.request_timeout()).await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => {
-                return Err((
-                    ErrorCode::Internal,
-                    format!("agent `{agent}` ended the stream without a final message"),
-                ))
-            }
-            Err(e) => {
-                from_agent.stop(e.code());
-                return Err((e.code(), format!("from agent `{agent}`: {e}")));
-            }
-        };
-        match &msg {
-            Message::Result { result } => {
-                last_status = format!("{}: {}", result.status, result.summary);
-                if let Some(t) = ticket {
-                    let body = serde_json::to_string(result).unwrap_or_default();
-                    let appended = relay.ticket_tx(|tx| {
-                        let c = tickets::append(tx, t, "result", agent, &body)?;
-                        Ok(((), c.into_iter().collect()))
-                    });
-                    if let Err(e) = appended {
-                        tracing::error!("cannot append to ticket {t}: {e}");
-                    }
-                }
-            }
-            Message::Progress { .. } => {}
-            Message::Done {} => {
-                to_console
-                    .send(msg)
-                    .await
-                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-                return Ok(last_status);
-            }
-            Message::Error { code, message } => {
-                return Err((*code, format!("agent `{agent}`: {message}")));
-            }
-            other => {
-                return Err((
-                    ErrorCode::BadRequest,
-                    format!("agent `{agent}` sent an unexpected `{}`", other.kind()),
-                ))
-            }
-        }
-        if to_console.send(msg).await.is_err() {
-            return Ok("console went away".into());
-        }
-    }
 }

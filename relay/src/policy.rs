@@ -2,8 +2,9 @@
 //! the rights of the one below it (viewer < technician < admin).
 //!
 //! * viewer — list agents, run read-only checks, read tickets;
-//! * technician — also ticket changes (and, later, runbooks and fixes);
-//! * admin — also custom script fixes, tokens, operators.
+//! * technician — also runbooks, built-in fixes, ticket changes, the audit log;
+//! * admin — also custom script fixes (tokens and operators are managed with
+//!   `firstline-relay` on the relay host itself).
 
 use firstline_proto::{Message, Role};
 
@@ -14,13 +15,16 @@ pub fn required_role(msg: &Message) -> Option<Role> {
         Message::ListAgents {}
         | Message::ListTickets { .. }
         | Message::TicketShow { .. }
+        | Message::ListRunbooks { .. }
         | Message::Watch {} => Role::Viewer,
-        Message::Run { ticket: None, .. } => Role::Viewer,
-        Message::Run {
-            ticket: Some(_), ..
-        }
+        Message::Run { ticket, .. } if ticket.is_none() => Role::Viewer,
+        Message::Fix { action, .. } if action == "script" => Role::Admin,
+        Message::Run { .. }
+        | Message::Fix { .. }
+        | Message::Runbook { .. }
         | Message::TicketNew { .. }
-        | Message::TicketUpdate { .. } => Role::Technician,
+        | Message::TicketUpdate { .. }
+        | Message::ListAudit { .. } => Role::Technician,
         _ => return None,
     })
 }
@@ -41,5 +45,22 @@ mod tests {
         assert_eq!(required_role(&run(Some(1))), Some(Role::Technician));
         assert_eq!(required_role(&Message::ListAgents {}), Some(Role::Viewer));
         assert_eq!(required_role(&Message::Done {}), None);
+        let fix = |action: &str| Message::Fix {
+            agent: "a".into(),
+            action: action.into(),
+            args: vec![],
+            dry_run: false,
+            ticket: None,
+        };
+        assert_eq!(required_role(&fix("flush-dns")), Some(Role::Technician));
+        assert_eq!(required_role(&fix("script")), Some(Role::Admin));
+        let runbook = Message::Runbook {
+            agent: "a".into(),
+            name: "cant-print".into(),
+            params: vec![],
+            dry_run: false,
+            ticket: None,
+        };
+        assert_eq!(required_role(&runbook), Some(Role::Technician));
     }
 }

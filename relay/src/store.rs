@@ -6,7 +6,7 @@
 //! and `serve` learns of revocations by polling the `revocations` table.
 
 use anyhow::{Context, Result};
-use firstline_proto::{AgentInfo, Role};
+use firstline_proto::{AgentInfo, AuditRecord, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS audit (
     agent TEXT,
     action TEXT NOT NULL,
     args TEXT NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS monitor_status (
     agent TEXT NOT NULL,
@@ -336,32 +338,137 @@ impl Store {
 
     // ---- audit ----
 
+    /// Append to the audit log. Each entry carries the SHA-256 of the
+    /// previous entry's hash and its own fields, so editing or deleting an
+    /// entry breaks the chain ([`Store::verify_audit`]).
     pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<()> {
-        self.db().execute(
-            "INSERT INTO audit (at, who, role, agent, action, args, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![now(), entry.who, entry.role, entry.agent, entry.action, entry.args, entry.outcome],
-        )?;
-        Ok(())
+        self.with_tx(|tx| {
+            let prev: String = tx
+                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+                .optional()?
+                .unwrap_or_else(|| GENESIS.to_string());
+            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| r.get(0))?;
+            let at = now();
+            let row = AuditRow {
+                id,
+                at,
+                who: entry.who.into(),
+                role: entry.role.map(str::to_string),
+                agent: entry.agent.map(str::to_string),
+                action: entry.action.into(),
+                args: entry.args.into(),
+                outcome: entry.outcome.into(),
+            };
+            let hash = row.hash(&prev);
+            tx.execute(
+                "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![id, at, row.who, row.role, row.agent, row.action, row.args, row.outcome, prev, hash],
+            )?;
+            Ok(())
+        })
     }
 
-    /// The audit log, oldest first: `(at, who, role, agent, action, args, outcome)`.
-    pub fn audit_rows(&self) -> Result<Vec<Vec<String>>> {
+    /// Audit entries, oldest first, optionally for one agent, the last `limit`.
+    pub fn audit_records(
+        &self,
+        agent: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditRecord>> {
         let db = self.db();
         let mut stmt = db.prepare(
-            "SELECT at, who, COALESCE(role,''), COALESCE(agent,''), action, args, outcome FROM audit ORDER BY id",
+            "SELECT id, at, who, role, agent, action, args, outcome, hash FROM audit
+             WHERE (?1 IS NULL OR agent = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(vec![
-                rfc3339(r.get(0)?),
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ])
+        let rows = stmt.query_map(params![agent, limit.map(i64::from).unwrap_or(-1)], |r| {
+            Ok(AuditRecord {
+                id: r.get::<_, i64>(0)? as u64,
+                at: rfc3339(r.get(1)?),
+                who: r.get(2)?,
+                role: r.get(3)?,
+                agent: r.get(4)?,
+                action: r.get(5)?,
+                args: r.get(6)?,
+                outcome: r.get(7)?,
+                hash: r.get(8)?,
+            })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out: Vec<AuditRecord> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Walk the audit chain: `Ok((entries, head hash))`, or the first entry
+    /// where it breaks and why.
+    pub fn verify_audit(&self) -> Result<Result<(u64, String), String>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, at, who, role, agent, action, args, outcome, prev_hash, hash FROM audit ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = GENESIS.to_string();
+        let mut count = 0u64;
+        while let Some(r) = rows.next()? {
+            let row = AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                who: r.get(2)?,
+                role: r.get(3)?,
+                agent: r.get(4)?,
+                action: r.get(5)?,
+                args: r.get(6)?,
+                outcome: r.get(7)?,
+            };
+            let (stored_prev, stored): (String, String) = (r.get(8)?, r.get(9)?);
+            if stored_prev != prev {
+                return Ok(Err(format!("entry {}: does not follow the previous entry (an entry before it was removed or changed)", row.id)));
+            }
+            if row.hash(&prev) != stored {
+                return Ok(Err(format!(
+                    "entry {}: its content does not match its hash (edited)",
+                    row.id
+                )));
+            }
+            prev = stored;
+            count += 1;
+        }
+        Ok(Ok((count, prev)))
+    }
+}
+
+/// The hash before the first audit entry.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hashed fields of an audit entry.
+struct AuditRow {
+    id: i64,
+    at: i64,
+    who: String,
+    role: Option<String>,
+    agent: Option<String>,
+    action: String,
+    args: String,
+    outcome: String,
+}
+
+impl AuditRow {
+    /// SHA-256 over the previous hash and a JSON array of the fields
+    /// (unambiguous, whatever the fields contain).
+    fn hash(&self, prev: &str) -> String {
+        let fields = serde_json::json!([
+            self.id,
+            self.at,
+            self.who,
+            self.role,
+            self.agent,
+            self.action,
+            self.args,
+            self.outcome
+        ]);
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(prev.as_bytes());
+        ctx.update(fields.to_string().as_bytes());
+        hex::encode(ctx.finish())
     }
 }
 
@@ -470,6 +577,34 @@ mod tests {
         s.enroll("t", "h", "pc2", sign).unwrap().unwrap();
         assert_eq!(s.revocations_since(0).unwrap().len(), 1);
         assert!(!s.revoke("agent", "ghost").unwrap());
+    }
+
+    #[test]
+    fn audit_chain_detects_edits_and_deletions() {
+        let (d, s) = store();
+        for i in 0..4 {
+            s.audit(&AuditEntry {
+                who: "alice",
+                role: Some("admin"),
+                agent: Some("pc1"),
+                action: "run check disk",
+                args: &format!("/{i}"),
+                outcome: "ok",
+            })
+            .unwrap();
+        }
+        let (n, head) = s.verify_audit().unwrap().unwrap();
+        assert_eq!((n, head.len()), (4, 64));
+        assert_eq!(s.audit_records(Some("pc1"), Some(2)).unwrap().len(), 2);
+        let raw = Connection::open(d.path().join("relay.db")).unwrap();
+        raw.execute("UPDATE audit SET outcome = 'forbidden' WHERE id = 2", [])
+            .unwrap();
+        assert!(s.verify_audit().unwrap().unwrap_err().contains("entry 2"));
+        raw.execute("UPDATE audit SET outcome = 'ok' WHERE id = 2", [])
+            .unwrap();
+        assert!(s.verify_audit().unwrap().is_ok());
+        raw.execute("DELETE FROM audit WHERE id = 3", []).unwrap();
+        assert!(s.verify_audit().unwrap().unwrap_err().contains("entry 4"));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `firstline-agent` and `firstline` processes, each test in its own temp
 //! folder on loopback ports, killed for real when the test ends.
 
+pub mod peers;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

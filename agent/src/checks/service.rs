@@ -99,7 +99,7 @@ pub fn unit_name(text: &str) -> Result<String, String> {
 
 /// Why systemd cannot be asked here, if it cannot (sd_booted(3): the
 /// directory /run/systemd/system exists only when systemd is PID 1).
-fn systemd_missing() -> Option<String> {
+pub fn systemd_missing() -> Option<String> {
     if Path::new("/run/systemd/system").is_dir() {
         return None;
     }

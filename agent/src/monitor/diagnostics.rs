@@ -61,14 +61,24 @@ fn gather_blocking() -> Diagnostics {
 
 /// `via GATEWAY dev IFACE` from `/proc/net/route`.
 fn default_route(table: &str) -> Option<String> {
+    let (ip, iface) = parse_default_route(table)?;
+    Some(format!("via {ip} dev {iface}"))
+}
+
+/// The IPv4 default gateway of this machine, if it has one.
+pub fn default_gateway() -> Option<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    parse_default_route(&table).map(|(ip, _)| ip)
+}
+
+fn parse_default_route(table: &str) -> Option<(std::net::Ipv4Addr, String)> {
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 3 || f[1] != "00000000" {
             return None;
         }
         let gw = u32::from_str_radix(f[2], 16).ok()?;
-        let ip = std::net::Ipv4Addr::from(gw.to_le_bytes());
-        Some(format!("via {ip} dev {}", f[0]))
+        Some((std::net::Ipv4Addr::from(gw.to_le_bytes()), f[0].to_string()))
     })
 }
 

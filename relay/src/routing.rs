@@ -1,0 +1,156 @@
+//! Requests routed to an agent: checks, fixes, runbooks, runbook lists.
+//!
+//! The relay opens a stream on the agent's live connection, sends the
+//! agent-side request, and copies every answer to the console as it
+//! arrives; with `--ticket`, results and verdicts are appended to the
+//! ticket on the way.
+
+use crate::operator::{internal, unknown_agent, Failure};
+use crate::server::Relay;
+use crate::tickets;
+use firstline_net::stream::request;
+use firstline_net::{FramedRecv, FramedSend};
+use firstline_proto::{ErrorCode, Message};
+
+/// Route `to_agent` to `agent` and stream its answers back.
+pub async fn route(
+    relay: &Relay,
+    agent: &str,
+    to_agent: Message,
+    ticket: Option<u64>,
+    mut send: FramedSend,
+) -> Result<String, Failure> {
+    let conn = match relay.store.agent(agent) {
+        Err(e) => return Err(internal(e, send)),
+        Ok(None) => return Err(unknown_agent(agent, send)),
+        Ok(Some(info)) if info.revoked => {
+            return Err((
+                ErrorCode::Revoked,
+                format!("agent `{agent}` has been revoked"),
+                send,
+            ))
+        }
+        Ok(Some(info)) => match relay.registry.agent(agent) {
+            Some(conn) => conn,
+            None => {
+                let seen = info.last_seen.unwrap_or_else(|| "never".into());
+                return Err((
+                    ErrorCode::AgentOffline,
+                    format!("agent `{agent}` is offline (last seen {seen})"),
+                    send,
+                ));
+            }
+        },
+    };
+    if let Some(t) = ticket {
+        match relay.store.read(|db| tickets::get(db, t)) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err((ErrorCode::UnknownTicket, format!("no ticket #{t}"), send)),
+            Err(e) => return Err(internal(e, send)),
+        }
+    }
+    let (_to_agent, mut from_agent) = match request(&conn, to_agent).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err((
+                ErrorCode::AgentOffline,
+                format!("agent `{agent}` could not be reached: {e}"),
+                send,
+            ))
+        }
+    };
+    match relay_answers(relay, agent, ticket, &mut from_agent, &mut send).await {
+        Ok(text) => {
+            let _ = send.finish();
+            Ok(text)
+        }
+        Err((code, m)) => Err((code, m, send)),
+    }
+}
+
+/// Copy the agent's answers to the console until the final message.
+async fn relay_answers(
+    relay: &Relay,
+    agent: &str,
+    ticket: Option<u64>,
+    from_agent: &mut FramedRecv,
+    to_console: &mut FramedSend,
+) -> Result<String, (ErrorCode, String)> {
+    let mut last_status = String::from("no result");
+    loop {
+        let msg = match from_agent.recv_within(relay.request_timeout()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                return Err((
+                    ErrorCode::Internal,
+                    format!("agent `{agent}` ended the stream without a final message"),
+                ))
+            }
+            Err(e) => {
+                from_agent.stop(e.code());
+                return Err((e.code(), format!("from agent `{agent}`: {e}")));
+            }
+        };
+        match &msg {
+            Message::Result { result } => {
+                last_status = format!("{}: {}", result.status, result.summary);
+                if let Some(t) = ticket {
+                    let body = serde_json::to_string(result).unwrap_or_default();
+                    let appended = relay.ticket_tx(|tx| {
+                        let c = tickets::append(tx, t, "result", agent, &body)?;
+                        Ok(((), c.into_iter().collect()))
+                    });
+                    if let Err(e) = appended {
+                        tracing::error!("cannot append to ticket {t}: {e}");
+                    }
+                }
+            }
+            Message::Verdict {
+                verdict, reason, ..
+            } => {
+                last_status = format!("{verdict}: {reason}");
+                if let Some(t) = ticket {
+                    let body = format!("runbook verdict: {verdict} — {reason}");
+                    let appended = relay.ticket_tx(|tx| {
+                        let c = tickets::append(tx, t, "verdict", agent, &body)?;
+                        Ok(((), c.into_iter().collect()))
+                    });
+                    if let Err(e) = appended {
+                        tracing::error!("cannot append to ticket {t}: {e}");
+                    }
+                }
+            }
+            Message::Progress { .. } => {}
+            Message::Runbooks { .. } => {
+                let n = match &msg {
+                    Message::Runbooks { runbooks, .. } => runbooks.len(),
+                    _ => 0,
+                };
+                to_console
+                    .send(msg)
+                    .await
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+                return Ok(format!("ok: {n} runbooks"));
+            }
+            Message::Done {} => {
+                to_console
+                    .send(msg)
+                    .await
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+                return Ok(last_status);
+            }
+            Message::Error { code, message } => {
+                return Err((*code, format!("agent `{agent}`: {message}")));
+            }
+            other => {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("agent `{agent}` sent an unexpected `{}`", other.kind()),
+                ))
+            }
+        }
+        if to_console.send(msg).await.is_err() {
+            return Ok("console went away".into());
+        }
+    }
+}
