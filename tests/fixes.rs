@@ -5,6 +5,8 @@
 //! and the shipped runbooks against real peers — a CUPS queue, a temp
 //! folder, a network link broken on purpose.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 use firstline_net::stream::{accept_request, request};
 use firstline_proto::{ErrorCode, Message, Welcome};
 use firstline_tests::peers::{Cups, Netns};

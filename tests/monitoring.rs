@@ -3,6 +3,8 @@
 //! test flips through a file; the relay, the agent and the console are the
 //! real binaries; faults are real kill -9s.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 use firstline_tests::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

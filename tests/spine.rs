@@ -3,6 +3,8 @@
 //! issue 2 (tokens, revocation, credentials, unknown/offline agents, relay
 //! restart, bad config, hostile frames, certificate renewal).
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 use firstline_net::credential::Credential;
 use firstline_net::stream::request;
 use firstline_proto::{ErrorCode, Message};

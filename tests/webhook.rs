@@ -3,6 +3,8 @@
 //! answers 500 to the first delivery of every event, then 200. Each event
 //! must be accepted exactly once per id, signed with HMAC-SHA256.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 use firstline_tests::*;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -7,7 +7,7 @@ use firstline_agent::config::{DEFAULT_CONFIG, DEFAULT_STATE_DIR};
 use firstline_agent::enroll::{enroll, EnrollRequest};
 use firstline_agent::link::{self, LinkState};
 use firstline_agent::Loaded;
-use firstline_net::cli::{exit_with, init_logging, UsageError};
+use firstline_net::cli::{exit_with, init_logging, print_line, UsageError};
 use firstline_proto::Status;
 use std::path::{Path, PathBuf};
 
@@ -92,14 +92,14 @@ fn run(cli: Cli) -> Result<i32> {
                 config_path: config,
                 state_dir,
             }))?;
-            println!(
+            print_line(format!(
                 "enrolled as {} with relay {}",
                 loaded.config.name, loaded.config.relay
-            );
-            println!(
+            ));
+            print_line(format!(
                 "next: firstline-agent run --config {}",
                 loaded.path.display()
-            );
+            ));
             Ok(0)
         }
         Command::Run { config } => {
@@ -110,7 +110,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Validate { config } => {
             Loaded::load(&config)?;
-            println!("{}: ok", config.display());
+            print_line(format!("{}: ok", config.display()));
             Ok(0)
         }
         Command::Check { name, args } => rt.block_on(check(&name, args)),
@@ -160,10 +160,10 @@ async fn wait_for_signal() {
 async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
     let json = take_flag(&mut args, "--json");
     if name == "--help" || name == "-h" {
-        println!(
+        print_line(format!(
             "usage: firstline-agent check CHECK [ARGS…] [--json]\nchecks: {}",
             checks::NAMES.join(", ")
-        );
+        ));
         return Ok(0);
     }
     let result = match checks::run(name, &args, &local_context()).await {
@@ -171,23 +171,23 @@ async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
         Err(CheckError::Usage(m))
             if m.starts_with("Usage") || m.contains("\nUsage:") && !m.contains("error:") =>
         {
-            println!("{m}");
+            print_line(&m);
             return Ok(0);
         }
         Err(e) => return Err(UsageError(e.to_string()).into()),
     };
     if json {
-        println!("{}", serde_json::to_string(&result)?);
+        print_line(serde_json::to_string(&result)?);
     } else {
-        println!(
+        print_line(format!(
             "{} {} {}: {}",
             result.status.as_str().to_uppercase(),
             result.check,
             result.target,
             result.summary
-        );
+        ));
         for (k, v) in &result.metrics {
-            println!("  {k} = {v}");
+            print_line(format!("  {k} = {v}"));
         }
     }
     Ok(if result.status == Status::Ok { 0 } else { 1 })

@@ -15,83 +15,11 @@ mod common;
 
 use common::*;
 use firstline_proto::Status;
+use firstline_tests::peers::Cups;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A private CUPS scheduler on a loopback port.
-struct Cups {
-    port: u16,
-    _peer: Peer,
-    _dir: tempfile::TempDir,
-}
-
-impl Cups {
-    fn start() -> Cups {
-        let cupsd = require("cupsd", "cups-daemon");
-        let dir = tempdir();
-        let root = dir.path();
-        let port = free_tcp_port();
-        for sub in ["spool", "cache", "state", "log"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
-        }
-        // cupsd refuses to run as root: its folders belong to lp.
-        must(
-            Command::new("chown")
-                .args(["-R", "lp:lp"])
-                .args(["spool", "cache", "state", "log"].map(|s| root.join(s))),
-        );
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            root.join("cupsd.conf"),
-            format!(
-                "Listen 127.0.0.1:{port}\nWebInterface no\nBrowsing No\nDefaultAuthType None\n\
-                 LogLevel warn\n\
-                 <Location />\n  Order allow,deny\n  Allow all\n</Location>\n\
-                 <Location /admin>\n  Order allow,deny\n  Allow all\n</Location>\n\
-                 <Policy default>\n  <Limit All>\n    Order deny,allow\n  </Limit>\n</Policy>\n"
-            ),
-        )
-        .unwrap();
-        let r = root.display();
-        std::fs::write(
-            root.join("cups-files.conf"),
-            format!(
-                "ServerRoot {r}\nRequestRoot {r}/spool\nCacheDir {r}/cache\nStateDir {r}/state\n\
-                 ErrorLog {r}/log/error_log\nAccessLog {r}/log/access_log\nPageLog {r}/log/page_log\n\
-                 ServerBin /usr/lib/cups\nDataDir /usr/share/cups\nUser lp\nGroup lp\nFileDevice Yes\n"
-            ),
-        )
-        .unwrap();
-        let mut peer = Peer::start(
-            "cupsd",
-            Command::new(cupsd)
-                .arg("-f")
-                .arg("-c")
-                .arg(root.join("cupsd.conf"))
-                .arg("-s")
-                .arg(root.join("cups-files.conf")),
-        );
-        wait_for_tcp(&mut peer, SocketAddr::from(([127, 0, 0, 1], port)));
-        Cups {
-            port,
-            _peer: peer,
-            _dir: dir,
-        }
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// A CUPS admin command (lpadmin, cupsdisable…) against this scheduler.
-    fn admin(&self, program: &str, args: &[&str]) {
-        let bin = require(program, "cups-client");
-        must(Command::new(bin).args(["-h", &self.server()]).args(args));
-    }
-}
 
 #[test]
 fn cups_queue_through_its_states() {

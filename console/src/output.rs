@@ -2,15 +2,8 @@
 //! a broken pipe (`firstline agents | head`) treated as success.
 
 use firstline_proto::{CheckResult, Status};
-use std::io::Write;
 
-/// Print a line; exit quietly if stdout was closed by the reader.
-pub fn line(text: impl AsRef<str>) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", text.as_ref()).is_err() {
-        std::process::exit(0);
-    }
-}
+pub use firstline_net::cli::print_line as line;
 
 /// Print rows as a table with a header, columns padded to fit.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {

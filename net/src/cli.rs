@@ -32,6 +32,16 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// Print a line on stdout; a reader that went away (`… | head`) is not an
+/// error: exit quietly with success.
+pub fn print_line(text: impl AsRef<str>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{}", text.as_ref()).is_err() {
+        std::process::exit(0);
+    }
+}
+
 /// An error in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -14,7 +14,16 @@ pub fn require(program: &str, package: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    dirs.extend(
+        [
+            "/usr/sbin",
+            "/sbin",
+            "/usr/bin",
+            "/bin",
+            "/usr/lib/nagios/plugins",
+        ]
+        .map(PathBuf::from),
+    );
     dirs.iter().map(|d| d.join(program)).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!("`{program}` is not installed: this test needs the Debian package `{package}` (run .ci/install-peers, or apt-get install {package})")
     })

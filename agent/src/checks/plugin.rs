@@ -12,17 +12,12 @@
 //! read concurrently (a plugin filling its stderr pipe cannot stall), each
 //! capped; at the timeout the plugin's whole process group is killed.
 
-use super::{parse_args, parse_duration, show_duration, CheckContext, CheckError};
+use super::{parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
-
-/// Output kept from each stream; the rest is read and dropped.
-const OUTPUT_CAP: usize = 64 * 1024;
 
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -53,75 +48,18 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
     }
 
     ctx.progress.say(format!("running {}", path.display()));
-    let mut cmd = tokio::process::Command::new(&path);
-    cmd.args(&a.args)
-        .current_dir(&ctx.plugins_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Plugins print numbers for machines: no decimal commas.
-        .env("LC_ALL", "C")
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Ok(CheckResult::new(
-                "plugin",
-                target,
-                Status::Unknown,
-                format!("cannot run {}: {e}", path.display()),
-            ))
-        }
-    };
-    let pid = child.id();
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Ok(CheckResult::new(
-            "plugin",
-            target,
-            Status::Unknown,
-            "cannot read the plugin's output",
-        ));
-    };
-    let work = async {
-        let (out, err, status) = tokio::join!(capped(stdout), capped(stderr), child.wait());
-        (out, err, status)
-    };
-    let (out, err, exit) = match tokio::time::timeout(a.timeout, work).await {
-        Ok(done) => done,
-        Err(_) => {
-            kill_group(pid);
-            return Ok(CheckResult::new(
-                "plugin",
-                target,
-                Status::Unknown,
-                format!(
-                    "{} did not finish within {} and was killed",
-                    a.name,
-                    show_duration(a.timeout)
-                ),
-            ));
-        }
-    };
-    // Children the plugin left behind in its group go too.
-    kill_group(pid);
-    let exit = match exit {
-        Ok(s) => s,
-        Err(e) => {
-            return Ok(CheckResult::new(
-                "plugin",
-                target,
-                Status::Unknown,
-                format!("waiting for {}: {e}", a.name),
-            ))
-        }
-    };
-    let parsed = parse_output(&String::from_utf8_lossy(&out));
+    let finished =
+        match crate::process::run(&path, &a.args, Some(&ctx.plugins_dir), a.timeout).await {
+            Ok(f) => f,
+            Err(why) => return Ok(CheckResult::new("plugin", target, Status::Unknown, why)),
+        };
+    let (out, err, exit) = (finished.stdout, finished.stderr, finished.status);
+    let parsed = parse_output(&out);
     let status = match exit.code() {
         Some(code) => Status::from_nagios_code(code),
         None => Status::Unknown,
     };
-    let stderr_line = String::from_utf8_lossy(&err)
+    let stderr_line = err
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
@@ -187,31 +125,6 @@ fn runnable(path: &Path) -> Result<(), String> {
         return Err(format!("{} is not executable", path.display()));
     }
     Ok(())
-}
-
-/// Read a stream to its end, keeping the first `OUTPUT_CAP` bytes.
-async fn capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = OUTPUT_CAP.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
-    kept
-}
-
-fn kill_group(pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
 }
 
 /// A plugin's output, taken apart.

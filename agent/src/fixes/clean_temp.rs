@@ -190,7 +190,10 @@ mod tests {
 
         let real = sweep(root, cutoff, false);
         assert_eq!((real.files, real.dirs, real.bytes), (2, 1, 13), "{real:?}");
-        assert!(!root.join("sub").exists(), "an old folder emptied by the sweep goes too");
+        assert!(
+            !root.join("sub").exists(),
+            "an old folder emptied by the sweep goes too"
+        );
         assert!(!root.join("old.log").exists());
         assert!(root.join("new.log").exists(), "newer than the bound: kept");
         assert!(

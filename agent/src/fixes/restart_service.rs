@@ -6,7 +6,7 @@ use crate::checks::service::{parse_show, systemd_missing, unit_name};
 use crate::checks::{parse_args, CheckError};
 use crate::process;
 use firstline_proto::{CheckResult, Status};
-use std::path::PathBuf;
+use std::path::Path;
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "restart-service", about = "Restart a systemd unit")]
@@ -72,7 +72,7 @@ pub async fn run(args: &[String], ctx: &FixContext) -> Result<CheckResult, Check
     }
 }
 
-async fn state(systemctl: &PathBuf, unit: &str) -> String {
+async fn state(systemctl: &Path, unit: &str) -> String {
     let args = vec![
         "show".into(),
         unit.into(),

@@ -36,7 +36,7 @@ fn gather_blocking() -> Diagnostics {
         .collect();
     procs.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
     let top_cpu = procs.iter().take(TOP).cloned().collect();
-    procs.sort_by(|a, b| b.memory_bytes.cmp(&a.memory_bytes));
+    procs.sort_by_key(|p| std::cmp::Reverse(p.memory_bytes));
     let top_memory = procs.into_iter().take(TOP).collect();
     let disks = crate::checks::disk::all_mounts()
         .into_iter()

@@ -19,31 +19,8 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_firstline-agent");
 pub const STARTUP: Duration = Duration::from_secs(30);
 
 /// Path of a program the test needs; panics naming the Debian package.
-pub fn require(program: &str, package: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for extra in [
-        "/usr/sbin",
-        "/sbin",
-        "/usr/bin",
-        "/bin",
-        "/usr/lib/nagios/plugins",
-    ] {
-        dirs.push(PathBuf::from(extra));
-    }
-    dirs.iter()
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{program}` is not installed: this test needs the Debian package `{package}` \
-                 (run .ci/install-peers, or apt-get install {package})"
-            )
-        })
-}
+pub use firstline_tests::peers::require;
 
-/// A Nagios plugin from monitoring-plugins.
 pub fn nagios_plugin(name: &str, package: &str) -> PathBuf {
     let p = Path::new("/usr/lib/nagios/plugins").join(name);
     assert!(
