@@ -157,11 +157,12 @@ struct Sim {
     seq: tokio::sync::Mutex<u64>,
 }
 
-/// CPU seconds of the relay and of this process since `since`.
+/// CPU seconds of the relay, of this process and of the whole machine.
 #[derive(Clone, Copy)]
 struct Cpu {
     relay: f64,
     me: f64,
+    machine: f64,
     at: Instant,
 }
 
@@ -170,17 +171,22 @@ impl Cpu {
         Cpu {
             relay: procfs::cpu_secs(relay).unwrap_or(0.0),
             me: procfs::cpu_secs(std::process::id()).unwrap_or(0.0),
+            machine: procfs::machine_busy_secs().unwrap_or(0.0),
             at: Instant::now(),
         }
     }
-    /// `relay % · generator %` of one core between `self` and now.
+    /// `relay % · generator % · others %` of one core between `self` and
+    /// now ("others": the rest of the machine, which should be ~0).
     fn since(&self, relay: u32) -> String {
         let now = Cpu::now(relay);
         let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let (r, g) = (now.relay - self.relay, now.me - self.me);
+        let others = (now.machine - self.machine - r - g).max(0.0);
         format!(
-            "relay {:.0}% · generator {:.0}% of one core ({:.1} s wall)",
-            100.0 * (now.relay - self.relay) / wall,
-            100.0 * (now.me - self.me) / wall,
+            "relay {:.0}% · generator {:.0}% · other processes {:.0}% of one core ({:.1} s wall)",
+            100.0 * r / wall,
+            100.0 * g / wall,
+            100.0 * others / wall,
             wall
         )
     }
@@ -206,10 +212,16 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let config = admin::init(&tmp.path().join("relay"), listen, "firstline-relay")?;
     for line in &args.relay_config {
-        let mut text = std::fs::read_to_string(&config)?;
-        text.push_str(line);
-        text.push('\n');
-        std::fs::write(&config, text)?;
+        let key = line.split('=').next().unwrap_or_default().trim();
+        let text = std::fs::read_to_string(&config)?;
+        let mut kept: String = text
+            .lines()
+            .filter(|l| l.split('=').next().map(str::trim) != Some(key))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        kept.push_str(line);
+        kept.push('\n');
+        std::fs::write(&config, kept)?;
     }
     let dir = RelayDir::load(&config)?;
     let cred_path = tmp.path().join("bench.credential.toml");
@@ -498,9 +510,9 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
     }
     tokio::time::sleep(half).await;
     stop.store(true, Ordering::Relaxed);
+    while workers.join_next().await.is_some() {}
     let sustained_n = acked.load(Ordering::Relaxed);
     let sustained_wall = start.elapsed();
-    while workers.join_next().await.is_some() {}
     let alerts_per_s = sustained_n as f64 / sustained_wall.as_secs_f64();
     let sustained_cpu = cpu.since(pid);
     let sustained_ack = Latency::of(std::mem::take(

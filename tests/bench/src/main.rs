@@ -18,6 +18,7 @@ mod procfs;
 mod rtt;
 mod sim;
 mod stats;
+mod world;
 
 use clap::{Parser, Subcommand};
 

@@ -61,6 +61,21 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some(sum as f64 / ticks_per_second())
 }
 
+/// CPU seconds the whole machine spent busy (all cores; /proc/stat).
+pub fn machine_busy_secs() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy = v.iter().take(8).sum::<u64>() - v.get(3)? - v.get(4)?;
+    Some(busy as f64 / ticks_per_second())
+}
+
 /// The process and all its live descendants.
 pub fn tree(root: u32) -> Vec<u32> {
     let mut parent_of: HashMap<u32, u32> = HashMap::new();

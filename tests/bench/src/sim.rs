@@ -44,10 +44,23 @@ pub fn client_config(
     Ok(config)
 }
 
-/// A client endpoint on an ephemeral loopback port.
+/// A client endpoint on an ephemeral loopback port, with socket buffers as
+/// large as the relay's (many agents share it: the generator must not be
+/// the one dropping packets).
 pub fn endpoint() -> Result<Endpoint> {
     let local: SocketAddr = "127.0.0.1:0".parse().context("literal address")?;
-    Endpoint::client(local).context("cannot bind a client endpoint")
+    let socket = std::net::UdpSocket::bind(local).context("cannot bind a client endpoint")?;
+    let sock = socket2::SockRef::from(&socket);
+    let size = firstline_net::endpoint::SERVER_SOCKET_BUFFER;
+    let _ = sock.set_recv_buffer_size(size);
+    let _ = sock.set_send_buffer_size(size);
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("cannot start a client endpoint")
 }
 
 /// Handshake and `hello` → `welcome`.
