@@ -92,57 +92,46 @@ fn apply(db: &Connection, agent: &str, ev: &AgentEvent, window: i64) -> Result<V
             }
         }
         EventKind::IncidentOpened | EventKind::IncidentUpdated => {
-            let id = match open {
-                Some(id) => id,
-                None => {
-                    let reopen = latest.as_ref().filter(|(t, resolved)| {
-                        t.status == "resolved" && resolved.is_some_and(|at| now() - at <= window)
-                    });
-                    match reopen {
-                        Some((t, _)) => {
-                            push(tickets::set_status(
-                                db,
-                                t.id,
-                                "open",
-                                agent,
-                                "reopened: the problem is back",
-                            )?);
-                            t.id
-                        }
-                        None => {
-                            let title =
-                                format!("{} {} on {agent}: {}", r.check, r.status, r.summary);
-                            let change = tickets::create(
-                                db,
-                                &NewTicket {
-                                    title: &title,
-                                    agent: Some(agent),
-                                    check: Some(&r.check),
-                                    monitor: Some(&ev.monitor),
-                                    priority: priority_of(r.status),
-                                    source: "alert",
-                                    author: agent,
-                                    body: Some(&result_json),
-                                },
-                            )?;
-                            let id = change.ticket.id;
-                            push(Some(change));
-                            if let Some(d) = &ev.diagnostics {
-                                push(tickets::append(
-                                    db,
-                                    id,
-                                    "diagnostics",
-                                    agent,
-                                    &serde_json::to_string(d)?,
-                                )?);
-                            }
-                            return Ok(changes);
-                        }
-                    }
+            let reopen = latest
+                .as_ref()
+                .filter(|(t, resolved)| {
+                    t.status == "resolved" && resolved.is_some_and(|at| now() - at <= window)
+                })
+                .map(|(t, _)| t.id);
+            let id = match (open, reopen) {
+                (Some(id), _) => id,
+                (None, Some(id)) => {
+                    push(tickets::set_status(
+                        db,
+                        id,
+                        "open",
+                        agent,
+                        "reopened: the problem is back",
+                    )?);
+                    id
+                }
+                (None, None) => {
+                    let title = format!("{} {} on {agent}: {}", r.check, r.status, r.summary);
+                    let new = NewTicket {
+                        title: &title,
+                        agent: Some(agent),
+                        check: Some(&r.check),
+                        monitor: Some(&ev.monitor),
+                        priority: priority_of(r.status),
+                        source: "alert",
+                        author: agent,
+                        body: Some(&result_json),
+                    };
+                    let change = tickets::create(db, &new)?;
+                    let id = change.ticket.id;
+                    push(Some(change));
+                    id
                 }
             };
-            tickets::set_priority(db, id, priority_of(r.status))?;
-            push(tickets::append(db, id, "result", agent, &result_json)?);
+            if open.is_some() || reopen.is_some() {
+                tickets::set_priority(db, id, priority_of(r.status))?;
+                push(tickets::append(db, id, "result", agent, &result_json)?);
+            }
             if let Some(d) = &ev.diagnostics {
                 push(tickets::append(
                     db,

@@ -381,15 +381,16 @@ impl Store {
              WHERE (?1 IS NULL OR agent = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![agent, limit.map(i64::from).unwrap_or(-1)], |r| {
+            let row = AuditRow::read(r)?;
             Ok(AuditRecord {
-                id: r.get::<_, i64>(0)? as u64,
-                at: rfc3339(r.get(1)?),
-                who: r.get(2)?,
-                role: r.get(3)?,
-                agent: r.get(4)?,
-                action: r.get(5)?,
-                args: r.get(6)?,
-                outcome: r.get(7)?,
+                id: row.id as u64,
+                at: rfc3339(row.at),
+                who: row.who,
+                role: row.role,
+                agent: row.agent,
+                action: row.action,
+                args: row.args,
+                outcome: row.outcome,
                 hash: r.get(8)?,
             })
         })?;
@@ -409,16 +410,7 @@ impl Store {
         let mut prev = GENESIS.to_string();
         let mut count = 0u64;
         while let Some(r) = rows.next()? {
-            let row = AuditRow {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                who: r.get(2)?,
-                role: r.get(3)?,
-                agent: r.get(4)?,
-                action: r.get(5)?,
-                args: r.get(6)?,
-                outcome: r.get(7)?,
-            };
+            let row = AuditRow::read(r)?;
             let (stored_prev, stored): (String, String) = (r.get(8)?, r.get(9)?);
             if stored_prev != prev {
                 return Ok(Err(format!("entry {}: does not follow the previous entry (an entry before it was removed or changed)", row.id)));
@@ -452,6 +444,20 @@ struct AuditRow {
 }
 
 impl AuditRow {
+    /// From columns `id, at, who, role, agent, action, args, outcome`.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+        Ok(AuditRow {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            who: r.get(2)?,
+            role: r.get(3)?,
+            agent: r.get(4)?,
+            action: r.get(5)?,
+            args: r.get(6)?,
+            outcome: r.get(7)?,
+        })
+    }
+
     /// SHA-256 over the previous hash and a JSON array of the fields
     /// (unambiguous, whatever the fields contain).
     fn hash(&self, prev: &str) -> String {
