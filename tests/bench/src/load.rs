@@ -54,6 +54,13 @@ pub struct LoadArgs {
     /// Worker threads of the generator's runtime.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Keep-alive interval of the simulated agents, seconds (agent.toml
+    /// default: 5; the relay's `keep_alive_secs` is set with --relay-config).
+    #[arg(long, default_value_t = 5)]
+    pub keep_alive: u64,
+    /// Idle timeout of the simulated agents, seconds (agent.toml default: 20).
+    #[arg(long, default_value_t = 20)]
+    pub idle_timeout: u64,
     /// Seconds of idle hold after the ramp (RSS and CPU at rest).
     #[arg(long, default_value_t = 5)]
     pub hold: u64,
@@ -204,6 +211,20 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
         ),
     );
 
+    table.row(
+        "settings",
+        format!(
+            "agents keep-alive {} s, idle timeout {} s; relay.toml extra: {}",
+            args.keep_alive,
+            args.idle_timeout,
+            if args.relay_config.is_empty() {
+                "none (defaults)".to_string()
+            } else {
+                args.relay_config.join(", ")
+            }
+        ),
+    );
+
     // ---- relay folder, operator, bulk enrollment ----
     let tmp = tempfile::Builder::new()
         .prefix("firstline-bench-")
@@ -265,12 +286,17 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
     let last_error: Arc<Mutex<Option<String>>> = Arc::default();
     let handshake_ms: Arc<Mutex<Vec<f64>>> = Arc::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let transport = sim::transport(
+        Duration::from_secs(args.keep_alive),
+        Duration::from_secs(args.idle_timeout),
+    );
     let cpu = Cpu::now(pid);
     let ramp_start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (name, pem)) in identities.into_iter().enumerate() {
         let ep = endpoints[i % endpoints.len()].clone();
         let gave_up = gave_up.clone();
+        let transport = transport.clone();
         let (ca, sims, failures, last_error, handshake_ms, permits) = (
             ca.clone(),
             sims.clone(),
@@ -285,7 +311,7 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
             };
             for attempt in 0..3 {
                 let t = Instant::now();
-                let outcome = match sim::client_config(&pem, &ca) {
+                let outcome = match sim::client_config(&pem, &ca, transport.clone()) {
                     Ok(cfg) => sim::connect(&ep, listen, cfg, &name).await,
                     Err(e) => Err(e),
                 };

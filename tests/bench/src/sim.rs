@@ -18,10 +18,14 @@ use std::time::Duration;
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The transport of a real agent with default `agent.toml` timings
-/// (keep-alive 5 s, idle timeout 20 s, 64 request streams).
-pub fn transport() -> Arc<TransportConfig> {
-    let limits = firstline_net::endpoint::Limits::default();
+/// The transport of a real agent: `agent.toml`'s defaults are keep-alive
+/// 5 s, idle timeout 20 s, 64 request streams.
+pub fn transport(keep_alive: Duration, idle_timeout: Duration) -> Arc<TransportConfig> {
+    let limits = firstline_net::endpoint::Limits {
+        keep_alive,
+        idle_timeout,
+        ..Default::default()
+    };
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(limits.keep_alive));
     t.max_idle_timeout(limits.idle_timeout.try_into().ok());
@@ -34,13 +38,14 @@ pub fn transport() -> Arc<TransportConfig> {
 pub fn client_config(
     identity_pem: &str,
     ca: &[rustls::pki_types::CertificateDer<'static>],
+    transport: Arc<TransportConfig>,
 ) -> Result<quinn::ClientConfig> {
     let chain = firstline_net::pem::certs(identity_pem)?;
     let key = firstline_net::pem::key(identity_pem)?;
     let tls = firstline_net::tls::client_config(chain, key, ca)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("{e}"))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport);
     Ok(config)
 }
 
