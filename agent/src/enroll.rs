@@ -90,7 +90,7 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
             ENROLL_TIMEOUT.as_secs()
         )
     })??;
-    ep.wait_idle().await;
+    endpoint::finish(&ep).await;
     let (cert_pem, ca_pem) = match answer {
         Some(Message::Enrolled {
             cert_pem, ca_pem, ..

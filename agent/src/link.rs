@@ -166,7 +166,7 @@ async fn session(
     sender.abort();
     if matches!(end, Ok(SessionEnd::Shutdown)) {
         conn.close(0u32.into(), b"agent shutting down");
-        ep.wait_idle().await;
+        endpoint::finish(&ep).await;
     }
     end
 }

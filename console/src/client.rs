@@ -104,7 +104,7 @@ impl Client {
 
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
-        self.endpoint.wait_idle().await;
+        endpoint::finish(&self.endpoint).await;
     }
 }
 
