@@ -91,7 +91,7 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
         Message::Events { events } => {
             let window = relay.dir.config.reopen_window_secs as i64;
             let outcome = relay.ticket_tx(|tx| {
-                let mut ingested = incidents::ingest(tx, name, &events, window)?;
+                let mut ingested = incidents::ingest(&**tx, name, &events, window)?;
                 let changes = std::mem::take(&mut ingested.changes);
                 Ok((ingested, changes))
             });

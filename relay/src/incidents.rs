@@ -14,11 +14,10 @@
 //! * `incident_resolved` → appended and resolved with a comment.
 
 use crate::store::now;
-use crate::tickets::{self, Change, NewTicket};
+use crate::tickets::{Change, NewTicket, TicketStore};
 use anyhow::Result;
 use firstline_proto::event::priority_of;
 use firstline_proto::{AgentEvent, EventKind};
-use rusqlite::{params, Connection};
 
 /// What ingesting a batch did.
 pub struct Ingested {
@@ -32,16 +31,12 @@ pub struct Ingested {
 }
 
 pub fn ingest(
-    db: &Connection,
+    db: &dyn TicketStore,
     agent: &str,
     events: &[AgentEvent],
     reopen_window_secs: i64,
 ) -> Result<Ingested> {
-    let mut last: i64 = db.query_row(
-        "SELECT last_seq FROM agents WHERE name = ?1",
-        [agent],
-        |r| r.get(0),
-    )?;
+    let mut last = db.last_seq(agent)?;
     let mut sorted: Vec<&AgentEvent> = events.iter().collect();
     sorted.sort_by_key(|e| e.seq);
     let mut out = Ingested {
@@ -62,22 +57,15 @@ pub fn ingest(
         out.applied += 1;
         last = ev.seq as i64;
     }
-    db.execute(
-        "UPDATE agents SET last_seq = ?2 WHERE name = ?1",
-        params![agent, last],
-    )?;
+    db.set_last_seq(agent, last)?;
     out.upto = last as u64;
     Ok(out)
 }
 
-fn apply(db: &Connection, agent: &str, ev: &AgentEvent, window: i64) -> Result<Vec<Change>> {
+fn apply(db: &dyn TicketStore, agent: &str, ev: &AgentEvent, window: i64) -> Result<Vec<Change>> {
     let r = &ev.result;
-    db.execute(
-        "INSERT INTO monitor_status (agent, monitor, status, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(agent, monitor) DO UPDATE SET status = excluded.status, summary = excluded.summary, at = excluded.at",
-        params![agent, ev.monitor, r.status.as_str(), r.summary, now()],
-    )?;
-    let latest = tickets::latest_for_monitor(db, agent, &ev.monitor)?;
+    db.record_monitor_status(agent, &ev.monitor, r.status.as_str(), &r.summary)?;
+    let latest = db.latest_for_monitor(agent, &ev.monitor)?;
     let open = latest
         .as_ref()
         .filter(|(t, _)| matches!(t.status.as_str(), "open" | "in_progress"))
@@ -88,7 +76,7 @@ fn apply(db: &Connection, agent: &str, ev: &AgentEvent, window: i64) -> Result<V
     match ev.kind {
         EventKind::Result => {
             if let (true, Some(id)) = (ev.in_incident, open) {
-                push(tickets::append(db, id, "result", agent, &result_json)?);
+                push(db.append(id, "result", agent, &result_json)?);
             }
         }
         EventKind::IncidentOpened | EventKind::IncidentUpdated => {
@@ -101,13 +89,7 @@ fn apply(db: &Connection, agent: &str, ev: &AgentEvent, window: i64) -> Result<V
             let id = match (open, reopen) {
                 (Some(id), _) => id,
                 (None, Some(id)) => {
-                    push(tickets::set_status(
-                        db,
-                        id,
-                        "open",
-                        agent,
-                        "reopened: the problem is back",
-                    )?);
+                    push(db.set_status(id, "open", agent, "reopened: the problem is back")?);
                     id
                 }
                 (None, None) => {
@@ -122,31 +104,25 @@ fn apply(db: &Connection, agent: &str, ev: &AgentEvent, window: i64) -> Result<V
                         author: agent,
                         body: Some(&result_json),
                     };
-                    let change = tickets::create(db, &new)?;
+                    let change = db.create(&new)?;
                     let id = change.ticket.id;
                     push(Some(change));
                     id
                 }
             };
             if open.is_some() || reopen.is_some() {
-                tickets::set_priority(db, id, priority_of(r.status))?;
-                push(tickets::append(db, id, "result", agent, &result_json)?);
+                db.set_priority(id, priority_of(r.status))?;
+                push(db.append(id, "result", agent, &result_json)?);
             }
             if let Some(d) = &ev.diagnostics {
-                push(tickets::append(
-                    db,
-                    id,
-                    "diagnostics",
-                    agent,
-                    &serde_json::to_string(d)?,
-                )?);
+                push(db.append(id, "diagnostics", agent, &serde_json::to_string(d)?)?);
             }
         }
         EventKind::IncidentResolved => {
             if let Some(id) = open {
-                push(tickets::append(db, id, "result", agent, &result_json)?);
+                push(db.append(id, "result", agent, &result_json)?);
                 let note = format!("recovered: {}", r.summary);
-                push(tickets::set_status(db, id, "resolved", agent, &note)?);
+                push(db.set_status(id, "resolved", agent, &note)?);
             }
         }
     }

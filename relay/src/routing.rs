@@ -7,7 +7,7 @@
 
 use crate::operator::{internal, unknown_agent, Failure};
 use crate::server::Relay;
-use crate::tickets;
+use crate::tickets::TicketStore;
 use firstline_net::stream::request;
 use firstline_net::{FramedRecv, FramedSend};
 use firstline_proto::{ErrorCode, Message};
@@ -43,7 +43,7 @@ pub async fn route(
         },
     };
     if let Some(t) = ticket {
-        match relay.store.read(|db| tickets::get(db, t)) {
+        match relay.store.read(|db| db.get(t)) {
             Ok(Some(_)) => {}
             Ok(None) => return Err((ErrorCode::UnknownTicket, format!("no ticket #{t}"), send)),
             Err(e) => return Err(internal(e, send)),
@@ -97,7 +97,7 @@ async fn relay_answers(
                 if let Some(t) = ticket {
                     let body = serde_json::to_string(result).unwrap_or_default();
                     let appended = relay.ticket_tx(|tx| {
-                        let c = tickets::append(tx, t, "result", agent, &body)?;
+                        let c = tx.append(t, "result", agent, &body)?;
                         Ok(((), c.into_iter().collect()))
                     });
                     if let Err(e) = appended {
@@ -112,7 +112,7 @@ async fn relay_answers(
                 if let Some(t) = ticket {
                     let body = format!("runbook verdict: {verdict} — {reason}");
                     let appended = relay.ticket_tx(|tx| {
-                        let c = tickets::append(tx, t, "verdict", agent, &body)?;
+                        let c = tx.append(t, "verdict", agent, &body)?;
                         Ok(((), c.into_iter().collect()))
                     });
                     if let Err(e) = appended {

@@ -629,42 +629,34 @@ mod tests {
 
     #[test]
     fn tickets_and_timeline() {
-        use crate::tickets::{self, NewTicket};
+        use crate::tickets::{NewTicket, TicketStore};
         let (_d, s) = store();
         let t = s
             .with_tx(|tx| {
-                tickets::create(
-                    tx,
-                    &NewTicket {
-                        title: "printer down",
-                        agent: Some("pc"),
-                        check: None,
-                        monitor: None,
-                        priority: "normal",
-                        source: "technician",
-                        author: "alice",
-                        body: None,
-                    },
-                )
+                tx.create(&NewTicket {
+                    title: "printer down",
+                    agent: Some("pc"),
+                    check: None,
+                    monitor: None,
+                    priority: "normal",
+                    source: "technician",
+                    author: "alice",
+                    body: None,
+                })
             })
             .unwrap()
             .ticket;
         assert_eq!(t.status, "open");
         s.with_tx(|tx| {
-            assert!(tickets::append(tx, t.id, "result", "pc", "{}")?.is_some());
-            assert!(tickets::append(tx, 999, "result", "pc", "{}")?.is_none());
-            assert!(tickets::set_status(tx, t.id, "closed", "alice", "")?.is_some());
-            assert!(tickets::set_status(tx, t.id, "resolved", "alice", "").is_err());
+            assert!(tx.append(t.id, "result", "pc", "{}")?.is_some());
+            assert!(tx.append(999, "result", "pc", "{}")?.is_none());
+            assert!(tx.set_status(t.id, "closed", "alice", "")?.is_some());
+            assert!(tx.set_status(t.id, "resolved", "alice", "").is_err());
             Ok(())
         })
         .unwrap();
-        let entries = s.read(|db| tickets::entries(db, t.id)).unwrap();
+        let entries = s.read(|db| db.entries(t.id)).unwrap();
         assert_eq!(entries.len(), 3);
-        assert_eq!(
-            s.read(|db| tickets::list(db, Some("closed"), None))
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(s.read(|db| db.list(Some("closed"), None)).unwrap().len(), 1);
     }
 }

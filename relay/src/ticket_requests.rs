@@ -4,7 +4,7 @@
 
 use crate::operator::{internal, unknown_agent, Failure, Operator};
 use crate::server::Relay;
-use crate::tickets::{self, NewTicket};
+use crate::tickets::{NewTicket, TicketStore};
 use firstline_net::FramedSend;
 use firstline_proto::{ErrorCode, Message, Notice, TicketChange};
 use tokio::sync::broadcast::error::RecvError;
@@ -17,7 +17,7 @@ pub async fn list(
 ) -> Result<String, Failure> {
     match relay
         .store
-        .read(|db| tickets::list(db, status.as_deref(), agent.as_deref()))
+        .read(|db| db.list(status.as_deref(), agent.as_deref()))
     {
         Ok(tickets) => {
             let n = tickets.len();
@@ -57,7 +57,7 @@ pub async fn open(
         body,
     };
     match relay.ticket_tx(|tx| {
-        let change = tickets::create(tx, &new)?;
+        let change = tx.create(&new)?;
         Ok((change.ticket.clone(), vec![change]))
     }) {
         Ok(ticket) => {
@@ -71,8 +71,8 @@ pub async fn open(
 
 pub async fn show(relay: &Relay, id: u64, send: FramedSend) -> Result<String, Failure> {
     let found = relay.store.read(|db| {
-        Ok(match tickets::get(db, id)? {
-            Some(t) => Some((t, tickets::entries(db, id)?)),
+        Ok(match db.get(id)? {
+            Some(t) => Some((t, db.entries(id)?)),
             None => None,
         })
     });
@@ -98,13 +98,13 @@ pub async fn update(
     let author = op.name.as_str();
     let outcome = relay.ticket_tx(|tx| {
         let c = match &change {
-            TicketChange::Comment { text } => tickets::append(tx, id, "comment", author, text)?,
-            TicketChange::Assign { operator } => tickets::assign(tx, id, operator, author)?,
-            TicketChange::Start {} => tickets::set_status(tx, id, "in_progress", author, "")?,
+            TicketChange::Comment { text } => tx.append(id, "comment", author, text)?,
+            TicketChange::Assign { operator } => tx.assign(id, operator, author)?,
+            TicketChange::Start {} => tx.set_status(id, "in_progress", author, "")?,
             TicketChange::Resolve { comment } => {
-                tickets::set_status(tx, id, "resolved", author, comment.as_deref().unwrap_or(""))?
+                tx.set_status(id, "resolved", author, comment.as_deref().unwrap_or(""))?
             }
-            TicketChange::Close {} => tickets::set_status(tx, id, "closed", author, "")?,
+            TicketChange::Close {} => tx.set_status(id, "closed", author, "")?,
         };
         Ok(match c {
             Some(c) => (Some(c.ticket.clone()), vec![c]),
