@@ -200,6 +200,22 @@ impl Cpu {
 }
 
 async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("firstline-bench-")
+        .tempdir()?;
+    let keep = args.keep;
+    let outcome = measure(args, fd_limit, tmp.path()).await;
+    if let Err(e) = &outcome {
+        eprintln!("firstline-bench: {e:#}");
+    }
+    if outcome.is_err() || keep {
+        // The relay's log and database, for the post-mortem.
+        eprintln!("relay folder and log kept in {}", tmp.keep().display());
+    }
+    outcome
+}
+
+async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     let mut table = Table::default();
     let n = args.agents;
     table.row(
@@ -226,12 +242,9 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
     );
 
     // ---- relay folder, operator, bulk enrollment ----
-    let tmp = tempfile::Builder::new()
-        .prefix("firstline-bench-")
-        .tempdir()?;
     let port = free_udp_port()?;
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let config = admin::init(&tmp.path().join("relay"), listen, "firstline-relay")?;
+    let config = admin::init(&tmp.join("relay"), listen, "firstline-relay")?;
     for line in &args.relay_config {
         let key = line.split('=').next().unwrap_or_default().trim();
         let text = std::fs::read_to_string(&config)?;
@@ -245,7 +258,7 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
         std::fs::write(&config, kept)?;
     }
     let dir = RelayDir::load(&config)?;
-    let cred_path = tmp.path().join("bench.credential.toml");
+    let cred_path = tmp.join("bench.credential.toml");
     admin::operator_add(&dir, "bench", Role::Technician, &cred_path)?;
     let cred = Credential::load(&cred_path)?;
     let t = Instant::now();
@@ -264,7 +277,7 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
     let ca = firstline_net::pem::certs(&cred.ca)?;
 
     // ---- relay process ----
-    let mut relay = start_relay(&args.relay_bin, &config, tmp.path().join("relay.log"))?;
+    let mut relay = start_relay(&args.relay_bin, &config, tmp.join("relay.log"))?;
     let pid = relay.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_base = procfs::rss_kib(pid).unwrap_or(0);
@@ -631,10 +644,6 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
                     .unwrap_or_default()
             ),
         );
-    }
-    if args.keep {
-        let kept = tmp.keep();
-        table.row("kept", kept.display().to_string());
     }
 
     println!();
