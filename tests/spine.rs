@@ -409,3 +409,26 @@ async fn connect(cred: &Credential) -> (quinn::Endpoint, quinn::Connection) {
     let conn = firstline_net::endpoint::connect(&ep, remote).await.unwrap();
     (ep, conn)
 }
+
+#[test]
+fn agents_list_larger_than_one_frame() {
+    // 9,000 agents × ~140 bytes of JSON do not fit one 1 MiB frame.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::init(tmp.path());
+    let dir = firstline_relay::RelayDir::load(&relay.config).unwrap();
+    firstline_relay::admin::bulk_agents(
+        &dir,
+        "bulk-agent-with-a-long-name-",
+        9000,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    relay.serve();
+    let console = Console::new(tmp.path());
+    console.login(&relay.operator("v", "viewer"));
+    let agents = console.agents();
+    assert_eq!(agents.len(), 9000);
+    let size = serde_json::to_vec(&agents).unwrap().len();
+    assert!(size > firstline_proto::MAX_FRAME_LEN, "the list ({size} bytes) must exceed one frame");
+    assert!(agents.iter().all(|a| a["online"] == false));
+}

@@ -15,7 +15,7 @@ use crate::outbox::Outbox;
 use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::credential::write_private;
 use firstline_net::endpoint::{self, describe_connection_error};
-use firstline_net::stream::{accept_request, request};
+use firstline_net::stream::{self, request};
 use firstline_net::Identity;
 use firstline_proto::{ErrorCode, Hello, Message, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::{Connection, ConnectionError};
@@ -206,9 +206,17 @@ async fn serve(
         tokio::time::interval(Duration::from_secs(cfg.config.renew_check_secs.max(1)));
     loop {
         tokio::select! {
-            accepted = accept_request(conn, FIRST_MESSAGE_TIMEOUT) => match accepted {
-                Ok(Some((msg, send, _recv))) => { tokio::spawn(crate::requests::handle(cfg.clone(), msg, send)); }
-                Ok(None) => {}
+            // Only the accept is awaited here (it is cancel-safe); the request
+            // is read and served in its own task.
+            accepted = stream::accept(conn) => match accepted {
+                Ok(incoming) => {
+                    let cfg = cfg.clone();
+                    tokio::spawn(async move {
+                        if let Some((msg, send, _recv)) = incoming.first(FIRST_MESSAGE_TIMEOUT).await {
+                            crate::requests::handle(cfg, msg, send).await;
+                        }
+                    });
+                }
                 Err(e) => {
                     let err = lost(&e);
                     if err.is::<Revoked>() {

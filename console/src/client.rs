@@ -87,6 +87,20 @@ impl Client {
         }
     }
 
+    /// Every agent: `agents` messages until `done`.
+    pub async fn agents(&self) -> Result<Vec<firstline_proto::AgentInfo>> {
+        let mut answers = self.stream(Message::ListAgents {}).await?;
+        let mut all = Vec::new();
+        while let Some(msg) = answers.next().await? {
+            match msg {
+                Message::Agents { agents } => all.extend(agents),
+                Message::Done {} => return Ok(all),
+                other => bail!("unexpected answer: {}", other.kind()),
+            }
+        }
+        bail!("the relay ended the list of agents early")
+    }
+
     /// Send a request and read its answers one by one.
     pub async fn stream(&self, msg: Message) -> Result<Answers> {
         let (_send, recv) = request(&self.conn, msg)

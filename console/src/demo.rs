@@ -171,16 +171,14 @@ pub async fn run(keep: bool) -> Result<i32> {
 }
 
 async fn show_agents(client: &Client) -> Result<()> {
-    if let Message::Agents { agents } = client.call(Message::ListAgents {}).await? {
-        for a in agents {
-            output::line(format!(
-                "      agent {}: online={} version={} os={}",
-                a.name,
-                a.online,
-                a.version.unwrap_or_default(),
-                a.os.unwrap_or_default()
-            ));
-        }
+    for a in client.agents().await? {
+        output::line(format!(
+            "      agent {}: online={} version={} os={}",
+            a.name,
+            a.online,
+            a.version.unwrap_or_default(),
+            a.os.unwrap_or_default()
+        ));
     }
     Ok(())
 }

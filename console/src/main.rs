@@ -6,12 +6,11 @@ mod output;
 mod remote;
 mod tickets;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use client::{credential_path, Client};
 use firstline_net::cli::{exit_with, UsageError};
 use firstline_net::credential::{write_private, Credential};
-use firstline_proto::Message;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -172,11 +171,9 @@ fn login(credential: Option<PathBuf>) -> Result<i32> {
 
 async fn agents(cred: Option<PathBuf>, json: bool) -> Result<i32> {
     let client = Client::connect(cred.as_deref()).await?;
-    let answer = client.call(Message::ListAgents {}).await?;
+    let agents = client.agents().await;
     client.close().await;
-    let Message::Agents { agents } = answer else {
-        bail!("unexpected answer: {}", answer.kind());
-    };
+    let agents = agents?;
     if json {
         output::json(&agents);
         return Ok(0);

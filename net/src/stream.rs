@@ -139,27 +139,50 @@ pub async fn request(
     Ok((send, FramedRecv::new(recv)))
 }
 
-/// Accept the next request stream and read its request message. A stream
-/// whose first frame breaks the rules is failed here and `Ok(None)` returned
-/// for it so the caller simply accepts the next one.
+/// A request stream just accepted, its request not read yet.
+pub struct Incoming {
+    send: FramedSend,
+    recv: FramedRecv,
+}
+
+/// Accept the next request stream. Read its request with
+/// [`Incoming::first`] in the task that serves it, so a peer that opens a
+/// stream and sends nothing holds up only that stream.
+pub async fn accept(conn: &Connection) -> Result<Incoming, quinn::ConnectionError> {
+    let (send, recv) = conn.accept_bi().await?;
+    Ok(Incoming {
+        send: FramedSend::new(send),
+        recv: FramedRecv::new(recv),
+    })
+}
+
+impl Incoming {
+    /// The request message; a stream whose first frame breaks the rules,
+    /// ends early or times out is failed here (with a reason) and `None`
+    /// returned.
+    pub async fn first(mut self, timeout: Duration) -> Option<(Message, FramedSend, FramedRecv)> {
+        match self.recv.recv_within(timeout).await {
+            Ok(Some(msg)) => Some((msg, self.send, self.recv)),
+            Ok(None) => {
+                self.send
+                    .fail(ErrorCode::BadRequest, "stream ended before a request")
+                    .await;
+                None
+            }
+            Err(e) => {
+                self.recv.stop(e.code());
+                self.send.fail(e.code(), e.to_string()).await;
+                None
+            }
+        }
+    }
+}
+
+/// Accept the next request stream and read its request message, in turn
+/// (for connections that carry one request at a time: hello, enroll).
 pub async fn accept_request(
     conn: &Connection,
     first_message_timeout: Duration,
 ) -> Result<Option<(Message, FramedSend, FramedRecv)>, quinn::ConnectionError> {
-    let (send, recv) = conn.accept_bi().await?;
-    let send = FramedSend::new(send);
-    let mut recv = FramedRecv::new(recv);
-    match recv.recv_within(first_message_timeout).await {
-        Ok(Some(msg)) => Ok(Some((msg, send, recv))),
-        Ok(None) => {
-            send.fail(ErrorCode::BadRequest, "stream ended before a request")
-                .await;
-            Ok(None)
-        }
-        Err(e) => {
-            recv.stop(e.code());
-            send.fail(e.code(), e.to_string()).await;
-            Ok(None)
-        }
-    }
+    Ok(accept(conn).await?.first(first_message_timeout).await)
 }

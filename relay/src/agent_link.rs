@@ -9,7 +9,7 @@
 use crate::incidents;
 use crate::server::{close, Relay};
 use crate::store::AuditEntry;
-use firstline_net::stream::accept_request;
+use firstline_net::stream::{self, accept_request};
 use firstline_net::FramedSend;
 use firstline_proto::{negotiate, ErrorCode, Hello, Message, Notice, Welcome};
 use firstline_proto::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
@@ -23,9 +23,17 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
     };
     tracing::info!(agent = %name, version = %hello.software, remote = %conn.remote_address(), "agent online");
     loop {
-        match accept_request(&conn, relay.first_message_timeout()).await {
-            Ok(Some((msg, send, _recv))) => handle(&relay, &name, msg, send).await,
-            Ok(None) => {}
+        match stream::accept(&conn).await {
+            Ok(incoming) => {
+                let (relay, name) = (relay.clone(), name.clone());
+                tokio::spawn(async move {
+                    if let Some((msg, send, _recv)) =
+                        incoming.first(relay.first_message_timeout()).await
+                    {
+                        handle(&relay, &name, msg, send).await;
+                    }
+                });
+            }
             Err(e) => {
                 tracing::info!(agent = %name, "agent offline: {}", firstline_net::endpoint::describe_connection_error(&e));
                 break;

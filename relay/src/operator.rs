@@ -10,7 +10,7 @@ use crate::routing;
 use crate::server::Relay;
 use crate::store::AuditEntry;
 use crate::ticket_requests;
-use firstline_net::stream::accept_request;
+use firstline_net::stream;
 use firstline_net::FramedSend;
 use firstline_proto::{ErrorCode, Message, Role};
 use quinn::Connection;
@@ -26,14 +26,15 @@ pub struct Operator {
 pub async fn run(relay: Arc<Relay>, conn: Connection, name: String, role: Role) {
     relay.registry.operator_online(&name, conn.clone());
     let op = Operator { name, role };
-    loop {
-        match accept_request(&conn, relay.first_message_timeout()).await {
-            Ok(Some((msg, send, _recv))) => {
-                tokio::spawn(handle(relay.clone(), op.clone(), msg, send));
+    // Each stream is served by its own task, its request read there: a
+    // stream that stays silent holds up nothing else.
+    while let Ok(incoming) = stream::accept(&conn).await {
+        let (relay, op) = (relay.clone(), op.clone());
+        tokio::spawn(async move {
+            if let Some((msg, send, _recv)) = incoming.first(relay.first_message_timeout()).await {
+                handle(relay, op, msg, send).await;
             }
-            Ok(None) => {}
-            Err(_) => break,
-        }
+        });
     }
     relay.registry.operator_offline(&conn);
 }
@@ -244,10 +245,24 @@ async fn list_agents(relay: &Relay, send: FramedSend) -> Result<String, Failure>
     for a in &mut agents {
         a.online = relay.registry.is_online(&a.name);
     }
+    // A fleet does not fit in one 1 MiB frame: `agents` messages of at
+    // most AGENTS_PER_MESSAGE rows, then `done`.
     let n = agents.len();
-    let _ = send.finish_with(Message::Agents { agents }).await;
+    let mut send = send;
+    for chunk in agents.chunks(AGENTS_PER_MESSAGE) {
+        let msg = Message::Agents {
+            agents: chunk.to_vec(),
+        };
+        if let Err(e) = send.send(msg).await {
+            return Ok(format!("console went away after part of the list: {e}"));
+        }
+    }
+    let _ = send.finish_with(Message::Done {}).await;
     Ok(format!("ok: {n} agents"))
 }
+
+/// Rows per `agents` message (~250 bytes each: far below the frame cap).
+const AGENTS_PER_MESSAGE: usize = 1000;
 
 pub fn unknown_agent(name: &str, send: FramedSend) -> Failure {
     (
