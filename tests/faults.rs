@@ -17,9 +17,10 @@
 use firstline_net::credential::Credential;
 use firstline_net::stream::request;
 use firstline_proto::{ErrorCode, Message};
+use firstline_tests::plugin::StatePlugin;
 use firstline_tests::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,33 +29,6 @@ use std::time::Duration;
 const SLOW: Duration = Duration::from_secs(45);
 
 // ---------------------------------------------------------------- helpers
-
-/// A plugin whose exit status is the content of `state-$1` (0 ok, 2 crit;
-/// 3 unknown when the file is missing).
-fn plugin_dir(root: &Path) -> PathBuf {
-    let dir = root.join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("check_state");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nstate=$(cat {0}/state-$1 2>/dev/null || echo 3)\n\
-             echo \"STATE $state: $1 | state=$state;1;2\"\nexit $state\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Readable by every user: the agent may run plugins unprivileged.
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn set_state(plugins: &Path, which: &str, state: u8) {
-    std::fs::write(plugins.join(format!("state-{which}")), format!("{state}\n")).unwrap();
-}
 
 /// `[[monitor]]` tables: each runs `check_state ARG` every second and
 /// opens (or resolves) its incident on the first failing (or ok) result.
@@ -363,8 +337,8 @@ fn lossy_slow_link_check_completes_and_events_all_arrive() {
     const DELAY_MS: u64 = 200;
     const LOSS_PCT: u32 = 30;
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugin_dir(tmp.path());
-    set_state(&plugins, "lossy", 0);
+    let plugins = StatePlugin::new(tmp.path());
+    plugins.set("lossy", 0);
     let mut relay = Relay::init(tmp.path());
     relay.serve();
     let ns = Netns::new();
@@ -383,7 +357,7 @@ fn lossy_slow_link_check_completes_and_events_all_arrive() {
         .args(["--token", &relay.token(&[]), "--name", "lossy1", "--config"])
         .arg(&agent.config));
     assert!(out.status.success(), "enroll: {}", text(&out));
-    agent.configure(&agent_settings(&plugins));
+    agent.configure(&agent_settings(&plugins.dir));
     agent.append(&monitors(&[("state".into(), "lossy".into())]));
     let netem = ns.netem(DELAY_MS, LOSS_PCT);
     let how = if netem {
@@ -437,7 +411,7 @@ fn lossy_slow_link_check_completes_and_events_all_arrive() {
 
     // Monitoring over the same link: crit → ok → crit → ok, a few runs each.
     for state in [2, 0, 2, 0] {
-        set_state(&plugins, "lossy", state);
+        plugins.set("lossy", state);
         std::thread::sleep(Duration::from_secs(3));
     }
     wait_all_events_arrived(&relay, &agent);
@@ -493,9 +467,9 @@ fn relay_killed_with_alerts_in_flight_every_alert_in_one_ticket() {
     const MONITORS: usize = 12;
     const WAVES: usize = 3;
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugin_dir(tmp.path());
+    let plugins = StatePlugin::new(tmp.path());
     for w in 0..WAVES {
-        set_state(&plugins, &format!("wave{w}"), 0);
+        plugins.set(&format!("wave{w}"), 0);
     }
     let mut relay = Relay::init(tmp.path());
     relay.serve();
@@ -504,7 +478,7 @@ fn relay_killed_with_alerts_in_flight_every_alert_in_one_ticket() {
     let mut agents: Vec<Agent> = (0..AGENTS)
         .map(|i| {
             let a = Agent::enrolled(tmp.path(), &format!("load{i}"), &relay);
-            a.configure(&agent_settings(&plugins));
+            a.configure(&agent_settings(&plugins.dir));
             let table: Vec<(String, String)> = (0..MONITORS)
                 .map(|m| (format!("m{m:02}"), format!("wave{}", m % WAVES)))
                 .collect();
@@ -535,18 +509,18 @@ fn relay_killed_with_alerts_in_flight_every_alert_in_one_ticket() {
     };
 
     // Wave 0 fails; as soon as its first tickets land, kill -9.
-    set_state(&plugins, "wave0", 2);
+    plugins.set("wave0", 2);
     assert!(wait_until(SLOW, || alert_tickets() > 0), "{}", relay.log());
     relay.kill();
     let at_kill = alert_tickets();
     // Wave 1 fails while the relay is down: alerts wait in the outboxes.
-    set_state(&plugins, "wave1", 2);
+    plugins.set("wave1", 2);
     std::thread::sleep(Duration::from_secs(3));
     // Back up — and down again while the agents drain their backlog.
     relay.serve();
     std::thread::sleep(Duration::from_millis(300));
     relay.kill();
-    set_state(&plugins, "wave2", 2);
+    plugins.set("wave2", 2);
     std::thread::sleep(Duration::from_secs(1));
     relay.serve();
     eprintln!(

@@ -5,37 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
+use firstline_tests::plugin::StatePlugin;
 use firstline_tests::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SLOW: Duration = Duration::from_secs(30);
-
-/// A plugin whose exit status (0 ok, 2 crit) is the content of `state`.
-fn plugin_dir(root: &Path) -> PathBuf {
-    let dir = root.join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("check_state");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nstate=$(cat {0}/state 2>/dev/null || echo 3)\n\
-             if [ -f {0}/flap ]; then if [ \"$state\" = 0 ]; then echo 2 > {0}/state; else echo 0 > {0}/state; fi; fi\n\
-             echo \"STATE $state: from the test | state=$state;1;2\"\nexit $state\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn set_state(plugins: &Path, state: u8) {
-    std::fs::write(plugins.join("state"), format!("{state}\n")).unwrap();
-}
 
 /// Relay, agent `pc1` with one 1-second monitor on the plugin, technician console.
 struct World {
@@ -43,23 +19,23 @@ struct World {
     relay: Relay,
     agent: Agent,
     console: Console,
-    plugins: PathBuf,
+    plugin: StatePlugin,
 }
 
 impl World {
     fn new(relay_settings: &str, initial_state: u8) -> World {
         let tmp = tempfile::tempdir().unwrap();
-        let plugins = plugin_dir(tmp.path());
-        set_state(&plugins, initial_state);
+        let plugin = StatePlugin::new(tmp.path());
+        plugin.set("m", initial_state);
         let mut relay = Relay::init(tmp.path());
         relay.configure(relay_settings);
         relay.serve();
         let mut agent = Agent::enrolled(tmp.path(), "pc1", &relay);
         agent.configure(&format!(
             "plugins_dir = \"{}\"\nreconnect_max_ms = 1000",
-            plugins.display()
+            plugin.dir.display()
         ));
-        agent.append("[[monitor]]\nname = \"state\"\ncheck = \"plugin\"\nargs = [\"check_state\"]\nevery = \"1s\"\n");
+        agent.append("[[monitor]]\nname = \"state\"\ncheck = \"plugin\"\nargs = [\"check_state\", \"m\"]\nevery = \"1s\"\n");
         agent.start();
         let console = Console::new(tmp.path());
         console.login(&relay.operator("tech", "technician"));
@@ -68,7 +44,7 @@ impl World {
             relay,
             agent,
             console,
-            plugins,
+            plugin,
         }
     }
 
@@ -154,7 +130,7 @@ fn failing_monitor_opens_one_ticket_appends_and_resolves() {
         wait_until(SLOW, || w.entries(id, "result").len() >= 3),
         "results not appended"
     );
-    set_state(&w.plugins, 0);
+    w.plugin.set("m", 0);
     assert!(
         wait_until(SLOW, || w.show(id)["ticket"]["status"] == "resolved"),
         "not resolved"
@@ -170,7 +146,7 @@ fn failing_monitor_opens_one_ticket_appends_and_resolves() {
     assert_no_duplicate_results(&w.entries(id, "result"));
 
     // Failing again within the reopen window: the same ticket reopens.
-    set_state(&w.plugins, 2);
+    w.plugin.set("m", 2);
     assert!(
         wait_until(SLOW, || w.show(id)["ticket"]["status"] == "open"),
         "not reopened"
@@ -181,10 +157,10 @@ fn failing_monitor_opens_one_ticket_appends_and_resolves() {
 #[test]
 fn flapping_check_opens_no_ticket_storm() {
     let w = World::new("", 2);
-    std::fs::write(w.plugins.join("flap"), "").unwrap();
+    w.plugin.flap("m");
     // ~10 runs alternating crit/ok: never three failures in a row.
     std::thread::sleep(Duration::from_secs(10));
-    let out = w.console.run(&["run", "pc1", "plugin", "check_state"]);
+    let out = w.console.run(&["run", "pc1", "plugin", "check_state", "m"]);
     assert!(out.status.code().is_some(), "{}", text(&out));
     assert!(
         w.tickets().is_empty(),
@@ -201,7 +177,7 @@ fn relay_killed_while_failing_then_recovering_loses_nothing() {
     w.relay.kill();
     // While the relay is down the check keeps failing, then recovers.
     std::thread::sleep(Duration::from_secs(3));
-    set_state(&w.plugins, 0);
+    w.plugin.set("m", 0);
     std::thread::sleep(Duration::from_secs(4));
     w.relay.serve();
     assert!(
@@ -229,7 +205,7 @@ fn agent_kill9_with_events_in_the_outbox_delivers_after_restart() {
     // Three failures and the incident are now only in the agent's outbox.
     std::thread::sleep(Duration::from_secs(5));
     w.agent.proc.as_mut().unwrap().kill();
-    set_state(&w.plugins, 0);
+    w.plugin.set("m", 0);
     let killed_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     w.relay.serve();
     w.agent.start();

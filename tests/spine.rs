@@ -429,6 +429,9 @@ fn agents_list_larger_than_one_frame() {
     let agents = console.agents();
     assert_eq!(agents.len(), 9000);
     let size = serde_json::to_vec(&agents).unwrap().len();
-    assert!(size > firstline_proto::MAX_FRAME_LEN, "the list ({size} bytes) must exceed one frame");
+    assert!(
+        size > firstline_proto::MAX_FRAME_LEN,
+        "the list ({size} bytes) must exceed one frame"
+    );
     assert!(agents.iter().all(|a| a["online"] == false));
 }

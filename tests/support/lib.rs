@@ -3,6 +3,7 @@
 //! folder on loopback ports, killed for real when the test ends.
 
 pub mod peers;
+pub mod plugin;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
