@@ -98,18 +98,7 @@ impl RelayProc {
         matches!(self.child.try_wait(), Ok(None))
     }
     fn stop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::world::terminate(&mut self.child);
     }
 }
 
