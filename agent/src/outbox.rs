@@ -57,13 +57,22 @@ impl Outbox {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Store an event (its `seq` is assigned here). Returns the sequence
-    /// number, or `None` when a plain result was dropped because the outbox
-    /// is full of events that must not be dropped.
-    pub fn push(&self, event: &AgentEvent) -> Result<Option<u64>> {
+    /// Store an event (its `seq` is assigned here) and, in the same
+    /// transaction (one fsync, and no crash can leave them apart), the
+    /// monitor's incident state after it. Returns the sequence number, or
+    /// `None` when a plain result was dropped because the outbox is full of
+    /// events that must not be dropped.
+    pub fn push(&self, event: &AgentEvent, state: Option<&str>) -> Result<Option<u64>> {
         let droppable = event.kind.droppable();
         let mut db = self.db();
         let tx = db.transaction()?;
+        if let Some(state) = state {
+            tx.execute(
+                "INSERT INTO monitor_state (monitor, state) VALUES (?1, ?2)
+                 ON CONFLICT(monitor) DO UPDATE SET state = excluded.state",
+                params![event.monitor, state],
+            )?;
+        }
         let count: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         if count as u64 >= self.max_events {
             let oldest: Option<i64> = tx
@@ -162,15 +171,6 @@ impl Outbox {
             )
             .optional()?)
     }
-
-    pub fn save_state(&self, monitor: &str, state: &str) -> Result<()> {
-        self.db().execute(
-            "INSERT INTO monitor_state (monitor, state) VALUES (?1, ?2)
-             ON CONFLICT(monitor) DO UPDATE SET state = excluded.state",
-            params![monitor, state],
-        )?;
-        Ok(())
-    }
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<()> {
@@ -203,14 +203,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.db");
         let ob = Outbox::open(&path, 100).unwrap();
-        assert_eq!(ob.push(&event(EventKind::Result)).unwrap(), Some(1));
-        assert_eq!(ob.push(&event(EventKind::IncidentOpened)).unwrap(), Some(2));
+        assert_eq!(ob.push(&event(EventKind::Result), None).unwrap(), Some(1));
+        assert_eq!(
+            ob.push(&event(EventKind::IncidentOpened), None).unwrap(),
+            Some(2)
+        );
         ob.ack(2).unwrap();
         drop(ob);
         let ob = Outbox::open(&path, 100).unwrap();
         assert!(ob.is_empty().unwrap());
         assert_eq!(
-            ob.push(&event(EventKind::Result)).unwrap(),
+            ob.push(&event(EventKind::Result), None).unwrap(),
             Some(3),
             "seq never reused"
         );
@@ -221,13 +224,33 @@ mod tests {
     }
 
     #[test]
+    fn state_is_stored_with_the_event_even_when_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db"), 1).unwrap();
+        ob.push(
+            &event(EventKind::IncidentOpened),
+            Some("{\"open\":\"crit\"}"),
+        )
+        .unwrap();
+        assert_eq!(
+            ob.push(&event(EventKind::Result), Some("{\"s\":2}"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            ob.load_state("disk /").unwrap().as_deref(),
+            Some("{\"s\":2}")
+        );
+    }
+
+    #[test]
     fn full_outbox_drops_oldest_plain_results_only() {
         let dir = tempfile::tempdir().unwrap();
         let ob = Outbox::open(&dir.path().join("o.db"), 3).unwrap();
-        ob.push(&event(EventKind::Result)).unwrap();
-        ob.push(&event(EventKind::IncidentOpened)).unwrap();
-        ob.push(&event(EventKind::Result)).unwrap();
-        ob.push(&event(EventKind::IncidentUpdated)).unwrap();
+        ob.push(&event(EventKind::Result), None).unwrap();
+        ob.push(&event(EventKind::IncidentOpened), None).unwrap();
+        ob.push(&event(EventKind::Result), None).unwrap();
+        ob.push(&event(EventKind::IncidentUpdated), None).unwrap();
         let kinds: Vec<_> = ob
             .peek(10)
             .unwrap()
@@ -242,11 +265,11 @@ mod tests {
                 (4, EventKind::IncidentUpdated)
             ]
         );
-        ob.push(&event(EventKind::IncidentResolved)).unwrap();
+        ob.push(&event(EventKind::IncidentResolved), None).unwrap();
         // Only incident events left: a new plain result is dropped, an incident event is kept.
-        assert_eq!(ob.push(&event(EventKind::Result)).unwrap(), None);
+        assert_eq!(ob.push(&event(EventKind::Result), None).unwrap(), None);
         assert!(ob
-            .push(&event(EventKind::IncidentOpened))
+            .push(&event(EventKind::IncidentOpened), None)
             .unwrap()
             .is_some());
         assert_eq!(ob.len().unwrap(), 4);

@@ -54,10 +54,6 @@ impl Registry {
         self.lock().agents.contains_key(name)
     }
 
-    pub fn online_count(&self) -> usize {
-        self.lock().agents.len()
-    }
-
     pub fn operator_online(&self, name: &str, conn: Connection) {
         self.lock()
             .operators

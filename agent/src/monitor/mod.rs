@@ -103,7 +103,6 @@ pub async fn record(
         result,
         diagnostics,
     };
-    outbox.push(&event)?;
-    outbox.save_state(&m.id, &serde_json::to_string(state)?)?;
+    outbox.push(&event, Some(&serde_json::to_string(state)?))?;
     Ok(kind)
 }
