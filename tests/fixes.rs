@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use firstline_net::stream::{accept_request, request};
-use firstline_proto::{ErrorCode, Message, Welcome};
+use firstline_proto::{ErrorCode, Message, Role, Welcome};
 use firstline_tests::peers::{Cups, Netns};
 use firstline_tests::*;
 use serde_json::Value;
@@ -201,7 +201,10 @@ fn agent_refuses_what_its_policy_forbids_even_when_the_relay_asks() {
         let conn = tokio::time::timeout(SLOW, async { ep.accept().await.unwrap().await.unwrap() })
             .await
             .expect("agent connects");
-        let (hello, send, _) = accept_request(&conn, SLOW).await.unwrap().unwrap();
+        let (hello, send, _) = accept_request(&conn, SLOW, firstline_proto::limits::HELLO_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(hello, Message::Hello(_)));
         send.finish_with(Message::Welcome(Welcome {
             version: 1,
@@ -221,6 +224,7 @@ fn agent_refuses_what_its_policy_forbids_even_when_the_relay_asks() {
                     action: action.into(),
                     args,
                     dry_run: false,
+                    role: Role::Admin,
                 },
             )
             .await
@@ -248,6 +252,7 @@ fn agent_refuses_what_its_policy_forbids_even_when_the_relay_asks() {
                 name: "disk-full".into(),
                 params,
                 dry_run: false,
+                role: Role::Admin,
             },
         )
         .await

@@ -36,6 +36,7 @@ impl World {
             plugin.dir.display()
         ));
         agent.append("[[monitor]]\nname = \"state\"\ncheck = \"plugin\"\nargs = [\"check_state\", \"m\"]\nevery = \"1s\"\n");
+        agent.append(StatePlugin::POLICY);
         agent.start();
         let console = Console::new(tmp.path());
         console.login(&relay.operator("tech", "technician"));

@@ -66,13 +66,31 @@ fn serve(mut stream: std::net::TcpStream, seen: &Mutex<Seen>) -> std::io::Result
             .get("x-firstline-event-id")
             .cloned()
             .unwrap_or_default();
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-        let expected = format!("sha256={}", hex::encode(ring::hmac::sign(&key, &body)));
+        // What a receiver does (documented in relay/src/webhook.rs): the
+        // signature covers TIMESTAMP "." BODY, and a timestamp more than
+        // five minutes off is a replay.
+        let timestamp: i64 = headers
+            .get("x-firstline-timestamp")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let signed = |ts: i64| {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+            let mut msg = format!("{ts}.").into_bytes();
+            msg.extend_from_slice(&body);
+            format!("sha256={}", hex::encode(ring::hmac::sign(&key, &msg)))
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let fresh = (now - timestamp).abs() <= 300;
         let status = {
             let mut s = seen.lock().unwrap();
-            if headers.get("x-firstline-signature") != Some(&expected) {
+            let given = headers.get("x-firstline-signature");
+            if given != Some(&signed(timestamp)) || !fresh {
                 s.bad_signatures += 1;
             }
+
             let tries = s.deliveries.entry(id).or_default();
             let status = if tries.is_empty() { 500 } else { 200 };
             tries.push(status);

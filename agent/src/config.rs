@@ -142,6 +142,12 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn load(path: &Path) -> Result<Loaded> {
+        // Relative folders in the file are resolved against the file's own
+        // folder; with a relative config path that folder must be made
+        // absolute now, or a plugin started in another working directory
+        // would be looked up from there.
+        let path = &std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
         let config: AgentConfig = firstline_net::config::load(path)?;
         let text = std::fs::read_to_string(path)?;
         let name = path.display().to_string();
@@ -181,6 +187,15 @@ impl Loaded {
                     ))
                 }
             }
+            if m.check == "plugin" {
+                let plugin: Result<crate::checks::plugin::PluginArgs, _> =
+                    crate::checks::parse_args("plugin", &m.args);
+                if let Ok(p) = plugin {
+                    if let Err(why) = config.policy.allows_plugin(&p.name) {
+                        return Err(at("args", why));
+                    }
+                }
+            }
             if !crate::checks::NAMES.contains(&m.check.as_str()) {
                 return Err(at(
                     "check",
@@ -192,19 +207,8 @@ impl Loaded {
                 ));
             }
         }
-        if let Some(bad) = config
-            .policy
-            .fixes
-            .iter()
-            .find(|f| !crate::fixes::BUILTIN.contains(&f.as_str()))
-        {
-            return Err(bad_key(
-                "fixes",
-                format!(
-                    "[policy] fixes: unknown fix `{bad}` (built-in: {})",
-                    crate::fixes::BUILTIN.join(", ")
-                ),
-            ));
+        if let Some((key, msg)) = config.policy.problems().into_iter().next() {
+            return Err(bad_key(key, msg));
         }
         let state_dir = resolve(path, &config.state_dir);
         Ok(Loaded {
@@ -285,6 +289,7 @@ impl Loaded {
         crate::checks::CheckContext {
             progress: Default::default(),
             plugins_dir: resolve(&self.path, &self.config.plugins_dir),
+            policy: std::sync::Arc::new(self.config.policy.clone()),
         }
     }
 
@@ -294,6 +299,7 @@ impl Loaded {
             progress: Default::default(),
             scripts_dir: resolve(&self.path, &self.config.scripts_dir),
             dry_run,
+            policy: std::sync::Arc::new(self.config.policy.clone()),
         }
     }
 
@@ -393,6 +399,48 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert!(ids.contains(&"disk /".to_string()), "{ids:?}");
+    }
+
+    #[test]
+    fn relative_folders_are_resolved_from_the_config_file_whatever_the_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "relay = \"x:1\"\nname = \"pc1\"\nplugins_dir = \"plugins\"\nscripts_dir = \"scripts\"\n",
+        )
+        .unwrap();
+        // The same file through a relative path from the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count() - 1);
+        let relative = PathBuf::from(up).join(p.strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        let loaded = Loaded::load(&relative).unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let plugins = loaded.check_context().plugins_dir;
+        let scripts = loaded.fix_context(false).scripts_dir;
+        for (folder, name) in [(plugins, "plugins"), (scripts, "scripts")] {
+            assert!(folder.is_absolute(), "{}", folder.display());
+            assert_eq!(folder.file_name(), Some(std::ffi::OsStr::new(name)));
+            let parent = folder.parent().unwrap().canonicalize().unwrap();
+            assert_eq!(parent, base, "{}", folder.display());
+        }
+    }
+
+    #[test]
+    fn monitor_plugin_must_be_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "relay = \"x:1\"\nname = \"pc1\"\n\n[[monitor]]\ncheck = \"plugin\"\nargs = [\"check_log\", \"-F\", \"/etc/shadow\"]\nevery = \"5m\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Loaded::load(&p).unwrap_err());
+        assert!(
+            err.contains("agent.toml:6:") && err.contains("check_log"),
+            "{err}"
+        );
     }
 
     #[test]

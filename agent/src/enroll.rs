@@ -9,6 +9,7 @@
 
 use crate::config::Loaded;
 use anyhow::{anyhow, bail, Context, Result};
+use firstline_net::cli::UsageError;
 use firstline_net::credential::write_private;
 use firstline_net::endpoint;
 use firstline_net::stream::request;
@@ -25,6 +26,52 @@ pub struct EnrollRequest {
     pub name: String,
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
+}
+
+/// The environment variable `enroll` reads the token from.
+pub const TOKEN_ENV: &str = "FIRSTLINE_TOKEN";
+
+/// The enrollment token from exactly one source: `--token` (other users can
+/// read it in the process list), `--token-file FILE` (`-`: standard input)
+/// or `$FIRSTLINE_TOKEN` (`env`), which is read only when neither option is
+/// given (an option wins over the environment). None, or both options: a
+/// usage error (exit 2) naming the three.
+pub fn token_from(
+    token: Option<String>,
+    token_file: Option<&Path>,
+    env: Option<String>,
+) -> Result<String> {
+    let text = match (token, token_file) {
+        (Some(_), Some(_)) => {
+            return Err(UsageError("give the enrollment token once: --token or --token-file, not both".into()).into())
+        }
+        (Some(t), None) => t,
+        (None, Some(file)) => {
+            let read = if file == Path::new("-") {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(file)
+            };
+            let text = read.map_err(|e| {
+                UsageError(format!("cannot read the token file {}: {e}", file.display()))
+            })?;
+            if text.trim().is_empty() {
+                return Err(UsageError(format!("the token file {} is empty", file.display())).into());
+            }
+            text
+        }
+        (None, None) => match env.filter(|t| !t.trim().is_empty()) {
+            Some(t) => t,
+            None => {
+                return Err(UsageError(format!(
+                    "no enrollment token: pass --token-file FILE, set {TOKEN_ENV}, or pass --token TOKEN \
+                     (other users can see --token in the process list)"
+                ))
+                .into())
+            }
+        },
+    };
+    Ok(text.trim().to_string())
 }
 
 /// Why the relay refused, as an error the CLI shows as is.
@@ -164,6 +211,41 @@ mod tests {
             fp
         );
         assert!(token_fingerprint("nonsense").is_err());
+    }
+
+    #[test]
+    fn token_comes_from_exactly_one_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "fl1.from-file\n").unwrap();
+        let env = || Some("fl1.from-env".to_string());
+        let t = |s: &str| Some(s.to_string());
+        assert_eq!(token_from(t("fl1.arg"), None, None).unwrap(), "fl1.arg");
+        assert_eq!(
+            token_from(None, Some(&file), None).unwrap(),
+            "fl1.from-file"
+        );
+        assert_eq!(token_from(None, None, env()).unwrap(), "fl1.from-env");
+        // An option wins over the environment.
+        assert_eq!(
+            token_from(None, Some(&file), env()).unwrap(),
+            "fl1.from-file"
+        );
+        assert_eq!(token_from(t("fl1.arg"), None, env()).unwrap(), "fl1.arg");
+        let usage = |r: Result<String>| {
+            let e = r.unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+            e.to_string()
+        };
+        let none = usage(token_from(None, None, None));
+        for name in ["--token-file", "FIRSTLINE_TOKEN", "--token "] {
+            assert!(none.contains(name), "{none}");
+        }
+        usage(token_from(None, None, t("  ")));
+        usage(token_from(t("fl1.arg"), Some(&file), None));
+        usage(token_from(None, Some(&dir.path().join("missing")), None));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(usage(token_from(None, Some(&file), None)).contains("empty"));
     }
 
     #[test]

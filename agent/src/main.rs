@@ -4,10 +4,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use firstline_agent::checks::{self, CheckContext, CheckError};
 use firstline_agent::config::{DEFAULT_CONFIG, DEFAULT_STATE_DIR};
-use firstline_agent::enroll::{enroll, EnrollRequest};
+use firstline_agent::enroll::{enroll, token_from, EnrollRequest, TOKEN_ENV};
 use firstline_agent::link::{self, LinkState};
 use firstline_agent::Loaded;
-use firstline_net::cli::{exit_with, init_logging, print_line, UsageError};
+use firstline_net::cli::{exit_with, init_logging, print_json, print_line, UsageError};
+use firstline_proto::text::printable;
 use firstline_proto::Status;
 use std::path::{Path, PathBuf};
 
@@ -25,12 +26,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Enroll this machine with a relay, using a token from `firstline-relay token create`.
+    ///
+    /// The token comes from --token-file, from the FIRSTLINE_TOKEN environment
+    /// variable (read when neither option is given), or from --token.
     Enroll {
         /// Relay address, HOST:PORT (port 4433 when omitted).
         #[arg(long)]
         relay: String,
-        #[arg(long)]
-        token: String,
+        /// Enrollment token. Other users can see it in the process list while
+        /// enroll runs: prefer --token-file or FIRSTLINE_TOKEN.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// Read the enrollment token from FILE (`-`: standard input).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// Agent name (default: this machine's hostname).
         #[arg(long)]
         name: Option<String>,
@@ -75,10 +84,12 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Enroll {
             relay,
             token,
+            token_file,
             name,
             config,
             state_dir,
         } => {
+            let token = token_from(token, token_file.as_deref(), std::env::var(TOKEN_ENV).ok())?;
             let name = match name {
                 Some(n) => n,
                 None => sysinfo::System::host_name()
@@ -174,17 +185,18 @@ async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
             print_line(&m);
             return Ok(0);
         }
+        Err(e @ CheckError::Refused(_)) => return Err(e.into()),
         Err(e) => return Err(UsageError(e.to_string()).into()),
     };
     if json {
-        print_line(serde_json::to_string(&result)?);
+        print_json(&result);
     } else {
         print_line(format!(
             "{} {} {}: {}",
             result.status.as_str().to_uppercase(),
             result.check,
-            result.target,
-            result.summary
+            printable(&result.target),
+            printable(&result.summary)
         ));
         for (k, v) in &result.metrics {
             print_line(format!("  {k} = {v}"));

@@ -40,6 +40,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(path: &Path, max_events: u64) -> Result<Outbox> {
+        // Owner-only (0600) before SQLite opens it: its -wal/-shm take that mode.
+        firstline_net::private::private_database(path)
+            .with_context(|| format!("cannot create outbox {}", path.display()))?;
         let db = Connection::open(path)
             .with_context(|| format!("cannot open outbox {}", path.display()))?;
         db.pragma_update(None, "journal_mode", "WAL")?;

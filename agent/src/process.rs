@@ -39,7 +39,8 @@ fn first_line(s: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Run `program args…` (in `dir` when given) for at most `timeout`.
+/// Run `program args…` (in `dir` when given) for at most `timeout`, with
+/// the agent's own rights: for the system tools the built-in fixes use.
 pub async fn run(
     program: &Path,
     args: &[String],
@@ -47,8 +48,61 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<Finished, String> {
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
+    cmd.args(args);
+    finish(cmd, program, dir, timeout).await
+}
+
+/// Run a program that is not ours — a plugin, an admin script — with the
+/// fewest rights: through `setpriv`, it inherits none of the agent's
+/// capabilities (inheritable and ambient sets cleared), cannot gain any
+/// (no_new_privs: setuid bits and file capabilities do nothing), runs as
+/// `run_as` with that user's groups when the admin configured one, and sees
+/// none of the agent's environment but `PATH` and `LC_ALL=C`.
+pub async fn run_confined(
+    program: &Path,
+    args: &[String],
+    dir: Option<&Path>,
+    timeout: Duration,
+    run_as: Option<&str>,
+) -> Result<Finished, String> {
+    let setpriv = which("setpriv").ok_or_else(|| {
+        "setpriv (util-linux) is not installed: plugins and scripts only run with their rights dropped"
+            .to_string()
+    })?;
+    let mut cmd = tokio::process::Command::new(setpriv);
+    cmd.args(["--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all"]);
+    if let Some(user) = run_as {
+        let (uid, gid) = user_ids(user)?;
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--init-groups");
+    }
+    cmd.arg("--").arg(program).args(args);
+    cmd.env_clear().env("PATH", SAFE_PATH);
+    finish(cmd, program, dir, timeout).await
+}
+
+/// `PATH` of confined programs.
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// uid and primary gid of `user` (a name, through NSS).
+pub fn user_ids(user: &str) -> Result<(u32, u32), String> {
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(None) => Err(format!(
+            "no user `{user}` on this machine ([policy] run_as)"
+        )),
+        Err(e) => Err(format!("cannot look up user `{user}`: {e}")),
+    }
+}
+
+async fn finish(
+    mut cmd: tokio::process::Command,
+    program: &Path,
+    dir: Option<&Path>,
+    timeout: Duration,
+) -> Result<Finished, String> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
@@ -144,6 +198,35 @@ mod tests {
         )
         .await;
         assert!(slow.unwrap_err().contains("killed"));
+    }
+
+    #[tokio::test]
+    async fn confined_programs_drop_rights_and_environment() {
+        std::env::set_var("FIRSTLINE_SECRET_FOR_TEST", "leak");
+        let sh = Path::new("/bin/sh");
+        let script = "grep -E '^(CapInh|CapAmb|NoNewPrivs)' /proc/self/status; env";
+        let f = run_confined(
+            sh,
+            &["-c".into(), script.into()],
+            None,
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(f.stdout.contains("NoNewPrivs:\t1"), "{}", f.stdout);
+        assert!(
+            f.stdout.contains("CapInh:\t0000000000000000"),
+            "{}",
+            f.stdout
+        );
+        assert!(
+            f.stdout.contains("CapAmb:\t0000000000000000"),
+            "{}",
+            f.stdout
+        );
+        assert!(!f.stdout.contains("FIRSTLINE_SECRET"), "{}", f.stdout);
+        assert!(user_ids("no-such-user-here").is_err());
     }
 
     #[tokio::test]

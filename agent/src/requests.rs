@@ -8,13 +8,17 @@ use crate::config::Loaded;
 use crate::fixes;
 use crate::runbook::engine::{self, Env};
 use firstline_net::FramedSend;
-use firstline_proto::{CheckResult, ErrorCode, Message, RunbookInfo};
+use firstline_proto::{effect, CheckResult, ErrorCode, Message, Role, RunbookInfo};
 use std::future::Future;
 use tokio::sync::mpsc;
 
 pub async fn handle(cfg: Loaded, msg: Message, send: FramedSend) {
     match msg {
-        Message::Exec { check, args } => {
+        Message::Exec { check, args, role } => {
+            let needed = effect::check_role(&check, &args);
+            if role < needed {
+                return refuse(send, role, needed, &format!("run the check `{check}` so")).await;
+            }
             let ctx = cfg.check_context();
             one_result(send, |p| async move {
                 checks::run(&check, &args, &ctx.with_progress(p)).await
@@ -25,7 +29,12 @@ pub async fn handle(cfg: Loaded, msg: Message, send: FramedSend) {
             action,
             args,
             dry_run,
+            role,
         } => {
+            let needed = effect::fix_role(&action);
+            if role < needed {
+                return refuse(send, role, needed, &format!("run the fix `{action}`")).await;
+            }
             if let Err(why) = cfg.config.policy.allows_fix(&action) {
                 tracing::warn!(%action, "refused by policy: {why}");
                 send.fail(ErrorCode::Refused, why).await;
@@ -42,7 +51,8 @@ pub async fn handle(cfg: Loaded, msg: Message, send: FramedSend) {
             name,
             params,
             dry_run,
-        } => runbook(cfg, &name, &params, dry_run, send).await,
+            role,
+        } => runbook(cfg, &name, &params, dry_run, role, send).await,
         Message::ExecListRunbooks {} => {
             let (books, invalid) = cfg.runbooks();
             let runbooks = books
@@ -75,6 +85,13 @@ pub async fn handle(cfg: Loaded, msg: Message, send: FramedSend) {
     }
 }
 
+/// Refuse a request whose requester's role is below what it does.
+async fn refuse(send: FramedSend, role: Role, needed: Role, what: &str) {
+    let why = format!("a {role} may not {what} here: it needs the role {needed} or above");
+    tracing::warn!("refused: {why}");
+    send.fail(ErrorCode::Forbidden, why).await;
+}
+
 /// Run `work` (a check or a fix), streaming its progress, then its result.
 async fn one_result<F, Fut>(mut send: FramedSend, work: F)
 where
@@ -105,10 +122,24 @@ where
         }
         Err(e @ CheckError::Unknown(_)) => send.fail(ErrorCode::UnknownCheck, e.to_string()).await,
         Err(e @ CheckError::Usage(_)) => send.fail(ErrorCode::BadRequest, e.to_string()).await,
+        Err(CheckError::Refused(why)) => {
+            tracing::warn!(
+                "refused by policy: {}",
+                firstline_proto::text::printable(&why)
+            );
+            send.fail(ErrorCode::Refused, why).await
+        }
     }
 }
 
-async fn runbook(cfg: Loaded, name: &str, params: &[String], dry_run: bool, mut send: FramedSend) {
+async fn runbook(
+    cfg: Loaded,
+    name: &str,
+    params: &[String],
+    dry_run: bool,
+    role: Role,
+    mut send: FramedSend,
+) {
     if let Err(why) = cfg.config.policy.allows_runbooks() {
         send.fail(ErrorCode::Refused, why).await;
         return;
@@ -129,6 +160,14 @@ async fn runbook(cfg: Loaded, name: &str, params: &[String], dry_run: bool, mut 
             return;
         }
     };
+    // Role by effect: the runbook may do no more than its requester, for
+    // every step it could take (placeholders filled with this request's
+    // parameters, so `tcp {host} --send {data}` is judged as it will run).
+    let (needed, step) = engine::required_role(&rb, &vars);
+    if role < needed {
+        let what = format!("run the runbook `{name}` (its step `{step}`)");
+        return refuse(send, role, needed, &what).await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let (ptx, mut prx) = mpsc::unbounded_channel::<String>();
     let env = Env {

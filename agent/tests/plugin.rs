@@ -101,8 +101,15 @@ fn own_plugins() -> (tempfile::TempDir, CheckContext) {
         "echo \"ARGS OK - $# args: $*\"",
         0o755,
     );
+    let policy = firstline_agent::policy::Policy {
+        plugins: ["check_hang", "check_noisy", "check_lazy", "check_args"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
     let ctx = CheckContext {
         plugins_dir: dir.path().to_path_buf(),
+        policy: policy.into(),
         ..Default::default()
     };
     (dir, ctx)

@@ -87,18 +87,29 @@ impl Client {
         }
     }
 
-    /// Every agent: `agents` messages until `done`.
+    /// Every agent: `agents` parts until `done`.
     pub async fn agents(&self) -> Result<Vec<firstline_proto::AgentInfo>> {
-        let mut answers = self.stream(Message::ListAgents {}).await?;
         let mut all = Vec::new();
-        while let Some(msg) = answers.next().await? {
-            match msg {
+        for part in self.parts(Message::ListAgents {}).await? {
+            match part {
                 Message::Agents { agents } => all.extend(agents),
-                Message::Done {} => return Ok(all),
                 other => bail!("unexpected answer: {}", other.kind()),
             }
         }
-        bail!("the relay ended the list of agents early")
+        Ok(all)
+    }
+
+    /// A list answered in parts: every message until `done`.
+    pub async fn parts(&self, msg: Message) -> Result<Vec<Message>> {
+        let mut answers = self.stream(msg).await?;
+        let mut parts = Vec::new();
+        while let Some(msg) = answers.next().await? {
+            match msg {
+                Message::Done {} => return Ok(parts),
+                other => parts.push(other),
+            }
+        }
+        bail!("the relay ended its answer early")
     }
 
     /// Send a request and read its answers one by one.

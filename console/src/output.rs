@@ -1,12 +1,20 @@
 //! How the console prints: aligned tables for people, JSON for scripts, and
 //! a broken pipe (`firstline agents | head`) treated as success.
 
+use firstline_proto::text::printable;
 use firstline_proto::{CheckResult, Status};
 
+pub use firstline_net::cli::print_json as json;
 pub use firstline_net::cli::print_line as line;
 
-/// Print rows as a table with a header, columns padded to fit.
+/// Print rows as a table with a header, columns padded to fit. Cells come
+/// from the wire: each is escaped whole (one cell, one line).
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -44,10 +52,9 @@ pub fn result(r: &CheckResult) {
     };
     line(format!(
         "{tag}  {} {}: {} ({} ms)",
-        r.check, r.target, r.summary, r.duration_ms
+        printable(&r.check),
+        printable(&r.target),
+        printable(&r.summary),
+        r.duration_ms
     ));
-}
-
-pub fn json(value: &impl serde::Serialize) {
-    line(serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
 }

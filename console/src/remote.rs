@@ -7,6 +7,7 @@ use crate::client::Client;
 use crate::output;
 use anyhow::{bail, Result};
 use firstline_net::cli::UsageError;
+use firstline_proto::text::printable;
 use firstline_proto::{CheckResult, Message, Status};
 use std::path::PathBuf;
 
@@ -76,7 +77,9 @@ pub async fn stream(client: &Client, request: Message, json: bool) -> Result<Out
     let mut out = Outcome::default();
     while let Some(msg) = answers.next().await? {
         match msg {
-            Message::Progress { text } if !json => output::line(format!("  … {text}")),
+            Message::Progress { text } if !json => {
+                output::line(format!("  … {}", printable(&text)))
+            }
             Message::Result { result } => {
                 if json {
                     output::json(&result)
@@ -95,7 +98,11 @@ pub async fn stream(client: &Client, request: Message, json: bool) -> Result<Out
                         &serde_json::json!({"verdict": verdict, "reason": reason, "evidence": evidence}),
                     );
                 } else {
-                    output::line(format!("VERDICT {}: {reason}", verdict.to_uppercase()));
+                    output::line(format!(
+                        "VERDICT {}: {}",
+                        printable(&verdict.to_uppercase()),
+                        printable(&reason)
+                    ));
                 }
                 out.verdict = Some((verdict == "resolved", reason));
             }
@@ -198,7 +205,7 @@ pub async fn runbooks(cred: Option<PathBuf>, agent: String, json: bool) -> Resul
         .collect();
     output::table(&["NAME", "SOURCE", "PARAMS", "DESCRIPTION"], &rows);
     for bad in &invalid {
-        output::line(format!("invalid runbook: {bad}"));
+        output::line(format!("invalid runbook: {}", printable(bad)));
     }
     Ok(0)
 }
@@ -210,11 +217,15 @@ pub async fn audit(
     json: bool,
 ) -> Result<i32> {
     let client = Client::connect(cred.as_deref()).await?;
-    let answer = client.call(Message::ListAudit { agent, limit }).await;
+    let parts = client.parts(Message::ListAudit { agent, limit }).await;
     client.close().await;
-    let Message::Audit { entries } = answer? else {
-        bail!("unexpected answer from the relay");
-    };
+    let mut entries = Vec::new();
+    for part in parts? {
+        match part {
+            Message::Audit { entries: e } => entries.extend(e),
+            other => bail!("unexpected answer: {}", other.kind()),
+        }
+    }
     if json {
         output::json(&entries);
         return Ok(0);

@@ -3,6 +3,7 @@
 use crate::client::Client;
 use crate::output;
 use anyhow::{bail, Result};
+use firstline_proto::text::printable;
 use firstline_proto::{Message, Notice, TicketChange, TicketEntry, TicketSummary};
 use std::path::PathBuf;
 
@@ -45,11 +46,15 @@ pub async fn list(
     json: bool,
 ) -> Result<i32> {
     let client = Client::connect(cred.as_deref()).await?;
-    let answer = client.call(Message::ListTickets { status, agent }).await?;
+    let parts = client.parts(Message::ListTickets { status, agent }).await;
     client.close().await;
-    let Message::Tickets { tickets } = answer else {
-        bail!("unexpected answer: {}", answer.kind());
-    };
+    let mut tickets = Vec::new();
+    for part in parts? {
+        match part {
+            Message::Tickets { tickets: t } => tickets.extend(t),
+            other => bail!("unexpected answer: {}", other.kind()),
+        }
+    }
     if json {
         output::json(&tickets);
         return Ok(0);
@@ -98,13 +103,18 @@ pub async fn command(cred: Option<PathBuf>, cmd: TicketCommand) -> Result<i32> {
         }
         TicketCommand::Close { id } => (update(id, TicketChange::Close {}), false),
     };
-    let answer = client.call(request).await;
+    let answer = match request {
+        Message::TicketShow { .. } => detail(client.parts(request).await),
+        _ => client.call(request).await,
+    };
     client.close().await;
     match answer? {
         Message::Ticket { ticket } if json => output::json(&ticket),
         Message::Ticket { ticket } => output::line(format!(
             "#{} [{}] {}",
-            ticket.id, ticket.status, ticket.title
+            ticket.id,
+            ticket.status,
+            printable(&ticket.title)
         )),
         Message::TicketDetail { ticket, entries } if json => {
             output::json(&serde_json::json!({ "ticket": ticket, "entries": entries }))
@@ -115,28 +125,47 @@ pub async fn command(cred: Option<PathBuf>, cmd: TicketCommand) -> Result<i32> {
     Ok(0)
 }
 
+/// A ticket and its timeline, put back together from its parts.
+fn detail(parts: Result<Vec<Message>>) -> Result<Message> {
+    let mut parts = parts?.into_iter();
+    let Some(Message::TicketDetail {
+        ticket,
+        mut entries,
+    }) = parts.next()
+    else {
+        bail!("unexpected answer to `ticket show`");
+    };
+    for part in parts {
+        match part {
+            Message::TicketEntries { entries: e } => entries.extend(e),
+            other => bail!("unexpected answer: {}", other.kind()),
+        }
+    }
+    Ok(Message::TicketDetail { ticket, entries })
+}
+
 fn update(id: u64, change: TicketChange) -> Message {
     Message::TicketUpdate { id, change }
 }
 
 fn show(t: &TicketSummary, entries: &[TicketEntry]) {
-    output::line(format!("#{} {}", t.id, t.title));
+    output::line(format!("#{} {}", t.id, printable(&t.title)));
     output::line(format!(
         "status {} · priority {} · source {} · agent {} · assignee {} · opened {}",
         t.status,
         t.priority,
         t.source,
-        t.agent.as_deref().unwrap_or("-"),
-        t.assignee.as_deref().unwrap_or("-"),
+        printable(t.agent.as_deref().unwrap_or("-")),
+        printable(t.assignee.as_deref().unwrap_or("-")),
         t.created_at
     ));
     for e in entries {
         output::line(format!(
             "{}  {:<11} {:<12} {}",
             e.at,
-            e.kind,
-            e.author,
-            summarize(&e.kind, &e.body)
+            printable(&e.kind),
+            printable(&e.author),
+            printable(&summarize(&e.kind, &e.body))
         ));
     }
 }
@@ -176,5 +205,10 @@ pub async fn watch(cred: Option<PathBuf>, json: bool) -> Result<i32> {
 }
 
 fn print_notice(n: &Notice) {
-    output::line(format!("{}  {:<24} {}", n.at, n.kind, n.text));
+    output::line(format!(
+        "{}  {:<24} {}",
+        printable(&n.at),
+        printable(&n.kind),
+        printable(&n.text)
+    ));
 }

@@ -32,14 +32,37 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
-/// Print a line on stdout; a reader that went away (`… | head`) is not an
-/// error: exit quietly with success.
+/// Print text for a person on stdout. Text from the wire may be in it, so
+/// every control character but the line break is shown escaped (a banner
+/// or a hostname cannot clear the screen or retitle the terminal); fields
+/// that must stay on one line are escaped whole by the caller
+/// ([`firstline_proto::text::printable`]). A reader that went away
+/// (`… | head`) is not an error: exit quietly with success.
 pub fn print_line(text: impl AsRef<str>) {
+    write_stdout(&terminal_safe(text.as_ref()));
+}
+
+/// Print one line of JSON on stdout, with the characters serde_json leaves
+/// raw but terminals act on written as `\uXXXX` escapes.
+pub fn print_json(value: &impl serde::Serialize) {
+    let text = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    write_stdout(&firstline_proto::text::json_safe(&text));
+}
+
+fn write_stdout(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", text.as_ref()).is_err() {
+    if writeln!(out, "{text}").is_err() {
         std::process::exit(0);
     }
+}
+
+/// `text` with every unsafe character escaped except line breaks.
+pub fn terminal_safe(text: &str) -> String {
+    text.split('\n')
+        .map(firstline_proto::text::printable)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An error in how the command was called (exit code 2).
@@ -49,6 +72,6 @@ pub struct UsageError(pub String);
 
 /// Print `error: …` with its causes on one line and exit with the contract's code.
 pub fn exit_with(e: anyhow::Error) -> ! {
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", terminal_safe(&format!("{e:#}")));
     std::process::exit(exit_code(&e))
 }

@@ -46,18 +46,6 @@ impl Credential {
     }
 }
 
-/// Write a file readable by its owner only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+/// Write a file readable by its owner only: see [`crate::private::write_private`]
+/// (fresh randomly named temp file, `O_EXCL`, 0600, fsync, atomic rename).
+pub use crate::private::write_private;

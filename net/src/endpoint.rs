@@ -28,12 +28,22 @@ impl Default for Limits {
     }
 }
 
+/// Bytes a peer may have in flight to us on one stream: one largest frame
+/// and a little more, so a frame never waits on flow control.
+pub const STREAM_RECEIVE_WINDOW: u32 = (firstline_proto::MAX_FRAME_LEN + 64 * 1024) as u32;
+/// Bytes a peer may have in flight to us on all its streams together.
+/// quinn's default is unbounded: any peer — before authentication too —
+/// could make us buffer one stream window per open stream.
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 2 * STREAM_RECEIVE_WINDOW;
+
 fn transport(limits: Limits) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(limits.keep_alive));
     t.max_idle_timeout(limits.idle_timeout.try_into().ok());
     t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW));
+    t.receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
     Arc::new(t)
 }
 

@@ -12,6 +12,7 @@
 //! * [`identity`] — who a verified certificate belongs to.
 //! * [`pem`] — PEM loading helpers.
 //! * [`credential`] — operator credential files.
+//! * [`private`] — owner-only files: keys, databases, configs with secrets.
 //! * [`cli`] — logging and exit codes shared by the binaries.
 //! * [`config`] — TOML config files whose errors name the file and line.
 //! * [`notify`] — systemd readiness, status, watchdog and stopping notices.
@@ -23,6 +24,7 @@ pub mod endpoint;
 pub mod identity;
 pub mod notify;
 pub mod pem;
+pub mod private;
 pub mod stream;
 pub mod tls;
 

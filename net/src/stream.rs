@@ -57,6 +57,12 @@ impl FramedRecv {
         }
     }
 
+    /// Refuse frames over `limit` bytes from now on (see
+    /// [`FrameDecoder::with_limit`]).
+    pub fn limit(&mut self, limit: usize) {
+        self.decoder.set_limit(limit);
+    }
+
     /// The next message; `Ok(None)` when the peer finished the stream cleanly.
     pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
         loop {
@@ -157,6 +163,13 @@ pub async fn accept(conn: &Connection) -> Result<Incoming, quinn::ConnectionErro
 }
 
 impl Incoming {
+    /// Read the request with a lower frame cap than 1 MiB: for peers whose
+    /// requests are known to be small (before authentication, consoles).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.recv.limit(limit);
+        self
+    }
+
     /// The request message; a stream whose first frame breaks the rules,
     /// ends early or times out is failed here (with a reason) and `None`
     /// returned.
@@ -179,10 +192,16 @@ impl Incoming {
 }
 
 /// Accept the next request stream and read its request message, in turn
-/// (for connections that carry one request at a time: hello, enroll).
+/// (for connections that carry one request at a time: hello, enroll), its
+/// frame no larger than `limit`.
 pub async fn accept_request(
     conn: &Connection,
     first_message_timeout: Duration,
+    limit: usize,
 ) -> Result<Option<(Message, FramedSend, FramedRecv)>, quinn::ConnectionError> {
-    Ok(accept(conn).await?.first(first_message_timeout).await)
+    Ok(accept(conn)
+        .await?
+        .limit(limit)
+        .first(first_message_timeout)
+        .await)
 }

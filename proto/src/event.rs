@@ -78,6 +78,38 @@ pub struct DiskInfo {
     pub free_bytes: u64,
 }
 
+impl AgentEvent {
+    /// This event cut to the sizes of [`crate::limits`] (what the relay
+    /// stores, whatever an agent sent): the monitor id, the result's
+    /// fields, and the diagnostic bundle's lists.
+    pub fn bounded(mut self) -> Self {
+        if self.monitor.len() > crate::limits::MONITOR_ID {
+            self.monitor =
+                crate::text::truncate(&self.monitor, crate::limits::MONITOR_ID).into_owned();
+        }
+        self.result = self.result.bounded();
+        if let Some(d) = &mut self.diagnostics {
+            d.top_cpu.truncate(20);
+            d.top_memory.truncate(20);
+            d.disks.truncate(64);
+            d.dns_servers.truncate(16);
+            for p in d.top_cpu.iter_mut().chain(d.top_memory.iter_mut()) {
+                p.name = crate::text::truncate(&p.name, 128).into_owned();
+            }
+            for disk in &mut d.disks {
+                disk.mount = crate::text::truncate(&disk.mount, 512).into_owned();
+            }
+            for s in &mut d.dns_servers {
+                *s = crate::text::truncate(s, 128).into_owned();
+            }
+            if let Some(r) = &mut d.default_route {
+                *r = crate::text::truncate(r, 128).into_owned();
+            }
+        }
+        self
+    }
+}
+
 /// Ticket priority from an incident's severity.
 pub fn priority_of(status: Status) -> &'static str {
     match status {

@@ -18,8 +18,8 @@ const PREFIX: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    #[error("frame of {len} bytes is over the {MAX_FRAME_LEN}-byte cap")]
-    TooLarge { len: usize },
+    #[error("frame of {len} bytes is over the {max}-byte cap")]
+    TooLarge { len: usize, max: usize },
     #[error("undecodable frame: {0}")]
     Malformed(String),
     #[error("frame has envelope version {found}; this build speaks {ENVELOPE_VERSION}")]
@@ -46,7 +46,10 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, FrameError> {
         .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
     let len = out.len() - PREFIX;
     if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     out[..PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
@@ -67,14 +70,37 @@ pub fn decode_payload(payload: &[u8]) -> Result<Envelope, FrameError> {
 }
 
 /// Incremental frame decoder.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Largest payload this decoder accepts (at most [`MAX_FRAME_LEN`]).
+    limit: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME_LEN)
+    }
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder for streams whose frames are known to be small (requests
+    /// before authentication, console requests): a larger declared length
+    /// is refused as soon as its prefix arrives.
+    pub fn with_limit(limit: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            limit: limit.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// Lower the cap for the frames still to come (e.g. after the first).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME_LEN);
     }
 
     /// Append bytes received from the peer.
@@ -96,8 +122,11 @@ impl FrameDecoder {
         let mut prefix = [0u8; PREFIX];
         prefix.copy_from_slice(&self.buf[..PREFIX]);
         let len = u32::from_be_bytes(prefix) as usize;
-        if len > MAX_FRAME_LEN {
-            return Err(FrameError::TooLarge { len });
+        if len > self.limit {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.limit,
+            });
         }
         if self.buf.len() < PREFIX + len {
             return Ok(None);
@@ -164,6 +193,20 @@ mod tests {
             d.buffered() < 8,
             "nothing preallocated for the declared length"
         );
+    }
+
+    #[test]
+    fn a_lower_limit_refuses_at_the_prefix() {
+        let bytes = encode(&sample()).unwrap();
+        let mut d = FrameDecoder::with_limit(8);
+        d.push(&bytes[..PREFIX]);
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::TooLarge { max: 8, .. })
+        ));
+        let mut d = FrameDecoder::with_limit(bytes.len());
+        d.push(&bytes);
+        assert_eq!(d.next_frame().unwrap(), Some(sample()));
     }
 
     #[test]

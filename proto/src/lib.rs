@@ -11,11 +11,17 @@
 //! * [`result`] — the check/fix result shape from DESIGN.md.
 //! * [`version`] — protocol version negotiation at connect.
 //! * [`event`] — monitoring events from an agent's outbox.
+//! * [`effect`] — the least role each action needs (relay and agent agree).
+//! * [`text`] — wire text made safe for terminals and logs.
+//! * [`limits`] — the sizes peers are held to.
 
+pub mod effect;
 pub mod event;
 pub mod frame;
+pub mod limits;
 pub mod message;
 pub mod result;
+pub mod text;
 pub mod version;
 
 pub use event::{AgentEvent, Diagnostics, EventKind};

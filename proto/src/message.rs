@@ -319,8 +319,14 @@ pub enum Message {
     TicketShow {
         id: u64,
     },
+    /// Answer to `ticket_show`: the ticket, then its timeline in
+    /// `ticket_entries` parts, then `done`.
     TicketDetail {
         ticket: TicketSummary,
+        #[serde(default)]
+        entries: Vec<TicketEntry>,
+    },
+    TicketEntries {
         entries: Vec<TicketEntry>,
     },
     TicketUpdate {
@@ -377,7 +383,7 @@ pub enum Message {
         #[serde(default)]
         invalid: Vec<String>,
     },
-    /// The audit log, newest last.
+    /// The audit log, newest last: `audit` parts, then `done`.
     ListAudit {
         #[serde(default)]
         agent: Option<String>,
@@ -389,10 +395,15 @@ pub enum Message {
     },
 
     // --- relay → agent requests ---
+    // `role` is the requester's role as the relay read it from the verified
+    // certificate; the agent checks it again against what the action does
+    // ([`crate::effect`]). Missing means the least role.
     Exec {
         check: String,
         #[serde(default)]
         args: Vec<String>,
+        #[serde(default = "least_role")]
+        role: Role,
     },
     ExecFix {
         action: String,
@@ -400,6 +411,8 @@ pub enum Message {
         args: Vec<String>,
         #[serde(default)]
         dry_run: bool,
+        #[serde(default = "least_role")]
+        role: Role,
     },
     ExecRunbook {
         name: String,
@@ -407,6 +420,8 @@ pub enum Message {
         params: Vec<String>,
         #[serde(default)]
         dry_run: bool,
+        #[serde(default = "least_role")]
+        role: Role,
     },
     ExecListRunbooks {},
     /// The end of a runbook: `resolved`, or `escalate` with the evidence.
@@ -430,6 +445,10 @@ pub enum Message {
         code: ErrorCode,
         message: String,
     },
+}
+
+fn least_role() -> Role {
+    Role::Viewer
 }
 
 impl Message {
@@ -457,6 +476,7 @@ impl Message {
             Message::ListTickets { .. } => "list_tickets",
             Message::TicketShow { .. } => "ticket_show",
             Message::TicketDetail { .. } => "ticket_detail",
+            Message::TicketEntries { .. } => "ticket_entries",
             Message::TicketUpdate { .. } => "ticket_update",
             Message::Watch {} => "watch",
             Message::Notice(_) => "notice",
@@ -491,9 +511,13 @@ mod tests {
         let e = Envelope::new(Message::Exec {
             check: "disk".into(),
             args: vec!["/".into()],
+            role: Role::Viewer,
         });
         let s = serde_json::to_string(&e).unwrap();
-        assert_eq!(s, r#"{"v":1,"type":"exec","check":"disk","args":["/"]}"#);
+        assert_eq!(
+            s,
+            r#"{"v":1,"type":"exec","check":"disk","args":["/"],"role":"viewer"}"#
+        );
         let back: Envelope = serde_json::from_str(&s).unwrap();
         assert_eq!(back, e);
     }

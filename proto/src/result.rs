@@ -111,6 +111,34 @@ impl CheckResult {
         self.metrics.insert(name.into(), value);
         self
     }
+
+    /// This result cut to the sizes of [`crate::limits`]: what a relay
+    /// stores of a result an agent sent, whatever the agent sent.
+    pub fn bounded(mut self) -> Self {
+        use crate::limits::{CHANGED_LINES, METRICS, SUMMARY, TARGET};
+        use crate::text::truncate;
+        let cut = |s: &mut String, max: usize| {
+            if s.len() > max {
+                *s = truncate(s, max).into_owned();
+            }
+        };
+        cut(&mut self.check, 64);
+        cut(&mut self.target, TARGET);
+        cut(&mut self.summary, SUMMARY);
+        cut(&mut self.at, 64);
+        if self.metrics.len() > METRICS || self.metrics.keys().any(|k| k.len() > 128) {
+            self.metrics = std::mem::take(&mut self.metrics)
+                .into_iter()
+                .filter(|(k, _)| k.len() <= 128)
+                .take(METRICS)
+                .collect();
+        }
+        self.changed.truncate(CHANGED_LINES);
+        for line in &mut self.changed {
+            cut(line, TARGET);
+        }
+        self
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +172,20 @@ mod tests {
             ]
         );
         assert_eq!(v["status"], "warn");
+    }
+
+    #[test]
+    fn bounded_cuts_every_field() {
+        let mut r = CheckResult::new("disk", "t".repeat(5000), Status::Ok, "s".repeat(400_000));
+        for i in 0..1000 {
+            r.metrics.insert(format!("m{i}"), 1.0);
+        }
+        r.changed = vec!["c".repeat(10_000); 1000];
+        let b = r.bounded();
+        assert!(b.summary.len() <= crate::limits::SUMMARY + 3);
+        assert!(b.target.len() <= crate::limits::TARGET + 3);
+        assert_eq!(b.metrics.len(), crate::limits::METRICS);
+        assert_eq!(b.changed.len(), crate::limits::CHANGED_LINES);
     }
 
     #[test]

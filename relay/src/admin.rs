@@ -1,6 +1,8 @@
 //! The admin commands that work on a relay directory without a running
 //! relay: `init`, `token create`, `operator add`, `agent|operator revoke`.
 //! A running `serve` picks up their effects from the shared database.
+//! Each is audited, as the local user who ran it, with its outcome
+//! ([`crate::audit::admin_command`]).
 
 use crate::ca::Ca;
 use crate::config::{RelayConfig, RelayDir};
@@ -47,34 +49,61 @@ pub fn init(dir: &Path, listen: SocketAddr, name: &str) -> Result<PathBuf> {
     relay_dir.load_reset_secret()?;
     let store = Store::open(&relay_dir.database())?;
     store.record_cert(&server.serial, "relay", name, server.not_after)?;
+    let args = format!("--name {name} --listen {listen}");
+    crate::audit::admin_command(&store, "init", None, &args, Ok("ok".into()));
     let text = format!(
         "# firstline relay configuration (see `firstline-relay --help`).\n\
          # Paths (CA, certificates, relay.db) are relative to this file's folder.\n{}",
         toml::to_string(&config)?
     );
-    std::fs::write(&config_path, text)?;
+    // 0600: relay.toml may later hold webhook_secret.
+    write_private(&config_path, text.as_bytes())?;
     Ok(config_path)
 }
 
 /// Create an enrollment token; prints nothing, returns the token text.
+/// Audited with the token's id, never its secret.
 pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<(String, i64)> {
-    if uses == 0 {
-        bail!("--uses must be at least 1");
-    }
-    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
-    let token = Token::generate(&ca.fingerprint()?);
     let ttl = ttl.unwrap_or(Duration::from_secs(dir.config.token_ttl_secs));
     let store = Store::open(&dir.database())?;
-    let expires = store.add_token(&token.id, &token.secret_sha256(), uses, ttl)?;
+    let created = (|| -> Result<(Token, i64)> {
+        if uses == 0 {
+            bail!("--uses must be at least 1");
+        }
+        let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+        let token = Token::generate(&ca.fingerprint()?);
+        let expires = store.add_token(&token.id, &token.secret_sha256(), uses, ttl)?;
+        Ok((token, expires))
+    })();
+    let id = created.as_ref().map_or("-", |(t, _)| t.id.as_str());
+    let args = format!(
+        "id {id} --uses {uses} --ttl {}",
+        humantime::format_duration(ttl)
+    );
+    let outcome = created
+        .as_ref()
+        .map(|(_, expires)| format!("ok: valid until {}", crate::store::rfc3339(*expires)));
+    crate::audit::admin_command(&store, "token create", None, &args, outcome);
+    let (token, expires) = created?;
     Ok((token.to_string(), expires))
 }
 
 /// Add an operator and write its credential file.
 pub fn operator_add(dir: &RelayDir, name: &str, role: Role, out: &Path) -> Result<()> {
+    let store = Store::open(&dir.database())?;
+    let added = add_operator(dir, &store, name, role, out);
+    let outcome = added
+        .as_ref()
+        .map(|()| format!("ok: credential written to {}", out.display()));
+    let args = format!("{name} --role {role}");
+    crate::audit::admin_command(&store, "operator add", None, &args, outcome);
+    added
+}
+
+fn add_operator(dir: &RelayDir, store: &Store, name: &str, role: Role, out: &Path) -> Result<()> {
     if !valid_name(name) {
         bail!("invalid operator name `{name}`: use 1-64 letters, digits, `.`, `_` or `-`");
     }
-    let store = Store::open(&dir.database())?;
     if !store.add_operator(name, role)? {
         bail!("an operator named `{name}` already exists (revoked names stay taken)");
     }
@@ -102,10 +131,15 @@ pub fn operator_add(dir: &RelayDir, name: &str, role: Role, out: &Path) -> Resul
 /// Revoke an agent or an operator for good.
 pub fn revoke(dir: &RelayDir, kind: &str, name: &str) -> Result<()> {
     let store = Store::open(&dir.database())?;
-    if !store.revoke(kind, name)? {
-        bail!("no {kind} named `{name}` at this relay");
-    }
-    Ok(())
+    let revoked = match store.revoke(kind, name) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(anyhow::anyhow!("no {kind} named `{name}` at this relay")),
+        Err(e) => Err(e),
+    };
+    let agent = (kind == "agent").then_some(name);
+    let outcome = revoked.as_ref().map(|()| "ok".to_string());
+    crate::audit::admin_command(&store, &format!("{kind} revoke"), agent, name, outcome);
+    revoked
 }
 
 /// Enroll `n` agents named `{prefix}1` … `{prefix}{n}` at once, without the
@@ -118,6 +152,27 @@ pub fn revoke(dir: &RelayDir, kind: &str, name: &str) -> Result<()> {
 /// being what an enrolled agent keeps in `identity.pem`: certificate, then
 /// key. Signing runs on every core.
 pub fn bulk_agents(
+    dir: &RelayDir,
+    prefix: &str,
+    n: usize,
+    ttl: Duration,
+) -> Result<Vec<(String, String)>> {
+    let enrolled = bulk_enroll(dir, prefix, n, ttl);
+    // One entry for the batch (the store is opened even when the batch failed).
+    if let Ok(store) = Store::open(&dir.database()) {
+        let args = format!(
+            "--prefix {prefix} -n {n} --ttl {}",
+            humantime::format_duration(ttl)
+        );
+        let outcome = enrolled
+            .as_ref()
+            .map(|a| format!("ok: {} agents enrolled", a.len()));
+        crate::audit::admin_command(&store, "agent bulk-enroll", None, &args, outcome);
+    }
+    enrolled
+}
+
+fn bulk_enroll(
     dir: &RelayDir,
     prefix: &str,
     n: usize,
@@ -200,7 +255,10 @@ mod tests {
             let der = firstline_net::pem::certs(pem).unwrap();
             let info = firstline_net::identity::cert_info(&der[0]).unwrap();
             assert_eq!(info.identity, Some(Identity::Agent { name: name.clone() }));
-            assert_eq!(store.cert_status(&info.serial).unwrap(), CertStatus::Valid);
+            assert_eq!(
+                store.cert_status(&info.serial, "agent", name).unwrap(),
+                CertStatus::Valid
+            );
             assert!(firstline_net::pem::key(pem).is_ok());
         }
         // A taken name fails the whole batch and records nothing more.

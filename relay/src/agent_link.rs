@@ -11,7 +11,8 @@ use crate::server::{close, Relay};
 use crate::store::AuditEntry;
 use firstline_net::stream::{self, accept_request};
 use firstline_net::FramedSend;
-use firstline_proto::{negotiate, ErrorCode, Hello, Message, Notice, Welcome};
+use firstline_proto::text::{printable, truncate};
+use firstline_proto::{limits, negotiate, ErrorCode, Hello, Message, Notice, Welcome};
 use firstline_proto::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::Connection;
 use std::sync::Arc;
@@ -46,7 +47,8 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
 
 /// Read `hello`, answer `welcome`, register the agent.
 async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
-    let (msg, send, _recv) = match accept_request(conn, relay.first_message_timeout()).await {
+    let timeout = relay.first_message_timeout();
+    let (msg, send, _recv) = match accept_request(conn, timeout, limits::HELLO_FRAME).await {
         Ok(Some(first)) => first,
         _ => {
             close(
@@ -57,7 +59,7 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
             return None;
         }
     };
-    let Message::Hello(hello) = msg else {
+    let Message::Hello(mut hello) = msg else {
         send.fail(ErrorCode::BadRequest, "the first message must be `hello`")
             .await;
         close(
@@ -77,6 +79,11 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
         close(conn, ErrorCode::UnknownVersion, &reason);
         return None;
     };
+    // What the agent says of itself is shown to technicians: one line each,
+    // of a sane length (escaped again wherever it is printed).
+    for field in [&mut hello.software, &mut hello.os, &mut hello.hostname] {
+        *field = printable(&truncate(field, limits::HELLO_FIELD)).into_owned();
+    }
     if let Err(e) = relay
         .store
         .agent_seen(name, &hello.software, &hello.os, &hello.hostname)
@@ -97,6 +104,23 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
 async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
     match msg {
         Message::Events { events } => {
+            if events.len() > limits::EVENTS_PER_MESSAGE {
+                let why = format!(
+                    "{} events in one message; send at most {}",
+                    events.len(),
+                    limits::EVENTS_PER_MESSAGE
+                );
+                send.fail(ErrorCode::BadRequest, why).await;
+                return;
+            }
+            // Paced per agent: a flood waits for its acknowledgement (and
+            // stays in the agent's outbox meanwhile); nothing is dropped.
+            let wait = relay.event_pace.reserve(&name.to_string(), events.len());
+            if !wait.is_zero() {
+                tracing::debug!(agent = %name, ?wait, "pacing events");
+                tokio::time::sleep(wait).await;
+            }
+            let events: Vec<_> = events.into_iter().map(|e| e.bounded()).collect();
             let window = relay.dir.config.reopen_window_secs as i64;
             let outcome = relay.ticket_tx(|tx| {
                 let mut ingested = incidents::ingest(&**tx, name, &events, window)?;
@@ -135,18 +159,20 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
         }
         Message::Renew { csr_pem } => {
             let ttl = Duration::from_secs(relay.dir.config.agent_cert_ttl_secs);
+            // Checked and recorded in one transaction with the agent's
+            // revocation state: a revoked agent is never re-issued a
+            // certificate, however the renewal and the revocation interleave.
             let outcome = relay
-                .ca
-                .sign_agent_csr(name, &csr_pem, ttl)
-                .and_then(|issued| {
-                    relay
-                        .store
-                        .record_cert(&issued.serial, "agent", name, issued.not_after)?;
-                    Ok(issued)
-                });
+                .store
+                .renew_agent(name, || {
+                    let issued = relay.ca.sign_agent_csr(name, &csr_pem, ttl)?;
+                    let (serial, not_after) = (issued.serial.clone(), issued.not_after);
+                    Ok((issued, serial, not_after))
+                })
+                .and_then(|r| r.map_err(anyhow::Error::from));
             let text = match &outcome {
                 Ok(i) => format!("renewed, serial {}", i.serial),
-                Err(e) => format!("failed: {e:#}"),
+                Err(e) => format!("refused: {e:#}"),
             };
             let _ = relay.store.audit(&AuditEntry {
                 who: &format!("agent {name}"),
@@ -164,7 +190,13 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                         })
                         .await;
                 }
-                Err(e) => send.fail(ErrorCode::BadRequest, format!("{e:#}")).await,
+                Err(e) => {
+                    let code = match e.downcast_ref::<crate::store::EnrollRefusal>() {
+                        Some(crate::store::EnrollRefusal::Revoked(_)) => ErrorCode::Revoked,
+                        _ => ErrorCode::BadRequest,
+                    };
+                    send.fail(code, format!("{e:#}")).await
+                }
             }
         }
         other => {

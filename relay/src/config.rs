@@ -34,6 +34,22 @@ pub struct RelayConfig {
     /// Concurrent request streams per peer.
     #[serde(default = "default_streams")]
     pub max_streams_per_peer: u32,
+    /// Connections at once, in all; more are refused before the handshake.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Connections at once that have not shown a valid certificate yet
+    /// (handshakes, enrollments).
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: u32,
+    /// Enrollment attempts per source address and minute (a burst of as
+    /// many is allowed; a site enrolling hundreds of machines behind one
+    /// NAT address at once may need more).
+    #[serde(default = "default_enroll_per_minute")]
+    pub enroll_per_minute: u32,
+    /// Monitoring events per agent and second the relay ingests; faster
+    /// senders are slowed down (their acknowledgements wait), never dropped.
+    #[serde(default = "default_agent_events_per_sec")]
+    pub agent_events_per_sec: u32,
     #[serde(default = "default_agent_cert")]
     pub agent_cert_ttl_secs: u64,
     #[serde(default = "default_operator_cert")]
@@ -52,6 +68,8 @@ pub struct RelayConfig {
     #[serde(default)]
     pub webhook_url: Option<String>,
     /// Key of the `X-Firstline-Signature` HMAC-SHA256 header (required with a URL).
+    /// A secret: keep relay.toml 0600 (or 0640 with the relay's group); every
+    /// command that loads a config readable by others warns about it.
     #[serde(default)]
     pub webhook_secret: Option<String>,
     #[serde(default = "default_webhook_timeout")]
@@ -77,7 +95,19 @@ fn default_request() -> u64 {
     60
 }
 fn default_streams() -> u32 {
-    64
+    16
+}
+fn default_max_connections() -> u32 {
+    100_000
+}
+fn default_max_unauthenticated() -> u32 {
+    1_000
+}
+fn default_enroll_per_minute() -> u32 {
+    60
+}
+fn default_agent_events_per_sec() -> u32 {
+    50
 }
 fn default_agent_cert() -> u64 {
     90 * 86_400
@@ -137,6 +167,7 @@ impl RelayDir {
     pub fn load(config_path: &Path) -> Result<RelayDir> {
         let config: RelayConfig = firstline_net::config::load(config_path)?;
         validate(config_path, &config)?;
+        warn_if_exposed(config_path, &config);
         let dir = config_path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -184,6 +215,33 @@ impl RelayDir {
     }
 }
 
+/// `webhook_secret` in a file that other users can read is warned about, not
+/// refused: refusing would stop a relay (and its alerts) over a mode an admin
+/// can fix at leisure. `init` writes relay.toml 0600 and the packages install
+/// it 0640 root:firstline-relay, which is not warned about: the group is the
+/// relay's own (the process's, or that of relay.db beside the config).
+fn warn_if_exposed(path: &Path, c: &RelayConfig) {
+    use std::os::unix::fs::MetadataExt;
+    if c.webhook_secret.is_none() {
+        return;
+    }
+    let db = path.with_file_name("relay.db");
+    let relay_group: Vec<u32> = std::fs::metadata(db).map(|m| m.gid()).into_iter().collect();
+    if let Ok(Some(mode)) = firstline_net::private::exposed(path, &relay_group) {
+        let msg = format!(
+            "{} holds webhook_secret but other users can read it (mode {mode:04o}): \
+             chmod 600 it (or 640 with the relay's group)",
+            path.display()
+        );
+        // `serve` and `validate` load the config before logging is set up.
+        if tracing::dispatcher::has_been_set() {
+            tracing::warn!("{msg}");
+        } else {
+            eprintln!("warning: {msg}");
+        }
+    }
+}
+
 /// Checks serde cannot express; each error names the file and line.
 fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
     let text = std::fs::read_to_string(path)?;
@@ -202,6 +260,16 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
             "max_streams_per_peer",
             "max_streams_per_peer must be at least 1",
         );
+    }
+    for (key, value) in [
+        ("max_connections", c.max_connections),
+        ("max_unauthenticated", c.max_unauthenticated),
+        ("enroll_per_minute", c.enroll_per_minute),
+        ("agent_events_per_sec", c.agent_events_per_sec),
+    ] {
+        if value == 0 {
+            return bad(key, &format!("{key} must be at least 1"));
+        }
     }
     if c.agent_cert_ttl_secs < 60 {
         return bad(

@@ -4,6 +4,10 @@
 //! expired, not used up — told apart), that the name is free, signs the CSR
 //! with its CA and answers with the certificate and the CA. The connection
 //! carries nothing else and is closed afterwards.
+//!
+//! The peer is not authenticated: its request is read with a small frame
+//! cap, rate-limited per source address, and its size and name checked
+//! before anything of it is logged, audited or stored.
 
 use crate::server::Relay;
 use crate::store::{AuditEntry, EnrollRefusal, TokenError};
@@ -11,14 +15,16 @@ use crate::token::Token;
 use firstline_net::identity::valid_name;
 use firstline_net::stream::accept_request;
 use firstline_net::FramedSend;
-use firstline_proto::{ErrorCode, Message};
+use firstline_proto::text::printable;
+use firstline_proto::{limits, ErrorCode, Message};
 use quinn::{Connection, VarInt};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn handle(relay: Arc<Relay>, conn: Connection) {
     let remote = conn.remote_address();
-    match accept_request(&conn, relay.first_message_timeout()).await {
+    let timeout = relay.first_message_timeout();
+    match accept_request(&conn, timeout, limits::ENROLL_FRAME).await {
         Ok(Some((
             Message::Enroll {
                 token,
@@ -28,20 +34,34 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
             send,
             _recv,
         ))) => {
-            let outcome = enroll(&relay, &token, &name, &csr_pem);
+            // Nothing from this unauthenticated peer is logged, audited or
+            // stored before it is checked: sizes, the name's alphabet, the
+            // source's rate.
+            let outcome = match screen(&relay, remote, &token, &name, &csr_pem) {
+                Ok(()) => enroll(&relay, &token, &name, &csr_pem),
+                Err(refusal) => Err(refusal),
+            };
+            let shown = if valid_name(&name) {
+                name.clone()
+            } else {
+                format!("(invalid name, {} bytes)", name.len())
+            };
             let text = match &outcome {
                 Ok(_) => "enrolled".to_string(),
                 Err((_, m)) => format!("refused: {m}"),
             };
-            tracing::info!(%remote, %name, "enrollment {text}");
-            let _ = relay.store.audit(&AuditEntry {
-                who: &format!("enrollment from {remote}"),
-                role: None,
-                agent: Some(&name),
-                action: "enroll",
-                args: "",
-                outcome: &text,
-            });
+            tracing::info!(%remote, name = %shown, "enrollment {}", printable(&text));
+            let rate_limited = matches!(&outcome, Err((ErrorCode::Refused, _)));
+            if !rate_limited {
+                let _ = relay.store.audit(&AuditEntry {
+                    who: &format!("enrollment from {remote}"),
+                    role: None,
+                    agent: valid_name(&name).then_some(name.as_str()),
+                    action: "enroll",
+                    args: "",
+                    outcome: &text,
+                });
+            }
             reply(send, outcome).await;
         }
         Ok(Some((other, send, _))) => {
@@ -59,6 +79,39 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
     // Let the agent read the answer and close first; do not wait forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
     conn.close(VarInt::from_u32(0), b"enrollment done");
+}
+
+/// Checks that cost nothing and touch no storage, done before anything
+/// else: the source's rate, then the sizes and the name's alphabet.
+fn screen(
+    relay: &Relay,
+    remote: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+    csr_pem: &str,
+) -> Result<(), (ErrorCode, String)> {
+    if !relay.enroll_rate.allow(&remote.ip()) {
+        return Err((
+            ErrorCode::Refused,
+            format!(
+                "too many enrollment attempts from {}; wait a minute (enroll_per_minute in relay.toml)",
+                remote.ip()
+            ),
+        ));
+    }
+    if token.len() > limits::TOKEN_LEN || csr_pem.len() > limits::CSR_LEN {
+        return Err((
+            ErrorCode::BadRequest,
+            "enrollment request too large (token or CSR)".into(),
+        ));
+    }
+    if !valid_name(name) {
+        return Err((
+            ErrorCode::BadRequest,
+            "invalid agent name: use 1-64 letters, digits, `.`, `_` or `-`".into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn reply(send: FramedSend, outcome: Result<Message, (ErrorCode, String)>) {
@@ -87,12 +140,6 @@ fn enroll(
             "this token was made by another relay (its CA fingerprint differs)".into(),
         ));
     }
-    if !valid_name(name) {
-        return Err((
-            ErrorCode::BadRequest,
-            format!("invalid agent name `{name}`: use 1-64 letters, digits, `.`, `_` or `-`"),
-        ));
-    }
     let ttl = Duration::from_secs(relay.dir.config.agent_cert_ttl_secs);
     let result = relay
         .store
@@ -118,5 +165,6 @@ fn refusal_code(r: &EnrollRefusal) -> ErrorCode {
         EnrollRefusal::Token(TokenError::Used) => ErrorCode::TokenUsed,
         EnrollRefusal::NameTaken(_) => ErrorCode::BadRequest,
         EnrollRefusal::Revoked(_) => ErrorCode::Revoked,
+        EnrollRefusal::Unknown(_) => ErrorCode::UnknownAgent,
     }
 }

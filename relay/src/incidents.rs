@@ -17,7 +17,8 @@ use crate::store::now;
 use crate::tickets::{Change, NewTicket, TicketStore};
 use anyhow::Result;
 use firstline_proto::event::priority_of;
-use firstline_proto::{AgentEvent, EventKind};
+use firstline_proto::text::truncate;
+use firstline_proto::{limits, AgentEvent, EventKind};
 
 /// What ingesting a batch did.
 pub struct Ingested {
@@ -93,7 +94,9 @@ fn apply(db: &dyn TicketStore, agent: &str, ev: &AgentEvent, window: i64) -> Res
                     id
                 }
                 (None, None) => {
-                    let title = format!("{} {} on {agent}: {}", r.check, r.status, r.summary);
+                    let summary = r.summary.lines().next().unwrap_or_default();
+                    let title = format!("{} {} on {agent}: {summary}", r.check, r.status);
+                    let title = truncate(&title, limits::TITLE);
                     let new = NewTicket {
                         title: &title,
                         agent: Some(agent),

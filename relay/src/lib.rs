@@ -5,16 +5,20 @@
 //! ticket store and the audit log. The binary (`main.rs`) is a thin CLI over
 //! this library, which `firstline demo` also embeds.
 //!
-//! Where things live: [`server`] (accept loop, who is who), [`enroll`]
+//! Where things live: [`server`] (accept loop, who is who), [`admission`]
+//! (connection bounds, rate limits), [`enroll`]
 //! (first contact), [`agent_link`] (an agent's live connection),
-//! [`operator`] (console requests), [`policy`] (roles), [`registry`] (who is
-//! online), [`store`] (SQLite), [`tickets`], [`incidents`] (alert →
+//! [`operator`] (console requests), [`answer`] (lists in parts), [`policy`] (roles), [`registry`] (who is
+//! online), [`store`] (SQLite), [`audit`] (the anchored audit chain), [`tickets`], [`incidents`] (alert →
 //! ticket engine), [`webhook`] (external help desks), [`ca`]
 //! (certificates), [`token`], [`admin`] (offline admin commands),
 //! [`config`] (`relay.toml`).
 
 pub mod admin;
+pub mod admission;
 pub mod agent_link;
+pub mod answer;
+pub mod audit;
 pub mod ca;
 pub mod config;
 pub mod enroll;

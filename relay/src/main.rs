@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use firstline_net::cli::{exit_with, init_logging};
 use firstline_proto::Role;
+use firstline_relay::audit::{Finding, Verification};
 use firstline_relay::{admin, RelayDir};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,8 +61,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit log's hash chain: exit 0 if it holds, 1 (naming the
-    /// first broken entry) if an entry was edited or removed.
+    /// Check the audit log's hash chain against its signed anchor
+    /// (audit-anchor.log): exit 0 if it holds, 1 (naming the first entry
+    /// and what happened to it) if entries were edited, deleted, truncated
+    /// or rewritten, or the anchor was tampered with.
     Verify {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -138,7 +141,7 @@ fn run(cli: Cli) -> Result<()> {
             let (token, expires) = admin::token_create(&dir, uses, ttl)?;
             println!("{token}");
             eprintln!(
-                "valid for {uses} enrollment(s) until {}; on the agent: firstline-agent enroll --relay {} --token {token}",
+                "valid for {uses} enrollment(s) until {}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {}",
                 firstline_relay::store::rfc3339(expires),
                 dir.config.public_addr()
             );
@@ -163,10 +166,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Audit(AuditCommand::Verify { config }) => {
             let dir = RelayDir::load(&config)?;
             let store = firstline_relay::store::Store::open(&dir.database())?;
-            match store.verify_audit()? {
-                Ok((n, head)) => println!("audit chain holds: {n} entries, head {head}"),
-                Err(why) => anyhow::bail!("audit chain broken at {why}"),
-            }
+            let report = firstline_relay::audit::verify(&store, &dir.audit_paths())?;
+            render_verification(&dir, &report)?;
         }
         Command::Agent(AgentCommand::Revoke { name, config }) => {
             admin::revoke(&RelayDir::load(&config)?, "agent", &name)?;
@@ -174,6 +175,43 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Print what `audit verify` found: warnings and further problems on
+/// stderr, then the summary (exit 0) or the first problem as the error
+/// (exit 1).
+fn render_verification(dir: &RelayDir, v: &Verification) -> Result<()> {
+    /// Problems listed one by one; more are counted.
+    const SHOWN: usize = 20;
+    for w in v.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let errors: Vec<&Finding> = v.errors().collect();
+    let Some(first) = errors.first() else {
+        let key = match &v.key {
+            Some((id, public)) => format!("key {id}, Ed25519 public key {public}"),
+            None => "no key yet".into(),
+        };
+        println!(
+            "audit chain holds: {} entries, head {}; {} anchored by signed checkpoints in {} ({key})",
+            v.entries,
+            v.head,
+            v.anchored,
+            dir.audit_anchor().display()
+        );
+        return Ok(());
+    };
+    for e in errors.iter().skip(1).take(SHOWN) {
+        eprintln!("also: {e}");
+    }
+    if errors.len() > SHOWN + 1 {
+        eprintln!("also: {} more problems", errors.len() - SHOWN - 1);
+    }
+    let more = match errors.len() {
+        1 => String::new(),
+        n => format!(" ({n} problems in all)"),
+    };
+    anyhow::bail!("audit chain broken: {first}{more}")
 }
 
 fn serve(dir: RelayDir) -> Result<()> {

@@ -5,6 +5,7 @@
 //! streamed back to the console as they arrive and, with `--ticket`,
 //! appended to the ticket.
 
+use crate::answer::send_parts;
 use crate::policy::required_role;
 use crate::routing;
 use crate::server::Relay;
@@ -12,7 +13,7 @@ use crate::store::AuditEntry;
 use crate::ticket_requests;
 use firstline_net::stream;
 use firstline_net::FramedSend;
-use firstline_proto::{ErrorCode, Message, Role};
+use firstline_proto::{limits, ErrorCode, Message, Role};
 use quinn::Connection;
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String, role: Role) 
     while let Ok(incoming) = stream::accept(&conn).await {
         let (relay, op) = (relay.clone(), op.clone());
         tokio::spawn(async move {
+            let incoming = incoming.limit(limits::CONSOLE_REQUEST_FRAME);
             if let Some((msg, send, _recv)) = incoming.first(relay.first_message_timeout()).await {
                 handle(relay, op, msg, send).await;
             }
@@ -84,7 +86,14 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
             check,
             args,
             ticket,
-        } => routing::route(&relay, &agent, Message::Exec { check, args }, ticket, send).await,
+        } => {
+            let request = Message::Exec {
+                check,
+                args,
+                role: op.role,
+            };
+            routing::route(&relay, &agent, request, ticket, send).await
+        }
         Message::Fix {
             agent,
             action,
@@ -96,6 +105,7 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
                 action,
                 args,
                 dry_run,
+                role: op.role,
             };
             routing::route(&relay, &agent, request, ticket, send).await
         }
@@ -110,6 +120,7 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
                 name,
                 params,
                 dry_run,
+                role: op.role,
             };
             routing::route(&relay, &agent, request, ticket, send).await
         }
@@ -205,8 +216,8 @@ async fn list_audit(
     match relay.store.audit_records(agent.as_deref(), limit) {
         Ok(entries) => {
             let n = entries.len();
-            let _ = send.finish_with(Message::Audit { entries }).await;
-            Ok(format!("ok: {n} entries"))
+            let sent = send_parts(send, None, entries, |entries| Message::Audit { entries }).await;
+            Ok(sent_outcome(sent, format!("ok: {n} entries")))
         }
         Err(e) => Err(internal(e, send)),
     }
@@ -245,24 +256,18 @@ async fn list_agents(relay: &Relay, send: FramedSend) -> Result<String, Failure>
     for a in &mut agents {
         a.online = relay.registry.is_online(&a.name);
     }
-    // A fleet does not fit in one 1 MiB frame: `agents` messages of at
-    // most AGENTS_PER_MESSAGE rows, then `done`.
     let n = agents.len();
-    let mut send = send;
-    for chunk in agents.chunks(AGENTS_PER_MESSAGE) {
-        let msg = Message::Agents {
-            agents: chunk.to_vec(),
-        };
-        if let Err(e) = send.send(msg).await {
-            return Ok(format!("console went away after part of the list: {e}"));
-        }
-    }
-    let _ = send.finish_with(Message::Done {}).await;
-    Ok(format!("ok: {n} agents"))
+    let sent = send_parts(send, None, agents, |agents| Message::Agents { agents }).await;
+    Ok(sent_outcome(sent, format!("ok: {n} agents")))
 }
 
-/// Rows per `agents` message (~250 bytes each: far below the frame cap).
-const AGENTS_PER_MESSAGE: usize = 1000;
+/// The audit outcome of an answer: `done` only if it was all sent.
+pub fn sent_outcome(sent: Result<(), firstline_net::LinkError>, done: String) -> String {
+    match sent {
+        Ok(()) => done,
+        Err(e) => format!("failed: the answer could not be sent: {e}"),
+    }
+}
 
 pub fn unknown_agent(name: &str, send: FramedSend) -> Failure {
     (

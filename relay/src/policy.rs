@@ -2,10 +2,17 @@
 //! the rights of the one below it (viewer < technician < admin).
 //!
 //! * viewer — list agents, run read-only checks, read tickets;
-//! * technician — also runbooks, built-in fixes, ticket changes, the audit log;
+//! * technician — also checks that write to or probe the content of a
+//!   service, plugins, runbooks, built-in fixes, ticket changes, the audit log;
 //! * admin — also custom script fixes (tokens and operators are managed with
 //!   `firstline-relay` on the relay host itself).
+//!
+//! What a check or fix needs comes from [`firstline_proto::effect`], the
+//! table the agent checks again. A runbook's steps are known only to the
+//! agent: the relay lets technicians ask, and the agent refuses a runbook
+//! any of whose steps needs more than the requester's role.
 
+use firstline_proto::effect::{check_role, fix_role};
 use firstline_proto::{Message, Role};
 
 /// The least role allowed to send `msg`; `None` for messages that are not
@@ -17,11 +24,18 @@ pub fn required_role(msg: &Message) -> Option<Role> {
         | Message::TicketShow { .. }
         | Message::ListRunbooks { .. }
         | Message::Watch {} => Role::Viewer,
-        Message::Run { ticket, .. } if ticket.is_none() => Role::Viewer,
-        Message::Fix { action, .. } if action == "script" => Role::Admin,
-        Message::Run { .. }
-        | Message::Fix { .. }
-        | Message::Runbook { .. }
+        Message::Run {
+            check,
+            args,
+            ticket,
+            ..
+        } => match ticket {
+            // Writing into a ticket is a technician's change.
+            Some(_) => check_role(check, args).max(Role::Technician),
+            None => check_role(check, args),
+        },
+        Message::Fix { action, .. } => fix_role(action),
+        Message::Runbook { .. }
         | Message::TicketNew { .. }
         | Message::TicketUpdate { .. }
         | Message::ListAudit { .. } => Role::Technician,
@@ -43,6 +57,13 @@ mod tests {
         };
         assert_eq!(required_role(&run(None)), Some(Role::Viewer));
         assert_eq!(required_role(&run(Some(1))), Some(Role::Technician));
+        let plugin = Message::Run {
+            agent: "a".into(),
+            check: "plugin".into(),
+            args: vec!["negate".into()],
+            ticket: None,
+        };
+        assert_eq!(required_role(&plugin), Some(Role::Technician));
         assert_eq!(required_role(&Message::ListAgents {}), Some(Role::Viewer));
         assert_eq!(required_role(&Message::Done {}), None);
         let fix = |action: &str| Message::Fix {

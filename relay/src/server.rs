@@ -6,6 +6,8 @@
 //! certificate issued (and not revoked) by this relay, whose identity sends
 //! it to [`crate::agent_link`] or [`crate::operator`].
 
+use crate::admission::{Gate, RateLimiter, Slot};
+use crate::audit::RefusalLog;
 use crate::ca::Ca;
 use crate::config::RelayDir;
 use crate::registry::Registry;
@@ -14,10 +16,11 @@ use crate::tickets::Change;
 use anyhow::{Context, Result};
 use firstline_net::endpoint;
 use firstline_net::Identity;
+use firstline_proto::text::printable;
 use firstline_proto::ErrorCode;
 use firstline_proto::Notice;
 use quinn::{Connection, Endpoint, VarInt};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -33,6 +36,14 @@ pub struct Relay {
     pub notices: broadcast::Sender<Notice>,
     /// Wakes the webhook sender when a delivery is queued.
     pub webhook_wake: Notify,
+    /// Live and not-yet-authenticated connections, bounded.
+    pub gate: Arc<Gate>,
+    /// Enrollment attempts per source address.
+    pub enroll_rate: RateLimiter<IpAddr>,
+    /// Monitoring events per agent (paced, never dropped).
+    pub event_pace: RateLimiter<String>,
+    /// Refused connections are audited, at most one entry per identity a minute.
+    pub refusals: RefusalLog,
 }
 
 /// Notices kept for a slow watcher before it starts missing some.
@@ -118,6 +129,12 @@ pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
 fn load(dir: RelayDir) -> Result<Relay> {
     let store = Store::open(&dir.database())?;
     let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+    let c = &dir.config;
+    let enroll_rate = RateLimiter::per_minute(c.enroll_per_minute);
+    let events = f64::from(c.agent_events_per_sec);
+    // A burst of ten seconds' worth: an agent back from an outage delivers
+    // its first batches at once, and is paced after that.
+    let event_pace = RateLimiter::new(events, events * 10.0);
     Ok(Relay {
         dir,
         store,
@@ -125,6 +142,10 @@ fn load(dir: RelayDir) -> Result<Relay> {
         registry: Registry::default(),
         notices: broadcast::channel(NOTICE_BUFFER).0,
         webhook_wake: Notify::new(),
+        gate: Arc::default(),
+        enroll_rate,
+        event_pace,
+        refusals: RefusalLog::default(),
     })
 }
 
@@ -154,7 +175,11 @@ async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receive
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                handlers.spawn(handle_incoming(relay.clone(), incoming));
+                if let Some(slot) = admit(&relay, incoming.remote_address()) {
+                    handlers.spawn(handle_incoming(relay.clone(), incoming, slot));
+                } else {
+                    incoming.refuse();
+                }
             }
             Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -167,7 +192,25 @@ async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receive
     endpoint.wait_idle().await;
 }
 
-async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming) {
+/// A slot for a new connection, or `None` (logged, rate-limited by the
+/// log's own cost only) when the relay holds as many as it may.
+fn admit(relay: &Relay, remote: SocketAddr) -> Option<Slot> {
+    let c = &relay.dir.config;
+    let slot = relay
+        .gate
+        .admit(c.max_connections as usize, c.max_unauthenticated as usize);
+    if slot.is_none() {
+        tracing::warn!(
+            %remote,
+            live = relay.gate.live(),
+            unauthenticated = relay.gate.unauthenticated(),
+            "connection refused: limit reached (max_connections / max_unauthenticated)"
+        );
+    }
+    slot
+}
+
+async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot: Slot) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -181,13 +224,24 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming) {
         return;
     }
     match authenticate(&relay, &conn) {
-        Ok(Identity::Agent { name }) => crate::agent_link::run(relay, conn, name).await,
-        Ok(Identity::Operator { name, role }) => {
-            crate::operator::run(relay, conn, name, role).await
+        Ok(identity) => {
+            slot.authenticated();
+            match identity {
+                Identity::Agent { name } => crate::agent_link::run(relay, conn, name).await,
+                Identity::Operator { name, role } => {
+                    crate::operator::run(relay, conn, name, role).await
+                }
+            }
         }
         Err((code, reason)) => {
-            tracing::warn!(%remote, "refused: {reason}");
+            tracing::warn!(%remote, "refused: {}", printable(&reason));
             close(&conn, code, &reason);
+            let who = endpoint::peer_info(&conn)
+                .and_then(|i| i.identity)
+                .map_or_else(|| "peer without a certificate".into(), |i| i.describe());
+            if let Err(e) = relay.refusals.record(&relay.store, remote, &who, &reason) {
+                tracing::error!("cannot audit a refused connection: {e:#}");
+            }
         }
     }
 }
@@ -208,7 +262,11 @@ fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (ErrorCode
             "the client certificate carries no firstline identity".into(),
         ));
     };
-    match relay.store.cert_status(&info.serial) {
+    let (kind, name) = match &identity {
+        Identity::Agent { name } => ("agent", name),
+        Identity::Operator { name, .. } => ("operator", name),
+    };
+    match relay.store.cert_status(&info.serial, kind, name) {
         Ok(CertStatus::Valid) => Ok(identity),
         Ok(CertStatus::Revoked) => Err((
             ErrorCode::Revoked,

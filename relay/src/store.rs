@@ -1,12 +1,13 @@
 //! The relay's SQLite database (one file, WAL): tokens, agents, operators,
-//! issued certificates, revocations, the audit log and tickets.
+//! issued certificates, revocations, the audit log (appended, anchored and
+//! verified in [`crate::audit`]) and tickets.
 //!
 //! Both `serve` and the admin commands (`token create`, `agent revoke`…)
 //! open the same file; WAL and a busy timeout let them write side by side,
 //! and `serve` learns of revocations by polling the `revocations` table.
 
 use anyhow::{Context, Result};
-use firstline_proto::{AgentInfo, AuditRecord, Role};
+use firstline_proto::{AgentInfo, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -119,6 +120,9 @@ pub fn rfc3339(secs: i64) -> String {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
+        // Owner-only (0600) before SQLite opens it: its -wal/-shm take that mode.
+        firstline_net::private::private_database(path)
+            .with_context(|| format!("cannot create database {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -132,7 +136,7 @@ impl Store {
         })
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -177,7 +181,9 @@ impl Store {
         sign: impl FnOnce() -> Result<(T, String, i64)>,
     ) -> Result<Result<T, EnrollRefusal>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // The write lock up front: no other writer between reading the
+        // token's uses and spending one.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let token: Option<(String, i64, i64)> = tx
             .query_row(
                 "SELECT secret_sha256, uses_left, expires_at FROM tokens WHERE id = ?1",
@@ -231,20 +237,69 @@ impl Store {
         insert_cert(&self.db(), serial, kind, name, not_after)
     }
 
-    pub fn cert_status(&self, serial: &str) -> Result<CertStatus> {
-        let row: Option<Option<i64>> = self
+    /// Whether the certificate `serial` may log in as `kind` `name`: it
+    /// must be on record for that very identity, and neither the certificate
+    /// nor the identity revoked. Revocation is of the identity: a
+    /// certificate issued for a name after that name was revoked — by any
+    /// path — is refused too.
+    pub fn cert_status(&self, serial: &str, kind: &str, name: &str) -> Result<CertStatus> {
+        /// `(kind, name, cert revoked at, identity: None if gone, else its revoked at)`
+        type Row = (String, String, Option<i64>, Option<Option<i64>>);
+        let row: Option<Row> = self
             .db()
             .query_row(
-                "SELECT revoked_at FROM certs WHERE serial = ?1",
+                "SELECT c.kind, c.name, c.revoked_at,
+                        CASE c.kind
+                          WHEN 'agent' THEN (SELECT COALESCE(revoked_at, 0) FROM agents WHERE name = c.name)
+                          WHEN 'operator' THEN (SELECT COALESCE(revoked_at, 0) FROM operators WHERE name = c.name)
+                        END
+                 FROM certs c WHERE c.serial = ?1",
                 [serial],
-                |r| r.get(0),
+                |r| {
+                    let identity: Option<i64> = r.get(3)?;
+                    // 0: the identity exists and is live; NULL: no such identity.
+                    let identity = identity.map(|at| (at != 0).then_some(at));
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, identity))
+                },
             )
             .optional()?;
         Ok(match row {
             None => CertStatus::Unknown,
-            Some(Some(_)) => CertStatus::Revoked,
-            Some(None) => CertStatus::Valid,
+            Some((k, n, _, _)) if k != kind || n != name => CertStatus::Unknown,
+            Some((_, _, _, None)) => CertStatus::Unknown,
+            Some((_, _, Some(_), _)) | Some((_, _, _, Some(Some(_)))) => CertStatus::Revoked,
+            Some((_, _, None, Some(None))) => CertStatus::Valid,
         })
+    }
+
+    /// Renew an agent's certificate: check the agent is still enrolled and
+    /// not revoked, sign, and record the certificate — in one write
+    /// transaction taken up front, so a revocation either comes first (and
+    /// the renewal is refused) or after (and revokes the new certificate
+    /// too).
+    pub fn renew_agent<T>(
+        &self,
+        name: &str,
+        sign: impl FnOnce() -> Result<(T, String, i64)>,
+    ) -> Result<Result<T, EnrollRefusal>> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let state: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM agents WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match state {
+            None => return Ok(Err(EnrollRefusal::Unknown(name.into()))),
+            Some(Some(_)) => return Ok(Err(EnrollRefusal::Revoked(name.into()))),
+            Some(None) => {}
+        }
+        let (out, serial, not_after) = sign()?;
+        insert_cert(&tx, &serial, "agent", name, not_after)?;
+        tx.commit()?;
+        Ok(Ok(out))
     }
 
     pub fn agent_seen(&self, name: &str, version: &str, os: &str, hostname: &str) -> Result<()> {
@@ -303,7 +358,7 @@ impl Store {
             _ => "operators",
         };
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = tx.execute(
             &format!("UPDATE {table} SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL"),
             params![name, now()],
@@ -335,147 +390,6 @@ impl Store {
         let rows = stmt.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    // ---- audit ----
-
-    /// Append to the audit log. Each entry carries the SHA-256 of the
-    /// previous entry's hash and its own fields, so editing or deleting an
-    /// entry breaks the chain ([`Store::verify_audit`]).
-    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<()> {
-        self.with_tx(|tx| {
-            let prev: String = tx
-                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
-                .optional()?
-                .unwrap_or_else(|| GENESIS.to_string());
-            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| r.get(0))?;
-            let at = now();
-            let row = AuditRow {
-                id,
-                at,
-                who: entry.who.into(),
-                role: entry.role.map(str::to_string),
-                agent: entry.agent.map(str::to_string),
-                action: entry.action.into(),
-                args: entry.args.into(),
-                outcome: entry.outcome.into(),
-            };
-            let hash = row.hash(&prev);
-            tx.execute(
-                "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![id, at, row.who, row.role, row.agent, row.action, row.args, row.outcome, prev, hash],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// Audit entries, oldest first, optionally for one agent, the last `limit`.
-    pub fn audit_records(
-        &self,
-        agent: Option<&str>,
-        limit: Option<u32>,
-    ) -> Result<Vec<AuditRecord>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT id, at, who, role, agent, action, args, outcome, hash FROM audit
-             WHERE (?1 IS NULL OR agent = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![agent, limit.map(i64::from).unwrap_or(-1)], |r| {
-            let row = AuditRow::read(r)?;
-            Ok(AuditRecord {
-                id: row.id as u64,
-                at: rfc3339(row.at),
-                who: row.who,
-                role: row.role,
-                agent: row.agent,
-                action: row.action,
-                args: row.args,
-                outcome: row.outcome,
-                hash: r.get(8)?,
-            })
-        })?;
-        let mut out: Vec<AuditRecord> = rows.collect::<Result<_, _>>()?;
-        out.reverse();
-        Ok(out)
-    }
-
-    /// Walk the audit chain: `Ok((entries, head hash))`, or the first entry
-    /// where it breaks and why.
-    pub fn verify_audit(&self) -> Result<Result<(u64, String), String>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT id, at, who, role, agent, action, args, outcome, prev_hash, hash FROM audit ORDER BY id",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut prev = GENESIS.to_string();
-        let mut count = 0u64;
-        while let Some(r) = rows.next()? {
-            let row = AuditRow::read(r)?;
-            let (stored_prev, stored): (String, String) = (r.get(8)?, r.get(9)?);
-            if stored_prev != prev {
-                return Ok(Err(format!("entry {}: does not follow the previous entry (an entry before it was removed or changed)", row.id)));
-            }
-            if row.hash(&prev) != stored {
-                return Ok(Err(format!(
-                    "entry {}: its content does not match its hash (edited)",
-                    row.id
-                )));
-            }
-            prev = stored;
-            count += 1;
-        }
-        Ok(Ok((count, prev)))
-    }
-}
-
-/// The hash before the first audit entry.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The hashed fields of an audit entry.
-struct AuditRow {
-    id: i64,
-    at: i64,
-    who: String,
-    role: Option<String>,
-    agent: Option<String>,
-    action: String,
-    args: String,
-    outcome: String,
-}
-
-impl AuditRow {
-    /// From columns `id, at, who, role, agent, action, args, outcome`.
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
-        Ok(AuditRow {
-            id: r.get(0)?,
-            at: r.get(1)?,
-            who: r.get(2)?,
-            role: r.get(3)?,
-            agent: r.get(4)?,
-            action: r.get(5)?,
-            args: r.get(6)?,
-            outcome: r.get(7)?,
-        })
-    }
-
-    /// SHA-256 over the previous hash and a JSON array of the fields
-    /// (unambiguous, whatever the fields contain).
-    fn hash(&self, prev: &str) -> String {
-        let fields = serde_json::json!([
-            self.id,
-            self.at,
-            self.who,
-            self.role,
-            self.agent,
-            self.action,
-            self.args,
-            self.outcome
-        ]);
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(prev.as_bytes());
-        ctx.update(fields.to_string().as_bytes());
-        hex::encode(ctx.finish())
-    }
 }
 
 /// An `AgentInfo` from `SELECT name, last_seen, version, os, hostname,
@@ -501,16 +415,13 @@ pub enum EnrollRefusal {
     NameTaken(String),
     #[error("the agent named `{0}` was revoked; enroll under a new --name")]
     Revoked(String),
+    #[error("no agent named `{0}` is enrolled at this relay")]
+    Unknown(String),
 }
 
-pub struct AuditEntry<'a> {
-    pub who: &'a str,
-    pub role: Option<&'a str>,
-    pub agent: Option<&'a str>,
-    pub action: &'a str,
-    pub args: &'a str,
-    pub outcome: &'a str,
-}
+/// Audit entries are written by [`crate::audit`]; the name stays here for
+/// the modules that import it from the store.
+pub use crate::audit::AuditEntry;
 
 fn insert_cert(
     db: &Connection,
@@ -600,31 +511,44 @@ mod tests {
     }
 
     #[test]
-    fn audit_chain_detects_edits_and_deletions() {
-        let (d, s) = store();
-        for i in 0..4 {
-            s.audit(&AuditEntry {
-                who: "alice",
-                role: Some("admin"),
-                agent: Some("pc1"),
-                action: "run check disk",
-                args: &format!("/{i}"),
-                outcome: "ok",
-            })
-            .unwrap();
-        }
-        let (n, head) = s.verify_audit().unwrap().unwrap();
-        assert_eq!((n, head.len()), (4, 64));
-        assert_eq!(s.audit_records(Some("pc1"), Some(2)).unwrap().len(), 2);
-        let raw = Connection::open(d.path().join("relay.db")).unwrap();
-        raw.execute("UPDATE audit SET outcome = 'forbidden' WHERE id = 2", [])
-            .unwrap();
-        assert!(s.verify_audit().unwrap().unwrap_err().contains("entry 2"));
-        raw.execute("UPDATE audit SET outcome = 'ok' WHERE id = 2", [])
-            .unwrap();
-        assert!(s.verify_audit().unwrap().is_ok());
-        raw.execute("DELETE FROM audit WHERE id = 3", []).unwrap();
-        assert!(s.verify_audit().unwrap().unwrap_err().contains("entry 4"));
+    fn revocation_is_of_the_identity() {
+        let (_d, s) = store();
+        s.add_token("t", "h", 3, Duration::from_secs(60)).unwrap();
+        s.enroll("t", "h", "pc", sign).unwrap().unwrap();
+        let renewed = |s: &Store| {
+            let serial = format!("{:x}", rand::random::<u64>());
+            let out = s.renew_agent("pc", || Ok(((), serial.clone(), now() + 60)));
+            (out.unwrap(), serial)
+        };
+        let (ok, live) = renewed(&s);
+        assert_eq!(ok, Ok(()));
+        assert_eq!(
+            s.cert_status(&live, "agent", "pc").unwrap(),
+            CertStatus::Valid
+        );
+        assert_eq!(
+            s.cert_status(&live, "operator", "pc").unwrap(),
+            CertStatus::Unknown,
+            "a serial logs in only as the identity it was issued to"
+        );
+        assert!(s.revoke("agent", "pc").unwrap());
+        assert_eq!(
+            s.cert_status(&live, "agent", "pc").unwrap(),
+            CertStatus::Revoked
+        );
+        let (refused, _) = renewed(&s);
+        assert!(matches!(refused, Err(EnrollRefusal::Revoked(_))));
+        // A certificate recorded for the name by any other path after the
+        // revocation is refused too.
+        insert_cert(&s.db(), "late", "agent", "pc", now() + 60).unwrap();
+        assert_eq!(
+            s.cert_status("late", "agent", "pc").unwrap(),
+            CertStatus::Revoked
+        );
+        assert!(matches!(
+            s.renew_agent("ghost", sign).unwrap(),
+            Err(EnrollRefusal::Unknown(_))
+        ));
     }
 
     #[test]

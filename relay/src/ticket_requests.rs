@@ -2,11 +2,12 @@
 //! (live notices). Role checks and audit happen in [`crate::operator`]
 //! before these run.
 
-use crate::operator::{internal, unknown_agent, Failure, Operator};
+use crate::answer::send_parts;
+use crate::operator::{internal, sent_outcome, unknown_agent, Failure, Operator};
 use crate::server::Relay;
 use crate::tickets::{NewTicket, TicketStore};
 use firstline_net::FramedSend;
-use firstline_proto::{ErrorCode, Message, Notice, TicketChange};
+use firstline_proto::{limits, ErrorCode, Message, Notice, TicketChange};
 use tokio::sync::broadcast::error::RecvError;
 
 pub async fn list(
@@ -21,8 +22,9 @@ pub async fn list(
     {
         Ok(tickets) => {
             let n = tickets.len();
-            let _ = send.finish_with(Message::Tickets { tickets }).await;
-            Ok(format!("ok: {n} tickets"))
+            let sent =
+                send_parts(send, None, tickets, |tickets| Message::Tickets { tickets }).await;
+            Ok(sent_outcome(sent, format!("ok: {n} tickets")))
         }
         Err(e) => Err(internal(e, send)),
     }
@@ -38,6 +40,17 @@ pub async fn open(
 ) -> Result<String, Failure> {
     if title.trim().is_empty() {
         return Err((ErrorCode::BadRequest, "a ticket needs a title".into(), send));
+    }
+    if title.len() > limits::TITLE || title.contains(['\n', '\r']) {
+        let why = format!(
+            "a ticket title is one line of at most {} bytes",
+            limits::TITLE
+        );
+        return Err((ErrorCode::BadRequest, why, send));
+    }
+    if body.is_some_and(|b| b.len() > limits::BODY) {
+        let why = format!("a ticket's text is at most {} bytes", limits::BODY);
+        return Err((ErrorCode::BadRequest, why, send));
     }
     if let Some(a) = agent {
         match relay.store.agent(a) {
@@ -62,8 +75,8 @@ pub async fn open(
     }) {
         Ok(ticket) => {
             let id = ticket.id;
-            let _ = send.finish_with(Message::Ticket { ticket }).await;
-            Ok(format!("ok: ticket {id}"))
+            let sent = send.finish_with(Message::Ticket { ticket }).await;
+            Ok(sent_outcome(sent, format!("ok: ticket {id}")))
         }
         Err(e) => Err(internal(e, send)),
     }
@@ -78,10 +91,16 @@ pub async fn show(relay: &Relay, id: u64, send: FramedSend) -> Result<String, Fa
     });
     match found {
         Ok(Some((ticket, entries))) => {
-            let _ = send
-                .finish_with(Message::TicketDetail { ticket, entries })
-                .await;
-            Ok("ok".into())
+            let n = entries.len();
+            let head = Message::TicketDetail {
+                ticket,
+                entries: vec![],
+            };
+            let sent = send_parts(send, Some(head), entries, |entries| {
+                Message::TicketEntries { entries }
+            })
+            .await;
+            Ok(sent_outcome(sent, format!("ok: {n} entries")))
         }
         Ok(None) => Err(no_ticket(id, send)),
         Err(e) => Err(internal(e, send)),
@@ -96,6 +115,16 @@ pub async fn update(
     send: FramedSend,
 ) -> Result<String, Failure> {
     let author = op.name.as_str();
+    let text_len = match &change {
+        TicketChange::Comment { text } => text.len(),
+        TicketChange::Resolve { comment } => comment.as_deref().map_or(0, str::len),
+        TicketChange::Assign { operator } => operator.len(),
+        _ => 0,
+    };
+    if text_len > limits::BODY {
+        let why = format!("a ticket's text is at most {} bytes", limits::BODY);
+        return Err((ErrorCode::BadRequest, why, send));
+    }
     let outcome = relay.ticket_tx(|tx| {
         let c = match &change {
             TicketChange::Comment { text } => tx.append(id, "comment", author, text)?,
@@ -114,8 +143,8 @@ pub async fn update(
     match outcome {
         Ok(Some(ticket)) => {
             let status = ticket.status.clone();
-            let _ = send.finish_with(Message::Ticket { ticket }).await;
-            Ok(format!("ok: ticket {id} {status}"))
+            let sent = send.finish_with(Message::Ticket { ticket }).await;
+            Ok(sent_outcome(sent, format!("ok: ticket {id} {status}")))
         }
         Ok(None) => Err(no_ticket(id, send)),
         Err(e) => Err((ErrorCode::BadRequest, format!("{e:#}"), send)),

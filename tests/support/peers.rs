@@ -161,6 +161,17 @@ impl Netns {
         ]);
         sh(&["-n", &name, "link", "set", &ns_if, "up"]);
         sh(&["-n", &name, "link", "set", "lo", "up"]);
+        // No packet for the test subnet may take the default route when the
+        // link is down (something out there answers 10.213.x.x): behind the
+        // connected route, an unreachable one for the same subnet.
+        sh(&[
+            "route",
+            "add",
+            "unreachable",
+            &subnet(&host_ip),
+            "metric",
+            "4000",
+        ]);
         Netns {
             name,
             host_if,
@@ -176,9 +187,25 @@ impl Netns {
     }
 }
 
+/// The /30 of a host address `10.213.A.B`.
+fn subnet(host_ip: &str) -> String {
+    let (prefix, last) = host_ip.rsplit_once('.').expect("dotted quad");
+    let last: u8 = last.parse().expect("octet");
+    format!("{prefix}.{}/30", last & !3)
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let ip = require("ip", "iproute2");
+        let unreachable = subnet(&self.host_ip);
+        let _ = run(Command::new(&ip).args([
+            "route",
+            "del",
+            "unreachable",
+            &unreachable,
+            "metric",
+            "4000",
+        ]));
         let _ = run(Command::new(&ip).args(["link", "del", &self.host_if]));
         let _ = run(Command::new(&ip).args(["netns", "del", &self.name]));
     }

@@ -11,6 +11,10 @@ pub struct StatePlugin {
 }
 
 impl StatePlugin {
+    /// The `[policy]` table that lets an agent run `check_state` (plugins
+    /// run only from the agent's allow-list).
+    pub const POLICY: &'static str = "[policy]\nplugins = [\"check_state\"]\n";
+
     pub fn new(root: &Path) -> StatePlugin {
         let dir = root.join("plugins");
         std::fs::create_dir_all(&dir).expect("plugins dir");

@@ -40,6 +40,9 @@ pub enum CheckError {
     /// Bad arguments; the text is clap's message (or the check's help).
     #[error("{0}")]
     Usage(String),
+    /// The agent's policy does not let this run here.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Where a running check reports progress lines (streamed to the console).
@@ -65,6 +68,8 @@ pub struct CheckContext {
     pub progress: Progress,
     /// Folder of Nagios-compatible plugins (`plugin NAME`).
     pub plugins_dir: PathBuf,
+    /// This machine's wall: which plugins may run, and as whom.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
 }
 
 impl Default for CheckContext {
@@ -72,6 +77,7 @@ impl Default for CheckContext {
         CheckContext {
             progress: Progress::default(),
             plugins_dir: PathBuf::from(crate::config::DEFAULT_PLUGINS_DIR),
+            policy: Default::default(),
         }
     }
 }

@@ -6,8 +6,12 @@
 //! data (`label=value[UOM];warn;crit;min;max`, after `|` on any line) become
 //! metrics named `label` or `label_UNIT` (`time_s`, `pl_pct`, `/_MB`).
 //!
-//! Only a bare file name in the plugins folder can run — never a path, never
-//! `..` — with its arguments as an argv (no shell). Options of this check go
+//! Only a bare file name in the plugins folder that the agent's `[policy]
+//! plugins` allow-list names can run — never a path, never `..`, never a
+//! wrapper that runs other programs (`negate`, `urlize`, `check_by_ssh`) —
+//! with its arguments as an argv (no shell), its rights dropped
+//! ([`crate::process::run_confined`]), and without `--extra-opts` (which
+//! reads options from any file). Options of this check go
 //! before NAME; everything after NAME is the plugin's. stdout and stderr are
 //! read concurrently (a plugin filling its stderr pipe cannot stall), each
 //! capped; at the timeout the plugin's whole process group is killed.
@@ -38,6 +42,14 @@ pub struct PluginArgs {
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
     let a: PluginArgs = parse_args("plugin", args)?;
     check_name(&a.name).map_err(CheckError::Usage)?;
+    ctx.policy
+        .allows_plugin(&a.name)
+        .map_err(CheckError::Refused)?;
+    if let Some(bad) = a.args.iter().find(|x| x.starts_with("--extra-opts")) {
+        return Err(CheckError::Refused(format!(
+            "`{bad}`: plugins may not read their options from a file here"
+        )));
+    }
     let target = std::iter::once(a.name.clone())
         .chain(a.args.iter().cloned())
         .collect::<Vec<_>>()
@@ -48,11 +60,19 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
     }
 
     ctx.progress.say(format!("running {}", path.display()));
-    let finished =
-        match crate::process::run(&path, &a.args, Some(&ctx.plugins_dir), a.timeout).await {
-            Ok(f) => f,
-            Err(why) => return Ok(CheckResult::new("plugin", target, Status::Unknown, why)),
-        };
+    let run_as = ctx.policy.run_as.as_deref();
+    let finished = match crate::process::run_confined(
+        &path,
+        &a.args,
+        Some(&ctx.plugins_dir),
+        a.timeout,
+        run_as,
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(why) => return Ok(CheckResult::new("plugin", target, Status::Unknown, why)),
+    };
     let (out, err, exit) = (finished.stdout, finished.stderr, finished.status);
     let parsed = parse_output(&out);
     let status = match exit.code() {
@@ -306,14 +326,30 @@ mod tests {
     #[tokio::test]
     async fn refuses_paths_and_reports_missing_plugins() {
         let dir = tempfile::tempdir().unwrap();
+        let policy = crate::policy::Policy {
+            plugins: vec!["check_nothing".into(), "negate".into()],
+            ..Default::default()
+        };
         let ctx = CheckContext {
             plugins_dir: dir.path().to_path_buf(),
+            policy: policy.into(),
             ..Default::default()
         };
         assert!(matches!(
             run(&["../../bin/true".into()], &ctx).await,
             Err(CheckError::Usage(_))
         ));
+        for refused in [
+            vec!["negate", "/bin/sh", "-c", "id"],
+            vec!["check_other"],
+            vec!["check_nothing", "--extra-opts=x@/etc/shadow"],
+        ] {
+            let args: Vec<String> = refused.iter().map(|s| s.to_string()).collect();
+            assert!(
+                matches!(run(&args, &ctx).await, Err(CheckError::Refused(_))),
+                "{refused:?}"
+            );
+        }
         let r = run(&["check_nothing".into()], &ctx).await.unwrap();
         assert_eq!(r.status, Status::Unknown);
         assert!(

@@ -36,6 +36,8 @@ pub struct FixContext {
     pub progress: Progress,
     pub scripts_dir: PathBuf,
     pub dry_run: bool,
+    /// This machine's wall: what each fix may touch, and as whom scripts run.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
 }
 
 /// Run one fix by name (the policy was checked by the caller).

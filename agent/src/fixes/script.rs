@@ -1,8 +1,10 @@
 //! `script NAME [ARGS…]`: an admin-installed executable from the agent's
 //! scripts folder — a bare file name only (no `/`, no `..`), arguments as an
-//! argv (never a shell), output captured and capped, a timeout. The agent's
-//! policy must allow scripts (`[policy] scripts = true`); the relay allows
-//! them to admins only.
+//! argv (never a shell), output captured and capped, a timeout, its rights
+//! dropped like a plugin's ([`crate::process::run_confined`]: no inherited
+//! capabilities, no_new_privs, `run_as`). The agent's policy must allow
+//! scripts (`[policy] scripts = true`); the relay allows them to admins
+//! only, also inside a runbook.
 
 use super::{FixContext, COMMAND_TIMEOUT};
 use crate::checks::plugin::check_name;
@@ -46,7 +48,9 @@ pub async fn run(args: &[String], ctx: &FixContext) -> Result<CheckResult, Check
         ));
     }
     ctx.progress.say(format!("running {}", path.display()));
-    match process::run(&path, &a.args, Some(&ctx.scripts_dir), COMMAND_TIMEOUT).await {
+    let run_as = ctx.policy.run_as.as_deref();
+    let dir = Some(ctx.scripts_dir.as_path());
+    match process::run_confined(&path, &a.args, dir, COMMAND_TIMEOUT, run_as).await {
         Ok(f) => {
             let status = if f.success() {
                 Status::Ok

@@ -10,7 +10,7 @@ use super::{Action, Outcome, Runbook, Step};
 use crate::checks::{self, CheckContext};
 use crate::fixes::{self, FixContext};
 use crate::policy::Policy;
-use firstline_proto::{CheckResult, Message, Status};
+use firstline_proto::{effect, CheckResult, Message, Role, Status};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -79,6 +79,24 @@ pub fn bind(rb: &Runbook, given: &[String]) -> Result<BTreeMap<String, String>, 
         *v = substitute(v, &snapshot);
     }
     Ok(vars)
+}
+
+/// The least role that may run `rb` with `vars`: the highest any of its
+/// steps needs (a runbook is at least a technician's tool: it can run
+/// fixes), and the id of the step that needs it.
+pub fn required_role(rb: &Runbook, vars: &BTreeMap<String, String>) -> (Role, String) {
+    let mut most = (Role::Technician, String::from("(runbooks)"));
+    for step in &rb.steps {
+        let args = step_args(step, vars);
+        let role = match &step.action {
+            Action::Check(c) => effect::check_role(c, &args),
+            Action::Fix(f) => effect::fix_role(f),
+        };
+        if role > most.0 {
+            most = (role, step.id.clone());
+        }
+    }
+    most
 }
 
 /// A step's arguments with placeholders filled. An argument left empty is
@@ -210,6 +228,7 @@ mod tests {
                 progress: Default::default(),
                 scripts_dir: "/nonexistent".into(),
                 dry_run: false,
+                policy: Default::default(),
             },
             policy,
         }

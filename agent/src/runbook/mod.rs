@@ -147,6 +147,24 @@ pub fn parse(file: &str, text: &str) -> Result<Runbook, String> {
             (None, Some(f)) => return Err(at_step(i, format!("unknown fix `{f}`"))),
             _ => return Err(at_step(i, "needs exactly one of `check` or `fix`".into())),
         };
+        if action == Action::Fix("script".into()) {
+            // The script a runbook runs is the runbook author's choice, never
+            // the requester's: a parameter could name any admin script.
+            match s.args.first() {
+                Some(name) if placeholders(name).is_empty() => {}
+                Some(_) => return Err(at_step(
+                    i,
+                    "a script step names its script literally: no `{parameter}` in the script name"
+                        .into(),
+                )),
+                None => {
+                    return Err(at_step(
+                        i,
+                        "a script step needs the script's name in `args`".into(),
+                    ))
+                }
+            }
+        }
         for var in s.args.iter().flat_map(|a| placeholders(a)) {
             if !f.params.contains_key(&var) && !BUILTIN_VARS.contains(&var.as_str()) {
                 return Err(at_step(
@@ -276,6 +294,7 @@ mod tests {
             ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nargs = [\"{path}\"]\n", "`{path}` is not a parameter"),
             ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nfix = \"clean-temp\"\n", "exactly one of"),
             ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nretries = 3\n", "x.toml:5:"),
+            ("name = \"x\"\ndescription = \"d\"\n[params]\nscript = {}\n[[step]]\nfix = \"script\"\nargs = [\"{script}\"]\n", ":5: step 1: a script step names its script literally"),
         ];
         for (text, want) in cases {
             let err = parse("x.toml", text).unwrap_err();

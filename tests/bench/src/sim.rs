@@ -109,7 +109,13 @@ pub fn disk_result() -> CheckResult {
 /// Serve the relay's requests until the connection ends.
 pub async fn serve(conn: Connection) {
     loop {
-        match accept_request(&conn, Duration::from_secs(10)).await {
+        match accept_request(
+            &conn,
+            Duration::from_secs(10),
+            firstline_proto::MAX_FRAME_LEN,
+        )
+        .await
+        {
             Ok(Some((Message::Exec { .. }, mut send, _recv))) => {
                 tokio::spawn(async move {
                     if send

@@ -1,0 +1,1363 @@
+//! The audit log: who did what, to which agent, when, with what outcome —
+//! a hash chain in the database, anchored outside it.
+//!
+//! **The chain.** Each row of the `audit` table stores `hash =
+//! SHA-256(prev_hash ‖ JSON [id, at, who, role, agent, action, args,
+//! outcome])`, so an edited row no longer matches its hash. A row is
+//! appended in a `BEGIN IMMEDIATE` transaction: its id (`MAX(id) + 1`) and
+//! the previous hash are read under the database's write lock, so `serve`
+//! and an offline admin command appending at the same moment cannot fork
+//! the chain.
+//!
+//! **The anchor.** A chain whose hash has no key can still be cut (delete
+//! the newest rows) or rewritten (edit a row, recompute every hash after
+//! it). So once an entry's transaction has committed, its `(id, hash)` is
+//! signed with an Ed25519 key the database does not hold
+//! (`audit-key.pk8` in the relay folder, PKCS#8, 0600, created on first
+//! use) and appended as one line to `audit-anchor.log` (0600, `O_APPEND`):
+//!
+//! ```text
+//! v1 <id> <hash: 64 hex> <key id: 16 hex> <signature: 128 hex>
+//! ```
+//!
+//! The signed message is `firstline-audit-anchor v1 <id> <hash>`; the key id
+//! is the first 8 bytes of the SHA-256 of the public key. Each line is one
+//! `write()` on an `O_APPEND` file, so `serve` and an admin command writing
+//! at once do not interleave; lines need not be in id order. [`verify`]
+//! walks the chain, then compares it with the anchor: an anchored entry
+//! missing from the database was deleted (the newest ones: truncated), one
+//! whose hash differs was rewritten, a line whose signature fails was
+//! tampered with; entries without a checkpoint are reported as unanchored
+//! (a warning: a crash between commit and checkpoint leaves one).
+//!
+//! **Costs and limits.** An append adds one signature (~20 µs) and one
+//! `open` + `write` of ~220 bytes, after the commit and outside the store's
+//! lock. There is **no fsync** per checkpoint: after a power loss (not a
+//! mere crash of the process) the newest lines may be lost, and those
+//! entries show as unanchored; since the database runs with
+//! `synchronous=NORMAL`, a power loss may also lose the newest committed
+//! rows while their checkpoints survived, which `verify` reports as a
+//! truncation. The anchor protects against whoever holds the database but
+//! not the relay folder (a copy, a backup, SQL-level access): whoever holds
+//! the folder holds the key as well. Anchor and key must not be rotated or
+//! deleted; copying them (and the public key printed by `audit verify`)
+//! elsewhere makes the anchor harder still to reach.
+//!
+//! Also here: entries for the offline admin commands ([`admin_command`])
+//! and for refused connections, rate-limited ([`RefusalLog`],
+//! [`refused_connection`]).
+
+use crate::config::RelayDir;
+use crate::store::{now, rfc3339, Store};
+use anyhow::{anyhow, bail, Context, Result};
+use firstline_proto::AuditRecord;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{ErrorKind, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One audit entry to append.
+pub struct AuditEntry<'a> {
+    pub who: &'a str,
+    pub role: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub action: &'a str,
+    pub args: &'a str,
+    pub outcome: &'a str,
+}
+
+/// The hash before the first audit entry.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The signing key, in the relay folder.
+pub const KEY_FILE: &str = "audit-key.pk8";
+/// The signed checkpoints, in the relay folder.
+pub const ANCHOR_FILE: &str = "audit-anchor.log";
+const LINE_VERSION: &str = "v1";
+const SIGNED_PREFIX: &str = "firstline-audit-anchor v1";
+
+/// Where the anchor of a database lives: its key and its checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnchorPaths {
+    pub key: PathBuf,
+    pub log: PathBuf,
+}
+
+impl AnchorPaths {
+    /// The anchor files in a relay folder.
+    pub fn in_dir(dir: &Path) -> AnchorPaths {
+        AnchorPaths {
+            key: dir.join(KEY_FILE),
+            log: dir.join(ANCHOR_FILE),
+        }
+    }
+
+    /// The anchor beside the store's database file (the relay folder);
+    /// `None` for an in-memory database.
+    pub fn of_store(store: &Store) -> Option<AnchorPaths> {
+        of_connection(&store.db())
+    }
+}
+
+fn of_connection(db: &Connection) -> Option<AnchorPaths> {
+    let path = Path::new(db.path().filter(|p| !p.is_empty())?);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(AnchorPaths::in_dir(dir))
+}
+
+impl RelayDir {
+    /// The audit anchor's signing key (Ed25519, PKCS#8, 0600).
+    pub fn audit_key(&self) -> PathBuf {
+        self.dir.join(KEY_FILE)
+    }
+    /// The audit anchor: one signed checkpoint per audit entry.
+    pub fn audit_anchor(&self) -> PathBuf {
+        self.dir.join(ANCHOR_FILE)
+    }
+    pub fn audit_paths(&self) -> AnchorPaths {
+        AnchorPaths::in_dir(&self.dir)
+    }
+}
+
+// ---- appending and reading ----
+
+impl Store {
+    /// Append to the audit log, then write the entry's signed checkpoint to
+    /// the anchor. An `Err` after the commit says so: the entry is stored,
+    /// only unanchored.
+    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<()> {
+        let (id, hash, paths) = {
+            let mut db = self.db();
+            let paths = of_connection(&db);
+            // The write lock before reading MAX(id) and the previous hash:
+            // another process appending waits (busy timeout), no fork.
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let prev: String = tx
+                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or_else(|| GENESIS.to_string());
+            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| {
+                r.get(0)
+            })?;
+            let row = AuditRow {
+                id,
+                at: now(),
+                who: entry.who.into(),
+                role: entry.role.map(str::to_string),
+                agent: entry.agent.map(str::to_string),
+                action: entry.action.into(),
+                args: entry.args.into(),
+                outcome: entry.outcome.into(),
+            };
+            let hash = row.hash(&prev);
+            tx.execute(
+                "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id, row.at, row.who, row.role, row.agent, row.action, row.args, row.outcome,
+                    prev, hash
+                ],
+            )?;
+            tx.commit()?;
+            (id, hash, paths)
+        };
+        // In-memory databases (none in a relay) have nowhere to anchor.
+        let Some(paths) = paths else { return Ok(()) };
+        write_checkpoint(&paths, id, &hash).with_context(|| {
+            format!(
+                "audit entry {id} is stored, but its checkpoint could not be written to {}",
+                paths.log.display()
+            )
+        })
+    }
+
+    /// Audit entries, oldest first, optionally for one agent, the last `limit`.
+    pub fn audit_records(
+        &self,
+        agent: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, at, who, role, agent, action, args, outcome, hash FROM audit
+             WHERE (?1 IS NULL OR agent = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![agent, limit.map(i64::from).unwrap_or(-1)], |r| {
+            let row = AuditRow::read(r)?;
+            Ok(AuditRecord {
+                id: row.id as u64,
+                at: rfc3339(row.at),
+                who: row.who,
+                role: row.role,
+                agent: row.agent,
+                action: row.action,
+                args: row.args,
+                outcome: row.outcome,
+                hash: r.get(8)?,
+            })
+        })?;
+        let mut out: Vec<AuditRecord> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// [`verify`] against the anchor beside the database.
+    pub fn verify_audit(&self) -> Result<Verification> {
+        let paths = AnchorPaths::of_store(self)
+            .ok_or_else(|| anyhow!("an in-memory database has no audit anchor"))?;
+        verify(self, &paths)
+    }
+}
+
+/// The hashed fields of an audit entry.
+struct AuditRow {
+    id: i64,
+    at: i64,
+    who: String,
+    role: Option<String>,
+    agent: Option<String>,
+    action: String,
+    args: String,
+    outcome: String,
+}
+
+impl AuditRow {
+    /// From columns `id, at, who, role, agent, action, args, outcome`.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+        Ok(AuditRow {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            who: r.get(2)?,
+            role: r.get(3)?,
+            agent: r.get(4)?,
+            action: r.get(5)?,
+            args: r.get(6)?,
+            outcome: r.get(7)?,
+        })
+    }
+
+    /// SHA-256 over the previous hash and a JSON array of the fields
+    /// (unambiguous, whatever the fields contain).
+    fn hash(&self, prev: &str) -> String {
+        let fields = serde_json::json!([
+            self.id,
+            self.at,
+            self.who,
+            self.role,
+            self.agent,
+            self.action,
+            self.args,
+            self.outcome
+        ]);
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(prev.as_bytes());
+        ctx.update(fields.to_string().as_bytes());
+        hex::encode(ctx.finish())
+    }
+}
+
+// ---- the anchor: key and checkpoints ----
+
+struct Signer {
+    key: Ed25519KeyPair,
+    key_id: String,
+}
+
+/// The signer of an anchor, loaded (or created) once per process.
+fn signer(paths: &AnchorPaths) -> Result<Arc<Signer>> {
+    static SIGNERS: OnceLock<Mutex<HashMap<PathBuf, Arc<Signer>>>> = OnceLock::new();
+    let mut signers = SIGNERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = signers.get(&paths.key) {
+        return Ok(s.clone());
+    }
+    let key = load_or_create_key(&paths.key)?;
+    end_torn_line(&paths.log)?;
+    let signer = Arc::new(Signer {
+        key_id: key_id(key.public_key().as_ref()),
+        key,
+    });
+    signers.insert(paths.key.clone(), signer.clone());
+    Ok(signer)
+}
+
+/// Read the key, or create it: written 0600 under a name of its own, then
+/// hard-linked into place, which fails if another process got there first
+/// (then its key is the one).
+fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
+    match std::fs::read(path) {
+        Ok(bytes) => return parse_key(path, &bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow!("cannot generate the audit signing key"))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| KEY_FILE.into());
+    let staged = path.with_file_name(format!(".{name}.{:016x}.new", rand::random::<u64>()));
+    firstline_net::credential::write_private(&staged, pkcs8.as_ref())
+        .with_context(|| format!("cannot write {}", staged.display()))?;
+    let linked = std::fs::hard_link(&staged, path);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        // A filesystem without hard links (EPERM): write it in place if
+        // still absent (there, two first writers at once could race).
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::Unsupported
+            ) =>
+        {
+            if !path.exists() {
+                firstline_net::credential::write_private(path, pkcs8.as_ref())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_key(path, &bytes)
+}
+
+fn parse_key(path: &Path, bytes: &[u8]) -> Result<Ed25519KeyPair> {
+    Ed25519KeyPair::from_pkcs8(bytes)
+        .map_err(|e| anyhow!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))
+}
+
+/// The first 8 bytes of the public key's SHA-256, in hex.
+fn key_id(public: &[u8]) -> String {
+    hex::encode(&ring::digest::digest(&ring::digest::SHA256, public).as_ref()[..8])
+}
+
+fn signed_message(id: i64, hash: &str) -> String {
+    format!("{SIGNED_PREFIX} {id} {hash}")
+}
+
+fn checkpoint_line(signer: &Signer, id: i64, hash: &str) -> String {
+    let sig = signer.key.sign(signed_message(id, hash).as_bytes());
+    format!(
+        "{LINE_VERSION} {id} {hash} {} {}\n",
+        signer.key_id,
+        hex::encode(sig.as_ref())
+    )
+}
+
+fn open_anchor(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Sign `(id, hash)` and append the line to the anchor (no fsync: see the
+/// module's doc).
+fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<()> {
+    let signer = signer(paths)?;
+    let line = checkpoint_line(&signer, id, hash);
+    let mut file = open_anchor(&paths.log)?;
+    // One write(): on an O_APPEND file a line this short lands whole, after
+    // whatever another process appended.
+    let n = file.write(line.as_bytes())?;
+    if n != line.len() {
+        bail!("short write ({n} of {} bytes)", line.len());
+    }
+    tracing::debug!(id, hash, "audit checkpoint");
+    Ok(())
+}
+
+/// A line cut short by a crash would glue itself to the next one: end it.
+fn end_torn_line(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if file.metadata()?.len() == 0 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        open_anchor(path)?.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+// ---- verifying ----
+
+/// Something `audit verify` found. All are errors but [`Finding::TornLine`]
+/// and [`Finding::Unanchored`], which are warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The row's fields do not give its stored hash.
+    Edited { id: u64 },
+    /// The row's `prev_hash` is not the previous row's hash.
+    Unlinked { id: u64 },
+    /// Anchored entries missing from the database; `truncated` when no
+    /// newer entry is left.
+    Deleted {
+        first: u64,
+        last: u64,
+        truncated: bool,
+    },
+    /// Entries whose hash differs from their signed checkpoint (the chain
+    /// was recomputed after an edit, or rows were replaced).
+    Rewritten { first: u64, last: u64 },
+    /// The database has entries but there is no anchor.
+    AnchorMissing { entries: u64, path: PathBuf },
+    /// There is an anchor but no key to check its signatures with.
+    KeyMissing { path: PathBuf },
+    /// An anchor line that is no checkpoint.
+    Malformed { line: usize },
+    /// An anchor line whose signature does not hold.
+    BadSignature { line: usize, id: u64 },
+    /// An anchor line signed by another key.
+    ForeignKey { line: usize, key_id: String },
+    /// Warning: an anchor line cut short by a crash; ignored.
+    TornLine { line: usize },
+    /// Warning: entries without a signed checkpoint.
+    Unanchored { count: u64, first: u64, last: u64 },
+}
+
+impl Finding {
+    pub fn is_error(&self) -> bool {
+        !matches!(self, Finding::TornLine { .. } | Finding::Unanchored { .. })
+    }
+
+    /// The first entry it is about, if any.
+    pub fn entry(&self) -> Option<u64> {
+        match self {
+            Finding::Edited { id } | Finding::Unlinked { id } => Some(*id),
+            Finding::Deleted { first, .. }
+            | Finding::Rewritten { first, .. }
+            | Finding::Unanchored { first, .. } => Some(*first),
+            Finding::BadSignature { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Errors first: the anchor's own, then by entry; warnings last.
+    fn rank(&self) -> (u8, u64) {
+        let class = match self {
+            Finding::AnchorMissing { .. } | Finding::KeyMissing { .. } => 0,
+            Finding::Malformed { .. }
+            | Finding::BadSignature { .. }
+            | Finding::ForeignKey { .. } => 1,
+            Finding::TornLine { .. } | Finding::Unanchored { .. } => 3,
+            _ => 2,
+        };
+        (class, self.entry().unwrap_or(0))
+    }
+}
+
+fn range(first: u64, last: u64) -> String {
+    if first == last {
+        format!("entry {first}")
+    } else {
+        format!("entries {first}..{last}")
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Edited { id } => {
+                write!(f, "entry {id}: its content does not match its hash (edited)")
+            }
+            Finding::Unlinked { id } => write!(
+                f,
+                "entry {id}: does not follow the previous entry (an entry before it was removed or changed)"
+            ),
+            Finding::Deleted {
+                first,
+                last,
+                truncated,
+            } => {
+                let verb = if first == last { "was" } else { "were" };
+                let tail = if *truncated { " (truncated)" } else { "" };
+                write!(f, "{} {verb} deleted{tail}", range(*first, *last))
+            }
+            Finding::Rewritten { first, last } => {
+                write!(
+                    f,
+                    "entry {first} was rewritten (its hash differs from the signed checkpoint)"
+                )?;
+                if last > first {
+                    write!(f, ", and so {}", range(first + 1, *last))?;
+                    write!(f, " {}", if last - first == 1 { "was" } else { "were" })?;
+                }
+                Ok(())
+            }
+            Finding::AnchorMissing { entries, path } => write!(
+                f,
+                "the audit anchor {} is missing while the database holds {entries} entries: \
+                 nothing shows the log was not cut or rewritten",
+                path.display()
+            ),
+            Finding::KeyMissing { path } => write!(
+                f,
+                "the audit key {} is missing: the anchor's signatures cannot be checked",
+                path.display()
+            ),
+            Finding::Malformed { line } => write!(
+                f,
+                "anchor line {line} is not a checkpoint (the anchor was tampered with)"
+            ),
+            Finding::BadSignature { line, id } => write!(
+                f,
+                "anchor line {line} (entry {id}) has a bad signature (the anchor was tampered with)"
+            ),
+            Finding::ForeignKey { line, key_id } => write!(
+                f,
+                "anchor line {line} is signed by another key ({key_id}) (the anchor was tampered with)"
+            ),
+            Finding::TornLine { line } => write!(
+                f,
+                "anchor line {line} is incomplete (cut short by a crash while written); ignored"
+            ),
+            Finding::Unanchored { count, first, last } => write!(
+                f,
+                "{count} entr{} ({}) ha{} no signed checkpoint: written just before a crash, \
+                 before the anchor existed, or added behind the relay's back",
+                if *count == 1 { "y" } else { "ies" },
+                range(*first, *last),
+                if *count == 1 { "s" } else { "ve" },
+            ),
+        }
+    }
+}
+
+/// What `audit verify` found.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Entries in the database.
+    pub entries: u64,
+    /// The newest entry's hash (the genesis hash when there is none).
+    pub head: String,
+    /// Entries whose hash matches a valid checkpoint.
+    pub anchored: u64,
+    /// The anchor key's id and public key (hex), when the key exists.
+    pub key: Option<(String, String)>,
+    /// Errors first (the anchor's own, then by entry), then warnings.
+    pub findings: Vec<Finding>,
+}
+
+impl Verification {
+    /// The chain holds and matches the anchor (warnings allowed).
+    pub fn holds(&self) -> bool {
+        !self.findings.iter().any(Finding::is_error)
+    }
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.is_error())
+    }
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.is_error())
+    }
+}
+
+type Hash = [u8; 32];
+
+fn decode_hash(text: &str) -> Option<Hash> {
+    let bytes = hex::decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Walk the chain in `store`, then compare it with the anchor at `paths`.
+/// Reads only: creates neither key nor anchor.
+pub fn verify(store: &Store, paths: &AnchorPaths) -> Result<Verification> {
+    let mut findings = Vec::new();
+    let (rows, head) = walk_chain(store, &mut findings)?;
+    let entries = rows.len() as u64;
+    let public = match std::fs::read(&paths.key) {
+        Ok(bytes) => Some(
+            parse_key(&paths.key, &bytes)?
+                .public_key()
+                .as_ref()
+                .to_vec(),
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", paths.key.display())),
+    };
+    let anchor = match std::fs::read(&paths.log) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", paths.log.display())),
+    };
+    let mut anchored = 0;
+    match (&anchor, &public) {
+        (None, _) => {
+            if entries > 0 {
+                findings.push(Finding::AnchorMissing {
+                    entries,
+                    path: paths.log.clone(),
+                });
+            }
+        }
+        (Some(_), None) => findings.push(Finding::KeyMissing {
+            path: paths.key.clone(),
+        }),
+        (Some(text), Some(public)) => {
+            let checkpoints = read_anchor(text, public, &mut findings);
+            anchored = compare(&rows, checkpoints, &mut findings);
+        }
+    }
+    findings.sort_by_key(Finding::rank);
+    Ok(Verification {
+        entries,
+        head,
+        anchored,
+        key: public.map(|p| (key_id(&p), hex::encode(p))),
+        findings,
+    })
+}
+
+/// Every row's `(id, stored hash)` in id order, and the head hash; chain
+/// breaks go to `findings`.
+fn walk_chain(store: &Store, findings: &mut Vec<Finding>) -> Result<(Vec<(u64, Hash)>, String)> {
+    let db = store.db();
+    let mut stmt = db.prepare(
+        "SELECT id, at, who, role, agent, action, args, outcome, prev_hash, hash FROM audit ORDER BY id",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut prev = GENESIS.to_string();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let row = AuditRow::read(r)?;
+        let (stored_prev, stored): (String, String) = (r.get(8)?, r.get(9)?);
+        let id = row.id.max(0) as u64;
+        if stored_prev != prev {
+            findings.push(Finding::Unlinked { id });
+        }
+        // Against the row's own prev_hash: one edit is one finding, not a
+        // cascade.
+        if row.hash(&stored_prev) != stored {
+            findings.push(Finding::Edited { id });
+        }
+        // A stored hash that is not even hex matches no checkpoint.
+        out.push((id, decode_hash(&stored).unwrap_or([0; 32])));
+        prev = stored;
+    }
+    Ok((out, prev))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Checkpoint {
+    id: u64,
+    hash: Hash,
+}
+
+enum Line {
+    Valid(Checkpoint),
+    Bad(Finding),
+}
+
+/// Parse and check every line; the valid checkpoints, problems to `findings`.
+fn read_anchor(text: &[u8], public: &[u8], findings: &mut Vec<Finding>) -> Vec<Checkpoint> {
+    let our_id = key_id(public);
+    let key = UnparsedPublicKey::new(&ED25519, public);
+    let text = String::from_utf8_lossy(text);
+    let ends_whole = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let check = |line: &str| -> Option<Line> {
+            let (cp, kid, sig) = parse_line(line)?;
+            if kid != our_id {
+                return Some(Line::Bad(Finding::ForeignKey {
+                    line: n,
+                    key_id: kid.to_string(),
+                }));
+            }
+            let msg = signed_message(cp.id as i64, &hex::encode(cp.hash));
+            Some(match key.verify(msg.as_bytes(), &sig) {
+                Ok(()) => Line::Valid(cp),
+                Err(_) => Line::Bad(Finding::BadSignature { line: n, id: cp.id }),
+            })
+        };
+        let parsed = match check(line) {
+            Some(p) => Some(p),
+            // A torn line followed by a whole one on the same line (a
+            // writer appended before the tear was ended).
+            None => line.rfind("v1 ").filter(|&at| at > 0).and_then(|at| {
+                let rest = check(&line[at..])?;
+                findings.push(Finding::TornLine { line: n });
+                Some(rest)
+            }),
+        };
+        match parsed {
+            Some(Line::Valid(cp)) => out.push(cp),
+            Some(Line::Bad(f)) => findings.push(f),
+            None if looks_torn(line) || (i + 1 == lines.len() && !ends_whole) => {
+                findings.push(Finding::TornLine { line: n })
+            }
+            None => findings.push(Finding::Malformed { line: n }),
+        }
+    }
+    out
+}
+
+/// `v1 ID HASH KEYID SIG`, each field well-formed.
+fn parse_line(line: &str) -> Option<(Checkpoint, &str, Vec<u8>)> {
+    let mut fields = line.split(' ');
+    let (v, id, hash, kid, sig) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let hex_of = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if fields.next().is_some()
+        || v != LINE_VERSION
+        || !hex_of(hash, 64)
+        || !hex_of(kid, 16)
+        || !hex_of(sig, 128)
+        || hash.bytes().any(|b| b.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let id: u64 = id.parse().ok().filter(|id| *id > 0)?;
+    Some((
+        Checkpoint {
+            id,
+            hash: decode_hash(hash)?,
+        },
+        kid,
+        hex::decode(sig).ok()?,
+    ))
+}
+
+/// A proper prefix of a checkpoint line: what a crash mid-write leaves.
+fn looks_torn(line: &str) -> bool {
+    const MAX: [usize; 5] = [2, 20, 64, 16, 128];
+    let fields: Vec<&str> = line.split(' ').collect();
+    fields.len() <= MAX.len()
+        && fields.iter().enumerate().all(|(i, f)| {
+            f.len() <= MAX[i]
+                && match i {
+                    0 => LINE_VERSION.starts_with(f),
+                    1 => f.bytes().all(|b| b.is_ascii_digit()),
+                    _ => f.bytes().all(|b| b.is_ascii_hexdigit()),
+                }
+        })
+}
+
+/// Match the rows (in id order) with the valid checkpoints; the number of
+/// anchored entries, problems to `findings`.
+fn compare(rows: &[(u64, Hash)], mut cps: Vec<Checkpoint>, findings: &mut Vec<Finding>) -> u64 {
+    cps.sort_unstable();
+    cps.dedup();
+    let mut missing: Vec<u64> = Vec::new();
+    let mut rewritten: Vec<u64> = Vec::new();
+    let mut unanchored: Vec<u64> = Vec::new();
+    let mut anchored = 0;
+    let mut i = 0;
+    // Runs of missing ids are split where a row lies between them.
+    let mut deleted: Vec<(u64, u64)> = Vec::new();
+    let mut flush = |missing: &mut Vec<u64>| {
+        missing.dedup();
+        for (first, last) in runs(missing) {
+            deleted.push((first, last));
+        }
+        missing.clear();
+    };
+    for &(id, hash) in rows {
+        while i < cps.len() && cps[i].id < id {
+            missing.push(cps[i].id);
+            i += 1;
+        }
+        flush(&mut missing);
+        let (mut matched, mut differs) = (false, false);
+        while i < cps.len() && cps[i].id == id {
+            if cps[i].hash == hash {
+                matched = true;
+            } else {
+                differs = true;
+            }
+            i += 1;
+        }
+        if differs {
+            rewritten.push(id);
+        } else if matched {
+            anchored += 1;
+        } else {
+            unanchored.push(id);
+        }
+    }
+    let newest = rows.last().map(|r| r.0).unwrap_or(0);
+    missing.extend(cps[i..].iter().map(|c| c.id));
+    flush(&mut missing);
+    for (first, last) in deleted {
+        findings.push(Finding::Deleted {
+            first,
+            last,
+            truncated: first > newest,
+        });
+    }
+    for (first, last) in runs(&rewritten) {
+        findings.push(Finding::Rewritten { first, last });
+    }
+    if let (Some(&first), Some(&last)) = (unanchored.first(), unanchored.last()) {
+        findings.push(Finding::Unanchored {
+            count: unanchored.len() as u64,
+            first,
+            last,
+        });
+    }
+    anchored
+}
+
+/// Runs of consecutive ids in a sorted list, as `(first, last)`.
+fn runs(ids: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &id in ids {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => out.push((id, id)),
+        }
+    }
+    out
+}
+
+// ---- offline admin commands ----
+
+/// Who runs an offline admin command: `admin (local user NAME, uid N)`,
+/// NAME from `$USER` or `$LOGNAME` (which the user can set), the uid from
+/// the process (which they cannot).
+pub fn local_admin() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty());
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    match (user, uid) {
+        (Some(u), Some(uid)) => format!("admin (local user {u}, uid {uid})"),
+        (Some(u), None) => format!("admin (local user {u})"),
+        (None, Some(uid)) => format!("admin (local user uid {uid})"),
+        (None, None) => "admin (local user unknown)".into(),
+    }
+}
+
+/// Audit an offline admin command: `Ok(outcome)` or the error it ended
+/// with. Not being able to write the entry is a warning on stderr, not an
+/// error: the command's effect has already happened.
+pub fn admin_command(
+    store: &Store,
+    action: &str,
+    agent: Option<&str>,
+    args: &str,
+    outcome: Result<String, &anyhow::Error>,
+) {
+    let outcome = match outcome {
+        Ok(text) => text,
+        Err(e) => format!("error: {e:#}"),
+    };
+    let who = local_admin();
+    let entry = AuditEntry {
+        who: &who,
+        role: None,
+        agent,
+        action,
+        args,
+        outcome: &outcome,
+    };
+    if let Err(e) = store.audit(&entry) {
+        eprintln!("warning: `{action}` was not audited: {e:#}");
+    }
+}
+
+// ---- refused connections ----
+
+/// Audits refused connections (unknown or revoked certificate, no identity)
+/// without letting a flood of them flood the log: at most one entry per
+/// identity per window; the next entry after the window counts the ones
+/// left out.
+pub struct RefusalLog {
+    window: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+struct Slot {
+    logged: Instant,
+    logged_unix: i64,
+    suppressed: u64,
+}
+
+/// Identities tracked at once; past it, expired ones are forgotten (with
+/// their count of left-out refusals) and new ones share one slot.
+const MAX_SLOTS: usize = 4096;
+const SHARED_SLOT: &str = "\0others";
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog::new(RefusalLog::WINDOW)
+    }
+}
+
+impl RefusalLog {
+    /// The default window: one entry per identity per minute.
+    pub const WINDOW: Duration = Duration::from_secs(60);
+
+    pub fn new(window: Duration) -> RefusalLog {
+        RefusalLog {
+            window,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Audit that a connection from `remote` presenting `identity` (e.g.
+    /// `agent pc1`, `certificate 1a2b (unknown)`, `no client certificate`)
+    /// was refused for `reason`. `Ok(true)` when an entry was written,
+    /// `Ok(false)` when it was left out (counted in the next one).
+    /// Blocking (SQLite): from async code, as other audit writes are.
+    pub fn record(
+        &self,
+        store: &Store,
+        remote: SocketAddr,
+        identity: &str,
+        reason: &str,
+    ) -> Result<bool> {
+        let left_out = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let now_i = Instant::now();
+            if slots.len() >= MAX_SLOTS && !slots.contains_key(identity) {
+                slots.retain(|_, s| now_i.duration_since(s.logged) < self.window);
+            }
+            let key = if slots.len() >= MAX_SLOTS && !slots.contains_key(identity) {
+                SHARED_SLOT
+            } else {
+                identity
+            };
+            let fresh = Slot {
+                logged: now_i,
+                logged_unix: now(),
+                suppressed: 0,
+            };
+            match slots.get_mut(key) {
+                Some(s) if now_i.duration_since(s.logged) < self.window => {
+                    s.suppressed += 1;
+                    return Ok(false);
+                }
+                Some(s) => {
+                    let left_out = (s.suppressed, s.logged_unix);
+                    *s = fresh;
+                    left_out
+                }
+                None => {
+                    slots.insert(key.to_string(), fresh);
+                    (0, 0)
+                }
+            }
+        };
+        let outcome = match left_out {
+            (0, _) => format!("refused: {reason}"),
+            (n, since) => format!(
+                "refused: {reason} ({n} more refused connection{} since {} not logged one by one)",
+                if n == 1 { "" } else { "s" },
+                rfc3339(since)
+            ),
+        };
+        store.audit(&AuditEntry {
+            who: identity,
+            role: None,
+            agent: None,
+            action: "connect",
+            args: &format!("from {remote}"),
+            outcome: &outcome,
+        })?;
+        Ok(true)
+    }
+}
+
+/// [`RefusalLog::record`] with one process-wide log (default window),
+/// errors logged: what `serve`'s accept path calls for each refused
+/// connection. (Several relays in one process share its rate limit.)
+pub fn refused_connection(store: &Store, remote: SocketAddr, identity: &str, reason: &str) {
+    static LOG: OnceLock<RefusalLog> = OnceLock::new();
+    if let Err(e) = LOG
+        .get_or_init(RefusalLog::default)
+        .record(store, remote, identity, reason)
+    {
+        tracing::error!("cannot audit a refused connection: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("relay.db")).unwrap();
+        (dir, s)
+    }
+
+    fn append(s: &Store, who: &str, i: usize) {
+        s.audit(&AuditEntry {
+            who,
+            role: Some("admin"),
+            agent: Some("pc1"),
+            action: "run check disk",
+            args: &format!("/{i}"),
+            outcome: "ok",
+        })
+        .unwrap();
+    }
+
+    fn filled(n: usize) -> (tempfile::TempDir, Store, Connection) {
+        let (d, s) = store();
+        for i in 0..n {
+            append(&s, "alice", i);
+        }
+        let raw = Connection::open(d.path().join("relay.db")).unwrap();
+        (d, s, raw)
+    }
+
+    fn errors(v: &Verification) -> Vec<Finding> {
+        v.errors().cloned().collect()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// What an attacker with the database does after editing row `from`:
+    /// recompute every hash from there with the (keyless) chain hash.
+    fn recompute_from(raw: &Connection, from: i64) {
+        let mut prev: String = raw
+            .query_row("SELECT prev_hash FROM audit WHERE id = ?1", [from], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let rows: Vec<AuditRow> = raw
+            .prepare(
+                "SELECT id, at, who, role, agent, action, args, outcome FROM audit WHERE id >= ?1 ORDER BY id",
+            )
+            .unwrap()
+            .query_map([from], AuditRow::read)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for row in rows {
+            let hash = row.hash(&prev);
+            raw.execute(
+                "UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1",
+                params![row.id, prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+
+    #[test]
+    fn audit_append_and_verify_hold() {
+        let (d, s, _raw) = filled(5);
+        let v = s.verify_audit().unwrap();
+        assert!(v.holds(), "{:?}", v.findings);
+        assert!(v.findings.is_empty(), "{:?}", v.findings);
+        assert_eq!((v.entries, v.anchored, v.head.len()), (5, 5, 64));
+        let paths = AnchorPaths::in_dir(d.path());
+        assert_eq!(mode(&paths.key), 0o600);
+        assert_eq!(mode(&paths.log), 0o600);
+        let text = std::fs::read_to_string(&paths.log).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(text.lines().all(|l| l.starts_with("v1 ")));
+        let recs = s.audit_records(Some("pc1"), Some(2)).unwrap();
+        assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(v.key.as_ref().unwrap().1.len(), 64);
+    }
+
+    #[test]
+    fn audit_empty_log_without_anchor_holds() {
+        let (_d, s) = store();
+        let v = s.verify_audit().unwrap();
+        assert!(v.holds() && v.findings.is_empty() && v.entries == 0);
+    }
+
+    #[test]
+    fn audit_deleting_the_newest_is_truncation() {
+        let (_d, s, raw) = filled(5);
+        raw.execute("DELETE FROM audit WHERE id >= 4", []).unwrap();
+        let v = s.verify_audit().unwrap();
+        assert!(!v.holds());
+        let want = Finding::Deleted {
+            first: 4,
+            last: 5,
+            truncated: true,
+        };
+        assert_eq!(errors(&v), vec![want.clone()]);
+        assert_eq!(want.to_string(), "entries 4..5 were deleted (truncated)");
+    }
+
+    #[test]
+    fn audit_deleting_one_in_the_middle_is_told() {
+        let (_d, s, raw) = filled(5);
+        raw.execute("DELETE FROM audit WHERE id = 3", []).unwrap();
+        let v = s.verify_audit().unwrap();
+        assert_eq!(
+            errors(&v),
+            vec![
+                Finding::Deleted {
+                    first: 3,
+                    last: 3,
+                    truncated: false
+                },
+                Finding::Unlinked { id: 4 },
+            ]
+        );
+    }
+
+    #[test]
+    fn audit_edited_row_is_edited() {
+        let (_d, s, raw) = filled(4);
+        raw.execute("UPDATE audit SET outcome = 'forbidden' WHERE id = 2", [])
+            .unwrap();
+        let v = s.verify_audit().unwrap();
+        assert_eq!(errors(&v), vec![Finding::Edited { id: 2 }]);
+        assert_eq!(
+            v.findings[0].to_string(),
+            "entry 2: its content does not match its hash (edited)"
+        );
+        raw.execute("UPDATE audit SET outcome = 'ok' WHERE id = 2", [])
+            .unwrap();
+        assert!(s.verify_audit().unwrap().holds());
+    }
+
+    #[test]
+    fn audit_recomputed_chain_is_rewritten() {
+        let (_d, s, raw) = filled(5);
+        raw.execute("UPDATE audit SET who = 'mallory' WHERE id = 2", [])
+            .unwrap();
+        recompute_from(&raw, 2);
+        let v = s.verify_audit().unwrap();
+        assert_eq!(errors(&v), vec![Finding::Rewritten { first: 2, last: 5 }]);
+        let text = v.findings[0].to_string();
+        assert!(
+            text.starts_with("entry 2 was rewritten (its hash differs from the signed checkpoint)"),
+            "{text}"
+        );
+        // Truncate, then forge new entries in place of the deleted ones.
+        let (_d, s, raw) = filled(5);
+        raw.execute("DELETE FROM audit WHERE id >= 4", []).unwrap();
+        drop(raw);
+        append(&s, "mallory", 9);
+        let v = s.verify_audit().unwrap();
+        assert_eq!(
+            errors(&v),
+            vec![
+                Finding::Rewritten { first: 4, last: 4 },
+                Finding::Deleted {
+                    first: 5,
+                    last: 5,
+                    truncated: true
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn audit_tampered_anchor_line_is_a_bad_signature() {
+        let (d, s, _raw) = filled(3);
+        let path = AnchorPaths::in_dir(d.path()).log;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        // Point checkpoint 2 at another hash (still well-formed).
+        let fields: Vec<&str> = lines[1].split(' ').collect();
+        let other = "ab".repeat(32);
+        lines[1] = [fields[0], fields[1], &other, fields[3], fields[4]].join(" ");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let v = s.verify_audit().unwrap();
+        assert_eq!(errors(&v), vec![Finding::BadSignature { line: 2, id: 2 }]);
+        // Its entry has no valid checkpoint left.
+        assert!(v.warnings().any(|w| matches!(
+            w,
+            Finding::Unanchored {
+                count: 1,
+                first: 2,
+                ..
+            }
+        )));
+
+        // A line signed with a key of the attacker's own.
+        let (d2, s2, _raw2) = filled(1);
+        let other_log = std::fs::read_to_string(AnchorPaths::in_dir(d2.path()).log).unwrap();
+        std::fs::write(&path, text.clone() + &other_log.replace("v1 1 ", "v1 4 ")).unwrap();
+        drop(s2);
+        let v = s.verify_audit().unwrap();
+        assert!(
+            matches!(errors(&v)[..], [Finding::ForeignKey { line: 4, .. }]),
+            "{:?}",
+            v.findings
+        );
+        // Garbage.
+        std::fs::write(&path, text + "hello there\n").unwrap();
+        let v = s.verify_audit().unwrap();
+        assert_eq!(errors(&v), vec![Finding::Malformed { line: 4 }]);
+    }
+
+    #[test]
+    fn audit_missing_anchor_or_key_is_an_error() {
+        let (d, s, _raw) = filled(2);
+        let paths = AnchorPaths::in_dir(d.path());
+        std::fs::rename(&paths.key, d.path().join("key.bak")).unwrap();
+        assert!(matches!(
+            errors(&s.verify_audit().unwrap())[..],
+            [Finding::KeyMissing { .. }]
+        ));
+        std::fs::remove_file(&paths.log).unwrap();
+        assert!(matches!(
+            errors(&s.verify_audit().unwrap())[..],
+            [Finding::AnchorMissing { entries: 2, .. }]
+        ));
+    }
+
+    #[test]
+    fn audit_unanchored_and_torn_lines_are_warnings() {
+        let (d, s, _raw) = filled(3);
+        let path = AnchorPaths::in_dir(d.path()).log;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text.lines().take(2).collect();
+        // The last checkpoint was lost, and a crash left half a line.
+        let torn = &text.lines().nth(2).unwrap()[..100];
+        std::fs::write(&path, kept.join("\n") + "\n" + torn).unwrap();
+        let v = s.verify_audit().unwrap();
+        assert!(v.holds(), "{:?}", v.findings);
+        assert_eq!(
+            v.findings,
+            vec![
+                Finding::TornLine { line: 3 },
+                Finding::Unanchored {
+                    count: 1,
+                    first: 3,
+                    last: 3
+                }
+            ]
+        );
+        // This process's signer is loaded: the next line glues onto the
+        // torn one, and is still read.
+        append(&s, "alice", 4);
+        let v = s.verify_audit().unwrap();
+        assert!(v.holds(), "{:?}", v.findings);
+        assert_eq!(v.anchored, 3);
+        assert!(v.findings.contains(&Finding::TornLine { line: 3 }));
+    }
+
+    #[test]
+    fn audit_a_new_process_ends_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(ANCHOR_FILE);
+        std::fs::write(&log, "v1 1 abc").unwrap();
+        end_torn_line(&log).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "v1 1 abc\n");
+        end_torn_line(&log).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "v1 1 abc\n");
+    }
+
+    #[test]
+    fn audit_concurrent_writers_do_not_fork() {
+        let (d, s) = store();
+        append(&s, "first", 0);
+        let db = d.path().join("relay.db");
+        // Two connections, as `serve` and an admin command have.
+        std::thread::scope(|scope| {
+            for who in ["serve", "admin"] {
+                let db = db.clone();
+                scope.spawn(move || {
+                    let s = Store::open(&db).unwrap();
+                    for i in 0..40 {
+                        append(&s, who, i);
+                    }
+                });
+            }
+        });
+        let v = s.verify_audit().unwrap();
+        assert!(v.findings.is_empty(), "{:?}", v.findings);
+        assert_eq!((v.entries, v.anchored), (81, 81));
+        let ids: Vec<u64> = s
+            .audit_records(None, None)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, (1..=81).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn audit_refusals_are_rate_limited_per_identity() {
+        let (_d, s) = store();
+        let log = RefusalLog::new(Duration::from_millis(300));
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let revoked = "agent pc9 has been revoked";
+        assert!(log.record(&s, remote, "agent pc9", revoked).unwrap());
+        for _ in 0..4 {
+            assert!(!log.record(&s, remote, "agent pc9", revoked).unwrap());
+        }
+        assert!(log
+            .record(&s, remote, "operator eve (admin)", "unknown")
+            .unwrap());
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(log.record(&s, remote, "agent pc9", revoked).unwrap());
+        let recs = s.audit_records(None, None).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(
+            (
+                recs[0].who.as_str(),
+                recs[0].action.as_str(),
+                recs[0].args.as_str()
+            ),
+            ("agent pc9", "connect", "from 192.0.2.7:5000")
+        );
+        assert_eq!(recs[0].outcome, format!("refused: {revoked}"));
+        assert!(
+            recs[2]
+                .outcome
+                .contains("(4 more refused connections since"),
+            "{}",
+            recs[2].outcome
+        );
+        assert!(s.verify_audit().unwrap().holds());
+    }
+
+    #[test]
+    fn audit_admin_commands_name_the_local_user() {
+        let (_d, s) = store();
+        admin_command(&s, "token create", None, "id 1234abcd", Ok("ok".into()));
+        let e = anyhow!("no agent named `x` at this relay");
+        admin_command(&s, "agent revoke", Some("x"), "x", Err(&e));
+        let recs = s.audit_records(None, None).unwrap();
+        assert!(
+            recs[0].who.starts_with("admin (local user "),
+            "{}",
+            recs[0].who
+        );
+        assert_eq!(recs[0].role, None);
+        assert_eq!(recs[1].agent.as_deref(), Some("x"));
+        assert_eq!(recs[1].outcome, "error: no agent named `x` at this relay");
+    }
+}
