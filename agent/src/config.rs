@@ -4,6 +4,7 @@
 //! Relative paths are relative to the config file's folder.
 
 use anyhow::{Context, Result};
+use firstline_net::config::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,6 +94,18 @@ pub struct MonitorConfig {
     pub recover_after: Option<u32>,
 }
 
+impl MonitorConfig {
+    /// Stable id of the monitor: its `name`, or `check args…`.
+    pub fn id(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::iter::once(self.check.as_str())
+                .chain(self.args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -151,64 +164,9 @@ impl Loaded {
         let config: AgentConfig = firstline_net::config::load(path)?;
         let text = std::fs::read_to_string(path)?;
         let name = path.display().to_string();
-        let bad_key = |key: &str, msg: String| -> anyhow::Error {
-            firstline_net::config::invalid_key(&name, &text, key, msg).into()
-        };
-        let bad = |key: &str, msg: &str| bad_key(key, msg.to_string());
-        if config.keep_alive_secs == 0 || config.keep_alive_secs >= config.idle_timeout_secs {
-            return Err(bad(
-                "keep_alive_secs",
-                "keep_alive_secs must be at least 1 and below idle_timeout_secs",
-            ));
-        }
-        if config.reconnect_min_ms == 0 || config.reconnect_min_ms > config.reconnect_max_ms {
-            return Err(bad(
-                "reconnect_min_ms",
-                "reconnect_min_ms must be at least 1 and at most reconnect_max_ms",
-            ));
-        }
-        if !firstline_net::identity::valid_name(&config.name) {
-            return Err(bad(
-                "name",
-                "name must be 1-64 letters, digits, `.`, `_` or `-`",
-            ));
-        }
-        for (i, m) in config.monitors.iter().enumerate() {
-            let at = |key: &str, msg: String| -> anyhow::Error {
-                firstline_net::config::invalid_key_at(&name, &text, key, i, msg).into()
-            };
-            match humantime::parse_duration(&m.every) {
-                Ok(d) if d >= Duration::from_secs(1) => {}
-                Ok(_) => return Err(at("every", "every must be at least 1s".into())),
-                Err(e) => {
-                    return Err(at(
-                        "every",
-                        format!("every = \"{}\": {e} (use 30s, 5m, 1h…)", m.every),
-                    ))
-                }
-            }
-            if m.check == "plugin" {
-                let plugin: Result<crate::checks::plugin::PluginArgs, _> =
-                    crate::checks::parse_args("plugin", &m.args);
-                if let Ok(p) = plugin {
-                    if let Err(why) = config.policy.allows_plugin(&p.name) {
-                        return Err(at("args", why));
-                    }
-                }
-            }
-            if !crate::checks::NAMES.contains(&m.check.as_str()) {
-                return Err(at(
-                    "check",
-                    format!(
-                        "unknown check `{}` (this agent offers: {})",
-                        m.check,
-                        crate::checks::NAMES.join(", ")
-                    ),
-                ));
-            }
-        }
-        if let Some((key, msg)) = config.policy.problems().into_iter().next() {
-            return Err(bad_key(key, msg));
+        let errors = problems(&config, &name, &text);
+        if !errors.is_empty() {
+            return Err(combine(errors).into());
         }
         let state_dir = resolve(path, &config.state_dir);
         Ok(Loaded {
@@ -242,12 +200,7 @@ impl Loaded {
             .into_iter()
             .filter(|m| crate::checks::NAMES.contains(&m.check.as_str()))
             .map(|m| crate::monitor::Monitor {
-                id: m.name.clone().unwrap_or_else(|| {
-                    std::iter::once(m.check.as_str())
-                        .chain(m.args.iter().map(String::as_str))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                }),
+                id: m.id(),
                 every: humantime::parse_duration(&m.every).unwrap_or(Duration::from_secs(300)),
                 fail_after: m.fail_after.unwrap_or(c.fail_after),
                 recover_after: m.recover_after.unwrap_or(c.recover_after),
@@ -335,6 +288,145 @@ impl Loaded {
     }
 }
 
+/// Every problem serde cannot see, each naming the file and line: the
+/// link's timing, the name, each `[[monitor]]` (its `every`, its check, its
+/// `args` parsed by that check's own parser, a plugin the policy does not
+/// allow) and the `[policy]`.
+fn problems(config: &AgentConfig, name: &str, text: &str) -> Vec<ConfigError> {
+    use firstline_net::config::invalid_key;
+    let mut errors = Vec::new();
+    if config.keep_alive_secs == 0 || config.keep_alive_secs >= config.idle_timeout_secs {
+        errors.push(invalid_key(
+            name,
+            text,
+            "keep_alive_secs",
+            "keep_alive_secs must be at least 1 and below idle_timeout_secs".into(),
+        ));
+    }
+    if config.reconnect_min_ms == 0 || config.reconnect_min_ms > config.reconnect_max_ms {
+        errors.push(invalid_key(
+            name,
+            text,
+            "reconnect_min_ms",
+            "reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into(),
+        ));
+    }
+    if !firstline_net::identity::valid_name(&config.name) {
+        errors.push(invalid_key(
+            name,
+            text,
+            "name",
+            "name must be 1-64 letters, digits, `.`, `_` or `-`".into(),
+        ));
+    }
+    for (i, m) in config.monitors.iter().enumerate() {
+        let at = |key: &str, msg: String| monitor_key(name, text, i, key, msg);
+        match humantime::parse_duration(&m.every) {
+            Ok(d) if d >= Duration::from_secs(1) => {}
+            Ok(_) => errors.push(at("every", "every must be at least 1s".into())),
+            Err(e) => errors.push(at(
+                "every",
+                format!("every = \"{}\": {e} (use 30s, 5m, 1h…)", m.every),
+            )),
+        }
+        if !crate::checks::NAMES.contains(&m.check.as_str()) {
+            errors.push(at(
+                "check",
+                format!(
+                    "unknown check `{}` (this agent offers: {})",
+                    m.check,
+                    crate::checks::NAMES.join(", ")
+                ),
+            ));
+            continue;
+        }
+        let id = m.id();
+        if let Err(e) = crate::checks::validate_args(&m.check, &m.args) {
+            let why = match e {
+                crate::checks::CheckError::Usage(msg) => crate::checks::usage_line(&msg),
+                other => other.to_string(),
+            };
+            errors.push(at(
+                "args",
+                format!("monitor `{id}`: bad arguments for `{}`: {why}", m.check),
+            ));
+            continue;
+        }
+        if m.check == "plugin" {
+            let plugin: Result<crate::checks::plugin::PluginArgs, _> =
+                crate::checks::parse_args("plugin", &m.args);
+            if let Ok(p) = plugin {
+                if let Err(why) = config.policy.allows_plugin(&p.name) {
+                    errors.push(at("args", why));
+                }
+            }
+        }
+    }
+    for (key, msg) in config.policy.problems() {
+        errors.push(invalid_key(name, text, key, msg));
+    }
+    errors
+}
+
+/// Several errors as one: the first, then each of the others on a line of
+/// its own (`FILE:LINE:COL: …`), so the command prints them all and exits 2.
+fn combine(mut errors: Vec<ConfigError>) -> ConfigError {
+    let rest: Vec<String> = errors.drain(1..).map(|e| e.to_string()).collect();
+    let first = errors.remove(0);
+    if rest.is_empty() {
+        return first;
+    }
+    match first {
+        ConfigError::Invalid {
+            path,
+            line,
+            column,
+            message,
+        } => ConfigError::Invalid {
+            path,
+            line,
+            column,
+            message: format!("{message}\n{}", rest.join("\n")),
+        },
+        read => read,
+    }
+}
+
+/// An error about `key` of the `index`-th (0-based) `[[monitor]]` table:
+/// the line of `key =` inside that table, else the table's `[[monitor]]`
+/// line. (A key only some monitors have, such as `args`, cannot be found by
+/// counting its occurrences in the file.)
+fn monitor_key(name: &str, text: &str, index: usize, key: &str, message: String) -> ConfigError {
+    let lines: Vec<&str> = text.lines().collect();
+    let squeezed = |l: &str| l.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let header = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| squeezed(l).starts_with("[[monitor]]"))
+        .nth(index)
+        .map(|(n, _)| n);
+    let Some(header) = header else {
+        return firstline_net::config::invalid_key_at(name, text, key, index, message);
+    };
+    let found = lines
+        .iter()
+        .enumerate()
+        .skip(header + 1)
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        });
+    let (line, text_line) = found.map_or((header, lines[header]), |(n, l)| (n, *l));
+    ConfigError::Invalid {
+        path: name.to_string(),
+        line: line + 1,
+        column: text_line.len() - text_line.trim_start().len() + 1,
+        message,
+    }
+}
+
 /// `p` relative to the folder of `config_path`, unless absolute.
 pub fn resolve(config_path: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -379,6 +471,45 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", Loaded::load(&p).unwrap_err());
         assert!(err.contains("agent.toml:10:"), "{err}");
+    }
+
+    #[test]
+    fn every_monitor_error_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "relay = \"x:1\"\nname = \"pc1\"\n\n\
+             [[monitor]]\ncheck = \"tcp\"\nevery = \"5m\"\n\n\
+             [[monitor]]\ncheck = \"disk\"\nargs = [\"/\", \"--wrn\", \"80\"]\nevery = \"5m\"\n\n\
+             [[monitor]]\ncheck = \"teleport\"\nevery = \"5m\"\n\n\
+             [[monitor]]\ncheck = \"memory\"\nargs = [\"--warn\", \"lots\"]\nevery = \"soon\"\n\n\
+             [[monitor]]\ncheck = \"disk\"\nargs = [\"/var\", \"--warn\", \"70\"]\nevery = \"5m\"\n",
+        )
+        .unwrap();
+        let err = Loaded::load(&p).unwrap_err();
+        assert_eq!(firstline_net::cli::exit_code(&err), 2);
+        let err = format!("{err:#}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 5, "{err}");
+        for (line, what) in [
+            // tcp without its target: no `args` key, the table's line.
+            ("agent.toml:4:", "tcp"),
+            ("agent.toml:10:", "unexpected argument '--wrn'"),
+            ("agent.toml:14:", "unknown check `teleport`"),
+            ("agent.toml:19:", "lots"),
+            ("agent.toml:20:", "every = \"soon\""),
+        ] {
+            assert!(
+                lines.iter().any(|l| l.contains(line) && l.contains(what)),
+                "{line} {what} in:\n{err}"
+            );
+        }
+        assert!(err.contains("similar argument exists: '--warn'"), "{err}");
+        assert!(
+            !err.contains("Usage:"),
+            "usage cut to its first line: {err}"
+        );
     }
 
     #[test]

@@ -60,6 +60,24 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Run a runbook on this machine, no relay or enrollment needed, under this
+    /// machine's [policy]: `runbook no-internet external=192.0.2.1 --json`.
+    Runbook {
+        /// Runbook name (no name: list them).
+        name: Option<String>,
+        /// Parameters, KEY=VALUE.
+        params: Vec<String>,
+        /// Print each result and the verdict as JSON lines (the verdict last).
+        #[arg(long)]
+        json: bool,
+        /// Fixes only say what they would do.
+        #[arg(long)]
+        dry_run: bool,
+        /// agent.toml for [policy], plugins and runbooks folders (defaults when
+        /// the file does not exist).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Run one check locally, no relay needed: `check disk /var --warn 80`.
     #[command(disable_help_flag = true)]
     Check {
@@ -125,7 +143,107 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Check { name, args } => rt.block_on(check(&name, args)),
+        Command::Runbook {
+            name,
+            params,
+            json,
+            dry_run,
+            config,
+        } => {
+            let loaded = local_config(&config)?;
+            match name {
+                Some(name) => rt.block_on(local_runbook(&loaded, &name, &params, json, dry_run)),
+                None => list_runbooks(&loaded, json),
+            }
+        }
     }
+}
+
+/// This machine's config, or — on a machine that was never enrolled — the
+/// defaults (default policy, shipped runbooks, default folders).
+fn local_config(path: &Path) -> Result<Loaded> {
+    if path.exists() {
+        return Loaded::load(path);
+    }
+    let name = sysinfo::System::host_name()
+        .ok()
+        .filter(|h| firstline_net::identity::valid_name(h))
+        .unwrap_or_else(|| "this-machine".into());
+    let config = toml::from_str(&format!("relay = \"\"\nname = \"{name}\"\n"))
+        .context("default configuration")?;
+    Ok(Loaded {
+        config,
+        path: std::path::absolute(path)?,
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+    })
+}
+
+/// `runbook NAME …`: exit 0 when resolved, 1 otherwise, 2 for a usage error.
+async fn local_runbook(
+    cfg: &Loaded,
+    name: &str,
+    params: &[String],
+    json: bool,
+    dry_run: bool,
+) -> Result<i32> {
+    use firstline_agent::runbook::run;
+    use firstline_proto::runbook::VerdictKind;
+    use firstline_proto::{ErrorCode, Message, Role};
+    // The person at the machine runs it with their own rights: the role is
+    // not what limits them here, the policy and the OS are.
+    let prepared = match run::prepare(cfg, name, params, Role::Admin) {
+        Ok(p) => p,
+        Err((ErrorCode::BadRequest, why)) => return Err(UsageError(why).into()),
+        Err((_, why)) => anyhow::bail!(why),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = async {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Message::Progress { text } if !json => {
+                    print_line(format!("  … {}", printable(&text)))
+                }
+                Message::Result { result } if json => print_json(&result),
+                Message::Result { result } => print_line(result.line()),
+                Message::Verdict(v) if json => print_json(&v),
+                Message::Verdict(v) => v.render().into_iter().for_each(print_line),
+                _ => {}
+            }
+        }
+    };
+    let (verdict, ()) = tokio::join!(run::drive(cfg, &prepared, dry_run, tx), printer);
+    Ok(if verdict.verdict == VerdictKind::Resolved {
+        0
+    } else {
+        1
+    })
+}
+
+fn list_runbooks(cfg: &Loaded, json: bool) -> Result<i32> {
+    let (books, invalid) = cfg.runbooks();
+    if json {
+        let list: Vec<_> = books
+            .iter()
+            .map(|b| serde_json::json!({"name": b.name, "description": b.description, "source": b.source}))
+            .collect();
+        print_json(&serde_json::json!({"runbooks": list, "invalid": invalid}));
+    } else {
+        for b in &books {
+            print_line(format!("{:<14} {}", b.name, b.description));
+            for (k, p) in &b.params {
+                let default = p
+                    .default
+                    .as_deref()
+                    .map(|d| format!(" (default `{d}`)"))
+                    .unwrap_or_default();
+                print_line(format!("    {k}={}{default}", p.help));
+            }
+        }
+        for bad in &invalid {
+            print_line(format!("invalid runbook: {}", printable(bad)));
+        }
+    }
+    Ok(if invalid.is_empty() { 0 } else { 1 })
 }
 
 fn default_state_dir(config: &Path) -> PathBuf {
@@ -191,15 +309,12 @@ async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
     if json {
         print_json(&result);
     } else {
-        print_line(format!(
-            "{} {} {}: {}",
-            result.status.as_str().to_uppercase(),
-            result.check,
-            printable(&result.target),
-            printable(&result.summary)
-        ));
+        print_line(result.line());
         for (k, v) in &result.metrics {
             print_line(format!("  {k} = {v}"));
+        }
+        for (k, v) in &result.fields {
+            print_line(format!("  {k} = {}", printable(v)));
         }
     }
     Ok(if result.status == Status::Ok { 0 } else { 1 })

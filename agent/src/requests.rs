@@ -6,7 +6,7 @@
 use crate::checks::{self, CheckError, Progress};
 use crate::config::Loaded;
 use crate::fixes;
-use crate::runbook::engine::{self, Env};
+use crate::runbook::run;
 use firstline_net::FramedSend;
 use firstline_proto::{effect, CheckResult, ErrorCode, Message, Role, RunbookInfo};
 use std::future::Future;
@@ -140,60 +140,29 @@ async fn runbook(
     role: Role,
     mut send: FramedSend,
 ) {
-    if let Err(why) = cfg.config.policy.allows_runbooks() {
-        send.fail(ErrorCode::Refused, why).await;
-        return;
-    }
-    let (books, _) = cfg.runbooks();
-    let Some(rb) = books.into_iter().find(|b| b.name == name) else {
-        send.fail(
-            ErrorCode::BadRequest,
-            format!("no runbook `{name}` on this agent (see `firstline runbooks AGENT`)"),
-        )
-        .await;
-        return;
-    };
-    let vars = match engine::bind(&rb, params) {
-        Ok(v) => v,
-        Err(e) => {
-            send.fail(ErrorCode::BadRequest, e).await;
+    let prepared = match run::prepare(&cfg, name, params, role) {
+        Ok(p) => p,
+        Err((code, why)) => {
+            tracing::warn!(
+                "runbook {name} refused: {}",
+                firstline_proto::text::printable(&why)
+            );
+            send.fail(code, why).await;
             return;
         }
     };
-    // Role by effect: the runbook may do no more than its requester, for
-    // every step it could take (placeholders filled with this request's
-    // parameters, so `tcp {host} --send {data}` is judged as it will run).
-    let (needed, step) = engine::required_role(&rb, &vars);
-    if role < needed {
-        let what = format!("run the runbook `{name}` (its step `{step}`)");
-        return refuse(send, role, needed, &what).await;
-    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let (ptx, mut prx) = mpsc::unbounded_channel::<String>();
-    let env = Env {
-        checks: cfg
-            .check_context()
-            .with_progress(Progress::new(ptx.clone())),
-        fixes: {
-            let mut f = cfg.fix_context(dry_run);
-            f.progress = Progress::new(ptx);
-            f
-        },
-        policy: cfg.config.policy.clone(),
-    };
-    let work = engine::execute(&rb, &vars, &env, &tx);
+    let work = run::drive(&cfg, &prepared, dry_run, tx);
     tokio::pin!(work);
-    let verdict = loop {
+    let mut finished = false;
+    loop {
         tokio::select! {
-            v = &mut work => break v,
-            Some(m) = rx.recv() => { if send.send(m).await.is_err() { return; } }
-            Some(text) = prx.recv() => { if send.send(Message::Progress { text }).await.is_err() { return; } }
+            _ = &mut work, if !finished => finished = true,
+            m = rx.recv() => match m {
+                Some(m) => if send.send(m).await.is_err() { return },
+                None => break,
+            },
         }
-    };
-    while let Ok(m) = rx.try_recv() {
-        let _ = send.send(m).await;
     }
-    if send.send(verdict.into_message()).await.is_ok() {
-        let _ = send.finish_with(Message::Done {}).await;
-    }
+    let _ = send.finish_with(Message::Done {}).await;
 }

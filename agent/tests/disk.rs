@@ -1,7 +1,10 @@
 //! `disk` agrees with `df` and with `check_disk` from monitoring-plugins on
 //! the filesystem of a temp directory (within rounding and what other
 //! processes write meanwhile), and the `plugin` check runs the real
-//! `check_disk` to the same figure.
+//! `check_disk` to the same figure. On small tmpfs mounts (made in a
+//! private mount namespace, so they vanish with it) whose inodes or bytes
+//! run out, the `error` field says which, and the inode figures agree with
+//! `df -i`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +12,7 @@ mod common;
 
 use common::*;
 use firstline_agent::checks::{self, CheckContext};
-use firstline_proto::Status;
+use firstline_proto::{CheckResult, Status};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -126,4 +129,97 @@ async fn plugin_runs_the_real_check_disk() {
         ),
         "{disk:?} vs {r:?}"
     );
+}
+
+/// Mount a tmpfs (`options`) on a fresh folder in a private mount namespace,
+/// run `fill` there (shell, `$D` is the folder), then `df -i` and
+/// `disk $D EXTRA… --json`: the df line (total, used, free, use%) and the result.
+fn on_tmpfs(options: &str, fill: &str, extra: &[&str]) -> ((f64, f64, f64, f64), CheckResult) {
+    let unshare = require("unshare", "util-linux");
+    require("df", "coreutils");
+    let dir = tempdir();
+    let script = format!(
+        "set -e; mount -t tmpfs -o {options} fltest \"$D\"; {fill}; \
+         df --output=itotal,iused,iavail,ipcent \"$D\" | tail -n 1; \
+         \"$AGENT\" check disk \"$D\" \"$@\" --json || true"
+    );
+    let out = must(
+        Command::new(unshare)
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .args(extra)
+            .env("D", dir.path())
+            .env("AGENT", AGENT),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let df: Vec<f64> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no df line in {text}"))
+        .split_whitespace()
+        .map(|f| f.trim_end_matches('%').parse().expect("a number"))
+        .collect();
+    let json = lines
+        .next()
+        .unwrap_or_else(|| panic!("no result in {text}"));
+    let r: CheckResult = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    ((df[0], df[1], df[2], df[3]), r)
+}
+
+/// `: > $D/fN` for N in 0..n (each file one inode).
+fn files(n: u32) -> String {
+    format!("i=0; while [ $i -lt {n} ]; do : > \"$D/f$i\"; i=$((i+1)); done")
+}
+
+#[test]
+fn inodes_exhausted_agrees_with_df() {
+    // 64 inodes, the root folder and 62 files: 63 used, 98.4%.
+    let ((itotal, iused, ifree, ipct), r) = on_tmpfs("size=8m,nr_inodes=64", &files(62), &[]);
+    assert_eq!(r.status, Status::Crit, "{r:?}");
+    assert_eq!(r.fields["error"], "inodes", "{r:?}");
+    assert_eq!(r.metrics["inodes_total"], itotal, "{r:?} vs df -i");
+    assert_eq!(r.metrics["inodes_free"], ifree, "{r:?} vs df -i");
+    assert_eq!(itotal - ifree, iused);
+    // df rounds its percentage up.
+    assert!(
+        (r.metrics["inodes_used_pct"] - ipct).abs() <= 1.0,
+        "{r:?} vs df {ipct}%"
+    );
+    assert!(
+        r.metrics["used_pct"] < 80.0,
+        "space is not the problem: {r:?}"
+    );
+    assert!(r.summary.contains("inodes 98.4% used"), "{}", r.summary);
+
+    // Over the warning only.
+    let (_, r) = on_tmpfs(
+        "size=8m,nr_inodes=64",
+        &files(62),
+        &["--inodes-warn", "50", "--inodes-crit", "99"],
+    );
+    assert_eq!(r.status, Status::Warn, "{r:?}");
+    assert_eq!(r.fields["error"], "inodes", "{r:?}");
+
+    // Plenty left: ok, no error.
+    let (_, r) = on_tmpfs("size=8m,nr_inodes=64", &files(3), &[]);
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert!(!r.fields.contains_key("error"), "{r:?}");
+    assert_eq!(r.metrics["inodes_free"], 60.0, "{r:?}");
+}
+
+#[test]
+fn bytes_full() {
+    let fill = "dd if=/dev/zero of=\"$D/big\" bs=1024 count=950 status=none";
+    let (_, r) = on_tmpfs("size=1m,nr_inodes=1000", fill, &[]);
+    assert_eq!(r.status, Status::Crit, "{r:?}");
+    assert_eq!(r.fields["error"], "bytes", "{r:?}");
+    assert!(r.metrics["used_pct"] >= 90.0, "{r:?}");
+    assert!(r.metrics["inodes_used_pct"] < 1.0, "{r:?}");
 }

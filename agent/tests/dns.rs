@@ -1,9 +1,12 @@
 //! `dns` against a real dnsmasq on a loopback port with known records:
 //! answers of each type, NXDOMAIN, REFUSED, SERVFAIL (a validating dnsmasq
-//! that cannot build a DNSSEC chain of trust), an `--expect` mismatch, a port
-//! where nothing answers (timeout, bounded), the system resolver path (a
-//! network namespace whose /etc/resolv.conf points at our dnsmasq, with a
-//! dead first server), and agreement with `check_dig`.
+//! that cannot build a DNSSEC chain of trust), an `--expect` mismatch, a
+//! socket that never answers (timeout, bounded), a port where nothing
+//! listens and an address with no route (unreachable, at once), the system
+//! resolver path (a network namespace whose /etc/resolv.conf points at our
+//! dnsmasq, with a dead first server; and one naming no server), and
+//! agreement with `check_dig`. Each failure carries its stable `error`
+//! field and the `server` asked.
 
 #![allow(clippy::unwrap_used)]
 
@@ -87,6 +90,11 @@ fn server(d: &Dnsmasq) -> String {
     format!("127.0.0.1:{}", d.port)
 }
 
+/// The `error` field, or "" when there is none.
+fn error(r: &firstline_proto::CheckResult) -> &str {
+    r.fields.get("error").map(String::as_str).unwrap_or("")
+}
+
 #[test]
 fn answers_of_each_type() {
     let d = dnsmasq(&[]);
@@ -98,6 +106,9 @@ fn answers_of_each_type() {
     assert!(r.summary.contains(&s), "names the server: {}", r.summary);
     assert!(r.metrics.contains_key("time_ms"), "{r:?}");
     assert_eq!(r.metrics["answers"], 1.0);
+    assert_eq!(error(&r), "", "{r:?}");
+    assert_eq!(r.fields["server"], s);
+    assert_eq!(r.fields["answer"], "192.0.2.10");
 
     for (name, rtype, want) in [
         ("v6.fl.test", "AAAA", "2001:db8::10"),
@@ -133,16 +144,21 @@ fn failures_are_told_apart() {
     let (r, _) = check(&["dns", "nothere.fl.test", "--server", &s]);
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert!(r.summary.contains("NXDOMAIN"), "{}", r.summary);
+    assert_eq!(error(&r), "nxdomain", "{r:?}");
+    assert_eq!(r.fields["server"], s);
 
     // www exists but has no MX.
     let (r, _) = check(&["dns", "www.fl.test", "--type", "MX", "--server", &s]);
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert!(r.summary.contains("no MX record"), "{}", r.summary);
+    assert_eq!(error(&r), "no-answer", "{r:?}");
 
     // Outside its zone, with no upstream, dnsmasq refuses.
     let (r, _) = check(&["dns", "www.not-our-zone.org", "--server", &s]);
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert!(r.summary.contains("REFUSED"), "{}", r.summary);
+    assert_eq!(error(&r), "refused", "{r:?}");
+    assert_eq!(r.fields["server"], s);
 
     let (r, _) = check(&[
         "dns",
@@ -156,10 +172,13 @@ fn failures_are_told_apart() {
     assert!(r.summary.contains("wrong answer"), "{}", r.summary);
     assert!(r.summary.contains("192.0.2.10"), "{}", r.summary);
     assert!(r.summary.contains("192.0.2.99"), "{}", r.summary);
+    assert_eq!(error(&r), "mismatch", "{r:?}");
+    assert_eq!(r.fields["answer"], "192.0.2.10");
 
     // Query-time thresholds: any query takes at least 0 ms.
     let (r, _) = check(&["dns", "www.fl.test", "--server", &s, "--warn", "0"]);
     assert_eq!(r.status, Status::Warn, "{r:?}");
+    assert_eq!(error(&r), "", "slow is not a failure of the DNS: {r:?}");
 
     // Over TCP too.
     let (r, _) = check(&["dns", "www.fl.test", "--server", &s, "--tcp"]);
@@ -186,6 +205,7 @@ fn servfail_from_a_validating_resolver() {
     let (r, _) = check(&["dns", "www.fl.test", "--server", &server(&validating)]);
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert!(r.summary.contains("SERVFAIL"), "{}", r.summary);
+    assert_eq!(error(&r), "servfail", "{r:?}");
 }
 
 #[test]
@@ -197,6 +217,8 @@ fn silent_server_times_out_quickly() {
     let (r, _) = check(&["dns", "www.fl.test", "--server", &s, "--timeout", "1s"]);
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert!(r.summary.contains("timeout"), "{}", r.summary);
+    assert_eq!(error(&r), "timeout", "{r:?}");
+    assert_eq!(r.fields["server"], s);
     // Bounded by the timeout (with a wide margin for a loaded machine).
     assert!(
         started.elapsed() < Duration::from_secs(20),
@@ -204,22 +226,55 @@ fn silent_server_times_out_quickly() {
         started.elapsed()
     );
 
-    // And a port where nothing listens at all.
+    // And a port where nothing listens at all: told at once, over UDP (the
+    // ICMP port unreachable) and TCP (refused), not after the timeout.
     let closed = free_udp_tcp_port();
-    let (r, _) = check(&[
-        "dns",
-        "www.fl.test",
-        "--server",
-        &format!("127.0.0.1:{closed}"),
-        "--timeout",
-        "1s",
-    ]);
-    assert_eq!(r.status, Status::Crit, "{r:?}");
-    assert!(
-        r.summary.contains("refused") || r.summary.contains("timeout"),
-        "{}",
-        r.summary
+    let closed = format!("127.0.0.1:{closed}");
+    for tcp in [false, true] {
+        let mut args = vec!["dns", "www.fl.test", "--server", &closed, "--timeout", "5s"];
+        if tcp {
+            args.push("--tcp");
+        }
+        let started = Instant::now();
+        let (r, _) = check(&args);
+        assert_eq!(r.status, Status::Crit, "{r:?}");
+        assert_eq!(error(&r), "unreachable", "tcp={tcp}: {r:?}");
+        assert_eq!(r.fields["server"], closed);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "not a timeout: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn no_route_and_no_server() {
+    // In a namespace of our own with only loopback, nothing can leave.
+    let ns = Netns::new("dnr");
+    let (r, _) = check_in(
+        &ns,
+        &[
+            "dns",
+            "www.fl.test",
+            "--server",
+            "198.51.100.53",
+            "--timeout",
+            "2s",
+        ],
     );
+    assert_eq!(r.status, Status::Crit, "{r:?}");
+    assert_eq!(error(&r), "unreachable", "{r:?}");
+    assert!(r.summary.contains("no route"), "{}", r.summary);
+    assert_eq!(r.fields["server"], "198.51.100.53");
+
+    // A resolv.conf that names no nameserver.
+    let etc = Path::new("/etc/netns").join(&ns.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "search fl.test\n").unwrap();
+    let (r, _) = check_in(&ns, &["dns", "www.fl.test"]);
+    assert_eq!(r.status, Status::Crit, "{r:?}");
+    assert_eq!(error(&r), "no-servers", "{r:?}");
 }
 
 #[test]
@@ -248,11 +303,22 @@ fn system_resolver_reports_which_server_answered() {
     assert!(r.summary.contains("answered by 127.0.0.2"), "{}", r.summary);
     assert!(r.summary.contains("127.0.0.3"), "{}", r.summary);
     assert_eq!(r.metrics["servers_tried"], 2.0);
+    assert_eq!(error(&r), "", "{r:?}");
+    assert_eq!(r.fields["server"], "127.0.0.2");
+    assert_eq!(r.fields["failed"], "127.0.0.3 unreachable");
 
     // NXDOMAIN through the system path too.
     let (r, _) = check_in(&ns, &["dns", "nothere.fl.test", "--timeout", "4s"]);
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert!(r.summary.contains("NXDOMAIN"), "{}", r.summary);
+    assert_eq!(error(&r), "nxdomain", "{r:?}");
+    assert_eq!(r.fields["server"], "127.0.0.2");
+
+    // Only the dead server: unreachable, and it was the one asked.
+    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.3\n").unwrap();
+    let (r, _) = check_in(&ns, &["dns", "www.fl.test", "--timeout", "2s"]);
+    assert_eq!(error(&r), "unreachable", "{r:?}");
+    assert_eq!(r.fields["server"], "127.0.0.3");
 }
 
 #[test]

@@ -3,7 +3,11 @@
 //! nftables random drops where the kernel has no netem); the
 //! unprivileged paths (an ICMP datagram socket allowed by
 //! `net.ipv4.ping_group_range`, and no permission at all → `unknown`
-//! naming what is missing); and agreement with `check_ping`.
+//! naming what is missing); and agreement with `check_ping`. The `error`
+//! field tells why: `no-route` (no route at all, or an `unreachable` one),
+//! `timeout` (no reply: a silent link, or a neighbour that never answers
+//! ARP), `loss`, `unresolved` (a namespace whose resolver answers nothing),
+//! `no-permission`.
 //!
 //! Every packet stays on loopback or inside the namespaces made here.
 
@@ -12,8 +16,15 @@
 mod common;
 
 use common::*;
-use firstline_proto::Status;
+use firstline_proto::{CheckResult, Status};
+use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The `error` field, or "" when there is none.
+fn error(r: &CheckResult) -> &str {
+    r.fields.get("error").map(String::as_str).unwrap_or("")
+}
 
 #[test]
 fn loopback_v4_and_v6() {
@@ -131,6 +142,7 @@ fn loss_over_an_impaired_link() {
     assert!((10.0..=90.0).contains(&loss), "{r:?}");
     assert_ne!(r.status, Status::Ok, "loss ≥ 20% is not ok: {r:?}");
     assert!(r.summary.contains("% loss"), "{}", r.summary);
+    assert_eq!(error(&r), "loss", "{r:?}");
 
     // Everything dropped: crit, and still bounded by count × interval + timeout.
     impair(&b, 100);
@@ -150,6 +162,65 @@ fn loss_over_an_impaired_link() {
     assert_eq!(r.status, Status::Crit, "{r:?}");
     assert_eq!(r.metrics["loss_pct"], 100.0);
     assert!(r.summary.contains("100% loss"), "{}", r.summary);
+    assert_eq!(error(&r), "timeout", "{r:?}");
+}
+
+#[test]
+fn no_route_is_not_no_answer() {
+    let (a, b) = link_pair();
+    // No route at all: the kernel refuses to send, at once.
+    let started = Instant::now();
+    let (r, _) = check_in(
+        &a,
+        &["ping", "203.0.113.7", "--count", "2", "--interval", "50ms"],
+    );
+    assert_eq!(r.status, Status::Crit, "{r:?}");
+    assert_eq!(error(&r), "no-route", "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // An `unreachable` route says the same.
+    a.exec(&["ip", "route", "add", "unreachable", "203.0.113.0/24"]);
+    let (r, _) = check_in(
+        &a,
+        &["ping", "203.0.113.7", "--count", "2", "--interval", "50ms"],
+    );
+    assert_eq!(error(&r), "no-route", "{r:?}");
+    let (r, _) = check_in(&a, &["ping", "2001:db8:1::7", "--count", "1"]);
+    assert_eq!(error(&r), "no-route", "{r:?}");
+
+    // On the link, but nobody has that address: after its three ARP tries
+    // the kernel says "host unreachable" about the request. No reply (it
+    // is not counted as one), and not "no route" either.
+    let (r, _) = check_in(
+        &a,
+        &["ping", "198.51.100.99", "--count", "1", "--timeout", "6s"],
+    );
+    assert_eq!(r.status, Status::Crit, "{r:?}");
+    assert_eq!(r.metrics["received"], 0.0, "{r:?}");
+    assert_eq!(error(&r), "unreachable", "{r:?}");
+    assert!(r.summary.contains("host unreachable"), "{}", r.summary);
+
+    // A router on the way (b, forwarding, with no route further) says so.
+    b.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    a.exec(&["ip", "route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
+    let (r, _) = check_in(
+        &a,
+        &["ping", "192.0.2.7", "--count", "2", "--interval", "50ms"],
+    );
+    assert_eq!(r.metrics["received"], 0.0, "{r:?}");
+    assert_eq!(error(&r), "unreachable", "{r:?}");
+    assert!(r.summary.contains("from 198.51.100.2"), "{}", r.summary);
+
+    // A name that does not resolve (the namespace's resolver is silent).
+    let etc = Path::new("/etc/netns").join(&a.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let (r, _) = check_in(&a, &["ping", "gateway.fl.test", "--count", "1"]);
+    assert_eq!(r.status, Status::Unknown, "{r:?}");
+    assert_eq!(error(&r), "unresolved", "{r:?}");
 }
 
 #[test]
@@ -183,6 +254,7 @@ fn unprivileged_user() {
     assert_eq!(r.status, Status::Unknown, "{r:?}");
     assert!(r.summary.contains("CAP_NET_RAW"), "{}", r.summary);
     assert!(r.summary.contains("ping_group_range"), "{}", r.summary);
+    assert_eq!(error(&r), "no-permission", "{r:?}");
 
     // Allowed by ping_group_range: the datagram socket works without privilege.
     ns.exec(&[

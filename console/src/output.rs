@@ -2,7 +2,7 @@
 //! a broken pipe (`firstline agents | head`) treated as success.
 
 use firstline_proto::text::printable;
-use firstline_proto::{CheckResult, Status};
+use firstline_proto::CheckResult;
 
 pub use firstline_net::cli::print_json as json;
 pub use firstline_net::cli::print_line as line;
@@ -42,19 +42,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// `OK    disk /  summary` — one line per result.
+/// `OK    disk /: summary (3 ms)` — one line per result.
 pub fn result(r: &CheckResult) {
-    let tag = match r.status {
-        Status::Ok => "OK  ",
-        Status::Warn => "WARN",
-        Status::Crit => "CRIT",
-        Status::Unknown => "UNKN",
-    };
-    line(format!(
-        "{tag}  {} {}: {} ({} ms)",
-        printable(&r.check),
-        printable(&r.target),
-        printable(&r.summary),
-        r.duration_ms
-    ));
+    line(r.line());
 }

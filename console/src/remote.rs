@@ -7,6 +7,7 @@ use crate::client::Client;
 use crate::output;
 use anyhow::{bail, Result};
 use firstline_net::cli::UsageError;
+use firstline_proto::runbook::{Verdict, VerdictKind};
 use firstline_proto::text::printable;
 use firstline_proto::{CheckResult, Message, Status};
 use std::path::PathBuf;
@@ -52,15 +53,15 @@ pub fn take_flags(args: &mut Vec<String>) -> Result<Flags> {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub results: Vec<CheckResult>,
-    /// A runbook's verdict: (resolved, reason).
-    pub verdict: Option<(bool, String)>,
+    /// A runbook's verdict.
+    pub verdict: Option<Verdict>,
 }
 
 impl Outcome {
     /// Exit code: 0 when every result is ok (or the runbook resolved).
     pub fn exit_code(&self) -> i32 {
         let ok = match &self.verdict {
-            Some((resolved, _)) => *resolved,
+            Some(v) => v.verdict == VerdictKind::Resolved,
             None => !self.results.is_empty() && self.results.iter().all(|r| r.status == Status::Ok),
         };
         if ok {
@@ -88,23 +89,15 @@ pub async fn stream(client: &Client, request: Message, json: bool) -> Result<Out
                 }
                 out.results.push(result);
             }
-            Message::Verdict {
-                verdict,
-                reason,
-                evidence,
-            } => {
+            Message::Verdict(v) => {
                 if json {
-                    output::json(
-                        &serde_json::json!({"verdict": verdict, "reason": reason, "evidence": evidence}),
-                    );
+                    output::json(&v);
                 } else {
-                    output::line(format!(
-                        "VERDICT {}: {}",
-                        printable(&verdict.to_uppercase()),
-                        printable(&reason)
-                    ));
+                    for line in v.render() {
+                        output::line(line);
+                    }
                 }
-                out.verdict = Some((verdict == "resolved", reason));
+                out.verdict = Some(v);
             }
             Message::Done {} => break,
             _ => {}

@@ -13,10 +13,14 @@ pub fn init_logging(default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
+    // Colours only on a terminal (never in a file or the journal), and
+    // never when NO_COLOR is set.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder.init();
+        builder.with_ansi(colour).init();
     }
 }
 

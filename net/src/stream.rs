@@ -193,15 +193,18 @@ impl Incoming {
 
 /// Accept the next request stream and read its request message, in turn
 /// (for connections that carry one request at a time: hello, enroll), its
-/// frame no larger than `limit`.
+/// frame no larger than `limit`. The peer has `first_message_timeout` to
+/// open the stream too, not only to fill it: a connection that opens none
+/// is answered `Ok(None)` then, and the caller closes it — it cannot hold
+/// its place (and, before authentication, its slot) forever.
 pub async fn accept_request(
     conn: &Connection,
     first_message_timeout: Duration,
     limit: usize,
 ) -> Result<Option<(Message, FramedSend, FramedRecv)>, quinn::ConnectionError> {
-    Ok(accept(conn)
-        .await?
-        .limit(limit)
-        .first(first_message_timeout)
-        .await)
+    let incoming = match tokio::time::timeout(first_message_timeout, accept(conn)).await {
+        Ok(incoming) => incoming?,
+        Err(_) => return Ok(None),
+    };
+    Ok(incoming.limit(limit).first(first_message_timeout).await)
 }

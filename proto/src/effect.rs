@@ -9,19 +9,24 @@
 //!   no content of local services beyond status and timing;
 //! * technician — checks that write to a service or test its content
 //!   (`tcp --send`, `http --contains`, a byte-by-byte oracle for a local
-//!   page's secret otherwise), third-party plugins (their options can post
-//!   data or run commands: their effect cannot be vetted here), built-in
-//!   fixes, runbooks;
+//!   page's secret otherwise), checks that read what is on the machine
+//!   (`du`: folder names and sizes anywhere), third-party plugins (their
+//!   options can post data or run commands: their effect cannot be vetted
+//!   here), built-in fixes, runbooks;
 //! * admin — the admin's own scripts.
 
 use crate::message::Role;
+
+/// Checks that run programs of their own (`plugin`) or read what is on
+/// the machine (`du`: the names and sizes of any user's folders).
+const LOCAL_CONTENT: &[&str] = &["plugin", "du"];
 
 /// Check options that send data to a service or test its content.
 const CONTENT_OPTIONS: &[(&str, &str)] = &[("tcp", "--send"), ("http", "--contains")];
 
 /// The least role that may run `check` with `args`.
 pub fn check_role(check: &str, args: &[String]) -> Role {
-    if check == "plugin" {
+    if LOCAL_CONTENT.contains(&check) {
         return Role::Technician;
     }
     let sensitive = CONTENT_OPTIONS

@@ -14,6 +14,7 @@
 //! * [`effect`] — the least role each action needs (relay and agent agree).
 //! * [`text`] — wire text made safe for terminals and logs.
 //! * [`limits`] — the sizes peers are held to.
+//! * [`runbook`] — a runbook run's step records and verdict.
 
 pub mod effect;
 pub mod event;
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod result;
+pub mod runbook;
 pub mod text;
 pub mod version;
 

@@ -193,11 +193,25 @@ pub struct TicketSummary {
 /// One entry of a ticket's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TicketEntry {
+    /// RFC 3339 time the relay stored the entry (its arrival).
     pub at: String,
-    /// `opened`, `result`, `comment`, `status`, `assigned`, `diagnostics`…
+    /// RFC 3339 time the agent observed what the entry reports (the `at` of
+    /// the agent's result), for entries an agent's event made; it differs
+    /// from `at` when the event waited in the agent's outbox (a relay
+    /// outage). Absent for entries people made, and from older relays.
+    #[serde(default)]
+    pub observed_at: Option<String>,
+    /// `opened`, `result`, `comment`, `status`, `assigned`, `diagnostics`,
+    /// `verdict`…
     pub kind: String,
     pub author: String,
-    pub body: String,
+    /// A JSON object for entries that carry data — `result` (a
+    /// [`crate::CheckResult`]), `diagnostics` (a [`crate::Diagnostics`]),
+    /// `verdict` (a [`crate::runbook::Verdict`]) and the `opened` entry of
+    /// an alert ticket (the result that opened it) — and a string for
+    /// everything people read as text (comments, state changes, the opening
+    /// text of a technician's ticket).
+    pub body: serde_json::Value,
 }
 
 /// One runbook an agent offers.
@@ -424,12 +438,8 @@ pub enum Message {
         role: Role,
     },
     ExecListRunbooks {},
-    /// The end of a runbook: `resolved`, or `escalate` with the evidence.
-    Verdict {
-        verdict: String,
-        reason: String,
-        evidence: Vec<CheckResult>,
-    },
+    /// The end of a runbook: the leaf it reached, with every step.
+    Verdict(crate::runbook::Verdict),
 
     // --- answers on any request stream ---
     Progress {
@@ -493,7 +503,7 @@ impl Message {
             Message::ExecFix { .. } => "exec_fix",
             Message::ExecRunbook { .. } => "exec_runbook",
             Message::ExecListRunbooks {} => "exec_list_runbooks",
-            Message::Verdict { .. } => "verdict",
+            Message::Verdict(_) => "verdict",
             Message::Progress { .. } => "progress",
             Message::Result { .. } => "result",
             Message::Done {} => "done",

@@ -83,6 +83,11 @@ pub struct CheckResult {
     /// For fixes: what was changed (empty for checks and dry runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
+    /// Facts that are not numbers, for runbooks to branch on and people to
+    /// read: `error = "nxdomain"`, `reasons = "media-empty-error"`,
+    /// `gateway = "192.0.2.1"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
 }
 
 impl CheckResult {
@@ -103,12 +108,38 @@ impl CheckResult {
             duration_ms: 0,
             at: String::new(),
             changed: Vec::new(),
+            fields: BTreeMap::new(),
         }
     }
 
     /// Add a metric (builder style).
     pub fn metric(mut self, name: impl Into<String>, value: f64) -> Self {
         self.metrics.insert(name.into(), value);
+        self
+    }
+
+    /// `OK    disk /: summary (3 ms)`: one line for a person, escaped for a
+    /// terminal.
+    pub fn line(&self) -> String {
+        use crate::text::printable;
+        let tag = match self.status {
+            Status::Ok => "OK  ",
+            Status::Warn => "WARN",
+            Status::Crit => "CRIT",
+            Status::Unknown => "UNKN",
+        };
+        format!(
+            "{tag}  {} {}: {} ({} ms)",
+            printable(&self.check),
+            printable(&self.target),
+            printable(&self.summary),
+            self.duration_ms
+        )
+    }
+
+    /// Add a field (builder style).
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.insert(name.into(), value.into());
         self
     }
 
@@ -137,6 +168,16 @@ impl CheckResult {
         for line in &mut self.changed {
             cut(line, TARGET);
         }
+        if self.fields.len() > METRICS {
+            self.fields = std::mem::take(&mut self.fields)
+                .into_iter()
+                .take(METRICS)
+                .collect();
+        }
+        self.fields.retain(|k, _| k.len() <= 128);
+        for v in self.fields.values_mut() {
+            cut(v, TARGET);
+        }
         self
     }
 }
@@ -156,6 +197,7 @@ mod tests {
             duration_ms: 3,
             at: "2026-11-23T00:00:00Z".into(),
             changed: vec![],
+            fields: Default::default(),
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -182,8 +224,8 @@ mod tests {
         }
         r.changed = vec!["c".repeat(10_000); 1000];
         let b = r.bounded();
-        assert!(b.summary.len() <= crate::limits::SUMMARY + 3);
-        assert!(b.target.len() <= crate::limits::TARGET + 3);
+        assert!(b.summary.len() <= crate::limits::SUMMARY);
+        assert!(b.target.len() <= crate::limits::TARGET);
         assert_eq!(b.metrics.len(), crate::limits::METRICS);
         assert_eq!(b.changed.len(), crate::limits::CHANGED_LINES);
     }

@@ -64,13 +64,13 @@ pub fn json_safe(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary, with `…`
-/// appended when something was cut.
+/// At most `max` bytes of `text`, cut at a character boundary and ending
+/// in `…` when something was cut (the `…` counts in the `max`).
 pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }
-    let mut end = max;
+    let mut end = max.saturating_sub('…'.len_utf8());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -106,6 +106,8 @@ mod tests {
     #[test]
     fn truncates_on_char_boundaries() {
         assert_eq!(truncate("short", 10), "short");
-        assert_eq!(truncate("ééé", 3), "é…");
+        assert_eq!(truncate("ééé", 5), "é…");
+        assert_eq!(truncate("abcdefgh", 6), "abc…");
+        assert!(truncate(&"x".repeat(500), 200).len() <= 200);
     }
 }

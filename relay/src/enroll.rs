@@ -74,7 +74,15 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
             )
             .await;
         }
-        Ok(None) | Err(_) => {}
+        Ok(None) => {
+            let why = "no enrollment request in time";
+            conn.close(
+                VarInt::from_u32(ErrorCode::Timeout.quic_code()),
+                why.as_bytes(),
+            );
+            return;
+        }
+        Err(_) => {}
     }
     // Let the agent read the answer and close first; do not wait forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;

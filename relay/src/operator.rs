@@ -92,7 +92,7 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
                 args,
                 role: op.role,
             };
-            routing::route(&relay, &agent, request, ticket, send).await
+            routing::route(&relay, &agent, request, ticket, &op.name, send).await
         }
         Message::Fix {
             agent,
@@ -107,7 +107,7 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
                 dry_run,
                 role: op.role,
             };
-            routing::route(&relay, &agent, request, ticket, send).await
+            routing::route(&relay, &agent, request, ticket, &op.name, send).await
         }
         Message::Runbook {
             agent,
@@ -122,10 +122,18 @@ async fn handle(relay: Arc<Relay>, op: Operator, msg: Message, send: FramedSend)
                 dry_run,
                 role: op.role,
             };
-            routing::route(&relay, &agent, request, ticket, send).await
+            routing::route(&relay, &agent, request, ticket, &op.name, send).await
         }
         Message::ListRunbooks { agent } => {
-            routing::route(&relay, &agent, Message::ExecListRunbooks {}, None, send).await
+            routing::route(
+                &relay,
+                &agent,
+                Message::ExecListRunbooks {},
+                None,
+                &op.name,
+                send,
+            )
+            .await
         }
         Message::ListAudit { agent, limit } => list_audit(&relay, agent, limit, send).await,
         _ => Err((ErrorCode::BadRequest, "unsupported request".into(), send)),

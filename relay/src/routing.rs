@@ -2,8 +2,10 @@
 //!
 //! The relay opens a stream on the agent's live connection, sends the
 //! agent-side request, and copies every answer to the console as it
-//! arrives; with `--ticket`, results and verdicts are appended to the
-//! ticket on the way.
+//! arrives; with `--ticket`, a check's or a fix's result is appended to the
+//! ticket on the way, and a runbook is recorded as one `runbook` entry by
+//! the operator who ran it: its parameters, every step's result or why it
+//! was skipped, and the verdict with its cause.
 
 use crate::operator::{internal, unknown_agent, Failure};
 use crate::server::Relay;
@@ -18,6 +20,7 @@ pub async fn route(
     agent: &str,
     to_agent: Message,
     ticket: Option<u64>,
+    operator: &str,
     mut send: FramedSend,
 ) -> Result<String, Failure> {
     let conn = match relay.store.agent(agent) {
@@ -49,6 +52,7 @@ pub async fn route(
             Err(e) => return Err(internal(e, send)),
         }
     }
+    let to_agent_kind = to_agent.kind();
     let (_to_agent, mut from_agent) = match request(&conn, to_agent).await {
         Ok(s) => s,
         Err(e) => {
@@ -59,7 +63,12 @@ pub async fn route(
             ))
         }
     };
-    match relay_answers(relay, agent, ticket, &mut from_agent, &mut send).await {
+    let record = ticket.map(|t| Record {
+        ticket: t,
+        operator,
+        runbook: matches!(to_agent_kind, "exec_runbook"),
+    });
+    match relay_answers(relay, agent, record, &mut from_agent, &mut send).await {
         Ok(text) => {
             let _ = send.finish();
             Ok(text)
@@ -69,10 +78,33 @@ pub async fn route(
 }
 
 /// Copy the agent's answers to the console until the final message.
+/// Where the answers are recorded: a ticket, by whom, and whether they are
+/// a runbook's (recorded once, whole, with its verdict).
+struct Record<'a> {
+    ticket: u64,
+    operator: &'a str,
+    runbook: bool,
+}
+
+impl Record<'_> {
+    /// Append an entry, with the time the agent observed what it says.
+    fn append(&self, relay: &Relay, kind: &str, author: &str, body: &str, observed: &str) {
+        let t = self.ticket;
+        let observed = crate::incidents::observed_secs(observed);
+        let appended = relay.ticket_tx(|tx| {
+            let c = tx.append_observed(t, kind, author, body, observed)?;
+            Ok(((), c.into_iter().collect()))
+        });
+        if let Err(e) = appended {
+            tracing::error!("cannot append to ticket {t}: {e}");
+        }
+    }
+}
+
 async fn relay_answers(
     relay: &Relay,
     agent: &str,
-    ticket: Option<u64>,
+    record: Option<Record<'_>>,
     from_agent: &mut FramedRecv,
     to_console: &mut FramedSend,
 ) -> Result<String, (ErrorCode, String)> {
@@ -94,30 +126,17 @@ async fn relay_answers(
         match &msg {
             Message::Result { result } => {
                 last_status = format!("{}: {}", result.status, result.summary);
-                if let Some(t) = ticket {
+                if let Some(r) = record.as_ref().filter(|r| !r.runbook) {
                     let body = serde_json::to_string(result).unwrap_or_default();
-                    let appended = relay.ticket_tx(|tx| {
-                        let c = tx.append(t, "result", agent, &body)?;
-                        Ok(((), c.into_iter().collect()))
-                    });
-                    if let Err(e) = appended {
-                        tracing::error!("cannot append to ticket {t}: {e}");
-                    }
+                    r.append(relay, "result", agent, &body, &result.at);
                 }
             }
-            Message::Verdict {
-                verdict, reason, ..
-            } => {
-                last_status = format!("{verdict}: {reason}");
-                if let Some(t) = ticket {
-                    let body = format!("runbook verdict: {verdict} — {reason}");
-                    let appended = relay.ticket_tx(|tx| {
-                        let c = tx.append(t, "verdict", agent, &body)?;
-                        Ok(((), c.into_iter().collect()))
-                    });
-                    if let Err(e) = appended {
-                        tracing::error!("cannot append to ticket {t}: {e}");
-                    }
+            Message::Verdict(v) => {
+                last_status = format!("{} ({}): {}", v.verdict, v.cause, v.message);
+                if let Some(r) = &record {
+                    let body = serde_json::to_string(v).unwrap_or_default();
+                    let observed = v.evidence().last().map_or("", |e| e.at.as_str());
+                    r.append(relay, "verdict", r.operator, &body, observed);
                 }
             }
             Message::Progress { .. } => {}

@@ -131,6 +131,8 @@ impl Store {
         conn.execute_batch(SCHEMA)
             .and_then(|_| conn.execute_batch(crate::tickets::SCHEMA))
             .with_context(|| format!("cannot create schema in {}", path.display()))?;
+        crate::tickets::upgrade(&conn)
+            .with_context(|| format!("cannot upgrade the schema of {}", path.display()))?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

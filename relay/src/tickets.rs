@@ -10,6 +10,18 @@
 //! timeline) written once on top of them. Each change returns a [`Change`]:
 //! the ticket after it and the entry it added, which the relay turns into
 //! live notices and webhook deliveries.
+//!
+//! **Times.** Every time of a ticket is the relay's, when it stored the
+//! thing: `created_at` (an alert ticket's too: when the incident reached
+//! the relay), `updated_at`, and each entry's `at`. An entry an agent's
+//! event made also keeps `observed_at`, the time the agent observed it (its
+//! result's `at`): after a relay outage the two differ, and the timeline
+//! still tells when things really happened.
+//!
+//! **Bodies.** An entry's body is stored as text; entries that carry data
+//! (results, diagnostic bundles, runbook verdicts, the result that opened an
+//! alert ticket) hold it as JSON and reach consoles and webhooks as JSON
+//! objects ([`entry_body`]), never as strings of JSON.
 
 use crate::store::{now, rfc3339};
 use anyhow::{bail, Context, Result};
@@ -38,10 +50,60 @@ CREATE TABLE IF NOT EXISTS ticket_entries (
     at INTEGER NOT NULL,
     kind TEXT NOT NULL,
     author TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    observed_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS entries_by_ticket ON ticket_entries (ticket_id, id);
 "#;
+
+/// Columns added to existing databases since their tables were created:
+/// `(table, column, type)`. `CREATE TABLE IF NOT EXISTS` leaves an old table
+/// as it is, so [`upgrade`] adds what is missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("ticket_entries", "observed_at", "INTEGER")];
+
+/// Bring a database made by an older relay up to [`SCHEMA`]: add each
+/// missing column with `ALTER TABLE … ADD COLUMN` (guarded by
+/// `PRAGMA table_info`; a column another relay added meanwhile is fine).
+/// Idempotent; called by `Store::open` after [`SCHEMA`].
+pub fn upgrade(db: &Connection) -> Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let mut stmt = db.prepare(&format!("PRAGMA table_info({table})"))?;
+        let present = stmt
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .any(|c| c == column);
+        if present {
+            continue;
+        }
+        match db.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+            [],
+        ) {
+            Ok(_) => tracing::info!("database upgraded: {table}.{column} added"),
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot add {table}.{column}")),
+        }
+    }
+    Ok(())
+}
+
+/// Entry kinds whose body is JSON data (for `opened`, only on alert tickets).
+pub const DATA_KINDS: &[&str] = &["result", "diagnostics", "verdict"];
+
+/// The body of an entry as consoles and webhooks get it: the JSON object
+/// stored for a data entry ([`DATA_KINDS`], and the `opened` entry of an
+/// alert ticket), text for everything else — and text too when a data
+/// entry's body is not a JSON object (an entry of an older relay).
+pub fn entry_body(kind: &str, alert: bool, stored: &str) -> serde_json::Value {
+    let data = DATA_KINDS.contains(&kind) || (kind == "opened" && alert);
+    if data {
+        if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str(stored) {
+            return v;
+        }
+    }
+    serde_json::Value::String(stored.to_string())
+}
 
 /// A ticket as it is after a change, and the entry the change added.
 #[derive(Debug, Clone)]
@@ -69,8 +131,16 @@ pub trait TicketStore {
     /// Insert an open ticket; its id.
     fn insert_ticket(&self, t: &NewTicket<'_>) -> Result<u64>;
     /// Append a timeline entry and touch `updated_at`; the entry's id, or
-    /// `None` when there is no such ticket.
-    fn insert_entry(&self, id: u64, kind: &str, author: &str, body: &str) -> Result<Option<i64>>;
+    /// `None` when there is no such ticket. `observed_at` (Unix seconds) is
+    /// when an agent observed what it reports.
+    fn insert_entry(
+        &self,
+        id: u64,
+        kind: &str,
+        author: &str,
+        body: &str,
+        observed_at: Option<i64>,
+    ) -> Result<Option<i64>>;
     /// Set status (and `resolved_at` when resolving); false if no ticket.
     fn update_status(&self, id: u64, status: &str) -> Result<bool>;
     fn update_assignee(&self, id: u64, operator: &str) -> Result<bool>;
@@ -99,24 +169,50 @@ pub trait TicketStore {
     // ---- the rules, written once ----
 
     fn create(&self, t: &NewTicket<'_>) -> Result<Change> {
+        self.create_observed(t, None)
+    }
+
+    /// [`TicketStore::create`] for what an agent observed at `observed_at`
+    /// (Unix seconds): the `opened` entry keeps that time.
+    fn create_observed(&self, t: &NewTicket<'_>, observed_at: Option<i64>) -> Result<Change> {
         let id = self.insert_ticket(t)?;
-        self.append(id, "opened", t.author, t.body.unwrap_or(t.title))?
-            .context("ticket vanished after insert")
+        self.append_observed(
+            id,
+            "opened",
+            t.author,
+            t.body.unwrap_or(t.title),
+            observed_at,
+        )?
+        .context("ticket vanished after insert")
     }
 
     /// Add an entry to the timeline; `None` when there is no such ticket.
     fn append(&self, id: u64, kind: &str, author: &str, body: &str) -> Result<Option<Change>> {
-        let Some(entry_id) = self.insert_entry(id, kind, author, body)? else {
+        self.append_observed(id, kind, author, body, None)
+    }
+
+    /// [`TicketStore::append`] of what an agent observed at `observed_at`.
+    fn append_observed(
+        &self,
+        id: u64,
+        kind: &str,
+        author: &str,
+        body: &str,
+        observed_at: Option<i64>,
+    ) -> Result<Option<Change>> {
+        let Some(entry_id) = self.insert_entry(id, kind, author, body, observed_at)? else {
             return Ok(None);
         };
         let ticket = self.get(id)?.context("ticket vanished")?;
+        let body = entry_body(kind, ticket.source == "alert", body);
         Ok(Some(Change {
             ticket,
             entry: TicketEntry {
                 at: rfc3339(now()),
+                observed_at: observed_at.map(rfc3339),
                 kind: kind.into(),
                 author: author.into(),
-                body: body.into(),
+                body,
             },
             entry_id,
         }))
@@ -130,6 +226,19 @@ pub trait TicketStore {
         status: &str,
         author: &str,
         note: &str,
+    ) -> Result<Option<Change>> {
+        self.set_status_observed(id, status, author, note, None)
+    }
+
+    /// [`TicketStore::set_status`] because of what an agent observed at
+    /// `observed_at` (a recovery, a failure that is back).
+    fn set_status_observed(
+        &self,
+        id: u64,
+        status: &str,
+        author: &str,
+        note: &str,
+        observed_at: Option<i64>,
     ) -> Result<Option<Change>> {
         let Some(current) = self.get(id)? else {
             return Ok(None);
@@ -153,7 +262,7 @@ pub trait TicketStore {
         } else {
             format!("{} → {status}: {note}", current.status)
         };
-        self.append(id, "status", author, &body)
+        self.append_observed(id, "status", author, &body, observed_at)
     }
 
     fn assign(&self, id: u64, operator: &str, author: &str) -> Result<Option<Change>> {
@@ -194,7 +303,14 @@ impl TicketStore for Connection {
         Ok(self.last_insert_rowid() as u64)
     }
 
-    fn insert_entry(&self, id: u64, kind: &str, author: &str, body: &str) -> Result<Option<i64>> {
+    fn insert_entry(
+        &self,
+        id: u64,
+        kind: &str,
+        author: &str,
+        body: &str,
+        observed_at: Option<i64>,
+    ) -> Result<Option<i64>> {
         let n = self.execute(
             "UPDATE tickets SET updated_at = ?2 WHERE id = ?1",
             params![id as i64, now()],
@@ -203,8 +319,9 @@ impl TicketStore for Connection {
             return Ok(None);
         }
         self.execute(
-            "INSERT INTO ticket_entries (ticket_id, at, kind, author, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id as i64, now(), kind, author, body],
+            "INSERT INTO ticket_entries (ticket_id, at, kind, author, body, observed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id as i64, now(), kind, author, body, observed_at],
         )?;
         Ok(Some(self.last_insert_rowid()))
     }
@@ -254,14 +371,20 @@ impl TicketStore for Connection {
 
     fn entries(&self, id: u64) -> Result<Vec<TicketEntry>> {
         let mut stmt = self.prepare(
-            "SELECT at, kind, author, body FROM ticket_entries WHERE ticket_id = ?1 ORDER BY id",
+            "SELECT e.at, e.kind, e.author, e.body, e.observed_at, t.source
+             FROM ticket_entries e JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.ticket_id = ?1 ORDER BY e.id",
         )?;
         let rows = stmt.query_map([id as i64], |r| {
+            let kind: String = r.get(1)?;
+            let body: String = r.get(3)?;
+            let source: String = r.get(5)?;
             Ok(TicketEntry {
                 at: rfc3339(r.get(0)?),
-                kind: r.get(1)?,
+                observed_at: r.get::<_, Option<i64>>(4)?.map(rfc3339),
+                body: entry_body(&kind, source == "alert", &body),
+                kind,
                 author: r.get(2)?,
-                body: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -315,5 +438,158 @@ impl TicketStore for Connection {
             params![agent, monitor, status, summary, now()],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use serde_json::{json, Value};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("relay.db")).unwrap();
+        (dir, s)
+    }
+
+    fn ticket<'a>(source: &'a str, body: Option<&'a str>) -> NewTicket<'a> {
+        NewTicket {
+            title: "disk full",
+            agent: Some("pc1"),
+            check: Some("disk"),
+            monitor: Some("disk /"),
+            priority: "high",
+            source,
+            author: "pc1",
+            body,
+        }
+    }
+
+    #[test]
+    fn data_entries_are_json_objects_and_text_stays_text() {
+        let (_d, s) = store();
+        let result = r#"{"check":"disk","target":"/","status":"crit","summary":"95% used","metrics":{},"duration_ms":1,"at":"2026-01-01T00:00:00Z"}"#;
+        let (alert, tech) = s
+            .with_tx(|tx| {
+                let alert = tx.create_observed(&ticket("alert", Some(result)), Some(1_000))?;
+                assert!(alert.entry.body.is_object(), "{:?}", alert.entry);
+                assert_eq!(
+                    alert.entry.observed_at.as_deref(),
+                    Some("1970-01-01T00:16:40Z")
+                );
+                let id = alert.ticket.id;
+                let c = tx
+                    .append_observed(id, "diagnostics", "pc1", r#"{"top_cpu":[]}"#, Some(1_001))?
+                    .unwrap();
+                assert_eq!(c.entry.body, json!({"top_cpu": []}));
+                tx.append(id, "comment", "tina", r#"{"looks":"like json"}"#)?;
+                // A technician's ticket whose text looks like JSON is text.
+                let tech = tx.create(&ticket("technician", Some(r#"{"a":1}"#)))?;
+                assert!(tech.entry.body.is_string());
+                assert_eq!(tech.entry.observed_at, None);
+                Ok((id, tech.ticket.id))
+            })
+            .unwrap();
+        let entries = s.read(|db| db.entries(alert)).unwrap();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["opened", "diagnostics", "comment"]);
+        assert_eq!(entries[0].body["summary"], "95% used");
+        assert_eq!(
+            entries[1].observed_at.as_deref(),
+            Some("1970-01-01T00:16:41Z")
+        );
+        assert_eq!(
+            entries[2].body,
+            Value::String(r#"{"looks":"like json"}"#.into())
+        );
+        assert_eq!(entries[2].observed_at, None);
+        let entries = s.read(|db| db.entries(tech)).unwrap();
+        assert_eq!(entries[0].body, Value::String(r#"{"a":1}"#.into()));
+        // On the wire: objects, not strings of JSON.
+        let wire = serde_json::to_value(s.read(|db| db.entries(alert)).unwrap()).unwrap();
+        assert!(wire[0]["body"].is_object(), "{wire}");
+        assert!(wire[0].get("observed_at").is_some(), "{wire}");
+    }
+
+    #[test]
+    fn a_data_entry_that_is_not_an_object_stays_text() {
+        assert_eq!(entry_body("result", true, "{}"), json!({}));
+        assert_eq!(entry_body("result", true, "not json"), json!("not json"));
+        assert_eq!(entry_body("verdict", false, "[1]"), json!("[1]"));
+        assert_eq!(entry_body("opened", false, "{}"), json!("{}"));
+        assert_eq!(entry_body("status", true, "{}"), json!("{}"));
+    }
+
+    #[test]
+    fn entries_of_older_peers_still_parse() {
+        let old =
+            r#"{"at":"2026-01-01T00:00:00Z","kind":"result","author":"pc1","body":"{\"a\":1}"}"#;
+        let e: TicketEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.observed_at, None);
+        assert_eq!(e.body, json!("{\"a\":1}"));
+    }
+
+    #[test]
+    fn a_database_of_an_older_relay_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        {
+            let db = Connection::open(&path).unwrap();
+            // The ticket tables as an older relay made them.
+            db.execute_batch(&SCHEMA.replace(",\n    observed_at INTEGER", ""))
+                .unwrap();
+            db.execute(
+                "INSERT INTO tickets (title, status, priority, source, created_at, updated_at)
+                 VALUES ('old', 'open', 'normal', 'alert', 1, 1)",
+                [],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO ticket_entries (ticket_id, at, kind, author, body)
+                 VALUES (1, 1, 'result', 'pc1', '{\"status\":\"crit\"}')",
+                [],
+            )
+            .unwrap();
+            let has =
+                |db: &Connection| db.prepare("SELECT observed_at FROM ticket_entries").is_ok();
+            assert!(!has(&db), "the old table has no observed_at");
+        }
+        // Opening it upgrades it.
+        let s = Store::open(&path).unwrap();
+        let entries = s.read(|db| db.entries(1)).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].observed_at, None);
+        assert_eq!(entries[0].body["status"], "crit");
+        s.with_tx(|tx| tx.append_observed(1, "result", "pc1", "{}", Some(5)))
+            .unwrap()
+            .unwrap();
+        let entries = s.read(|db| db.entries(1)).unwrap();
+        assert_eq!(
+            entries[1].observed_at.as_deref(),
+            Some("1970-01-01T00:00:05Z")
+        );
+        // Again: nothing left to add.
+        s.read(upgrade).unwrap();
+        s.read(upgrade).unwrap();
+    }
+
+    #[test]
+    fn an_insert_into_an_older_table_upgrades_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&SCHEMA.replace(",\n    observed_at INTEGER", ""))
+            .unwrap();
+        let s = Store::open(&path).unwrap();
+        let c = s
+            .with_tx(|tx| tx.create_observed(&ticket("alert", Some("{}")), Some(7)))
+            .unwrap();
+        let entries = s.read(|db| db.entries(c.ticket.id)).unwrap();
+        assert_eq!(
+            entries[0].observed_at.as_deref(),
+            Some("1970-01-01T00:00:07Z")
+        );
     }
 }

@@ -3,6 +3,13 @@
 //! transactional outbox), then POSTed as JSON with an HMAC-SHA256 signature,
 //! retried with capped exponential backoff until the receiver answers 2xx.
 //!
+//! The body is `{"event_id", "ticket_key", "event", "ticket", "entry"}`;
+//! `entry` is the timeline entry the change added, as consoles get it
+//! ([`firstline_proto::TicketEntry`]): `at` (when the relay stored it),
+//! `observed_at` (when the agent observed it, or null), `kind`, `author`,
+//! and `body` — a JSON object for results, diagnostic bundles, runbook
+//! verdicts and the `opened` entry of an alert ticket, a string otherwise.
+//!
 //! Every delivery carries a stable `ticket_key` and a unique `event_id`
 //! (also in the `X-Firstline-Event-Id` header), so a receiver dedupes
 //! retries by id and never creates duplicates.

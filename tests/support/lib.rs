@@ -2,8 +2,14 @@
 //! `firstline-agent` and `firstline` processes, each test in its own temp
 //! folder on loopback ports, killed for real when the test ends.
 
+pub mod diagnosis;
+pub mod dns;
+pub mod hub;
+pub mod netlab;
 pub mod peers;
 pub mod plugin;
+pub mod raw;
+pub mod tmpfs;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

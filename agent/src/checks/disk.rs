@@ -1,9 +1,23 @@
-//! `disk [PATH] [--warn PCT] [--crit PCT]` — space and inodes.
+//! `disk [PATH] [--warn PCT] [--crit PCT] [--inodes-warn PCT]
+//! [--inodes-crit PCT]` — space and inodes.
 //!
 //! Mounts come from sysinfo; the numbers come from `statvfs(2)` so they are
 //! the very numbers `df` prints: used = blocks − free, and use% =
 //! used / (used + available), since the blocks reserved for root are
-//! neither. With no PATH every mount is checked and the worst one decides.
+//! neither; inodes as `df -i`: used = files − free, use% = used / files.
+//! A filesystem that reports no inode count (btrfs, some network
+//! filesystems) is graded on bytes alone. With no PATH every mount is
+//! checked and the worst one decides. PATH's filesystem is the mount point
+//! of /proc/self/mounts that is the longest prefix of PATH made canonical
+//! (symlinks resolved); the figures are `statvfs` of PATH itself.
+//!
+//! Metrics: `used_pct`, `used_bytes`, `free_bytes`, `total_bytes`, and
+//! where the filesystem tells, `inodes_used_pct`, `inodes_free`,
+//! `inodes_total` (prefixed `MOUNT:` when several mounts are checked).
+//! Fields: `mount` (the mount point judged: PATH's, or the worst one), and
+//! `error` when the status is not ok: `bytes` (space is over its warn or
+//! crit threshold), `inodes` (inodes are — the worse of the two decides;
+//! on a tie, the fuller), `timeout` (the filesystem did not answer).
 
 use super::{blocking, grade, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
@@ -24,6 +38,12 @@ pub struct DiskArgs {
     /// Critical at this used percentage.
     #[arg(long, default_value_t = 90.0)]
     pub crit: f64,
+    /// Warn at this percentage of inodes used.
+    #[arg(long, default_value_t = 90.0)]
+    pub inodes_warn: f64,
+    /// Critical at this percentage of inodes used.
+    #[arg(long, default_value_t = 95.0)]
+    pub inodes_crit: f64,
     /// Give up after this long (a hung network mount does not answer).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -38,7 +58,40 @@ pub struct Usage {
     pub avail_bytes: u64,
     pub used_pct: f64,
     pub inodes_total: u64,
+    pub inodes_free: u64,
     pub inodes_used_pct: Option<f64>,
+}
+
+/// Thresholds, in percent used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub warn: f64,
+    pub crit: f64,
+    pub inodes_warn: f64,
+    pub inodes_crit: f64,
+}
+
+impl Limits {
+    /// The status of one filesystem, and which figure decides it
+    /// (`bytes` or `inodes`) when it is not ok.
+    pub fn judge(&self, u: &Usage) -> (Status, Option<&'static str>) {
+        let bytes = grade(u.used_pct, self.warn, self.crit);
+        let inodes = u
+            .inodes_used_pct
+            .map(|p| grade(p, self.inodes_warn, self.inodes_crit))
+            .unwrap_or(Status::Ok);
+        let status = bytes.worst(inodes);
+        let which = if status == Status::Ok {
+            None
+        } else if inodes > bytes
+            || (inodes == bytes && u.inodes_used_pct.is_some_and(|p| p > u.used_pct))
+        {
+            Some("inodes")
+        } else {
+            Some("bytes")
+        };
+        (status, which)
+    }
 }
 
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
@@ -49,6 +102,18 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
             a.warn, a.crit
         )));
     }
+    if a.inodes_warn > a.inodes_crit {
+        return Err(CheckError::Usage(format!(
+            "--inodes-warn ({}) must not be above --inodes-crit ({})",
+            a.inodes_warn, a.inodes_crit
+        )));
+    }
+    let limits = Limits {
+        warn: a.warn,
+        crit: a.crit,
+        inodes_warn: a.inodes_warn,
+        inodes_crit: a.inodes_crit,
+    };
     let path = a.path.clone();
     ctx.progress.say(match &path {
         Some(p) => format!("measuring the filesystem of {}", p.display()),
@@ -72,11 +137,12 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
                 target,
                 Status::Crit,
                 format!("the filesystem gave {e} (a hung network mount?)"),
-            ))
+            )
+            .field("error", "timeout"))
         }
     };
     Ok(match measured {
-        Ok(list) if !list.is_empty() => report(&target, &list, a.warn, a.crit),
+        Ok(list) if !list.is_empty() => report(&target, &list, &limits),
         Ok(_) => CheckResult::new(
             "disk",
             target,
@@ -87,34 +153,42 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
     })
 }
 
-fn report(target: &str, list: &[Usage], warn: f64, crit: f64) -> CheckResult {
-    let status_of = |u: &Usage| {
-        let inode = u
-            .inodes_used_pct
-            .map(|p| grade(p, warn, crit))
-            .unwrap_or(Status::Ok);
-        grade(u.used_pct, warn, crit).worst(inode)
-    };
+fn report(target: &str, list: &[Usage], limits: &Limits) -> CheckResult {
     let worst = list
         .iter()
         .max_by(|a, b| {
-            status_of(a)
-                .cmp(&status_of(b))
+            limits
+                .judge(a)
+                .0
+                .cmp(&limits.judge(b).0)
                 .then(a.used_pct.total_cmp(&b.used_pct))
         })
         .expect("non-empty list");
-    let status = status_of(worst);
-    let summary = format!(
-        "{}: {:.1}% used ({} of {}, {} free){}{}",
-        worst.mount.display(),
+    let (status, error) = limits.judge(worst);
+    let inodes = worst
+        .inodes_used_pct
+        .map(|p| {
+            format!(
+                "inodes {p:.1}% used ({} of {} free)",
+                worst.inodes_free, worst.inodes_total
+            )
+        })
+        .unwrap_or_default();
+    let space = format!(
+        "{:.1}% used ({} of {}, {} free)",
         worst.used_pct,
         human(worst.used_bytes),
         human(worst.total_bytes),
         human(worst.avail_bytes),
-        worst
-            .inodes_used_pct
-            .map(|p| format!(", inodes {p:.1}% used"))
-            .unwrap_or_default(),
+    );
+    let figures = match (error, inodes.is_empty()) {
+        (_, true) => space,
+        (Some("inodes"), false) => format!("{inodes}; space {space}"),
+        (_, false) => format!("{space}, {inodes}"),
+    };
+    let summary = format!(
+        "{}: {figures}{}",
+        worst.mount.display(),
         if list.len() > 1 {
             format!(" — worst of {} mounts", list.len())
         } else {
@@ -138,7 +212,15 @@ fn report(target: &str, list: &[Usage], warn: f64, crit: f64) -> CheckResult {
         put("total_bytes", u.total_bytes as f64);
         if let Some(p) = u.inodes_used_pct {
             put("inodes_used_pct", round1(p));
+            put("inodes_free", u.inodes_free as f64);
+            put("inodes_total", u.inodes_total as f64);
         }
+    }
+    result
+        .fields
+        .insert("mount".into(), worst.mount.display().to_string());
+    if let Some(e) = error {
+        result.fields.insert("error".into(), e.into());
     }
     result
 }
@@ -240,6 +322,7 @@ fn measure(path: &Path, mount: PathBuf) -> Result<Usage, String> {
         avail_bytes: avail,
         used_pct,
         inodes_total: s.f_files,
+        inodes_free: s.f_ffree.min(s.f_files),
         inodes_used_pct,
     })
 }
@@ -334,6 +417,106 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, CheckError::Usage(_)));
+    }
+
+    fn usage(used_pct: f64, inodes: Option<f64>) -> Usage {
+        Usage {
+            mount: PathBuf::from("/m"),
+            total_bytes: 1000,
+            used_bytes: (used_pct * 10.0) as u64,
+            avail_bytes: 1000 - (used_pct * 10.0) as u64,
+            used_pct,
+            inodes_total: 100,
+            inodes_free: inodes.map(|p| 100 - p as u64).unwrap_or(0),
+            inodes_used_pct: inodes,
+        }
+    }
+
+    #[test]
+    fn bytes_or_inodes_decide() {
+        let l = Limits {
+            warn: 80.0,
+            crit: 90.0,
+            inodes_warn: 90.0,
+            inodes_crit: 95.0,
+        };
+        assert_eq!(l.judge(&usage(10.0, Some(10.0))), (Status::Ok, None));
+        assert_eq!(l.judge(&usage(10.0, None)), (Status::Ok, None));
+        assert_eq!(
+            l.judge(&usage(85.0, Some(10.0))),
+            (Status::Warn, Some("bytes"))
+        );
+        assert_eq!(
+            l.judge(&usage(10.0, Some(96.0))),
+            (Status::Crit, Some("inodes"))
+        );
+        assert_eq!(
+            l.judge(&usage(10.0, Some(92.0))),
+            (Status::Warn, Some("inodes"))
+        );
+        // The worse status decides, then the fuller figure.
+        assert_eq!(
+            l.judge(&usage(95.0, Some(92.0))),
+            (Status::Crit, Some("bytes"))
+        );
+        assert_eq!(
+            l.judge(&usage(91.0, Some(99.0))),
+            (Status::Crit, Some("inodes"))
+        );
+        assert_eq!(
+            l.judge(&usage(99.0, Some(96.0))),
+            (Status::Crit, Some("bytes"))
+        );
+
+        let r = report("/m", &[usage(10.0, Some(96.0))], &l);
+        assert_eq!(r.status, Status::Crit);
+        assert_eq!(r.fields["error"], "inodes");
+        assert_eq!(r.fields["mount"], "/m");
+        assert_eq!(r.metrics["inodes_used_pct"], 96.0);
+        assert_eq!(r.metrics["inodes_free"], 4.0);
+        assert_eq!(r.metrics["inodes_total"], 100.0);
+        assert!(
+            r.summary
+                .starts_with("/m: inodes 96.0% used (4 of 100 free); space 10.0% used"),
+            "{}",
+            r.summary
+        );
+        let r = report("/m", &[usage(10.0, None)], &l);
+        assert_eq!(r.status, Status::Ok);
+        assert!(!r.fields.contains_key("error"));
+        assert!(!r.metrics.contains_key("inodes_used_pct"));
+    }
+
+    #[tokio::test]
+    async fn inode_thresholds_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().display().to_string();
+        let args = |extra: &[&str]| {
+            let mut v = vec![
+                p.clone(),
+                "--warn".into(),
+                "100.1".into(),
+                "--crit".into(),
+                "100.2".into(),
+            ];
+            v.extend(extra.iter().map(|s| s.to_string()));
+            v
+        };
+        let ctx = CheckContext::default();
+        let r = run(&args(&[]), &ctx).await.unwrap();
+        if !r.metrics.contains_key("inodes_used_pct") {
+            return; // this filesystem does not count inodes
+        }
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        let r = run(&args(&["--inodes-warn", "0", "--inodes-crit", "0"]), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::Crit, "{r:?}");
+        assert_eq!(r.fields["error"], "inodes");
+        assert!(matches!(
+            run(&args(&["--inodes-warn", "96", "--inodes-crit", "95"]), &ctx).await,
+            Err(CheckError::Usage(_))
+        ));
     }
 
     #[test]

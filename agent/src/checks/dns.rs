@@ -11,6 +11,20 @@
 //! listening, and a wrong answer versus `--expect` are told apart; each is
 //! `crit`. A server that failed before another answered makes the result
 //! `warn`. `--warn`/`--crit` grade the query time.
+//!
+//! Fields, for runbooks to branch on:
+//! - `error` (absent on success), one of: `nxdomain` (no such name),
+//!   `no-answer` (the name exists, no record of the type), `servfail`,
+//!   `refused`, `timeout` (no answer from any server asked), `unreachable`
+//!   (nothing listening: ICMP port unreachable, TCP refused, no route),
+//!   `no-servers` (no resolver configured), `mismatch` (`--expect` not among
+//!   the answers), `rcode` (another response code, named in field `rcode`),
+//!   `other` (anything else; the summary says what).
+//! - `server`: the server that answered, or the last one asked (`IP` for
+//!   port 53, else `IP:PORT` / `[IPv6]:PORT`; `/etc/hosts`; `localhost`).
+//! - `answer`: the answers, comma-separated, when there were any.
+//! - `failed`: the servers that failed before `server`, `SERVER ERROR`
+//!   comma-separated (the status is then at least `warn`).
 
 use super::{
     ms, parse_args, parse_duration, show_duration, split_host_port, CheckContext, CheckError,
@@ -109,6 +123,22 @@ impl Outcome {
         )
     }
 
+    /// The stable `error` field of a failed outcome (`None` for an answer,
+    /// which may still be a `mismatch`).
+    pub fn error_id(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Answer { .. } => None,
+            Outcome::NxDomain => Some("nxdomain"),
+            Outcome::NoData => Some("no-answer"),
+            Outcome::ServFail => Some("servfail"),
+            Outcome::Refused => Some("refused"),
+            Outcome::OtherCode(_) => Some("rcode"),
+            Outcome::Timeout => Some("timeout"),
+            Outcome::Unreachable(_) => Some("unreachable"),
+            Outcome::Error(_) => Some("other"),
+        }
+    }
+
     fn describe(&self, rtype: RecordType) -> String {
         match self {
             Outcome::Answer { values, .. } => values.join(", "),
@@ -130,6 +160,17 @@ pub enum Source {
     Server(SocketAddr),
     HostsFile,
     Localhost,
+}
+
+impl Source {
+    /// The `server` field: `IP` (port 53), `IP:PORT`, `[IPv6]:PORT`,
+    /// `/etc/hosts` or `localhost`.
+    pub fn field(&self) -> String {
+        match self {
+            Source::Localhost => "localhost".into(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for Source {
@@ -191,6 +232,9 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
                     let (domain, search, _) = config.into_parts();
                     (servers, (domain, search, opts))
                 }
+                Err(e) if no_servers_configured(&e) => {
+                    return Ok(no_servers(target, &format!("{e}")));
+                }
                 Err(e) => {
                     return Ok(CheckResult::new(
                         "dns",
@@ -205,12 +249,7 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         }
     };
     if servers.is_empty() {
-        return Ok(CheckResult::new(
-            "dns",
-            target,
-            Status::Unknown,
-            "no nameserver configured in /etc/resolv.conf",
-        ));
+        return Ok(no_servers(target, "it names none"));
     }
 
     let mut tried: Vec<(Source, Outcome, Duration)> = Vec::new();
@@ -244,6 +283,28 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         }
     }
     Ok(report(&a, target, &tried))
+}
+
+/// Whether reading /etc/resolv.conf failed because it names no server (or
+/// is missing), as opposed to being unreadable.
+fn no_servers_configured(e: &NetError) -> bool {
+    if let NetError::Io(io) = e {
+        if io.kind() == std::io::ErrorKind::NotFound {
+            return true;
+        }
+    }
+    super::error_chain(e).contains("no nameservers found")
+}
+
+/// No resolver configured: names cannot resolve on this machine.
+fn no_servers(target: String, why: &str) -> CheckResult {
+    CheckResult::new(
+        "dns",
+        target,
+        Status::Crit,
+        format!("no DNS server configured: /etc/resolv.conf ({why}) names no nameserver"),
+    )
+    .field("error", "no-servers")
 }
 
 /// The name to ask: an IP address becomes its reverse name for PTR.
@@ -335,8 +396,22 @@ async fn ask(
     let lookup = tokio::time::timeout(
         timeout + Duration::from_millis(200),
         resolver.lookup(name.clone(), rtype),
-    )
-    .await;
+    );
+    // hickory asks over an unconnected UDP socket, which never hears that
+    // nothing listens (ICMP port unreachable): that would look like a
+    // timeout. A connected socket beside it hears it at once.
+    let probe = async {
+        if tcp {
+            std::future::pending().await
+        } else {
+            udp_unreachable(server).await
+        }
+    };
+    let lookup = tokio::select! {
+        biased;
+        why = probe => return Outcome::Unreachable(why),
+        lookup = lookup => lookup,
+    };
     match lookup {
         Err(_) => Outcome::Timeout,
         Ok(Ok(lookup)) => {
@@ -353,7 +428,86 @@ async fn ask(
                 Outcome::Answer { values, cnames }
             }
         }
+        // hickory keeps "no connections" rather than why: ask the system.
+        Ok(Err(NetError::NoConnections)) => why_no_connection(server, tcp, timeout).await,
         Ok(Err(e)) => classify(&e),
+    }
+}
+
+/// Whether an I/O error says there is no way to the address.
+fn no_route(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+    ) || matches!(e.raw_os_error(), Some(101) | Some(113))
+}
+
+/// Resolves, with the reason, only when `server` is found unreachable over
+/// UDP: no route to it, or nothing listening (an empty datagram on a
+/// connected socket — which no DNS server answers — draws ICMP port
+/// unreachable from a closed port). Otherwise it never resolves.
+async fn udp_unreachable(server: SocketAddr) -> String {
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(sock) = tokio::net::UdpSocket::bind(local).await else {
+        return std::future::pending().await;
+    };
+    let why = |e: std::io::Error| {
+        if no_route(&e) {
+            Some(format!("no route to {}: {e}", Source::Server(server)))
+        } else if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            Some("nothing listening (port unreachable)".to_string())
+        } else {
+            None
+        }
+    };
+    if let Err(e) = sock.connect(server).await {
+        return match why(e) {
+            Some(w) => w,
+            None => std::future::pending().await,
+        };
+    }
+    if let Err(e) = sock.send(&[]).await {
+        return match why(e) {
+            Some(w) => w,
+            None => std::future::pending().await,
+        };
+    }
+    let mut buf = [0u8; 512];
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(_) => continue,
+            Err(e) => {
+                return match why(e) {
+                    Some(w) => w,
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+}
+
+/// Why hickory found no connection to `server`: asked of the system.
+async fn why_no_connection(server: SocketAddr, tcp: bool, timeout: Duration) -> Outcome {
+    let wait = timeout.min(Duration::from_secs(1));
+    if tcp {
+        match tokio::time::timeout(wait, tokio::net::TcpStream::connect(server)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Outcome::Unreachable("connection refused (nothing listening)".into())
+            }
+            Ok(Err(e)) if no_route(&e) => Outcome::Unreachable(format!("no route: {e}")),
+            Ok(Err(e)) => Outcome::Error(format!("cannot connect: {e}")),
+            Ok(Ok(_)) => Outcome::Error("no connection to the server (it accepts one now)".into()),
+            Err(_) => Outcome::Timeout,
+        }
+    } else {
+        match tokio::time::timeout(wait, udp_unreachable(server)).await {
+            Ok(why) => Outcome::Unreachable(why),
+            Err(_) => Outcome::Error("no connection to the server".into()),
+        }
     }
 }
 
@@ -419,7 +573,8 @@ fn report(a: &DnsArgs, target: String, tried: &[(Source, Outcome, Duration)]) ->
                 "no server could be asked within {}",
                 show_duration(a.timeout)
             ),
-        );
+        )
+        .field("error", "timeout");
     };
     let earlier: Vec<String> = tried[..tried.len() - 1]
         .iter()
@@ -431,6 +586,7 @@ fn report(a: &DnsArgs, target: String, tried: &[(Source, Outcome, Duration)]) ->
         format!(" (before that {})", earlier.join("; "))
     };
     let time = ms(*took);
+    let mut error = outcome.error_id();
     let (status, summary) = match outcome {
         Outcome::Answer { values, cnames } => {
             let missing: Vec<&String> = a
@@ -444,6 +600,7 @@ fn report(a: &DnsArgs, target: String, tried: &[(Source, Outcome, Duration)]) ->
                 format!(" via CNAME {}", cnames.join(" → "))
             };
             if !missing.is_empty() {
+                error = Some("mismatch");
                 (
                     Status::Crit,
                     format!(
@@ -497,9 +654,25 @@ fn report(a: &DnsArgs, target: String, tried: &[(Source, Outcome, Duration)]) ->
     };
     let mut r = CheckResult::new("dns", target, status, summary)
         .metric("time_ms", time)
-        .metric("servers_tried", tried.len() as f64);
+        .metric("servers_tried", tried.len() as f64)
+        .field("server", source.field());
     if let Outcome::Answer { values, .. } = outcome {
-        r = r.metric("answers", values.len() as f64);
+        r = r
+            .metric("answers", values.len() as f64)
+            .field("answer", values.join(", "));
+    }
+    if let Some(e) = error {
+        r = r.field("error", e);
+    }
+    if let Outcome::OtherCode(code) = outcome {
+        r = r.field("rcode", code.clone());
+    }
+    let failed: Vec<String> = tried[..tried.len() - 1]
+        .iter()
+        .filter_map(|(s, o, _)| o.error_id().map(|e| format!("{} {e}", s.field())))
+        .collect();
+    if !failed.is_empty() {
+        r = r.field("failed", failed.join(", "));
     }
     r
 }
@@ -538,6 +711,64 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, Status::Ok, "{r:?}");
         assert!(r.summary.contains("127.0.0.1"), "{}", r.summary);
+        assert!(!r.fields.contains_key("error"), "{r:?}");
+        assert!(["localhost", "/etc/hosts"].contains(&r.fields["server"].as_str()));
+    }
+
+    #[test]
+    fn every_failure_has_an_error_field() {
+        let a: DnsArgs =
+            parse_args("dns", &args(&["www.fl.test", "--expect", "192.0.2.1"])).unwrap();
+        let server = Source::Server("127.0.0.1:5353".parse().unwrap());
+        let dead = Source::Server("10.0.0.53:53".parse().unwrap());
+        let t = Duration::from_millis(3);
+        let one = |o: Outcome| report(&a, "t".into(), &[(server.clone(), o, t)]);
+        for (outcome, id) in [
+            (Outcome::NxDomain, "nxdomain"),
+            (Outcome::NoData, "no-answer"),
+            (Outcome::ServFail, "servfail"),
+            (Outcome::Refused, "refused"),
+            (Outcome::Timeout, "timeout"),
+            (Outcome::Unreachable("refused".into()), "unreachable"),
+            (Outcome::OtherCode("FORMERR".into()), "rcode"),
+            (Outcome::Error("odd".into()), "other"),
+        ] {
+            let r = one(outcome);
+            assert_eq!(r.status, Status::Crit, "{r:?}");
+            assert_eq!(r.fields["error"], id, "{r:?}");
+            assert_eq!(r.fields["server"], "127.0.0.1:5353");
+        }
+        assert_eq!(
+            one(Outcome::OtherCode("FORMERR".into())).fields["rcode"],
+            "FORMERR"
+        );
+        let wrong = one(Outcome::Answer {
+            values: vec!["192.0.2.10".into()],
+            cnames: vec![],
+        });
+        assert_eq!(wrong.fields["error"], "mismatch");
+        assert_eq!(wrong.fields["answer"], "192.0.2.10");
+        let right = report(
+            &a,
+            "t".into(),
+            &[
+                (dead, Outcome::Timeout, t),
+                (
+                    server,
+                    Outcome::Answer {
+                        values: vec!["192.0.2.1".into()],
+                        cnames: vec![],
+                    },
+                    t,
+                ),
+            ],
+        );
+        assert_eq!(right.status, Status::Warn, "{right:?}");
+        assert!(!right.fields.contains_key("error"), "{right:?}");
+        assert_eq!(right.fields["failed"], "10.0.0.53 timeout");
+        let none = report(&a, "t".into(), &[]);
+        assert_eq!(none.fields["error"], "timeout");
+        assert_eq!(no_servers("t".into(), "x").fields["error"], "no-servers");
     }
 
     #[tokio::test]

@@ -10,9 +10,11 @@
 pub mod cpu;
 pub mod disk;
 pub mod dns;
+pub mod du;
 pub mod http;
 pub mod load;
 pub mod memory;
+pub mod net;
 pub mod ping;
 pub mod plugin;
 pub mod printer;
@@ -29,7 +31,8 @@ pub const MAX_CHECK_TIME: Duration = Duration::from_secs(120);
 
 /// Names of the checks this agent offers (also sent in `hello`).
 pub const NAMES: &[&str] = &[
-    "ping", "dns", "printer", "disk", "service", "tcp", "http", "cpu", "memory", "load", "plugin",
+    "ping", "dns", "printer", "disk", "du", "net", "service", "tcp", "http", "cpu", "memory",
+    "load", "plugin",
 ];
 
 /// Why a check could not even start.
@@ -105,6 +108,8 @@ pub async fn run(
             "dns" => dns::run(args, ctx).await,
             "printer" => printer::run(args, ctx).await,
             "disk" => disk::run(args, ctx).await,
+            "du" => du::run(args, ctx).await,
+            "net" => net::run(args, ctx).await,
             "service" => service::run(args, ctx).await,
             "tcp" => tcp::run(args, ctx).await,
             "http" => http::run(args, ctx).await,
@@ -127,6 +132,77 @@ pub async fn run(
     result.duration_ms = started.elapsed().as_millis() as u64;
     result.at = now_rfc3339();
     Ok(result)
+}
+
+/// Check a check's arguments without running it: parse them with the
+/// check's own clap definition (what `firstline-agent validate` does for
+/// every `[[monitor]]`). A check whose run rejects further combinations
+/// (`--warn` above `--crit`, a URL that does not parse…) still returns
+/// [`CheckError::Usage`] from [`run`]; the scheduler reports that once as a
+/// configuration problem.
+///
+/// Every check of [`NAMES`] needs an arm here, next to its arm in [`run`].
+pub fn validate_args(name: &str, args: &[String]) -> Result<(), CheckError> {
+    fn parse<T: clap::Parser>(name: &str, args: &[String]) -> Result<(), CheckError> {
+        parse_args::<T>(name, args).map(drop)
+    }
+    match name {
+        "ping" => parse::<ping::PingArgs>(name, args),
+        "dns" => parse::<dns::DnsArgs>(name, args),
+        "printer" => parse::<printer::PrinterArgs>(name, args),
+        "disk" => parse::<disk::DiskArgs>(name, args),
+        "du" => parse::<du::DuArgs>(name, args),
+        "net" => parse::<net::NetArgs>(name, args),
+        "service" => {
+            let a: service::ServiceArgs = parse_args(name, args)?;
+            service::unit_name(&a.unit)
+                .map(drop)
+                .map_err(CheckError::Usage)
+        }
+        "tcp" => parse::<tcp::TcpArgs>(name, args),
+        "http" => parse::<http::HttpArgs>(name, args),
+        "cpu" => parse::<cpu::CpuArgs>(name, args),
+        "memory" => parse::<memory::MemoryArgs>(name, args),
+        "load" => parse::<load::LoadArgs>(name, args),
+        "plugin" => {
+            let a: plugin::PluginArgs = parse_args(name, args)?;
+            plugin::check_name(&a.name).map_err(CheckError::Usage)
+        }
+        // A check without an arm yet is only checked when it runs
+        // (`tests::every_name_is_validated` fails until it has one).
+        other if NAMES.contains(&other) => Ok(()),
+        other => Err(CheckError::Unknown(other.to_string())),
+    }
+}
+
+/// The first line of a check's usage message, for one-line reports:
+/// clap's `error: ` prefix dropped, the items of a line ending in `:` (the
+/// required arguments not provided) and its `tip:` (a similar argument
+/// exists…) kept.
+pub fn usage_line(message: &str) -> String {
+    let mut lines = message
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .peekable();
+    let first = lines.next().map_or("bad arguments", str::trim);
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if line.ends_with(':') {
+        while let Some(item) = lines.next_if(|l| l.starts_with(char::is_whitespace)) {
+            if item.trim().is_empty() {
+                break;
+            }
+            line.push(' ');
+            line.push_str(item.trim());
+        }
+    }
+    match message
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("tip: "))
+    {
+        Some(tip) => format!("{line} ({tip})"),
+        None => line,
+    }
 }
 
 /// Parse a check's arguments with its clap definition.
@@ -331,6 +407,44 @@ mod tests {
                 other => panic!("{name} --help: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_name_is_validated() {
+        for name in NAMES {
+            match validate_args(name, &["--help".into()]) {
+                Err(CheckError::Usage(m)) => assert!(m.contains("Usage"), "{name}: {m}"),
+                other => panic!("{name} has no arm in validate_args: {other:?}"),
+            }
+        }
+        assert_eq!(
+            validate_args("teleport", &[]),
+            Err(CheckError::Unknown("teleport".into()))
+        );
+    }
+
+    #[test]
+    fn validate_args_parses_without_running() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(validate_args("disk", &args(&["/", "--warn", "80"])), Ok(()));
+        let err = validate_args("disk", &args(&["/", "--wrn", "80"])).unwrap_err();
+        let CheckError::Usage(m) = err else {
+            panic!("{err:?}")
+        };
+        let line = usage_line(&m);
+        assert!(line.starts_with("unexpected argument '--wrn'"), "{line}");
+        assert!(line.contains("--warn"), "the tip is kept: {line}");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(validate_args("plugin", &args(&["../bin/sh"])).is_err());
+        assert!(validate_args("plugin", &args(&["check_x", "--anything"])).is_ok());
+        let Err(CheckError::Usage(m)) = validate_args("tcp", &[]) else {
+            panic!("a required argument")
+        };
+        assert!(usage_line(&m).contains("not provided: <TARGET>"), "{m}");
+        assert_eq!(
+            usage_line("--warn must not be above --crit"),
+            "--warn must not be above --crit"
+        );
     }
 
     #[test]

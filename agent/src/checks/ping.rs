@@ -5,6 +5,19 @@
 //! waits `--timeout` for its own reply, so the whole check takes about
 //! `count × interval + timeout` even when every packet is lost.
 //!
+//! Field `error` says why the check is not ok: `unresolved` (the name does
+//! not resolve, or has no address of the family asked), `no-route` (sending
+//! failed at once: no route to the host, or an `unreachable` route),
+//! `unreachable` (no reply, but ICMP errors about the requests came back:
+//! destination unreachable or time exceeded, from a router on the way or
+//! from this machine when the neighbour never answered ARP — the summary
+//! says which and from whom; surge-ping hands these back like replies, they
+//! are not counted as such), `timeout` (requests sent, no reply and no
+//! error at all), `send-failed` (sending
+//! failed otherwise), `no-permission` (no ICMP socket may be opened),
+//! `loss` (some replies, loss at or above a threshold), `slow` (replies,
+//! average round trip at or above a threshold).
+//!
 //! surge-ping tries an ICMP datagram socket first (allowed to the groups in
 //! `net.ipv4.ping_group_range`) and then a raw socket (needs `CAP_NET_RAW`);
 //! when neither is allowed the result is `unknown` and says which permission
@@ -15,7 +28,7 @@ use super::{grade, ms, parse_args, parse_duration, show_duration, CheckContext, 
 use firstline_proto::{CheckResult, Status};
 use std::net::IpAddr;
 use std::time::Duration;
-use surge_ping::{Client, Config, PingIdentifier, PingSequence, SurgeError, ICMP};
+use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
 
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -148,7 +161,13 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
 
     let ip = match resolve(&a, ctx).await {
         Ok(ip) => ip,
-        Err(msg) => return Ok(CheckResult::new("ping", &a.host, Status::Unknown, msg)),
+        Err((msg, error)) => {
+            let mut r = CheckResult::new("ping", &a.host, Status::Unknown, msg);
+            if let Some(e) = error {
+                r = r.field("error", e);
+            }
+            return Ok(r);
+        }
     };
     let target = if a.host == ip.to_string() {
         a.host.clone()
@@ -160,12 +179,10 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
     let client = match Client::new(&Config::builder().kind(kind).build()) {
         Ok(c) => c,
         Err(e) => {
-            return Ok(CheckResult::new(
-                "ping",
-                target,
-                Status::Unknown,
-                socket_error(&e),
-            ))
+            return Ok(
+                CheckResult::new("ping", target, Status::Unknown, socket_error(&e))
+                    .field("error", "no-permission"),
+            )
         }
     };
 
@@ -188,10 +205,20 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
             let mut pinger = client.pinger(ip, ident).await;
             pinger.timeout(timeout);
             let outcome = pinger.ping(PingSequence(seq), &payload).await;
+            // surge-ping also hands back the ICMP errors that quote our
+            // request (destination unreachable…): those are no reply.
+            let outcome = match outcome {
+                Ok((packet, rtt)) => match icmp_error(&packet) {
+                    None => Ok(Reply::Echo(rtt)),
+                    Some(why) => Ok(Reply::Error(why)),
+                },
+                Err(e) => Err(e),
+            };
             match &outcome {
-                Ok((_, rtt)) => {
+                Ok(Reply::Echo(rtt)) => {
                     progress.say(format!("reply from {ip}: seq={seq} time={} ms", ms(*rtt)))
                 }
+                Ok(Reply::Error(why)) => progress.say(format!("seq={seq}: {why}")),
                 Err(SurgeError::Timeout { .. }) => progress.say(format!(
                     "no reply from {ip} for seq={seq} within {}",
                     show_duration(timeout)
@@ -202,27 +229,128 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         });
     }
     let mut replies: Vec<Option<f64>> = vec![None; usize::from(a.count)];
-    let mut errors: Vec<String> = Vec::new();
+    let mut failures = Failures::default();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((seq, Ok((_, rtt)))) => replies[usize::from(seq)] = Some(rtt.as_secs_f64() * 1000.0),
+            Ok((seq, Ok(Reply::Echo(rtt)))) => {
+                replies[usize::from(seq)] = Some(rtt.as_secs_f64() * 1000.0)
+            }
+            Ok((_, Ok(Reply::Error(why)))) => {
+                failures.unreachable = true;
+                failures.texts.push(why);
+            }
             Ok((_, Err(SurgeError::Timeout { .. }))) => {}
-            Ok((_, Err(e))) => errors.push(surge_error(&e)),
-            Err(e) => errors.push(format!("internal error: {e}")),
+            Ok((_, Err(e))) => {
+                failures.no_route |= is_no_route(&e);
+                failures.texts.push(surge_error(&e));
+            }
+            Err(e) => failures.texts.push(format!("internal error: {e}")),
         }
     }
-    Ok(report(target, &Stats::from_replies(&replies), &errors, &a))
+    Ok(report(
+        target,
+        &Stats::from_replies(&replies),
+        &failures,
+        &a,
+    ))
 }
 
-fn report(target: String, s: &Stats, errors: &[String], a: &PingArgs) -> CheckResult {
+/// What came back for one request.
+enum Reply {
+    /// The echo reply, after this long.
+    Echo(Duration),
+    /// An ICMP error about the request, said in words.
+    Error(String),
+}
+
+/// Why requests got no reply (besides silence).
+#[derive(Debug, Default)]
+struct Failures {
+    /// What went wrong, in words, in the order it came.
+    texts: Vec<String>,
+    /// Sending failed: no route to the host here.
+    no_route: bool,
+    /// An ICMP error (destination unreachable, time exceeded) came back.
+    unreachable: bool,
+}
+
+/// `None` for an echo reply; else what the ICMP message says, and who said it.
+fn icmp_error(packet: &IcmpPacket) -> Option<String> {
+    let (kind, from) = match packet {
+        IcmpPacket::V4(p) => {
+            let (t, c) = (p.get_icmp_type().0, p.get_icmp_code().0);
+            if t == 0 {
+                return None;
+            }
+            let kind = match (t, c) {
+                (3, 0) => "destination net unreachable".to_string(),
+                (3, 1) => "destination host unreachable".to_string(),
+                (3, 3) => "destination port unreachable".to_string(),
+                (3, 9) | (3, 10) | (3, 13) => "communication administratively prohibited".into(),
+                (3, _) => "destination unreachable".into(),
+                (11, _) => "time to live exceeded".into(),
+                _ => format!("ICMP type {t}"),
+            };
+            (kind, p.get_source().to_string())
+        }
+        IcmpPacket::V6(p) => {
+            let (t, c) = (p.get_icmpv6_type().0, p.get_icmpv6_code().0);
+            if t == 129 {
+                return None;
+            }
+            let kind = match (t, c) {
+                (1, 0) => "no route to destination".to_string(),
+                (1, 1) => "communication administratively prohibited".into(),
+                (1, 3) => "destination address unreachable".into(),
+                (1, _) => "destination unreachable".into(),
+                (3, _) => "hop limit exceeded".into(),
+                _ => format!("ICMPv6 type {t}"),
+            };
+            (kind, p.get_source().to_string())
+        }
+    };
+    Some(format!("{kind} (from {from})"))
+}
+
+/// Whether sending failed because there is no route to the host (the
+/// kernel says so at once: no route at all, or an `unreachable` route).
+fn is_no_route(e: &SurgeError) -> bool {
+    match e {
+        SurgeError::IOError(io) => {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+            ) || matches!(io.raw_os_error(), Some(101) | Some(113))
+        }
+        _ => false,
+    }
+}
+
+/// The result of a run.
+fn report(target: String, s: &Stats, failures: &Failures, a: &PingArgs) -> CheckResult {
     let loss = s.loss_pct();
+    let errors = &failures.texts;
+    let mut error: Option<&str> = if failures.no_route {
+        Some("no-route")
+    } else if failures.unreachable {
+        Some("unreachable")
+    } else if errors.is_empty() {
+        Some("timeout")
+    } else {
+        Some("send-failed")
+    };
     let (status, summary) = match (s.avg(), s.min(), s.max()) {
         (Some(avg), Some(min), Some(max)) => {
-            let status = grade(avg, a.warn.rtt_ms, a.crit.rtt_ms).worst(grade(
-                loss,
-                a.warn.loss_pct,
-                a.crit.loss_pct,
-            ));
+            let by_loss = grade(loss, a.warn.loss_pct, a.crit.loss_pct);
+            let by_rtt = grade(avg, a.warn.rtt_ms, a.crit.rtt_ms);
+            let status = by_rtt.worst(by_loss);
+            error = if by_loss != Status::Ok {
+                Some("loss")
+            } else if by_rtt != Status::Ok {
+                Some("slow")
+            } else {
+                None
+            };
             (
                 status,
                 format!(
@@ -259,34 +387,47 @@ fn report(target: String, s: &Stats, errors: &[String], a: &PingArgs) -> CheckRe
             .metric("rtt_max_ms", round3(max))
             .metric("jitter_ms", round3(s.jitter()));
     }
+    if let Some(e) = error {
+        r = r.field("error", e);
+    }
     r
 }
 
 /// HOST as an address: taken as is, or looked up (bounded by `--timeout`).
-async fn resolve(a: &PingArgs, ctx: &CheckContext) -> Result<IpAddr, String> {
+/// A failure says why, and `unresolved` when the name does not resolve.
+async fn resolve(
+    a: &PingArgs,
+    ctx: &CheckContext,
+) -> Result<IpAddr, (String, Option<&'static str>)> {
     let literal = a.host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = literal.parse::<IpAddr>() {
         if (a.ipv4 && ip.is_ipv6()) || (a.ipv6 && ip.is_ipv4()) {
-            return Err(format!(
-                "{ip} is not an IPv{} address",
-                if a.ipv4 { 4 } else { 6 }
+            return Err((
+                format!("{ip} is not an IPv{} address", if a.ipv4 { 4 } else { 6 }),
+                None,
             ));
         }
         return Ok(ip);
     }
+    let unresolved = |msg: String| (msg, Some("unresolved"));
     ctx.progress.say(format!("looking up {}", a.host));
     let lookup = tokio::net::lookup_host((a.host.as_str(), 0));
     let addrs = match tokio::time::timeout(a.timeout.max(Duration::from_secs(2)), lookup).await {
         Ok(Ok(addrs)) => addrs.map(|sa| sa.ip()).collect::<Vec<_>>(),
-        Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", a.host)),
-        Err(_) => return Err(format!("cannot resolve {}: the lookup timed out", a.host)),
+        Ok(Err(e)) => return Err(unresolved(format!("cannot resolve {}: {e}", a.host))),
+        Err(_) => {
+            return Err(unresolved(format!(
+                "cannot resolve {}: the lookup timed out",
+                a.host
+            )))
+        }
     };
     addrs
         .iter()
         .copied()
         .find(|ip| (!a.ipv4 || ip.is_ipv4()) && (!a.ipv6 || ip.is_ipv6()))
         .ok_or_else(|| {
-            format!(
+            unresolved(format!(
                 "{} has no {}address",
                 a.host,
                 if a.ipv4 {
@@ -296,7 +437,7 @@ async fn resolve(a: &PingArgs, ctx: &CheckContext) -> Result<IpAddr, String> {
                 } else {
                     ""
                 }
-            )
+            ))
         })
 }
 
@@ -376,6 +517,56 @@ mod tests {
         assert_eq!(none.loss_pct(), 100.0);
         assert_eq!(none.avg(), None);
         assert_eq!(none.jitter(), 0.0);
+    }
+
+    #[test]
+    fn error_field_says_why() {
+        let a: PingArgs = parse_args("ping", &args(&["192.0.2.1"])).unwrap();
+        let none = Failures::default();
+        let lost = Stats::from_replies(&[None, None]);
+        let r = report("t".into(), &lost, &none, &a);
+        assert_eq!(r.status, Status::Crit);
+        assert_eq!(r.fields["error"], "timeout");
+        let no_route = Failures {
+            texts: vec!["Network is unreachable (os error 101)".into()],
+            no_route: true,
+            unreachable: false,
+        };
+        let r = report("t".into(), &lost, &no_route, &a);
+        assert_eq!(r.fields["error"], "no-route");
+        assert!(r.summary.contains("unreachable"), "{}", r.summary);
+        let told = Failures {
+            texts: vec!["destination host unreachable (from 192.0.2.254)".into()],
+            no_route: false,
+            unreachable: true,
+        };
+        let r = report("t".into(), &lost, &told, &a);
+        assert_eq!(r.fields["error"], "unreachable");
+        assert!(r.summary.contains("from 192.0.2.254"), "{}", r.summary);
+        let odd = Failures {
+            texts: vec!["odd".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            report("t".into(), &lost, &odd, &a).fields["error"],
+            "send-failed"
+        );
+        let fine = Stats::from_replies(&[Some(1.0), Some(2.0)]);
+        assert!(!report("t".into(), &fine, &none, &a)
+            .fields
+            .contains_key("error"));
+        let lossy = Stats::from_replies(&[Some(1.0), None]);
+        assert_eq!(
+            report("t".into(), &lossy, &none, &a).fields["error"],
+            "loss"
+        );
+        let slow = Stats::from_replies(&[Some(150.0)]);
+        assert_eq!(report("t".into(), &slow, &none, &a).fields["error"], "slow");
+        let e = SurgeError::IOError(std::io::Error::from_raw_os_error(101));
+        assert!(is_no_route(&e));
+        assert!(!is_no_route(&SurgeError::IOError(
+            std::io::Error::from_raw_os_error(1)
+        )));
     }
 
     #[test]

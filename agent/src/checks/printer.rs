@@ -14,6 +14,23 @@
 //! Grading: stopped, not accepting jobs, or a reason of severity error
 //! (suffix `-error`, or no suffix, as RFC 8011 says) → crit; a `-warning`
 //! reason or a known "low" supply → warn; `-report` reasons are information.
+//!
+//! Fields, for runbooks to branch on:
+//! - `error` on every failure: `scheduler-unreachable` (the CUPS scheduler
+//!   does not answer: the target was a queue name, the default printer, or
+//!   a URI whose HOST:PORT is the scheduler's — loopback names count as
+//!   one host), `printer-unreachable` (a URI to another host that does not
+//!   answer: refused, no route, timeout, TLS refused), `unresolved` (the
+//!   host name does not resolve), `queue-unknown` (IPP
+//!   client-error-not-found 0x0406, HTTP 404, or no default printer),
+//!   `ipp-error` (any other IPP status, in field `ipp_status` as `0x0401`;
+//!   or an answer that is not IPP, with `http_status` when HTTP said no).
+//! - on an answer: `state` (`idle`, `processing`, `stopped`, `unknown`),
+//!   `reasons` (printer-state-reasons without `none`, comma-joined; `none`
+//!   when none), `message` (printer-state-message, when there is one),
+//!   `name` (printer-name).
+//! - `queue`: the printer URI asked (for the default printer, the queue
+//!   CUPS named); `server`: the scheduler, when it was the target.
 
 use super::{error_chain, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
@@ -44,9 +61,11 @@ const WANTED: &[&str] = &[
     about = "IPP printer state, state reasons and queued jobs (the CUPS default printer when no URI)"
 )]
 pub struct PrinterArgs {
-    /// ipp://, ipps://, http:// or https:// printer URI, or a CUPS queue name.
+    /// ipp://, ipps://, http:// or https:// printer URI, or a queue name of
+    /// the scheduler (ipp://SERVER/printers/NAME); none: its default printer.
     pub uri: Option<String>,
-    /// CUPS scheduler HOST[:PORT] for the default printer or a queue name.
+    /// CUPS scheduler HOST[:PORT] (default: $CUPS_SERVER, ServerName of
+    /// /etc/cups/client.conf, else localhost:631).
     #[arg(long)]
     pub server: Option<String>,
     /// Warn when this many jobs or more are queued.
@@ -94,27 +113,44 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         Err(e) => return Ok(CheckResult::new("printer", "-", Status::Unknown, e)),
     };
 
-    let (target, answer) = match &a.uri {
+    // The scheduler: the target of a queue name and of the default printer,
+    // and of a URI whose HOST:PORT is its own.
+    let server = cups_server(a.server.as_deref());
+    let fail = |target: &str, status: Status, summary: String, error: &str| {
+        CheckResult::new("printer", target, status, summary).field("error", error)
+    };
+    let (target, queue, answer, role) = match &a.uri {
         Some(uri) if uri.contains("://") => {
             let url = http_url(uri).map_err(CheckError::Usage)?;
+            let role = if same_endpoint(&url, &server) {
+                Role::Scheduler
+            } else {
+                Role::Printer
+            };
             ctx.progress.say(format!(
                 "asking {uri} for its state (Get-Printer-Attributes)"
             ));
             let req = get_printer_attributes(uri).map_err(CheckError::Usage)?;
-            (uri.clone(), send(&client, &url, req, a.timeout).await)
+            let answer = send(&client, &url, req, a.timeout).await;
+            (uri.clone(), uri.clone(), answer, role)
         }
         Some(queue) => {
-            let server = cups_server(a.server.as_deref());
+            if queue.contains('/') || queue.contains('?') || queue.contains('#') {
+                return Err(CheckError::Usage(format!(
+                    "`{queue}` is neither a printer URI (ipp://…) nor a queue name"
+                )));
+            }
             let uri = format!("ipp://{server}/printers/{queue}");
             let url = http_url(&uri).map_err(CheckError::Usage)?;
             ctx.progress
                 .say(format!("asking CUPS at {server} for queue {queue}"));
             let req = get_printer_attributes(&uri).map_err(CheckError::Usage)?;
-            (uri, send(&client, &url, req, a.timeout).await)
+            let answer = send(&client, &url, req, a.timeout).await;
+            (uri.clone(), uri, answer, Role::Scheduler)
         }
         None => {
-            let server = cups_server(a.server.as_deref());
             let url = format!("http://{server}/");
+            let target = format!("default printer of CUPS at {server}");
             ctx.progress
                 .say(format!("asking CUPS at {server} for the default printer"));
             let mut req =
@@ -126,50 +162,90 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
             );
             match send(&client, &url, req, a.timeout).await {
                 Ok(resp) if resp.header().status_code() == StatusCode::ClientErrorNotFound => {
-                    return Ok(CheckResult::new(
-                        "printer",
-                        format!("default printer of CUPS at {server}"),
+                    return Ok(fail(
+                        &target,
                         Status::Unknown,
                         format!("CUPS at {server} has no default printer; give a printer URI or queue name (or set one with lpadmin -d)"),
-                    ))
+                        "queue-unknown",
+                    )
+                    .field("server", &server))
                 }
                 Ok(resp) => {
                     let name = read_state(&resp).name.unwrap_or_else(|| "?".into());
-                    (format!("ipp://{server}/printers/{name} (CUPS default)"), Ok(resp))
+                    let uri = format!("ipp://{server}/printers/{name}");
+                    (format!("{uri} (CUPS default)"), uri, Ok(resp), Role::Scheduler)
                 }
                 Err(Failure::Unreachable(e)) => {
-                    return Ok(CheckResult::new(
-                        "printer",
-                        format!("default printer of CUPS at {server}"),
+                    return Ok(fail(
+                        &target,
                         Status::Unknown,
                         format!("no CUPS scheduler at {server} ({e}); give a printer URI, or --server"),
-                    ))
+                        "scheduler-unreachable",
+                    )
+                    .field("server", &server))
                 }
-                Err(f) => (format!("default printer of CUPS at {server}"), Err(f)),
+                Err(Failure::Unresolved(e)) => {
+                    return Ok(fail(
+                        &target,
+                        Status::Unknown,
+                        format!("no CUPS scheduler at {server}: {e}"),
+                        "unresolved",
+                    )
+                    .field("server", &server))
+                }
+                Err(f) => (target, String::new(), Err(f), Role::Scheduler),
             }
         }
     };
 
+    let with_context = |mut r: CheckResult| {
+        if !queue.is_empty() {
+            r = r.field("queue", &queue);
+        }
+        if role == Role::Scheduler {
+            r = r.field("server", &server);
+        }
+        r
+    };
     let resp = match answer {
         Ok(r) => r,
         Err(Failure::Unreachable(e)) => {
-            return Ok(CheckResult::new(
-                "printer",
-                target,
+            let (what, error) = match role {
+                Role::Scheduler => ("the CUPS scheduler", "scheduler-unreachable"),
+                Role::Printer => ("printer", "printer-unreachable"),
+            };
+            return Ok(with_context(fail(
+                &target,
                 Status::Crit,
-                format!("printer unreachable: {e}"),
-            ))
+                format!("{what} unreachable: {e}"),
+                error,
+            )));
         }
-        Err(Failure::Protocol(e)) => {
-            return Ok(CheckResult::new("printer", target, Status::Unknown, e))
+        Err(Failure::Unresolved(e)) => {
+            return Ok(with_context(fail(&target, Status::Crit, e, "unresolved")))
+        }
+        Err(Failure::NotFound(e)) => {
+            return Ok(with_context(fail(
+                &target,
+                Status::Crit,
+                format!("no such printer or queue: {e}"),
+                "queue-unknown",
+            )))
+        }
+        Err(Failure::Protocol(e, http)) => {
+            let mut r = fail(&target, Status::Unknown, e, "ipp-error");
+            if let Some(code) = http {
+                r = r.field("http_status", code.to_string());
+            }
+            return Ok(with_context(r));
         }
     };
     let code = resp.header().status_code();
     if !code.is_success() {
-        let status = if code == StatusCode::ClientErrorNotFound {
-            Status::Crit
+        let (status, error) = if code == StatusCode::ClientErrorNotFound {
+            (Status::Crit, "queue-unknown")
         } else {
-            Status::Unknown
+            (Status::Unknown, "ipp-error")
         };
         let what = match code {
             StatusCode::ClientErrorNotFound => "no such printer or queue".to_string(),
@@ -180,15 +256,51 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
             }
             other => format!("the printer refused the request ({other})"),
         };
-        return Ok(CheckResult::new(
-            "printer",
-            target,
+        let mut r = fail(
+            &target,
             status,
             format!("{what}: IPP status 0x{:04x}", code as u16),
-        ));
+            error,
+        );
+        if error == "ipp-error" {
+            r = r.field("ipp_status", format!("0x{:04x}", code as u16));
+        }
+        return Ok(with_context(r));
     }
     let state = read_state(&resp);
-    Ok(report(target, &state, &a))
+    Ok(with_context(report(target, &state, &a)))
+}
+
+/// What is asked: the CUPS scheduler itself, or a printer elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Scheduler,
+    Printer,
+}
+
+/// Whether the HTTP URL `url` (from [`http_url`]) points at the scheduler
+/// `server` (`HOST:PORT`): same port, and the same host, loopback names
+/// being one host.
+fn same_endpoint(url: &str, server: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Ok((host, port)) = super::split_host_port(server, Some(631)) else {
+        return false;
+    };
+    let norm = |h: &str| {
+        let h = h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let h = h.trim_end_matches('.').to_string();
+        match h.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() => "localhost".to_string(),
+            _ if h == "localhost" || h.ends_with(".localhost") => "localhost".to_string(),
+            _ => h,
+        }
+    };
+    u.port_or_known_default() == Some(port) && u.host_str().map(norm) == Some(norm(&host))
 }
 
 fn requested_attributes() -> Result<IppAttribute, String> {
@@ -265,8 +377,30 @@ pub fn cups_server(flag: Option<&str>) -> String {
 enum Failure {
     /// No connection or no answer: the printer (or CUPS) is not there.
     Unreachable(String),
-    /// An answer that is not IPP.
-    Protocol(String),
+    /// The host name does not resolve.
+    Unresolved(String),
+    /// HTTP 404: nothing at that path (no such printer).
+    NotFound(String),
+    /// An answer that is not IPP (with the HTTP status when that was not 2xx).
+    Protocol(String, Option<u16>),
+}
+
+/// A failed request as a [`Failure`]: a name that does not resolve is told
+/// apart from a host that does not answer.
+fn request_failure(e: &reqwest::Error, timeout: Duration) -> Failure {
+    let chain = error_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        let host = e
+            .url()
+            .and_then(|u| u.host_str())
+            .unwrap_or("the host")
+            .to_string();
+        let why = chain.rsplit(": ").next().unwrap_or(&chain).trim();
+        Failure::Unresolved(format!("cannot resolve {host}: {why}"))
+    } else {
+        Failure::Unreachable(super::http::explain(e, timeout))
+    }
 }
 
 async fn send(
@@ -281,13 +415,20 @@ async fn send(
         .body(req.to_bytes())
         .send()
         .await
-        .map_err(|e| Failure::Unreachable(super::http::explain(&e, timeout)))?;
+        .map_err(|e| request_failure(&e, timeout))?;
     let status = response.status();
+    if status.as_u16() == 404 {
+        return Err(Failure::NotFound(format!("{url} answered HTTP {status}")));
+    }
     if !status.is_success() {
-        return Err(Failure::Protocol(match status.as_u16() {
-            401 | 403 => format!("{url} wants authentication (HTTP {status})"),
-            _ => format!("{url} answered HTTP {status}, not IPP"),
-        }));
+        let code = Some(status.as_u16());
+        return Err(Failure::Protocol(
+            match status.as_u16() {
+                401 | 403 => format!("{url} wants authentication (HTTP {status})"),
+                _ => format!("{url} answered HTTP {status}, not IPP"),
+            },
+            code,
+        ));
     }
     let body = response.bytes().await.map_err(|e| {
         Failure::Unreachable(format!(
@@ -298,10 +439,10 @@ async fn send(
     IppParser::new(IppReader::new(std::io::Cursor::new(body)))
         .parse()
         .map_err(|e| {
-            Failure::Protocol(format!(
-                "{url} sent an answer that is not IPP: {}",
-                error_chain(&e)
-            ))
+            Failure::Protocol(
+                format!("{url} sent an answer that is not IPP: {}", error_chain(&e)),
+                None,
+            )
         })
 }
 
@@ -456,6 +597,30 @@ fn report(target: String, s: &PrinterState, a: &PrinterArgs) -> CheckResult {
     if let Some(acc) = s.accepting {
         r = r.metric("accepting_jobs", if acc { 1.0 } else { 0.0 });
     }
+    let state = match s.state {
+        Some(3) => "idle",
+        Some(4) => "processing",
+        Some(5) => "stopped",
+        _ => "unknown",
+    };
+    r = r.field("state", state).field(
+        "reasons",
+        if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    if let Some(m) = &s.message {
+        r = r.field("message", m);
+    }
+    if let Some(n) = &s.name {
+        r = r.field("name", n);
+    }
     r.metric("reasons", reasons.len() as f64)
 }
 
@@ -543,6 +708,142 @@ mod tests {
         assert_eq!(cups_server(Some("127.0.0.1:8631")), "127.0.0.1:8631");
         assert_eq!(cups_server(Some("printhost")), "printhost:631");
         assert_eq!(cups_server(Some("::1")), "[::1]:631");
+    }
+
+    #[test]
+    fn scheduler_or_printer() {
+        let url = |u| http_url(u).unwrap();
+        assert!(same_endpoint(
+            &url("ipp://127.0.0.1:8631/printers/q"),
+            "127.0.0.1:8631"
+        ));
+        assert!(same_endpoint(
+            &url("ipp://localhost/printers/q"),
+            "localhost:631"
+        ));
+        assert!(same_endpoint(
+            &url("ipp://127.0.0.1/printers/q"),
+            "localhost:631"
+        ));
+        assert!(same_endpoint(
+            &url("ipp://[::1]:631/printers/q"),
+            "localhost:631"
+        ));
+        assert!(same_endpoint(
+            &url("ipp://PrintHost./printers/q"),
+            "printhost:631"
+        ));
+        assert!(!same_endpoint(
+            &url("ipp://127.0.0.1:8631/printers/q"),
+            "127.0.0.1:631"
+        ));
+        assert!(!same_endpoint(
+            &url("ipp://printer.example/ipp/print"),
+            "localhost:631"
+        ));
+    }
+
+    #[test]
+    fn answer_fields() {
+        let stopped = PrinterState {
+            name: Some("q1".into()),
+            state: Some(5),
+            reasons: vec!["paused".into(), "media-empty-error".into()],
+            message: Some("out of paper".into()),
+            queued_jobs: Some(0),
+            accepting: Some(true),
+            ..Default::default()
+        };
+        let r = report("t".into(), &stopped, &args());
+        assert_eq!(r.fields["state"], "stopped");
+        assert_eq!(r.fields["reasons"], "paused,media-empty-error");
+        assert_eq!(r.fields["message"], "out of paper");
+        assert_eq!(r.fields["name"], "q1");
+        assert!(!r.fields.contains_key("error"));
+        let idle = PrinterState {
+            state: Some(3),
+            reasons: vec!["none".into()],
+            message: None,
+            ..stopped
+        };
+        let r = report("t".into(), &idle, &args());
+        assert_eq!(r.fields["state"], "idle");
+        assert_eq!(r.fields["reasons"], "none");
+        assert!(!r.fields.contains_key("message"));
+    }
+
+    /// A one-shot HTTP server on loopback answering one IPP request with
+    /// `status` (no printer sends such answers on demand).
+    async fn answering(status: StatusCode) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let body = IppRequestResponse::new_response(IppVersion::v1_1(), status, 1)
+                .unwrap()
+                .to_bytes();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn.write_all(&body).await.unwrap();
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn other_ipp_statuses_are_ipp_errors() {
+        let addr = answering(StatusCode::ClientErrorBadRequest).await;
+        let uri = format!("ipp://{addr}/ipp/print");
+        let r = run(
+            &[uri.clone(), "--server".into(), "127.0.0.1:9".into()],
+            &CheckContext::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, Status::Unknown, "{r:?}");
+        assert_eq!(r.fields["error"], "ipp-error", "{r:?}");
+        assert_eq!(r.fields["ipp_status"], "0x0400", "{r:?}");
+        assert_eq!(r.fields["queue"], uri);
+
+        let addr = answering(StatusCode::ClientErrorNotFound).await;
+        let r = run(
+            &[format!("ipp://{addr}/ipp/print")],
+            &CheckContext::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.fields["error"], "queue-unknown", "{r:?}");
+        assert!(!r.fields.contains_key("ipp_status"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_queue_name_is_a_name() {
+        let bad = ["a/b".to_string()];
+        assert!(matches!(
+            run(&bad, &CheckContext::default()).await,
+            Err(CheckError::Usage(_))
+        ));
     }
 
     #[test]

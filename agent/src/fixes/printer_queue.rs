@@ -12,8 +12,30 @@ use firstline_proto::{CheckResult, Status};
 #[derive(clap::Parser, Debug)]
 #[command(about = "A CUPS print queue")]
 struct Args {
-    /// ipp://HOST:PORT/printers/QUEUE (default: the CUPS default destination).
+    /// The CUPS scheduler HOST:PORT for a queue given by name (and for the
+    /// default destination).
+    #[arg(long)]
+    server: Option<String>,
+    /// ipp://HOST:PORT/printers/QUEUE, or a queue name of the scheduler
+    /// (default: its default destination).
     uri: Option<String>,
+}
+
+impl Args {
+    /// The queue this fix acts on, if named (a URI or a queue name).
+    fn queue(&self) -> Result<Option<Queue>, CheckError> {
+        match &self.uri {
+            None => Ok(None),
+            Some(u) if u.contains("://") => parse_uri(u).map(Some).map_err(CheckError::Usage),
+            Some(name) if !name.is_empty() && !name.contains(['/', ' ']) => Ok(Some(Queue {
+                server: self.server.clone(),
+                name: name.clone(),
+            })),
+            Some(other) => Err(CheckError::Usage(format!(
+                "`{other}` is neither an ipp:// URI nor a queue name"
+            ))),
+        }
+    }
 }
 
 /// Where a queue lives: the scheduler (`-h HOST:PORT`) and its name.
@@ -45,15 +67,7 @@ pub fn parse_uri(uri: &str) -> Result<Queue, String> {
 
 pub async fn resume(args: &[String], ctx: &FixContext) -> Result<CheckResult, CheckError> {
     let a: Args = parse_args("resume-printer", args)?;
-    queue_command(
-        ctx,
-        "resume-printer",
-        a.uri.as_deref(),
-        "cupsenable",
-        &[],
-        "resume",
-    )
-    .await
+    queue_command(ctx, "resume-printer", &a, "cupsenable", &[], "resume").await
 }
 
 pub async fn cancel(args: &[String], ctx: &FixContext) -> Result<CheckResult, CheckError> {
@@ -61,7 +75,7 @@ pub async fn cancel(args: &[String], ctx: &FixContext) -> Result<CheckResult, Ch
     queue_command(
         ctx,
         "cancel-print-jobs",
-        a.uri.as_deref(),
+        &a,
         "cancel",
         &["-a"],
         "cancel every job of",
@@ -72,11 +86,12 @@ pub async fn cancel(args: &[String], ctx: &FixContext) -> Result<CheckResult, Ch
 async fn queue_command(
     ctx: &FixContext,
     action: &str,
-    uri: Option<&str>,
+    a: &Args,
     tool: &str,
     flags: &[&str],
     verb: &str,
 ) -> Result<CheckResult, CheckError> {
+    let uri = a.uri.as_deref().filter(|u| !u.is_empty());
     let Some(program) = process::which(tool) else {
         return Ok(CheckResult::new(
             action,
@@ -85,9 +100,9 @@ async fn queue_command(
             format!("`{tool}` is not installed (Debian package cups-client)"),
         ));
     };
-    let queue = match uri {
-        Some(u) => parse_uri(u).map_err(CheckError::Usage)?,
-        None => match default_queue().await {
+    let queue = match a.queue()? {
+        Some(q) => q,
+        None => match default_queue(a.server.as_deref()).await {
             Ok(q) => q,
             Err(e) => {
                 return Ok(CheckResult::new(
@@ -133,16 +148,21 @@ async fn queue_command(
 }
 
 /// The CUPS default destination (`lpstat -d`).
-async fn default_queue() -> Result<Queue, String> {
+async fn default_queue(server: Option<&str>) -> Result<Queue, String> {
     let lpstat =
         process::which("lpstat").ok_or("`lpstat` is not installed (Debian package cups-client)")?;
-    let f = process::run(&lpstat, &["-d".into()], None, COMMAND_TIMEOUT).await?;
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(s) = server {
+        argv.extend(["-h".into(), s.into()]);
+    }
+    argv.push("-d".into());
+    let f = process::run(&lpstat, &argv, None, COMMAND_TIMEOUT).await?;
     f.stdout
         .rsplit_once(':')
         .map(|(_, n)| n.trim())
         .filter(|n| !n.is_empty() && !n.contains(' '))
         .map(|n| Queue {
-            server: None,
+            server: server.map(str::to_string),
             name: n.to_string(),
         })
         .ok_or_else(|| format!("no default printer: {}", f.reason()))

@@ -16,24 +16,7 @@ pub async fn gather() -> Diagnostics {
 }
 
 fn gather_blocking() -> Diagnostics {
-    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
-    let Ok(mut sys) = System::new() else {
-        return Diagnostics::default();
-    };
-    let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
-    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-    std::thread::sleep(Duration::from_millis(250));
-    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-    let mut procs: Vec<ProcessInfo> = sys
-        .processes()
-        .values()
-        .map(|p| ProcessInfo {
-            pid: p.pid().as_u32(),
-            name: p.name().to_string_lossy().into_owned(),
-            cpu_pct: p.cpu_usage(),
-            memory_bytes: p.memory(),
-        })
-        .collect();
+    let mut procs = processes();
     procs.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
     let top_cpu = procs.iter().take(TOP).cloned().collect();
     procs.sort_by_key(|p| std::cmp::Reverse(p.memory_bytes));
@@ -59,26 +42,43 @@ fn gather_blocking() -> Diagnostics {
     }
 }
 
-/// `via GATEWAY dev IFACE` from `/proc/net/route`.
+/// Every process (not thread) with its CPU use over ~250 ms and its memory.
+fn processes() -> Vec<ProcessInfo> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, ThreadKind};
+    let Ok(mut sys) = System::new() else {
+        return Vec::new();
+    };
+    // Processes, not threads: on Linux sysinfo lists every thread of a
+    // process (its "tasks") as a process of its own, with the memory of the
+    // whole process, unless told not to; a thread found anyway is skipped.
+    let kind = ProcessRefreshKind::nothing()
+        .with_cpu()
+        .with_memory()
+        .without_tasks();
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    std::thread::sleep(Duration::from_millis(250));
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    sys.processes()
+        .values()
+        .filter(|p| p.thread_kind() != Some(ThreadKind::Userland))
+        .map(|p| ProcessInfo {
+            pid: p.pid().as_u32(),
+            name: p.name().to_string_lossy().into_owned(),
+            cpu_pct: p.cpu_usage(),
+            memory_bytes: p.memory(),
+        })
+        .collect()
+}
+
+/// `via GATEWAY dev IFACE` from `/proc/net/route` (read as the `net`
+/// check reads it).
 fn default_route(table: &str) -> Option<String> {
-    let (ip, iface) = parse_default_route(table)?;
-    Some(format!("via {ip} dev {iface}"))
-}
-
-/// The IPv4 default gateway of this machine, if it has one.
-pub fn default_gateway() -> Option<std::net::Ipv4Addr> {
-    let table = std::fs::read_to_string("/proc/net/route").ok()?;
-    parse_default_route(&table).map(|(ip, _)| ip)
-}
-
-fn parse_default_route(table: &str) -> Option<(std::net::Ipv4Addr, String)> {
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 || f[1] != "00000000" {
-            return None;
-        }
-        let gw = u32::from_str_radix(f[2], 16).ok()?;
-        Some((std::net::Ipv4Addr::from(gw.to_le_bytes()), f[0].to_string()))
+    let route = crate::checks::net::default_routes_v4(table)
+        .into_iter()
+        .next()?;
+    Some(match route.gateway {
+        Some(gw) => format!("via {gw} dev {}", route.dev),
+        None => format!("dev {}", route.dev),
     })
 }
 
@@ -97,9 +97,10 @@ mod tests {
 
     #[test]
     fn parses_route_and_resolv() {
-        let route = "Iface\tDestination\tGateway\tFlags\n\
-                     eth0\t0000FEA9\t00000000\t0001\n\
-                     eth0\t00000000\t0101A8C0\t0003\n";
+        let route =
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+                     eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n\
+                     eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n";
         assert_eq!(
             default_route(route).as_deref(),
             Some("via 192.168.1.1 dev eth0")
@@ -118,5 +119,40 @@ mod tests {
             d.top_memory.iter().any(|p| p.pid == std::process::id()) || d.top_memory.len() == TOP
         );
         assert!(!d.disks.is_empty());
+    }
+
+    /// Threads are not listed as processes: this process's own threads
+    /// (the test harness's and a few more) never show, the process does.
+    #[test]
+    fn lists_processes_not_threads() {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop_rx = std::sync::Arc::new(std::sync::Mutex::new(stop_rx));
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let rx = stop_rx.clone();
+                std::thread::spawn(move || {
+                    let _ = rx.lock().map(|r| r.recv());
+                })
+            })
+            .collect();
+        let me = std::process::id();
+        let tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&t| t != me)
+            .collect();
+        assert!(tids.len() >= 3, "{tids:?}");
+        let procs = processes();
+        drop(stop_tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(procs.iter().any(|p| p.pid == me), "the process is listed");
+        let listed: Vec<u32> = procs
+            .iter()
+            .map(|p| p.pid)
+            .filter(|p| tids.contains(p))
+            .collect();
+        assert!(listed.is_empty(), "threads listed as processes: {listed:?}");
     }
 }

@@ -6,11 +6,20 @@
 //! ([`incident`]) and writes the resulting event to the durable outbox —
 //! with a diagnostic bundle ([`diagnostics`]) when an incident opens. The
 //! outbox write comes before any network I/O: a relay outage loses nothing.
+//!
+//! A check that cannot even start ([`CheckError`]: arguments its parser or
+//! its own rules reject, a check this agent does not have, a plugin its
+//! policy refuses) is a configuration problem, not an incident: it is
+//! logged, reported to the relay once (a `result` event whose result is
+//! `unknown` with field `error = "config"`, which never becomes a ticket)
+//! and that monitor stops until the agent restarts — never a result per
+//! run, never an incident. `firstline-agent validate` catches most of these
+//! before the agent starts ([`crate::checks::validate_args`]).
 
 pub mod diagnostics;
 pub mod incident;
 
-use crate::checks::{self, CheckContext};
+use crate::checks::{self, CheckContext, CheckError};
 use crate::outbox::Outbox;
 use firstline_proto::{AgentEvent, CheckResult, EventKind, Status};
 use incident::IncidentState;
@@ -71,12 +80,68 @@ async fn run(
         }
         let result = match checks::run(&m.check, &m.args, &ctx).await {
             Ok(r) => r,
-            Err(e) => CheckResult::new(&m.check, m.args.join(" "), Status::Unknown, e.to_string()),
+            Err(e) => {
+                if let Err(e) = report_config_problem(&m, &state, &e, &outbox) {
+                    tracing::error!(monitor = %m.id, "cannot write to the outbox: {e:#}");
+                }
+                return;
+            }
         };
         if let Err(e) = record(&m, &mut state, result, &outbox).await {
             tracing::error!(monitor = %m.id, "cannot write to the outbox: {e:#}");
         }
     }
+}
+
+/// The value of a result's `error` field that marks a configuration problem.
+pub const CONFIG_ERROR: &str = "config";
+
+/// The result that reports a monitor which cannot run: `unknown`, the
+/// check's name, one line, field `error = "config"`.
+pub fn config_problem(m: &Monitor, error: &CheckError) -> CheckResult {
+    let why = match error {
+        CheckError::Usage(msg) => checks::usage_line(msg),
+        other => other.to_string(),
+    };
+    let mut r = CheckResult::new(
+        &m.check,
+        m.args.join(" "),
+        Status::Unknown,
+        format!(
+            "configuration problem: {why} (fix this [[monitor]] in agent.toml; \
+             it does not run until the agent restarts)"
+        ),
+    )
+    .field("error", CONFIG_ERROR);
+    r.at = checks::now_rfc3339();
+    r
+}
+
+/// Log and report, once, that a monitor cannot run; the incident state is
+/// left as it is (this is not an observation of the machine).
+pub fn report_config_problem(
+    m: &Monitor,
+    state: &IncidentState,
+    error: &CheckError,
+    outbox: &Outbox,
+) -> anyhow::Result<()> {
+    let result = config_problem(m, error);
+    tracing::error!(
+        monitor = %m.id,
+        check = %m.check,
+        "monitor stopped: {}",
+        result.summary
+    );
+    let event = AgentEvent {
+        seq: 0,
+        monitor: m.id.clone(),
+        kind: EventKind::Result,
+        in_incident: state.in_incident(),
+        result,
+        diagnostics: None,
+    };
+    outbox.push(&event, None)?;
+    Ok(())
 }
 
 /// Turn one result into an outbox event and persist the incident state.
@@ -105,4 +170,71 @@ pub async fn record(
     };
     outbox.push(&event, Some(&serde_json::to_string(state)?))?;
     Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(check: &str, args: &[&str]) -> Monitor {
+        Monitor {
+            id: "bad".into(),
+            check: check.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            every: Duration::from_millis(20),
+            fail_after: 1,
+            recover_after: 1,
+        }
+    }
+
+    /// Arguments only the check's run rejects (validate cannot see them):
+    /// reported once as a configuration problem, never fed to the incident
+    /// state machine, and the monitor stops.
+    #[tokio::test]
+    async fn a_check_that_cannot_start_is_reported_once_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox.db"), 100).unwrap());
+        let m = monitor("disk", &["/", "--warn", "95", "--crit", "90"]);
+        assert_eq!(checks::validate_args(&m.check, &m.args), Ok(()));
+        let (_tx, shutdown) = watch::channel(false);
+        let task = run(m, CheckContext::default(), outbox.clone(), shutdown);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the monitor stops by itself");
+        let events = outbox.peek(10).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(e.kind, EventKind::Result);
+        assert!(!e.in_incident);
+        assert_eq!(e.result.status, Status::Unknown);
+        assert_eq!(e.result.check, "disk");
+        assert_eq!(e.result.fields["error"], CONFIG_ERROR);
+        assert!(
+            e.result.summary.contains("--warn") && !e.result.summary.contains('\n'),
+            "{}",
+            e.result.summary
+        );
+        assert!(!e.result.at.is_empty());
+        assert_eq!(outbox.load_state("bad").unwrap(), None, "no incident state");
+    }
+
+    #[test]
+    fn config_problems_are_one_line() {
+        let m = monitor("disk", &["/", "--wrn", "80"]);
+        let usage = checks::validate_args(&m.check, &m.args).unwrap_err();
+        let r = config_problem(&m, &usage);
+        assert!(!r.summary.contains('\n'), "{}", r.summary);
+        assert!(
+            r.summary.contains("unexpected argument '--wrn'"),
+            "{}",
+            r.summary
+        );
+        let r = config_problem(&m, &CheckError::Refused("not in the allow-list".into()));
+        assert!(
+            r.summary.contains("refused: not in the allow-list"),
+            "{}",
+            r.summary
+        );
+        assert_eq!(r.fields["error"], "config");
+    }
 }

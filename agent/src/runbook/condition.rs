@@ -1,12 +1,18 @@
-//! `when` conditions of runbook steps, on the results of earlier steps:
+//! Conditions of a runbook's branches, on the results of steps that ran:
 //!
 //! ```text
 //! gateway.status != ok
-//! state.queued_jobs > 0 and state.status == ok
-//! dns.status == crit or dns.time_ms >= 500
+//! state.queued_jobs > 0 and state.state == 3
+//! dns.error == nxdomain or dns.time_ms >= 500
+//! state.reasons contains media-empty
+//! link.error == ''
 //! ```
-//! `or` binds looser than `and`. A condition on a step that did not run is
-//! false.
+//! `STEP.status` compares with `ok`, `warn`, `crit` or `unknown`; a number
+//! compares with the step's metric of that name; a word or a quoted text
+//! (`'…'`) compares with its field of that name (`summary`, `target` and
+//! `check` are fields too) — a missing field is the empty text — with `==`,
+//! `!=` or `contains`. `or` binds looser than `and`. A test on a step that
+//! did not run is false.
 
 use firstline_proto::{CheckResult, Status};
 use std::collections::HashMap;
@@ -20,7 +26,7 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq)]
 struct Test {
     step: String,
-    field: String,
+    key: String,
     op: Op,
     value: Value,
 }
@@ -33,24 +39,43 @@ enum Op {
     Le,
     Gt,
     Ge,
+    Contains,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Status(Status),
     Number(f64),
+    Text(String),
 }
 
 impl Condition {
     pub fn parse(text: &str) -> Result<Condition, String> {
-        let any = text
-            .split(" or ")
-            .map(|alt| {
-                alt.split(" and ")
-                    .map(parse_test)
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let words = tokens(text)?;
+        let mut any = vec![vec![]];
+        let mut rest = &words[..];
+        loop {
+            let (test, after) = match rest {
+                [lhs, op, rhs, after @ ..] => (parse_test(lhs, op, rhs)?, after),
+                _ => {
+                    return Err(format!(
+                        "`{text}`: expected `STEP.KEY OP VALUE`, e.g. `dns.status != ok`"
+                    ))
+                }
+            };
+            if let Some(all) = any.last_mut() {
+                all.push(test);
+            }
+            match after {
+                [] => break,
+                [Token::Word(w), more @ ..] if w == "and" => rest = more,
+                [Token::Word(w), more @ ..] if w == "or" => {
+                    any.push(vec![]);
+                    rest = more;
+                }
+                _ => return Err(format!("`{text}`: join tests with `and` or `or`")),
+            }
+        }
         Ok(Condition { any })
     }
 
@@ -74,58 +99,127 @@ impl Test {
                 Op::Eq => r.status == *s,
                 _ => r.status != *s,
             },
-            Value::Number(n) => r.metrics.get(&self.field).is_some_and(|v| match self.op {
+            Value::Number(n) => r.metrics.get(&self.key).is_some_and(|v| match self.op {
                 Op::Eq => v == n,
                 Op::Ne => v != n,
                 Op::Lt => v < n,
                 Op::Le => v <= n,
                 Op::Gt => v > n,
                 Op::Ge => v >= n,
+                Op::Contains => false,
             }),
+            Value::Text(t) => {
+                let field = text_of(r, &self.key);
+                match self.op {
+                    Op::Eq => field == *t,
+                    Op::Ne => field != *t,
+                    _ => field.contains(t.as_str()),
+                }
+            }
         }
     }
 }
 
-fn parse_test(text: &str) -> Result<Test, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let [lhs, op, rhs] = words[..] else {
-        return Err(format!(
-            "`{text}`: expected `STEP.FIELD OP VALUE`, e.g. `dns.status != ok`"
-        ));
-    };
-    let (step, field) = lhs
-        .split_once('.')
-        .filter(|(s, f)| !s.is_empty() && !f.is_empty())
-        .ok_or_else(|| format!("`{lhs}`: expected STEP.status or STEP.METRIC"))?;
-    let op = match op {
-        "==" => Op::Eq,
-        "!=" => Op::Ne,
-        "<" => Op::Lt,
-        "<=" => Op::Le,
-        ">" => Op::Gt,
-        ">=" => Op::Ge,
-        other => return Err(format!("`{other}`: unknown operator (use == != < <= > >=)")),
-    };
-    let value = if field == "status" {
-        if !matches!(op, Op::Eq | Op::Ne) {
-            return Err(format!("`{text}`: a status compares with == or != only"));
+/// A result's text field `key` ("" when it has none).
+fn text_of<'a>(r: &'a CheckResult, key: &str) -> &'a str {
+    match key {
+        "summary" => &r.summary,
+        "target" => &r.target,
+        "check" => &r.check,
+        other => r.fields.get(other).map_or("", String::as_str),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Quoted(String),
+}
+
+/// Words, and `'quoted text'` (which may hold spaces).
+fn tokens(text: &str) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '\'' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    Some('\'') => break,
+                    Some(c) => s.push(c),
+                    None => return Err(format!("`{text}`: a quote is not closed")),
+                }
+            }
+            out.push(Token::Quoted(s));
+        } else {
+            let mut s = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() || c == '\'' {
+                    break;
+                }
+                s.push(c);
+                chars.next();
+            }
+            out.push(Token::Word(s));
         }
-        Value::Status(match rhs {
-            "ok" => Status::Ok,
-            "warn" => Status::Warn,
-            "crit" => Status::Crit,
-            "unknown" => Status::Unknown,
-            other => return Err(format!("`{other}`: a status is ok, warn, crit or unknown")),
-        })
-    } else {
-        Value::Number(
-            rhs.parse()
-                .map_err(|_| format!("`{rhs}`: a metric compares with a number"))?,
-        )
+    }
+    Ok(out)
+}
+
+fn parse_test(lhs: &Token, op: &Token, rhs: &Token) -> Result<Test, String> {
+    let Token::Word(lhs) = lhs else {
+        return Err("a test starts with STEP.KEY".into());
     };
+    let (step, key) = lhs
+        .split_once('.')
+        .filter(|(s, k)| !s.is_empty() && !k.is_empty())
+        .ok_or_else(|| format!("`{lhs}`: expected STEP.status, STEP.METRIC or STEP.FIELD"))?;
+    let op = match op {
+        Token::Word(w) => match w.as_str() {
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            "contains" => Op::Contains,
+            other => {
+                return Err(format!(
+                    "`{other}`: unknown operator (use == != < <= > >= contains)"
+                ))
+            }
+        },
+        Token::Quoted(q) => return Err(format!("`'{q}'`: expected an operator")),
+    };
+    let equality = matches!(op, Op::Eq | Op::Ne);
+    let value = match rhs {
+        Token::Quoted(q) => Value::Text(q.clone()),
+        Token::Word(w) if key == "status" => {
+            if !equality {
+                return Err(format!("`{lhs}`: a status compares with == or != only"));
+            }
+            Value::Status(match w.as_str() {
+                "ok" => Status::Ok,
+                "warn" => Status::Warn,
+                "crit" => Status::Crit,
+                "unknown" => Status::Unknown,
+                other => return Err(format!("`{other}`: a status is ok, warn, crit or unknown")),
+            })
+        }
+        Token::Word(w) => match w.parse::<f64>() {
+            Ok(n) if op != Op::Contains => Value::Number(n),
+            _ => Value::Text(w.clone()),
+        },
+    };
+    if matches!(value, Value::Text(_)) && !(equality || op == Op::Contains) {
+        return Err(format!("`{lhs}`: a text compares with ==, != or contains"));
+    }
     Ok(Test {
         step: step.into(),
-        field: field.into(),
+        key: key.into(),
         op,
         value,
     })
@@ -136,28 +230,34 @@ mod tests {
     use super::*;
 
     fn results() -> HashMap<String, CheckResult> {
-        let dns = CheckResult::new("dns", "x", Status::Crit, "timeout").metric("time_ms", 900.0);
-        [("dns".to_string(), dns)].into()
+        let dns = CheckResult::new("dns", "x", Status::Crit, "no answer within 2 s")
+            .metric("time_ms", 900.0)
+            .field("error", "timeout");
+        let printer = CheckResult::new("printer", "q", Status::Crit, "stopped")
+            .metric("state", 5.0)
+            .field("reasons", "media-empty-error,paused");
+        [("dns".to_string(), dns), ("state".to_string(), printer)].into()
     }
 
     #[test]
-    fn evaluates_status_metrics_and_or() {
+    fn evaluates_status_metrics_fields_and_or() {
         let r = results();
-        assert!(Condition::parse("dns.status != ok").unwrap().eval(&r));
-        assert!(!Condition::parse("dns.status == ok").unwrap().eval(&r));
-        assert!(
-            Condition::parse("dns.time_ms >= 500 and dns.status == crit")
-                .unwrap()
-                .eval(&r)
-        );
-        assert!(Condition::parse("dns.status == ok or dns.time_ms > 800")
-            .unwrap()
-            .eval(&r));
-        assert!(
-            !Condition::parse("gateway.status != ok").unwrap().eval(&r),
-            "step that did not run"
-        );
-        assert!(!Condition::parse("dns.missing > 1").unwrap().eval(&r));
+        let holds = |c: &str| Condition::parse(c).unwrap().eval(&r);
+        assert!(holds("dns.status != ok"));
+        assert!(!holds("dns.status == ok"));
+        assert!(holds("dns.time_ms >= 500 and dns.status == crit"));
+        assert!(holds("dns.status == ok or dns.time_ms > 800"));
+        assert!(!holds("gateway.status != ok"), "step that did not run");
+        assert!(!holds("dns.missing > 1"));
+        assert!(holds("dns.error == timeout"));
+        assert!(holds("dns.error != nxdomain"));
+        assert!(holds("state.reasons contains media-empty"));
+        assert!(!holds("state.reasons contains toner"));
+        assert!(holds(
+            "state.state == 5 and state.reasons contains 'paused'"
+        ));
+        assert!(holds("dns.summary contains 'no answer'"));
+        assert!(holds("state.error == ''"), "a missing field is empty");
     }
 
     #[test]
@@ -167,9 +267,11 @@ mod tests {
             "dns.status",
             "dns.status > ok",
             "dns.status == fine",
-            "dns.time_ms > fast",
+            "dns.error > fast",
             ".status == ok",
             "a.b ~ 3",
+            "a.b == 'open",
+            "a.b == 1 also c.d == 2",
         ] {
             assert!(Condition::parse(bad).is_err(), "{bad}");
         }

@@ -1,46 +1,35 @@
-//! Running a runbook: bind its parameters, then walk the steps in order,
-//! streaming each step's result, and end with a verdict — `resolved`, or
-//! `escalate` with every result gathered as evidence.
+//! Running a runbook: bind its parameters, then walk the tree from its
+//! first step — run the step, stream its result, take the first branch
+//! whose condition holds — until a branch names a verdict.
 //!
+//! The same engine serves the relay (`exec_runbook`), the local command
+//! (`firstline-agent runbook`) and, later, the end user's self-service.
 //! Fixes inside a runbook go through the same agent policy as fixes asked
-//! for directly: a runbook can never run a fix the policy forbids (the step
-//! is refused, counts as failed, and its `on_fail` decides).
+//! for directly: a fix the policy forbids does not run (the step is
+//! recorded as skipped, with why, and its conditions are false). A step
+//! whose own arguments are wrong ends the run at once with the cause
+//! `runbook-error` — a mistake in the runbook, not a diagnosis.
 
-use super::{Action, Outcome, Runbook, Step};
-use crate::checks::{self, CheckContext};
+use super::{Action, Runbook, Step, Target, VerdictSpec};
+use crate::checks::{self, CheckContext, CheckError};
 use crate::fixes::{self, FixContext};
 use crate::policy::Policy;
-use firstline_proto::{effect, CheckResult, Message, Role, Status};
+use firstline_proto::runbook::{StepRecord, Verdict, VerdictKind};
+use firstline_proto::{effect, CheckResult, Message, Role};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Where a runbook runs.
 pub struct Env {
     pub checks: CheckContext,
     pub fixes: FixContext,
     pub policy: Policy,
+    /// This agent's name, for the verdict.
+    pub agent: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    pub resolved: bool,
-    pub reason: String,
-    pub evidence: Vec<CheckResult>,
-}
-
-impl Verdict {
-    pub fn into_message(self) -> Message {
-        Message::Verdict {
-            verdict: if self.resolved {
-                "resolved"
-            } else {
-                "escalate"
-            }
-            .into(),
-            reason: self.reason,
-            evidence: self.evidence,
-        }
-    }
-}
+/// Cause of a run ended by a mistake in the runbook itself.
+pub const RUNBOOK_ERROR: &str = "runbook-error";
 
 /// Parameters given as `key=value`, checked against the runbook and
 /// completed with defaults and built-in variables.
@@ -69,7 +58,7 @@ pub fn bind(rb: &Runbook, given: &[String]) -> Result<BTreeMap<String, String>, 
             vars.insert(name.clone(), v);
         }
     }
-    let gateway = crate::monitor::diagnostics::default_gateway()
+    let gateway = crate::checks::net::default_gateway()
         .map(|g| g.to_string())
         .unwrap_or_default();
     vars.entry("default_gateway".into()).or_insert(gateway);
@@ -124,96 +113,171 @@ fn substitute(arg: &str, vars: &BTreeMap<String, String>) -> String {
     })
 }
 
+/// Walk the tree and reach a verdict; results and progress go to `out` as
+/// they come.
 pub async fn execute(
     rb: &Runbook,
     vars: &BTreeMap<String, String>,
     env: &Env,
     out: &UnboundedSender<Message>,
 ) -> Verdict {
-    let total = rb.steps.len();
     let mut results: HashMap<String, CheckResult> = HashMap::new();
-    let mut evidence: Vec<CheckResult> = Vec::new();
+    let mut records: Vec<StepRecord> = Vec::new();
     let say = |text: String| {
         let _ = out.send(Message::Progress { text });
     };
-    for (i, step) in rb.steps.iter().enumerate() {
-        if let Some(cond) = &step.when {
-            if !cond.eval(&results) {
-                say(format!(
-                    "step {}/{total} {}: skipped (condition not met)",
-                    i + 1,
-                    step.id
-                ));
-                continue;
+    let mut at = 0;
+    // A validated runbook is a tree: at most every step once.
+    for n in 1..=rb.steps.len() {
+        let step = &rb.steps[at];
+        let args = step_args(step, vars);
+        let action = step.action.describe();
+        say(format!("step {n} {}: {action} {}", step.id, args.join(" ")));
+        let mut record = StepRecord {
+            id: step.id.clone(),
+            action,
+            args: args.clone(),
+            result: None,
+            skipped: None,
+        };
+        match run_step(step, &args, env).await {
+            Ran::Result(result) => {
+                let _ = out.send(Message::Result {
+                    result: result.clone(),
+                });
+                results.insert(step.id.clone(), result.clone());
+                record.result = Some(result);
+            }
+            Ran::Skipped(why) => {
+                say(format!("step {n} {}: skipped: {why}", step.id));
+                record.skipped = Some(why);
+            }
+            Ran::BadArguments(why) => {
+                record.skipped = Some(format!("its arguments are wrong: {why}"));
+                records.push(record);
+                return runbook_error(rb, vars, env, records, &step.id, &why);
             }
         }
-        let args = step_args(step, vars);
-        let what = match &step.action {
-            Action::Check(c) => format!("check {c}"),
-            Action::Fix(f) => format!("fix {f}"),
-        };
-        say(format!(
-            "step {}/{total} {}: {what} {}",
-            i + 1,
-            step.id,
-            args.join(" ")
-        ));
-        let result = run_step(step, &args, env).await;
-        let _ = out.send(Message::Result {
-            result: result.clone(),
-        });
-        let ok = result.status == Status::Ok;
-        let outcome = if ok { step.on_ok } else { step.on_fail };
-        let decided = |resolved: bool, r: &CheckResult| {
-            let reason = step.message.clone().unwrap_or_else(|| {
-                format!("step {} ({}): {} {}", step.id, r.check, r.status, r.summary)
-            });
-            (resolved, reason)
-        };
-        let verdict = match outcome {
-            Outcome::Continue => None,
-            Outcome::Resolve => Some(decided(true, &result)),
-            Outcome::Escalate => Some(decided(false, &result)),
-        };
-        results.insert(step.id.clone(), result.clone());
-        evidence.push(result);
-        if let Some((resolved, reason)) = verdict {
-            return Verdict {
-                resolved,
-                reason,
-                evidence,
-            };
+        records.push(record);
+        let taken = step
+            .next
+            .iter()
+            .find(|b| b.when.as_ref().is_none_or(|c| c.eval(&results)));
+        match taken.map(|b| &b.to) {
+            Some(Target::Step(j)) => at = *j,
+            Some(Target::Verdict(cause)) => {
+                let spec = &rb.verdicts[cause];
+                return leaf(rb, vars, env, records, &results, cause, spec);
+            }
+            // Unreachable for a validated runbook (its last branch is
+            // unconditional); said plainly if it ever happens.
+            None => {
+                let why = "no branch was taken";
+                return runbook_error(rb, vars, env, records, &step.id, why);
+            }
         }
     }
-    let resolved = evidence.last().is_some_and(|r| r.status == Status::Ok);
-    let reason = match evidence.last() {
-        Some(r) if resolved => format!("all steps done; last: {} {}", r.check, r.summary),
-        Some(r) => format!(
-            "ended on a failed step: {} {} {}",
-            r.check, r.status, r.summary
-        ),
-        None => "no step ran".into(),
+    runbook_error(rb, vars, env, records, "-", "the runbook did not end")
+}
+
+enum Ran {
+    Result(CheckResult),
+    Skipped(String),
+    BadArguments(String),
+}
+
+async fn run_step(step: &Step, args: &[String], env: &Env) -> Ran {
+    let outcome = match &step.action {
+        Action::Check(c) => checks::run(c, args, &env.checks).await,
+        Action::Fix(f) => match env.policy.allows_fix(f) {
+            Err(why) => return Ran::Skipped(format!("refused: {why}")),
+            Ok(()) => fixes::run(f, args, &env.fixes).await,
+        },
     };
-    Verdict {
-        resolved,
-        reason,
-        evidence,
+    match outcome {
+        Ok(r) => Ran::Result(r),
+        Err(CheckError::Refused(why)) => Ran::Skipped(format!("refused: {why}")),
+        Err(e) => Ran::BadArguments(e.to_string().lines().next().unwrap_or("").to_string()),
     }
 }
 
-async fn run_step(step: &Step, args: &[String], env: &Env) -> CheckResult {
-    let target = args.join(" ");
-    match &step.action {
-        Action::Check(c) => checks::run(c, args, &env.checks)
-            .await
-            .unwrap_or_else(|e| CheckResult::new(c, target, Status::Unknown, e.to_string())),
-        Action::Fix(f) => match env.policy.allows_fix(f) {
-            Err(why) => CheckResult::new(f, target, Status::Unknown, format!("refused: {why}")),
-            Ok(()) => fixes::run(f, args, &env.fixes)
-                .await
-                .unwrap_or_else(|e| CheckResult::new(f, target, Status::Unknown, e.to_string())),
-        },
+/// The verdict of a leaf, its messages filled in.
+fn leaf(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    steps: Vec<StepRecord>,
+    results: &HashMap<String, CheckResult>,
+    cause: &str,
+    spec: &VerdictSpec,
+) -> Verdict {
+    let fill = |text: &str| fill_message(text, vars, results);
+    Verdict {
+        runbook: rb.name.clone(),
+        agent: env.agent.clone(),
+        verdict: spec.kind,
+        cause: cause.to_string(),
+        team: spec.team.clone(),
+        message: fill(&spec.message),
+        user_message: fill(&spec.user_message),
+        kb: spec.kb.clone(),
+        params: vars
+            .iter()
+            .filter(|(k, _)| rb.params.contains_key(*k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        dry_run: env.fixes.dry_run,
+        steps,
     }
+}
+
+fn runbook_error(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    steps: Vec<StepRecord>,
+    step: &str,
+    why: &str,
+) -> Verdict {
+    let spec = VerdictSpec {
+        kind: VerdictKind::Escalate,
+        team: "firstline admin".into(),
+        message: format!(
+            "the runbook {} could not run its step `{step}`: {why} (a mistake in the runbook or its parameters, not a diagnosis)",
+            rb.name
+        ),
+        user_message: "The automatic diagnosis could not finish; a technician has been told.".into(),
+        kb: None,
+    };
+    leaf(rb, vars, env, steps, &HashMap::new(), RUNBOOK_ERROR, &spec)
+}
+
+/// `{param}` and `{STEP.KEY}` in a verdict's message: a parameter, or a
+/// step's status, summary, target, metric or field (`?` when that step did
+/// not run or has no such key).
+fn fill_message(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    results: &HashMap<String, CheckResult>,
+) -> String {
+    let mut out = substitute(text, vars);
+    for var in super::placeholders(&out) {
+        let Some((step, key)) = var.split_once('.') else {
+            continue;
+        };
+        let value = results.get(step).and_then(|r| match key {
+            "status" => Some(r.status.to_string()),
+            "summary" => Some(r.summary.clone()),
+            "target" => Some(r.target.clone()),
+            k => r
+                .fields
+                .get(k)
+                .cloned()
+                .or_else(|| r.metrics.get(k).map(|m| m.to_string())),
+        });
+        out = out.replace(&format!("{{{var}}}"), value.as_deref().unwrap_or("?"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -231,45 +295,118 @@ mod tests {
                 policy: Default::default(),
             },
             policy,
+            agent: "pc1".into(),
         }
     }
 
-    #[tokio::test]
-    async fn escalates_with_evidence_and_respects_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "name = \"t\"\ndescription = \"d\"\n[params]\npath = {{ default = \"{}\" }}\n\
-             [[step]]\nid = \"full\"\ncheck = \"disk\"\nargs = [\"{{path}}\", \"--warn\", \"0\", \"--crit\", \"0\"]\n\
-             [[step]]\nid = \"clean\"\nfix = \"clean-temp\"\nargs = [\"{{path}}\"]\nwhen = \"full.status != ok\"\non_fail = \"escalate\"\nmessage = \"cleaning refused\"\n\
-             [[step]]\nid = \"never\"\ncheck = \"disk\"\n",
-            dir.path().display()
-        );
-        let rb = parse("t.toml", &text).unwrap();
-        let vars = bind(&rb, &[]).unwrap();
+    const TREE: &str = r#"name = "t"
+description = "d"
+[params]
+path = { default = "/" }
+warn = { default = "100" }
+
+[[step]]
+id = "full"
+check = "disk"
+args = ["{path}", "--warn", "{warn}", "--crit", "{warn}"]
+next = [
+  { if = "full.status == ok", verdict = "fine" },
+  { goto = "flush" },
+]
+
+[[step]]
+id = "flush"
+fix = "flush-dns"
+next = [
+  { if = "flush.status == ok", verdict = "fixed" },
+  { verdict = "stuck" },
+]
+
+[verdict.fine]
+kind = "resolved"
+message = "{path} is at {full.used_pct} %"
+user_message = "All is well."
+
+[verdict.fixed]
+kind = "resolved"
+message = "fixed"
+user_message = "Fixed."
+
+[verdict.stuck]
+kind = "escalate"
+team = "desktop"
+message = "still full: {full.summary}"
+user_message = "A technician will look."
+"#;
+
+    async fn run(rb: &Runbook, params: &[&str], policy: Policy) -> (Verdict, Vec<Message>) {
+        let params: Vec<String> = params.iter().map(|s| s.to_string()).collect();
+        let vars = bind(rb, &params).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let v = execute(rb, &vars, &env(policy), &tx).await;
+        let mut msgs = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            msgs.push(m);
+        }
+        (v, msgs)
+    }
+
+    #[tokio::test]
+    async fn follows_the_branch_that_holds_and_fills_the_message() {
+        let rb = parse("t.toml", TREE).unwrap();
+        let (v, msgs) = run(&rb, &[], Policy::default()).await;
+        assert_eq!(
+            (v.verdict, v.cause.as_str()),
+            (VerdictKind::Resolved, "fine")
+        );
+        assert!(v.message.starts_with("/ is at "), "{}", v.message);
+        assert!(!v.message.contains('?'), "{}", v.message);
+        assert_eq!(v.agent, "pc1");
+        assert_eq!(v.params, ["path=/", "warn=100"]);
+        assert_eq!(v.steps.len(), 1, "only the path taken");
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| matches!(m, Message::Result { .. }))
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_fix_is_skipped_with_why_and_the_default_branch_taken() {
+        let rb = parse("t.toml", TREE).unwrap();
         let no_fixes = Policy {
             fixes: vec![],
             ..Policy::default()
         };
-        let v = execute(&rb, &vars, &env(no_fixes), &tx).await;
-        assert!(!v.resolved);
-        assert_eq!(v.reason, "cleaning refused");
-        assert_eq!(v.evidence.len(), 2);
-        assert!(
-            v.evidence[1].summary.contains("refused"),
-            "{:?}",
-            v.evidence[1]
+        let (v, _) = run(&rb, &["warn=0"], no_fixes).await;
+        assert_eq!(
+            (v.verdict, v.cause.as_str()),
+            (VerdictKind::Escalate, "stuck")
         );
-        let mut results = 0;
-        while let Ok(m) = rx.try_recv() {
-            results += matches!(m, Message::Result { .. }) as usize;
-        }
-        assert_eq!(results, 2);
+        assert_eq!(v.team, "desktop");
+        assert!(v.message.starts_with("still full: "), "{}", v.message);
+        let flush = &v.steps[1];
+        assert!(flush.result.is_none());
+        assert!(
+            flush.skipped.as_deref().unwrap_or("").contains("refused"),
+            "{flush:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_step_arguments_end_the_run_as_a_runbook_error() {
+        let rb = parse("t.toml", TREE).unwrap();
+        let (v, _) = run(&rb, &["warn=lots"], Policy::default()).await;
+        assert_eq!(v.cause, RUNBOOK_ERROR);
+        assert_eq!(v.verdict, VerdictKind::Escalate);
+        assert!(v.message.contains("`full`"), "{}", v.message);
+        assert!(!v.message.contains('\n'), "one line: {}", v.message);
     }
 
     #[test]
     fn binds_params() {
-        let rb = parse("t.toml", "name = \"t\"\ndescription = \"d\"\n[params]\nuri = { help = \"printer\" }\nage = { default = \"7d\" }\n[[step]]\ncheck = \"disk\"\n").unwrap();
+        let rb = parse("t.toml", "name = \"t\"\ndescription = \"d\"\n[params]\nuri = { help = \"printer\" }\nage = { default = \"7d\" }\n[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{ verdict = \"v\" }]\n[verdict.v]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n").unwrap();
         assert!(bind(&rb, &[]).unwrap_err().contains("needs uri="));
         assert!(bind(&rb, &["color=red".into()])
             .unwrap_err()

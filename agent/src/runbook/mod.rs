@@ -1,20 +1,32 @@
-//! Runbooks: the script an L1 technician follows, as data.
+//! Runbooks: the script an L1 technician follows, as data — a decision
+//! tree whose every leaf names the cause.
 //!
 //! A runbook is a TOML file: a name, a description, parameters (with
-//! defaults), and ordered `[[step]]`s, each a check or a fix with arguments
-//! (`{param}` placeholders), an optional `when` condition on earlier
-//! results, and what an ok or failed result means (`on_ok` / `on_fail`:
-//! `continue`, `resolve` or `escalate`). Four ship inside the agent
-//! (`no-internet`, `cant-print`, `disk-full`, `slow-dns`); admins add more in
-//! `runbooks_dir`. A runbook that does not make sense is rejected at load
-//! time with its file, line and reason. Running one: [`engine`].
+//! defaults), `[[step]]`s — each a check or a fix with arguments
+//! (`{param}` placeholders) and a list of branches `next`, tried in order
+//! (`{ if = "CONDITION", goto = "STEP" }` or `{ if = …, verdict = "CAUSE" }`,
+//! the last without `if`) — and a `[verdict.CAUSE]` table for every cause it
+//! can reach: `kind` (`resolved`, `user-action`, `escalate`), `team`,
+//! `message` for the technician, `user_message` in plain words, `kb`.
+//! Messages may show `{param}` and `{STEP.KEY}` (a step's status, summary,
+//! metric or field).
+//!
+//! The first step is the root. A runbook is rejected at load time, with its
+//! file, line and reason, unless every path ends in a verdict: no unknown
+//! step or cause, no loop, no step that cannot be reached, no verdict that
+//! is never reached, no script whose name comes from a parameter. Four ship
+//! inside the agent (`no-internet`, `cant-print`, `disk-full`, `slow-dns`);
+//! admins add more in `runbooks_dir`. Running one: [`engine`]; the
+//! conditions: [`condition`].
 
 pub mod condition;
 pub mod engine;
+pub mod run;
 
 use condition::Condition;
+use firstline_proto::runbook::VerdictKind;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 /// The runbooks shipped in the binary: `(file name, text)`.
@@ -47,8 +59,10 @@ struct File {
     description: String,
     #[serde(default)]
     params: BTreeMap<String, Param>,
-    #[serde(rename = "step")]
+    #[serde(rename = "step", default)]
     steps: Vec<StepSpec>,
+    #[serde(rename = "verdict", default)]
+    verdicts: BTreeMap<String, VerdictSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,8 +78,7 @@ pub struct Param {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StepSpec {
-    #[serde(default)]
-    id: Option<String>,
+    id: String,
     #[serde(default)]
     check: Option<String>,
     #[serde(default)]
@@ -73,24 +86,31 @@ struct StepSpec {
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
-    when: Option<String>,
-    #[serde(default)]
-    on_ok: Outcome,
-    #[serde(default)]
-    on_fail: Outcome,
-    /// Said in the verdict when this step decides it.
-    #[serde(default)]
-    message: Option<String>,
+    next: Vec<BranchSpec>,
 }
 
-/// What a step's result means for the runbook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    #[default]
-    Continue,
-    Resolve,
-    Escalate,
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BranchSpec {
+    #[serde(rename = "if", default)]
+    when: Option<String>,
+    #[serde(default)]
+    goto: Option<String>,
+    #[serde(default)]
+    verdict: Option<String>,
+}
+
+/// A leaf: what a cause means and to whom it goes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictSpec {
+    pub kind: VerdictKind,
+    #[serde(default)]
+    pub team: String,
+    pub message: String,
+    pub user_message: String,
+    #[serde(default)]
+    pub kb: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,15 +119,38 @@ pub enum Action {
     Fix(String),
 }
 
+impl Action {
+    /// `check dns`, `fix flush-dns`.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Check(c) => format!("check {c}"),
+            Action::Fix(f) => format!("fix {f}"),
+        }
+    }
+}
+
+/// Where a branch leads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Index of the next step.
+    Step(usize),
+    /// A cause of `[verdict.CAUSE]`.
+    Verdict(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// `None`: always (the last branch).
+    pub when: Option<Condition>,
+    pub to: Target,
+}
+
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
     pub action: Action,
     pub args: Vec<String>,
-    pub when: Option<Condition>,
-    pub on_ok: Outcome,
-    pub on_fail: Outcome,
-    pub message: Option<String>,
+    pub next: Vec<Branch>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,97 +158,239 @@ pub struct Runbook {
     pub name: String,
     pub description: String,
     pub params: BTreeMap<String, Param>,
+    /// The root is `steps[0]`.
     pub steps: Vec<Step>,
+    pub verdicts: BTreeMap<String, VerdictSpec>,
     /// `shipped` or the file it came from.
     pub source: String,
 }
 
-/// Parse and validate one runbook; errors read `FILE:LINE:COL: reason`.
+/// Parse and validate one runbook; errors read `FILE:LINE: reason`.
 pub fn parse(file: &str, text: &str) -> Result<Runbook, String> {
-    let f: File = firstline_net::config::parse(file, text).map_err(|e| e.to_string())?;
-    let at_step =
-        |i: usize, msg: String| format!("{file}:{}: step {}: {msg}", step_line(text, i), i + 1);
+    let f: File = firstline_net::config::parse(file, text).map_err(|e| {
+        let e = e.to_string();
+        if text.contains("on_fail") || text.contains("on_ok") {
+            format!("{e} (this is the old linear runbook format: steps now branch with `next`, see the shipped runbooks)")
+        } else {
+            e
+        }
+    })?;
+    let at = |line: usize, msg: String| format!("{file}:{line}: {msg}");
     if !firstline_net::identity::valid_name(&f.name) {
-        return Err(format!(
-            "{file}: name `{}`: use letters, digits, `.`, `_` or `-`",
-            f.name
+        return Err(at(
+            key_line(text, "name"),
+            format!("name `{}`: use letters, digits, `.`, `_` or `-`", f.name),
         ));
     }
     if f.steps.is_empty() {
-        return Err(format!("{file}: a runbook needs at least one [[step]]"));
+        return Err(at(1, "a runbook needs at least one [[step]]".into()));
     }
-    let mut seen: HashSet<String> = HashSet::new();
+    let ids: HashMap<&str, usize> = f
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     let mut steps = Vec::new();
-    for (i, s) in f.steps.into_iter().enumerate() {
-        let id = s.id.clone().unwrap_or_else(|| format!("step{}", i + 1));
-        let action = match (s.check, s.fix) {
-            (Some(c), None) if crate::checks::NAMES.contains(&c.as_str()) => Action::Check(c),
-            (Some(c), None) => return Err(at_step(i, format!("unknown check `{c}`"))),
-            (None, Some(f)) if crate::fixes::BUILTIN.contains(&f.as_str()) || f == "script" => {
-                Action::Fix(f)
-            }
-            (None, Some(f)) => return Err(at_step(i, format!("unknown fix `{f}`"))),
-            _ => return Err(at_step(i, "needs exactly one of `check` or `fix`".into())),
-        };
-        if action == Action::Fix("script".into()) {
-            // The script a runbook runs is the runbook author's choice, never
-            // the requester's: a parameter could name any admin script.
-            match s.args.first() {
-                Some(name) if placeholders(name).is_empty() => {}
-                Some(_) => return Err(at_step(
-                    i,
-                    "a script step names its script literally: no `{parameter}` in the script name"
-                        .into(),
-                )),
-                None => {
-                    return Err(at_step(
-                        i,
-                        "a script step needs the script's name in `args`".into(),
-                    ))
-                }
-            }
-        }
-        for var in s.args.iter().flat_map(|a| placeholders(a)) {
-            if !f.params.contains_key(&var) && !BUILTIN_VARS.contains(&var.as_str()) {
-                return Err(at_step(
-                    i,
-                    format!("`{{{var}}}` is not a parameter of this runbook"),
+    for (i, s) in f.steps.iter().enumerate() {
+        let step_at = |msg: String| at(step_line(text, i), format!("step `{}`: {msg}", s.id));
+        steps.push(step(s, &f, &ids).map_err(step_at)?);
+    }
+    if let Some((i, s)) = f
+        .steps
+        .iter()
+        .enumerate()
+        .find(|(i, s)| ids.get(s.id.as_str()) != Some(i))
+    {
+        return Err(at(
+            step_line(text, i),
+            format!("duplicate step id `{}`", s.id),
+        ));
+    }
+    for (cause, v) in &f.verdicts {
+        let known = |var: &str| known_placeholder(var, &f.params, &ids);
+        for text_of in [&v.message, &v.user_message] {
+            if let Some(bad) = placeholders(text_of).into_iter().find(|p| !known(p)) {
+                return Err(at(
+                    table_line(text, &format!("verdict.{cause}")),
+                    format!("verdict `{cause}`: `{{{bad}}}` is neither a parameter nor STEP.KEY of a step"),
                 ));
             }
         }
-        let when = match &s.when {
-            Some(w) => {
-                let c = Condition::parse(w).map_err(|e| at_step(i, format!("when: {e}")))?;
-                if let Some(unknown) = c.steps().find(|st| !seen.contains(*st)) {
-                    return Err(at_step(
-                        i,
-                        format!("when: `{unknown}` is not an earlier step"),
-                    ));
+    }
+    let book = Runbook {
+        name: f.name.clone(),
+        description: f.description.clone(),
+        params: f.params.clone(),
+        steps,
+        verdicts: f.verdicts.clone(),
+        source: file.to_string(),
+    };
+    shape(&book).map_err(|(line_of, msg)| {
+        let line = match line_of {
+            Place::Step(i) => step_line(text, i),
+            Place::Verdict(c) => table_line(text, &format!("verdict.{c}")),
+        };
+        at(line, msg)
+    })?;
+    Ok(book)
+}
+
+/// One step, checked on its own.
+fn step(s: &StepSpec, f: &File, ids: &HashMap<&str, usize>) -> Result<Step, String> {
+    if !firstline_net::identity::valid_name(&s.id) {
+        return Err("an id is letters, digits, `.`, `_` or `-`".into());
+    }
+    let action = match (&s.check, &s.fix) {
+        (Some(c), None) if crate::checks::NAMES.contains(&c.as_str()) => Action::Check(c.clone()),
+        (Some(c), None) => return Err(format!("unknown check `{c}`")),
+        (None, Some(x)) if crate::fixes::BUILTIN.contains(&x.as_str()) || x == "script" => {
+            Action::Fix(x.clone())
+        }
+        (None, Some(x)) => return Err(format!("unknown fix `{x}`")),
+        _ => return Err("needs exactly one of `check` or `fix`".into()),
+    };
+    if action == Action::Fix("script".into()) {
+        // The script a runbook runs is the runbook author's choice, never
+        // the requester's: a parameter could name any admin script.
+        match s.args.first() {
+            Some(name) if placeholders(name).is_empty() => {}
+            Some(_) => {
+                return Err(
+                    "a script step names its script literally: no `{parameter}` in the script name"
+                        .into(),
+                )
+            }
+            None => return Err("a script step needs the script's name in `args`".into()),
+        }
+    }
+    for var in s.args.iter().flat_map(|a| placeholders(a)) {
+        if !f.params.contains_key(&var) && !BUILTIN_VARS.contains(&var.as_str()) {
+            return Err(format!("`{{{var}}}` is not a parameter of this runbook"));
+        }
+    }
+    if s.next.is_empty() {
+        return Err("needs `next`: where to go after it (the last branch without `if`)".into());
+    }
+    let last = s.next.len() - 1;
+    let mut next = Vec::new();
+    for (n, b) in s.next.iter().enumerate() {
+        let when = match (&b.when, n == last) {
+            (Some(_), true) => {
+                return Err("the last branch of `next` has no `if`: it is taken when no other is (otherwise the runbook could end without a verdict)".into())
+            }
+            (None, false) => return Err(format!("branch {} of `next` needs an `if` (only the last goes without)", n + 1)),
+            (None, true) => None,
+            (Some(c), false) => {
+                let c = Condition::parse(c).map_err(|e| format!("branch {}: {e}", n + 1))?;
+                if let Some(unknown) = c.steps().find(|st| !ids.contains_key(st)) {
+                    return Err(format!("branch {}: `{unknown}` is not a step of this runbook", n + 1));
                 }
                 Some(c)
             }
-            None => None,
         };
-        if !seen.insert(id.clone()) {
-            return Err(at_step(i, format!("duplicate step id `{id}`")));
-        }
-        steps.push(Step {
-            id,
-            action,
-            args: s.args,
-            when,
-            on_ok: s.on_ok,
-            on_fail: s.on_fail,
-            message: s.message,
-        });
+        let to = match (&b.goto, &b.verdict) {
+            (Some(g), None) => match ids.get(g.as_str()) {
+                Some(&i) => Target::Step(i),
+                None => return Err(format!("branch {}: goto `{g}`: no such step", n + 1)),
+            },
+            (None, Some(v)) if f.verdicts.contains_key(v) => Target::Verdict(v.clone()),
+            (None, Some(v)) => {
+                return Err(format!(
+                    "branch {}: verdict `{v}` has no [verdict.{v}] table",
+                    n + 1
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "branch {}: needs exactly one of `goto` or `verdict`",
+                    n + 1
+                ))
+            }
+        };
+        next.push(Branch { when, to });
     }
-    Ok(Runbook {
-        name: f.name,
-        description: f.description,
-        params: f.params,
-        steps,
-        source: file.to_string(),
+    Ok(Step {
+        id: s.id.clone(),
+        action,
+        args: s.args.clone(),
+        next,
     })
+}
+
+/// Where a whole-tree error is.
+enum Place {
+    Step(usize),
+    Verdict(String),
+}
+
+/// The tree as a whole: no loop, every step reached from the root, every
+/// verdict reached.
+fn shape(rb: &Runbook) -> Result<(), (Place, String)> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut marks = vec![Mark::New; rb.steps.len()];
+    let mut reached: HashSet<&str> = HashSet::new();
+    // Depth-first from the root; an edge to an open step is a loop.
+    let mut stack = vec![(0usize, 0usize)];
+    marks[0] = Mark::Open;
+    while let Some((i, b)) = stack.pop() {
+        let Some(branch) = rb.steps[i].next.get(b) else {
+            marks[i] = Mark::Done;
+            continue;
+        };
+        stack.push((i, b + 1));
+        match &branch.to {
+            Target::Verdict(v) => {
+                reached.insert(v.as_str());
+            }
+            Target::Step(j) => match marks[*j] {
+                Mark::Open => {
+                    return Err((
+                        Place::Step(i),
+                        format!(
+                            "step `{}`: goto `{}` makes a loop (a runbook is a tree)",
+                            rb.steps[i].id, rb.steps[*j].id
+                        ),
+                    ))
+                }
+                Mark::New => {
+                    marks[*j] = Mark::Open;
+                    stack.push((*j, 0));
+                }
+                Mark::Done => {}
+            },
+        }
+    }
+    if let Some(i) = marks.iter().position(|m| *m == Mark::New) {
+        let msg = format!(
+            "step `{}` is never reached from the first step",
+            rb.steps[i].id
+        );
+        return Err((Place::Step(i), msg));
+    }
+    if let Some(cause) = rb.verdicts.keys().find(|c| !reached.contains(c.as_str())) {
+        let msg = format!("verdict `{cause}` is never reached");
+        return Err((Place::Verdict(cause.clone()), msg));
+    }
+    Ok(())
+}
+
+/// Whether `{var}` in a message can be filled: a parameter, a built-in, or
+/// `STEP.KEY` of a step of the runbook.
+fn known_placeholder(
+    var: &str,
+    params: &BTreeMap<String, Param>,
+    ids: &HashMap<&str, usize>,
+) -> bool {
+    match var.split_once('.') {
+        Some((step, key)) => ids.contains_key(step) && !key.is_empty(),
+        None => params.contains_key(var) || BUILTIN_VARS.contains(&var),
+    }
 }
 
 /// Line of the `i`th `[[step]]` header.
@@ -216,6 +401,21 @@ fn step_line(text: &str, i: usize) -> usize {
         .nth(i)
         .map(|(n, _)| n + 1)
         .unwrap_or(1)
+}
+
+/// Line of the `[TABLE]` header.
+fn table_line(text: &str, table: &str) -> usize {
+    let header = format!("[{table}]");
+    text.lines()
+        .position(|l| l.trim() == header)
+        .map_or(1, |n| n + 1)
+}
+
+/// Line of a top-level `key = …`.
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        .map_or(1, |n| n + 1)
 }
 
 /// `{name}` placeholders of an argument.
@@ -274,6 +474,19 @@ pub fn load_all(dir: &Path) -> (Vec<Runbook>, Vec<String>) {
 mod tests {
     use super::*;
 
+    const HEAD: &str = "name = \"x\"\ndescription = \"d\"\n";
+
+    fn verdicts(causes: &[&str]) -> String {
+        causes
+            .iter()
+            .map(|c| {
+                format!(
+                    "\n[verdict.{c}]\nkind = \"escalate\"\nmessage = \"m\"\nuser_message = \"u\"\n"
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn shipped_runbooks_are_valid() {
         let dir = tempfile::tempdir().unwrap();
@@ -287,19 +500,50 @@ mod tests {
     }
 
     #[test]
+    fn a_small_tree_parses() {
+        let text = format!(
+            "{HEAD}[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{{ if = \"a.status == ok\", verdict = \"fine\" }}, {{ goto = \"b\" }}]\n\n\
+             [[step]]\nid = \"b\"\nfix = \"flush-dns\"\nnext = [{{ verdict = \"bad\" }}]\n{}",
+            verdicts(&["fine", "bad"])
+        );
+        let rb = parse("x.toml", &text).unwrap();
+        assert_eq!(rb.steps.len(), 2);
+        assert_eq!(rb.steps[0].next[1].to, Target::Step(1));
+    }
+
+    #[test]
     fn invalid_runbooks_name_file_line_and_reason() {
+        let step = |id: &str, next: &str| {
+            format!("\n[[step]]\nid = \"{id}\"\ncheck = \"disk\"\nnext = [{next}]\n")
+        };
         let cases = [
-            ("name = \"x\"\ndescription = \"d\"\n\n[[step]]\ncheck = \"disk\"\n\n[[step]]\nfix = \"format-c\"\n", ":7: step 2: unknown fix `format-c`"),
-            ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nwhen = \"later.status != ok\"\n", ":3: step 1: when: `later` is not an earlier step"),
-            ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nargs = [\"{path}\"]\n", "`{path}` is not a parameter"),
-            ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nfix = \"clean-temp\"\n", "exactly one of"),
-            ("name = \"x\"\ndescription = \"d\"\n[[step]]\ncheck = \"disk\"\nretries = 3\n", "x.toml:5:"),
-            ("name = \"x\"\ndescription = \"d\"\n[params]\nscript = {}\n[[step]]\nfix = \"script\"\nargs = [\"{script}\"]\n", ":5: step 1: a script step names its script literally"),
+            // no verdict possible: last branch has a condition
+            (format!("{HEAD}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"v\" }"), verdicts(&["v"])), ":4: step `a`: the last branch"),
+            // unknown step in goto
+            (format!("{HEAD}{}{}", step("a", "{ goto = \"nowhere\" }"), verdicts(&[])), "goto `nowhere`: no such step"),
+            // unknown cause
+            (format!("{HEAD}{}", step("a", "{ verdict = \"gone\" }")), "verdict `gone` has no [verdict.gone] table"),
+            // a loop
+            (format!("{HEAD}{}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"v\" }, { goto = \"b\" }"), step("b", "{ goto = \"a\" }"), verdicts(&["v"])), ":9: step `b`: goto `a` makes a loop"),
+            // unreachable step
+            (format!("{HEAD}{}{}{}", step("a", "{ verdict = \"v\" }"), step("b", "{ verdict = \"v\" }"), verdicts(&["v"])), "step `b` is never reached"),
+            // unreached verdict
+            (format!("{HEAD}{}{}", step("a", "{ verdict = \"v\" }"), verdicts(&["v", "w"])), "verdict `w` is never reached"),
+            // condition on an unknown step
+            (format!("{HEAD}{}{}", step("a", "{ if = \"z.status == ok\", verdict = \"v\" }, { verdict = \"v\" }"), verdicts(&["v"])), "`z` is not a step"),
+            // unknown fix
+            (format!("{HEAD}\n[[step]]\nid = \"a\"\nfix = \"format-c\"\nnext = [{{ verdict = \"v\" }}]\n{}", verdicts(&["v"])), ":4: step `a`: unknown fix `format-c`"),
+            // script named by a parameter
+            (format!("{HEAD}[params]\nscript = {{}}\n\n[[step]]\nid = \"a\"\nfix = \"script\"\nargs = [\"{{script}}\"]\nnext = [{{ verdict = \"v\" }}]\n{}", verdicts(&["v"])), "a script step names its script literally"),
+            // unknown placeholder in a message
+            (format!("{HEAD}{}\n[verdict.v]\nkind = \"escalate\"\nmessage = \"{{nope}}\"\nuser_message = \"u\"\n", step("a", "{ verdict = \"v\" }")), "verdict `v`: `{nope}`"),
+            // the old format
+            (format!("{HEAD}[[step]]\nid = \"a\"\ncheck = \"disk\"\non_fail = \"escalate\"\n"), "old linear runbook format"),
         ];
         for (text, want) in cases {
-            let err = parse("x.toml", text).unwrap_err();
-            assert!(err.contains(want), "{err} (wanted {want})");
-            assert!(err.starts_with("x.toml"), "{err}");
+            let err = parse("x.toml", &text).unwrap_err();
+            assert!(err.contains(want), "{err}\n(wanted {want})\n{text}");
+            assert!(err.starts_with("x.toml:"), "{err}");
         }
     }
 
@@ -308,7 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("disk-full.toml"),
-            "name = \"disk-full\"\ndescription = \"ours\"\n[[step]]\ncheck = \"disk\"\n",
+            format!("name = \"disk-full\"\ndescription = \"ours\"\n[[step]]\nid = \"d\"\ncheck = \"disk\"\nnext = [{{ verdict = \"v\" }}]\n{}", verdicts(&["v"])),
         )
         .unwrap();
         std::fs::write(dir.path().join("broken.toml"), "name = \"broken\"\n").unwrap();
