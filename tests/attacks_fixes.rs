@@ -170,7 +170,8 @@ fn restart_service_and_vacuum_journal_stay_in_bounds() {
     let out = fix(&["vacuum-journal", "--keep", "1K"]);
     assert_refused(&out, "journal_keep_min", "1K");
     let out = fix(&["vacuum-journal", "--keep", "1k", "--dry-run"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Not a size: a usage error the agent finds (exit 2).
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("is not a size"), "{}", text(&out));
 
     // What the policy allows gets through to the fix (which may then find

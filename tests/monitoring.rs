@@ -328,7 +328,8 @@ fn technician_works_a_ticket_and_watch_sees_it() {
     watch.kill();
 
     let out = w.console.run(&["ticket", "show", "999"]);
-    assert_eq!(out.status.code(), Some(1));
+    // An unknown ticket is a usage error (exit 2).
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no ticket #999"));
 }
 

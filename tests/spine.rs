@@ -50,9 +50,9 @@ fn remote_disk_check_end_to_end() {
     assert!(stdout.contains("… measuring the filesystem"), "{stdout}");
     assert!(stdout.contains("disk "), "{stdout}");
 
-    // A check the agent does not have: clear error, exit 1.
+    // A check the agent does not have: a usage error (exit 2) naming it.
     let out = s.console.run(&["run", "pc1", "teleport"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         stderr(&out).contains("unknown check `teleport`"),
         "{}",
@@ -220,7 +220,8 @@ fn console_without_credential_or_with_foreign_ca_is_refused() {
 fn unknown_and_offline_agents_are_named() {
     let s = Setup::new("viewer");
     let out = s.console.run(&["run", "ghost", "disk"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // An unknown name is a usage error (exit 2); an offline agent is not.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         stderr(&out).contains("no agent named `ghost`"),
         "{}",

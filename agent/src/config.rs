@@ -17,9 +17,11 @@ pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/nagios/plugins";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// `HOST:PORT` of the relay.
+    /// `HOST:PORT` of the relay (written by `enroll`; missing: not enrolled).
+    #[serde(default)]
     pub relay: String,
     /// This agent's name (as enrolled; the relay reads it from the certificate).
+    #[serde(default)]
     pub name: String,
     /// Folder of `identity.pem` (certificate + key) and `ca.pem`.
     #[serde(default = "default_state_dir")]
@@ -28,6 +30,11 @@ pub struct AgentConfig {
     pub keep_alive_secs: u64,
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// Time a connection attempt to the relay (the QUIC handshake) has
+    /// before it counts as failed: `enroll` then reports the relay as
+    /// unreachable, `run` retries after its backoff.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
     /// First reconnect delay; doubles up to `reconnect_max_ms`, with jitter.
     #[serde(default = "default_reconnect_min")]
     pub reconnect_min_ms: u64,
@@ -130,6 +137,14 @@ fn default_keep_alive() -> u64 {
 }
 fn default_idle() -> u64 {
     20
+}
+/// Default of `connect_timeout_ms`: a relay that has not answered a
+/// handshake in 3 s (a loopback or LAN handshake takes milliseconds, one
+/// across continents well under a second) is reported as unreachable.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+
+fn default_connect_timeout() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
 }
 fn default_reconnect_min() -> u64 {
     250
@@ -269,6 +284,11 @@ impl Loaded {
         }
     }
 
+    /// How long a connection attempt to the relay may take.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.connect_timeout_ms)
+    }
+
     /// TLS client config from the identity on disk.
     pub fn tls(&self) -> Result<rustls::ClientConfig> {
         let read = |p: PathBuf| {
@@ -295,12 +315,40 @@ impl Loaded {
 fn problems(config: &AgentConfig, name: &str, text: &str) -> Vec<ConfigError> {
     use firstline_net::config::invalid_key;
     let mut errors = Vec::new();
+    if config.relay.trim().is_empty() && config.name.is_empty() {
+        // A packaged agent.toml before `enroll` wrote its relay and name.
+        errors.push(invalid_key(
+            name,
+            text,
+            "relay",
+            "this agent is not enrolled (no `relay` and `name` yet): enroll it with a token from \
+             `firstline-relay token create`: FIRSTLINE_TOKEN=… firstline-agent enroll --relay HOST:PORT"
+                .into(),
+        ));
+        return errors;
+    }
+    if config.relay.trim().is_empty() {
+        errors.push(invalid_key(
+            name,
+            text,
+            "relay",
+            "relay must be the relay's HOST:PORT".into(),
+        ));
+    }
     if config.keep_alive_secs == 0 || config.keep_alive_secs >= config.idle_timeout_secs {
         errors.push(invalid_key(
             name,
             text,
             "keep_alive_secs",
             "keep_alive_secs must be at least 1 and below idle_timeout_secs".into(),
+        ));
+    }
+    if config.connect_timeout_ms < 100 {
+        errors.push(invalid_key(
+            name,
+            text,
+            "connect_timeout_ms",
+            "connect_timeout_ms must be at least 100".into(),
         ));
     }
     if config.reconnect_min_ms == 0 || config.reconnect_min_ms > config.reconnect_max_ms {

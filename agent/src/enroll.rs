@@ -17,8 +17,9 @@ use firstline_proto::{ErrorCode, Message};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Give up on a relay that does not answer.
-const ENROLL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time the relay has to answer the enrollment once connected (it signs a
+/// certificate and writes its database).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct EnrollRequest {
     pub relay: String,
@@ -112,10 +113,20 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
     let remote = endpoint::resolve(&req.relay).map_err(|e| anyhow!(e))?;
     let tls = firstline_net::tls::enroll_client_config(&fingerprint)?;
     let ep = endpoint::client(tls, remote, Default::default())?;
-    let answer = tokio::time::timeout(ENROLL_TIMEOUT, async {
-        let conn = endpoint::connect(&ep, remote)
-            .await
-            .map_err(|e| anyhow!("cannot reach relay {}: {e}", req.relay))?;
+    let connect_timeout = connect_timeout(&req.config_path);
+    let conn = tokio::time::timeout(connect_timeout, endpoint::connect(&ep, remote))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "relay {} did not answer within {}: is it running, and does UDP reach it? \
+                 (connect_timeout_ms in {} sets the wait)",
+                req.relay,
+                seconds(connect_timeout),
+                req.config_path.display()
+            )
+        })?
+        .map_err(|e| anyhow!("cannot reach relay {}: {e}", req.relay))?;
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         let (_send, mut recv) = request(
             &conn,
             Message::Enroll {
@@ -132,9 +143,9 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
     .await
     .map_err(|_| {
         anyhow!(
-            "relay {} did not answer within {}s",
+            "relay {} accepted the connection but did not answer the enrollment within {}",
             req.relay,
-            ENROLL_TIMEOUT.as_secs()
+            seconds(ANSWER_TIMEOUT)
         )
     })??;
     endpoint::finish(&ep).await;
@@ -157,6 +168,30 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
     std::fs::write(req.state_dir.join("ca.pem"), ca_pem)?;
     write_config(&req.config_path, &req.relay, &req.name, &req.state_dir)?;
     Loaded::load(&req.config_path)
+}
+
+/// The connect timeout for enrolling: `connect_timeout_ms` of the config
+/// being written when it already exists and sets it (a packaged
+/// agent.toml may), else [`crate::config::DEFAULT_CONNECT_TIMEOUT_MS`].
+fn connect_timeout(config: &Path) -> Duration {
+    let ms = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("connect_timeout_ms")?.as_integer())
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|ms| *ms >= 100)
+        .unwrap_or(crate::config::DEFAULT_CONNECT_TIMEOUT_MS);
+    Duration::from_millis(ms)
+}
+
+/// `3 s`, `2.5 s`.
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 fn token_fingerprint(token: &str) -> Result<String> {
@@ -246,6 +281,18 @@ mod tests {
         usage(token_from(None, Some(&dir.path().join("missing")), None));
         std::fs::write(&file, "\n").unwrap();
         assert!(usage(token_from(None, Some(&file), None)).contains("empty"));
+    }
+
+    #[test]
+    fn connect_timeout_from_the_config_or_three_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        assert_eq!(connect_timeout(&p), Duration::from_secs(3));
+        std::fs::write(&p, "connect_timeout_ms = 1500\n").unwrap();
+        assert_eq!(connect_timeout(&p), Duration::from_millis(1500));
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+        std::fs::write(&p, "connect_timeout_ms = 0\n").unwrap();
+        assert_eq!(connect_timeout(&p), Duration::from_secs(3));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::enroll::new_key_and_csr;
 use crate::monitor;
 use crate::outbox::Outbox;
 use anyhow::{anyhow, bail, Context, Result};
+use firstline_net::cli::UsageError;
 use firstline_net::credential::write_private;
 use firstline_net::endpoint::{self, describe_connection_error};
 use firstline_net::stream::{self, request};
@@ -74,6 +75,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     state: watch::Sender<LinkState>,
 ) -> Result<()> {
+    not_enrolled(&cfg)?;
     let outbox = Arc::new(Outbox::open(
         &cfg.outbox_path(),
         cfg.config.outbox_max_events,
@@ -93,6 +95,27 @@ pub async fn run(
     let result = connect_forever(&cfg, outbox, shutdown, state).await;
     tasks.shutdown().await;
     result
+}
+
+/// An agent that was never enrolled has nothing to connect with: a usage
+/// error (exit 2, which systemd does not restart) that says how to enroll,
+/// instead of retrying forever.
+fn not_enrolled(cfg: &Loaded) -> Result<()> {
+    let identity = cfg.identity_path();
+    if identity.exists() {
+        return Ok(());
+    }
+    let relay = match cfg.config.relay.trim() {
+        "" => "HOST:4433",
+        r => r,
+    };
+    Err(UsageError(format!(
+        "this agent is not enrolled (no {}): enroll it first with a token from \
+         `firstline-relay token create`: FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay} --config {}",
+        identity.display(),
+        cfg.path.display()
+    ))
+    .into())
 }
 
 async fn connect_forever(
@@ -153,8 +176,15 @@ async fn session(
 ) -> Result<SessionEnd> {
     let remote = endpoint::resolve(&cfg.config.relay).map_err(|e| anyhow!(e))?;
     let ep = endpoint::client(cfg.tls()?, remote, cfg.limits())?;
-    let conn = endpoint::connect(&ep, remote)
+    let conn = tokio::time::timeout(cfg.connect_timeout(), endpoint::connect(&ep, remote))
         .await
+        .map_err(|_| {
+            anyhow!(
+                "no answer from {} within {} ms (connect_timeout_ms)",
+                cfg.config.relay,
+                cfg.config.connect_timeout_ms
+            )
+        })?
         .map_err(|e| anyhow!("cannot connect to {}: {e}", cfg.config.relay))?;
     greet(&conn).await?;
     tracing::info!(relay = %cfg.config.relay, name = %cfg.config.name, "connected");

@@ -7,7 +7,9 @@ use firstline_agent::config::{DEFAULT_CONFIG, DEFAULT_STATE_DIR};
 use firstline_agent::enroll::{enroll, token_from, EnrollRequest, TOKEN_ENV};
 use firstline_agent::link::{self, LinkState};
 use firstline_agent::Loaded;
-use firstline_net::cli::{exit_with, init_logging, print_json, print_line, UsageError};
+use firstline_net::cli::{
+    exit_with, init_logging, is_help, print_json, print_line, print_result, usage_line, UsageError,
+};
 use firstline_proto::text::printable;
 use firstline_proto::Status;
 use std::path::{Path, PathBuf};
@@ -62,11 +64,18 @@ enum Command {
     },
     /// Run a runbook on this machine, no relay or enrollment needed, under this
     /// machine's [policy]: `runbook no-internet external=192.0.2.1 --json`.
+    #[command(
+        disable_help_flag = true,
+        override_usage = "firstline-agent runbook [NAME [KEY=VALUE]...] [--json] [--dry-run] [--config FILE]\n       firstline-agent runbook NAME --help"
+    )]
     Runbook {
         /// Runbook name (no name: list them).
         name: Option<String>,
         /// Parameters, KEY=VALUE.
         params: Vec<String>,
+        /// Print help (after NAME: the runbook's description and parameters).
+        #[arg(short = 'h', long)]
+        help: bool,
         /// Print each result and the verdict as JSON lines (the verdict last).
         #[arg(long)]
         json: bool,
@@ -78,18 +87,29 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Run one check locally, no relay needed: `check disk /var --warn 80`.
-    #[command(disable_help_flag = true)]
+    /// Run one check locally, no relay needed: `check disk /var --warn 80`;
+    /// with no NAME, list every check with its arguments and thresholds.
+    #[command(
+        disable_help_flag = true,
+        override_usage = "firstline-agent check [NAME [ARGS]...] [--json]\n       firstline-agent check NAME --help"
+    )]
     Check {
-        /// Check name (disk, …); `--json` anywhere prints the result as JSON.
-        name: String,
+        /// Check name (disk, …; no name: list the checks).
+        name: Option<String>,
+        /// The check's own arguments; `--json` and `--help` may sit among them.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+        /// Print the result (or the list of checks) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print help (after NAME: the check's own help).
+        #[arg(short = 'h', long)]
+        help: bool,
     },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = firstline_net::cli::parse();
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => exit_with(e),
@@ -142,17 +162,34 @@ fn run(cli: Cli) -> Result<i32> {
             print_line(format!("{}: ok", config.display()));
             Ok(0)
         }
-        Command::Check { name, args } => rt.block_on(check(&name, args)),
+        Command::Check {
+            name,
+            mut args,
+            json,
+            help,
+        } => match name {
+            Some(name) => {
+                if help {
+                    args.push("--help".into());
+                }
+                rt.block_on(check(&name, args, json))
+            }
+            None if help => subcommand_help("check"),
+            None => list_checks(json),
+        },
         Command::Runbook {
             name,
             params,
+            help,
             json,
             dry_run,
             config,
         } => {
             let loaded = local_config(&config)?;
             match name {
+                Some(name) if help => runbook_help(&loaded, &name),
                 Some(name) => rt.block_on(local_runbook(&loaded, &name, &params, json, dry_run)),
+                None if help => subcommand_help("runbook"),
                 None => list_runbooks(&loaded, json),
             }
         }
@@ -193,9 +230,15 @@ async fn local_runbook(
     // not what limits them here, the policy and the OS are.
     let prepared = match run::prepare(cfg, name, params, Role::Admin) {
         Ok(p) => p,
-        Err((ErrorCode::BadRequest, why)) => return Err(UsageError(why).into()),
+        Err((ErrorCode::BadRequest, why)) => {
+            return Err(UsageError(format!(
+                "{why}; `firstline-agent runbook {name} --help` lists its parameters"
+            ))
+            .into())
+        }
         Err((_, why)) => anyhow::bail!(why),
     };
+    let agent = cfg.config.name.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = async {
         while let Some(msg) = rx.recv().await {
@@ -203,8 +246,8 @@ async fn local_runbook(
                 Message::Progress { text } if !json => {
                     print_line(format!("  … {}", printable(&text)))
                 }
-                Message::Result { result } if json => print_json(&result),
-                Message::Result { result } => print_line(result.line()),
+                Message::Result { result } if json => print_json(&result_json(&agent, &result)),
+                Message::Result { result } => print_result(&result),
                 Message::Verdict(v) if json => print_json(&v),
                 Message::Verdict(v) => v.render().into_iter().for_each(print_line),
                 _ => {}
@@ -219,14 +262,32 @@ async fn local_runbook(
     })
 }
 
+/// The runbooks of this machine. `--json`: an array of
+/// `{name, description, source, params: [{name, default, required, help}]}`
+/// (the same shape as `firstline runbooks AGENT --json`); files that do not
+/// load are reported on stderr and make the exit status 1.
 fn list_runbooks(cfg: &Loaded, json: bool) -> Result<i32> {
     let (books, invalid) = cfg.runbooks();
     if json {
         let list: Vec<_> = books
             .iter()
-            .map(|b| serde_json::json!({"name": b.name, "description": b.description, "source": b.source}))
+            .map(|b| {
+                let params: Vec<_> = b
+                    .params
+                    .iter()
+                    .map(|(k, p)| {
+                        serde_json::json!({"name": k, "default": p.default,
+                            "required": p.default.is_none(), "help": p.help})
+                    })
+                    .collect();
+                serde_json::json!({"name": b.name, "description": b.description,
+                    "source": b.source, "params": params})
+            })
             .collect();
-        print_json(&serde_json::json!({"runbooks": list, "invalid": invalid}));
+        print_json(&list);
+        for bad in &invalid {
+            eprintln!("warning: invalid runbook: {}", printable(bad));
+        }
     } else {
         for b in &books {
             print_line(format!("{:<14} {}", b.name, b.description));
@@ -285,31 +346,94 @@ async fn wait_for_signal() {
     }
 }
 
-/// `check NAME ARGS… [--json]`: exit 0 for ok, 1 otherwise.
-async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
-    let json = take_flag(&mut args, "--json");
-    if name == "--help" || name == "-h" {
-        print_line(format!(
-            "usage: firstline-agent check CHECK [ARGS…] [--json]\nchecks: {}",
-            checks::NAMES.join(", ")
-        ));
-        return Ok(0);
+/// `runbook NAME --help`: what the runbook does and its parameters.
+fn runbook_help(cfg: &Loaded, name: &str) -> Result<i32> {
+    let (books, _) = cfg.runbooks();
+    let Some(b) = books.iter().find(|b| b.name == name) else {
+        let names: Vec<&str> = books.iter().map(|b| b.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "no runbook `{name}` here (there are: {})",
+            names.join(", ")
+        ))
+        .into());
+    };
+    print_line(format!("{} — {}", b.name, b.description));
+    print_line(format!(
+        "\nUsage: firstline-agent runbook {} [KEY=VALUE]... [--json] [--dry-run] [--config FILE]",
+        b.name
+    ));
+    if !b.params.is_empty() {
+        print_line("\nParameters:");
     }
-    let result = match checks::run(name, &args, &local_context()).await {
+    for (k, p) in &b.params {
+        let default = p
+            .default
+            .as_deref()
+            .map_or(" (required)".to_string(), |d| format!(" (default `{d}`)"));
+        print_line(format!("  {k}=…  {}{default}", p.help));
+    }
+    Ok(0)
+}
+
+/// The long help of one subcommand, its usage naming the whole command.
+fn subcommand_help(name: &str) -> Result<i32> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    if let Some(sub) = cmd.find_subcommand_mut(name) {
+        print_line(sub.render_long_help().to_string().trim_end());
+    }
+    Ok(0)
+}
+
+/// `check` with no name: every check, what it does, and its synopsis with
+/// the defaults (thresholds); `--json`: an array of check descriptions.
+fn list_checks(json: bool) -> Result<i32> {
+    let list = checks::catalog();
+    if json {
+        print_json(&list);
+    } else {
+        for line in firstline_net::cli::check_list(&list) {
+            print_line(line);
+        }
+        print_line("\nRun one: firstline-agent check NAME [ARGS...] [--json]; its help: firstline-agent check NAME --help");
+    }
+    Ok(0)
+}
+
+/// A result as JSON, naming the agent that produced it.
+fn result_json(agent: &str, r: &firstline_proto::CheckResult) -> serde_json::Value {
+    firstline_net::cli::result_json(agent, r)
+}
+
+/// `check NAME ARGS… [--json]`: exit 0 for ok, 1 otherwise, 2 for a usage
+/// error (one line, with the check's usage).
+async fn check(name: &str, mut args: Vec<String>, json: bool) -> Result<i32> {
+    let json = take_flag(&mut args, "--json") || json;
+    let ctx = local_context();
+    let result = match checks::run(name, &args, &ctx).await {
         Ok(r) => r,
-        Err(CheckError::Usage(m))
-            if m.starts_with("Usage") || m.contains("\nUsage:") && !m.contains("error:") =>
-        {
-            print_line(&m);
+        Err(CheckError::Usage(m)) if is_help(&m) => {
+            let usage = format!("Usage: firstline-agent check {name}");
+            print_line(m.replacen(&format!("Usage: {name}"), &usage, 1));
             return Ok(0);
         }
         Err(e @ CheckError::Refused(_)) => return Err(e.into()),
-        Err(e) => return Err(UsageError(e.to_string()).into()),
+        Err(CheckError::Usage(m)) => {
+            let command = format!("firstline-agent check {name}");
+            return Err(UsageError(usage_line(&m, Some(&command))).into());
+        }
+        Err(e) => {
+            return Err(UsageError(format!(
+                "{e}; `firstline-agent check` lists them with their arguments"
+            ))
+            .into())
+        }
     };
     if json {
-        print_json(&result);
+        print_json(&result_json(&local_name(), &result));
     } else {
-        print_line(result.line());
+        print_result(&result);
         for (k, v) in &result.metrics {
             print_line(format!("  {k} = {v}"));
         }
@@ -318,6 +442,16 @@ async fn check(name: &str, mut args: Vec<String>) -> Result<i32> {
         }
     }
     Ok(if result.status == Status::Ok { 0 } else { 1 })
+}
+
+/// This machine's agent name: the one in the default config, else the
+/// hostname.
+fn local_name() -> String {
+    Loaded::load(Path::new(DEFAULT_CONFIG))
+        .map(|l| l.config.name)
+        .ok()
+        .or_else(|| sysinfo::System::host_name().ok())
+        .unwrap_or_else(|| "this-machine".into())
 }
 
 /// The context of a local check: the plugins folder of the default config

@@ -1,5 +1,5 @@
 //! Requests the relay routes to this agent, one stream each: run a check,
-//! run a fix, run a runbook, list runbooks. Progress lines and results are
+//! run a fix, run a runbook, list runbooks, list checks. Progress lines and results are
 //! streamed as they come; the agent's policy is applied here, whatever the
 //! relay already allowed.
 
@@ -31,16 +31,27 @@ pub async fn handle(cfg: Loaded, msg: Message, send: FramedSend) {
             dry_run,
             role,
         } => {
+            // An unknown name is a usage error that lists the fixes, before
+            // any role or policy says it may not run.
+            if let Err(e) = fixes::known(&action) {
+                send.fail(ErrorCode::BadRequest, e.to_string()).await;
+                return;
+            }
             let needed = effect::fix_role(&action);
             if role < needed {
                 return refuse(send, role, needed, &format!("run the fix `{action}`")).await;
             }
-            if let Err(why) = cfg.config.policy.allows_fix(&action) {
-                tracing::warn!(%action, "refused by policy: {why}");
-                send.fail(ErrorCode::Refused, why).await;
-                return;
+            // `--help` only reads the fix's definition: no policy applies,
+            // and nothing can change (a dry run whose arguments stop at help).
+            let help = args.iter().any(|a| a == "--help" || a == "-h");
+            if !help {
+                if let Err(why) = cfg.config.policy.allows_fix(&action) {
+                    tracing::warn!(%action, "refused by policy: {why}");
+                    send.fail(ErrorCode::Refused, why).await;
+                    return;
+                }
             }
-            let mut ctx = cfg.fix_context(dry_run);
+            let mut ctx = cfg.fix_context(dry_run || help);
             one_result(send, |p| async move {
                 ctx.progress = p;
                 fixes::run(&action, &args, &ctx).await
@@ -53,6 +64,13 @@ pub async fn handle(cfg: Loaded, msg: Message, send: FramedSend) {
             dry_run,
             role,
         } => runbook(cfg, &name, &params, dry_run, role, send).await,
+        Message::ExecListChecks {} => {
+            let _ = send
+                .finish_with(Message::Checks {
+                    checks: checks::catalog(),
+                })
+                .await;
+        }
         Message::ExecListRunbooks {} => {
             let (books, invalid) = cfg.runbooks();
             let runbooks = books

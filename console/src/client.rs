@@ -4,6 +4,7 @@
 //! one stream per request; answers are read until the final message.
 
 use anyhow::{anyhow, bail, Context, Result};
+use firstline_net::cli::{usage_line, UsageError};
 use firstline_net::credential::Credential;
 use firstline_net::endpoint;
 use firstline_net::stream::request;
@@ -11,10 +12,67 @@ use firstline_net::{FramedRecv, LinkError};
 use firstline_proto::{ErrorCode, Message};
 use quinn::{Connection, Endpoint};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Give up connecting after this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Give up connecting after this long, unless `--connect-timeout` or
+/// [`TIMEOUT_ENV`] say otherwise: a relay that is down is reported within
+/// a few seconds, even where no ICMP error tells QUIC so at once.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The environment variable that sets the connect timeout (`5s`, `500ms`).
+pub const TIMEOUT_ENV: &str = "FIRSTLINE_CONNECT_TIMEOUT";
+
+static CONNECT_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Set the connect timeout from `--connect-timeout` (first) or
+/// [`TIMEOUT_ENV`]; a value that is not a duration is a usage error.
+pub fn set_connect_timeout(flag: Option<&str>) -> Result<()> {
+    let (text, source) = match flag {
+        Some(t) => (t.to_string(), "--connect-timeout"),
+        None => match std::env::var(TIMEOUT_ENV) {
+            Ok(t) if !t.trim().is_empty() => (t, TIMEOUT_ENV),
+            _ => return Ok(()),
+        },
+    };
+    let d = parse_duration(&text).ok_or_else(|| {
+        UsageError(format!(
+            "{source} `{text}` is not a duration (write 3s, 500ms or 1m)"
+        ))
+    })?;
+    let _ = CONNECT_TIMEOUT.set(d);
+    Ok(())
+}
+
+fn connect_timeout() -> Duration {
+    *CONNECT_TIMEOUT.get().unwrap_or(&DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// `3s`, `500ms`, `1m`, or a bare number of seconds; more than zero.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v > 0.0 && v * scale <= 3600.0).then(|| Duration::from_secs_f64(v * scale))
+}
+
+/// A duration as a person reads it: `3 s`, `500 ms`.
+fn show(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
 
 /// Where `firstline login` keeps the credential.
 pub fn credential_path() -> PathBuf {
@@ -26,7 +84,8 @@ pub fn credential_path() -> PathBuf {
     base.join("firstline").join("credential.toml")
 }
 
-/// An error the relay answered with; the CLI exits 1 with its message.
+/// An error the relay answered with; the CLI exits 1 with its message, or
+/// 2 when it is a usage error ([`classify`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct RelayRefused {
@@ -61,13 +120,15 @@ impl Client {
             .map_err(|e| anyhow!("bad credential: {e}"))?;
         let remote = endpoint::resolve(&credential.relay).map_err(|e| anyhow!(e))?;
         let endpoint = endpoint::client(tls, remote, Default::default())?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, endpoint::connect(&endpoint, remote))
+        let timeout = connect_timeout();
+        let conn = tokio::time::timeout(timeout, endpoint::connect(&endpoint, remote))
             .await
             .map_err(|_| {
                 anyhow!(
-                    "relay {} did not answer within {}s",
+                    "relay {} does not answer (is it running? is UDP port {} open from here?); gave up after {}: `--connect-timeout 10s` or {TIMEOUT_ENV}=10s waits longer",
                     credential.relay,
-                    CONNECT_TIMEOUT.as_secs()
+                    remote.port(),
+                    show(timeout)
                 )
             })?
             .map_err(|e| anyhow!("cannot connect to relay {}: {e}", credential.relay))?;
@@ -144,6 +205,62 @@ fn explain(conn: &Connection, e: LinkError) -> anyhow::Error {
     }
 }
 
+/// Error codes that mean the request itself was wrong (exit status 2): a
+/// name that does not exist, arguments the agent could not parse.
+const USAGE_CODES: &[ErrorCode] = &[
+    ErrorCode::BadRequest,
+    ErrorCode::UnknownCheck,
+    ErrorCode::UnknownAgent,
+    ErrorCode::UnknownTicket,
+    ErrorCode::UnknownOperator,
+];
+
+/// The relay's refusal as the CLI reports it: a usage error (exit 2) for
+/// [`USAGE_CODES`], else as it is (exit 1); its message on one line, with
+/// the agent's prefix once and clap's `error: ` dropped, clap's usage line
+/// kept with the program named `command` (`firstline run pc1 disk`).
+/// Other errors pass unchanged.
+pub fn classify(e: anyhow::Error, command: Option<&str>) -> anyhow::Error {
+    let Some(r) = e.downcast_ref::<RelayRefused>() else {
+        return e;
+    };
+    let message = one_line(&r.message, command);
+    if USAGE_CODES.contains(&r.code) {
+        UsageError(message).into()
+    } else {
+        RelayRefused {
+            code: r.code,
+            message,
+        }
+        .into()
+    }
+}
+
+/// `agent `pc1`: error: unexpected argument…\n\nUsage: disk…` as
+/// `agent `pc1`: unexpected argument… ; usage: firstline run pc1 disk …`.
+pub fn one_line(message: &str, command: Option<&str>) -> String {
+    let (prefix, rest) = split_agent(message);
+    let rest = if rest.starts_with("error: ") || rest.contains('\n') {
+        usage_line(rest, command)
+    } else {
+        rest.to_string()
+    };
+    format!("{prefix}{rest}")
+}
+
+/// `agent `NAME`: ` (the relay's prefix of an agent's answer) and the rest.
+pub fn split_agent(message: &str) -> (&str, &str) {
+    for start in ["agent `", "from agent `"] {
+        if let Some(r) = message.strip_prefix(start) {
+            if let Some(at) = r.find("`: ") {
+                let cut = start.len() + at + 3;
+                return (&message[..cut], &message[cut..]);
+            }
+        }
+    }
+    ("", message)
+}
+
 /// The answers of one request; `error` messages become [`RelayRefused`].
 pub struct Answers {
     recv: FramedRecv,
@@ -160,5 +277,53 @@ impl Answers {
             Ok(other) => Ok(other),
             Err(e) => Err(explain(&self.conn, e)).context("reading the relay's answer"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_once() {
+        let m = "agent `pc1`: error: unexpected argument '--wrn' found\n\n  tip: a similar argument exists: '--warn'\n\nUsage: disk [OPTIONS] [PATH]\n\nFor more information, try '--help'.";
+        let e = classify(
+            RelayRefused {
+                code: ErrorCode::BadRequest,
+                message: m.into(),
+            }
+            .into(),
+            Some("firstline run pc1 disk"),
+        );
+        assert_eq!(firstline_net::cli::exit_code(&e), 2);
+        assert_eq!(
+            e.to_string(),
+            "agent `pc1`: unexpected argument '--wrn' found (tip: a similar argument exists: '--warn'); usage: firstline run pc1 disk [OPTIONS] [PATH]"
+        );
+        let e = classify(
+            RelayRefused {
+                code: ErrorCode::Refused,
+                message: "agent `pc1`: [policy] fixes does not allow it".into(),
+            }
+            .into(),
+            None,
+        );
+        assert_eq!(firstline_net::cli::exit_code(&e), 1);
+        assert_eq!(
+            e.to_string(),
+            "agent `pc1`: [policy] fixes does not allow it"
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_duration("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(show(Duration::from_secs(3)), "3 s");
+        assert_eq!(show(Duration::from_millis(500)), "500 ms");
     }
 }

@@ -110,7 +110,11 @@ pub async fn run(keep: bool) -> Result<i32> {
     let offered = firstline_agent::checks::NAMES;
     let mut failed: Vec<CheckResult> = Vec::new();
     for (check, args) in DEMO_CHECKS.iter().filter(|(c, _)| offered.contains(c)) {
-        output::line(format!("$ firstline run {name} {check} {}", args.join(" ")));
+        let shown: Vec<&str> = [name.as_str(), check]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        output::line(format!("$ firstline run {}", shown.join(" ")));
         let args = args.iter().map(|s| s.to_string()).collect();
         let request = Message::Run {
             agent: name.clone(),
@@ -118,7 +122,7 @@ pub async fn run(keep: bool) -> Result<i32> {
             args,
             ticket: None,
         };
-        match crate::remote::stream(&client, request, false).await {
+        match crate::remote::stream(&client, request, &name, false).await {
             Ok(outcome) => failed.extend(
                 outcome
                     .results
@@ -138,6 +142,7 @@ pub async fn run(keep: bool) -> Result<i32> {
                 title,
                 agent: Some(name.clone()),
                 body: Some(body),
+                priority: None,
             })
             .await?;
         if let Message::Ticket { ticket } = answer {

@@ -1,10 +1,12 @@
 //! `firstline`: the technician's console.
 
+mod admin;
 mod client;
 mod demo;
 mod output;
 mod remote;
 mod tickets;
+mod watch;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -21,8 +23,12 @@ use std::path::PathBuf;
 )]
 struct Cli {
     /// Use this credential file instead of the logged-in one.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "FILE")]
     credential: Option<PathBuf>,
+    /// Give up reaching the relay after this long (`3s`, `500ms`; default
+    /// 3s, or $FIRSTLINE_CONNECT_TIMEOUT).
+    #[arg(long, global = true, value_name = "DURATION")]
+    connect_timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,33 +42,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The checks an agent offers, with their arguments and thresholds
+    /// (no AGENT: the checks of this console's version).
+    Checks {
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a check on an agent and stream its result: `firstline run pc42 disk /var`.
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "firstline run <AGENT> <CHECK> [ARGS]... [--ticket N] [--json]\n       firstline run <AGENT> <CHECK> --help"
+    )]
     Run {
-        agent: String,
-        check: String,
+        #[arg(required_unless_present = "help")]
+        agent: Option<String>,
+        /// The check (`firstline checks AGENT` lists them).
+        #[arg(required_unless_present = "help")]
+        check: Option<String>,
         /// The check's own arguments; `--json` and `--ticket N` are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+        /// Print help (after CHECK: the check's own help, from the agent).
+        #[arg(short = 'h', long)]
+        help: bool,
     },
     /// Run a fix on an agent: `firstline fix pc42 clean-temp /tmp --older-than 7d [--dry-run]`.
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "firstline fix <AGENT> <ACTION> [ARGS]... [--dry-run] [--ticket N] [--json]\n       firstline fix <AGENT> <ACTION> --help"
+    )]
     Fix {
-        agent: String,
+        #[arg(required_unless_present = "help")]
+        agent: Option<String>,
         /// flush-dns, restart-service, resume-printer, cancel-print-jobs, clean-temp, vacuum-journal, script.
-        action: String,
+        #[arg(required_unless_present = "help")]
+        action: Option<String>,
         /// The fix's own arguments; `--dry-run`, `--json` and `--ticket N` are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+        /// Print help (after ACTION: the fix's own help, from the agent).
+        #[arg(short = 'h', long)]
+        help: bool,
     },
-    /// Run a runbook on an agent: `firstline runbook pc42 cant-print uri=ipp://…`.
-    #[command(disable_help_flag = true)]
+    /// Run a runbook on an agent: `firstline runbook pc42 cant-print printer=ipp://…`.
+    #[command(
+        disable_help_flag = true,
+        override_usage = "firstline runbook <AGENT> <NAME> [KEY=VALUE]... [--dry-run] [--ticket N] [--json]\n       firstline runbook <AGENT> <NAME> --help"
+    )]
     Runbook {
-        agent: String,
-        name: String,
+        #[arg(required_unless_present = "help")]
+        agent: Option<String>,
+        /// The runbook (`firstline runbooks AGENT` lists them).
+        #[arg(required_unless_present = "help")]
+        name: Option<String>,
         /// NAME=VALUE parameters; `--dry-run`, `--json` and `--ticket N` are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         params: Vec<String>,
+        /// Print help (after NAME: the runbook's parameters, from the agent).
+        #[arg(short = 'h', long)]
+        help: bool,
     },
     /// The runbooks an agent has (shipped and its admin's).
     Runbooks {
@@ -80,70 +119,111 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List tickets.
-    Tickets {
-        /// open, in_progress, resolved or closed.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        agent: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Work on one ticket.
+    /// List tickets, filtered by status, agent, assignee, priority, text and age.
+    Tickets(tickets::ListArgs),
+    /// Work on one ticket: N is `12` or `#12`.
     #[command(subcommand)]
     Ticket(tickets::TicketCommand),
-    /// Follow alerts and ticket changes live.
-    Watch {
-        #[arg(long)]
-        json: bool,
-    },
+    /// Enrollment tokens: list, create, revoke (admins).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Operators: list, change a role (admins).
+    #[command(subcommand)]
+    Operator(admin::OperatorCommand),
+    /// Agents' enrollment records: list, remove (admins).
+    #[command(subcommand)]
+    Agent(admin::AgentCommand),
+    /// Follow alerts and ticket changes live; reconnects by itself.
+    Watch(watch::WatchArgs),
     /// A first run: embedded relay and agent on loopback, real enrollment, the checks on this machine.
     Demo {
         /// Keep the demo's folder (relay, agent, credential) instead of deleting it.
         #[arg(long)]
         keep: bool,
     },
+    /// Print the shell completion script: `firstline completions bash > /etc/bash_completion.d/firstline`.
+    Completions {
+        #[arg(value_enum)]
+        shell: firstline_net::cli::Shell,
+    },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = firstline_net::cli::parse();
     match run(cli) {
         Ok(code) => std::process::exit(code),
-        Err(e) => exit_with(e),
+        Err(e) => exit_with(client::classify(e, None)),
     }
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    client::set_connect_timeout(cli.connect_timeout.as_deref())?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let cred = cli.credential.clone();
     match cli.command {
         Command::Login => login(cred),
         Command::Agents { json } => rt.block_on(agents(cred, json)),
-        Command::Run { agent, check, args } => rt.block_on(remote::run(cred, agent, check, args)),
+        Command::Checks { agent, json } => rt.block_on(remote::checks(cred, agent, json)),
+        Command::Run {
+            agent,
+            check,
+            args,
+            help,
+        } => match (agent, check) {
+            (Some(agent), Some(check)) => rt.block_on(remote::run(cred, agent, check, args, help)),
+            _ => subcommand_help("run"),
+        },
         Command::Fix {
             agent,
             action,
             args,
-        } => rt.block_on(remote::fix(cred, agent, action, args)),
+            help,
+        } => match (agent, action) {
+            (Some(agent), Some(action)) => {
+                rt.block_on(remote::fix(cred, agent, action, args, help))
+            }
+            _ => subcommand_help("fix"),
+        },
         Command::Runbook {
             agent,
             name,
             params,
-        } => rt.block_on(remote::runbook(cred, agent, name, params)),
+            help,
+        } => match (agent, name) {
+            (Some(agent), Some(name)) => {
+                rt.block_on(remote::runbook(cred, agent, name, params, help))
+            }
+            _ => subcommand_help("runbook"),
+        },
         Command::Runbooks { agent, json } => rt.block_on(remote::runbooks(cred, agent, json)),
         Command::Audit { agent, limit, json } => {
             rt.block_on(remote::audit(cred, agent, limit, json))
         }
-        Command::Tickets {
-            status,
-            agent,
-            json,
-        } => rt.block_on(tickets::list(cred, status, agent, json)),
+        Command::Tickets(args) => rt.block_on(tickets::list(cred, args)),
         Command::Ticket(cmd) => rt.block_on(tickets::command(cred, cmd)),
-        Command::Watch { json } => rt.block_on(tickets::watch(cred, json)),
+        Command::Token(cmd) => rt.block_on(admin::token(cred, cmd)),
+        Command::Operator(cmd) => rt.block_on(admin::operator(cred, cmd)),
+        Command::Agent(cmd) => rt.block_on(admin::agent(cred, cmd)),
+        Command::Watch(args) => rt.block_on(watch::run(cred, args)),
         Command::Demo { keep } => rt.block_on(demo::run(keep)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            firstline_net::cli::print_completions(Cli::command(), shell);
+            Ok(0)
+        }
     }
+}
+
+/// The long help of one subcommand (for those whose `--help` after their
+/// free arguments belongs to the agent).
+fn subcommand_help(name: &str) -> Result<i32> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    if let Some(sub) = cmd.find_subcommand_mut(name) {
+        output::line(sub.render_long_help().to_string().trim_end());
+    }
+    Ok(0)
 }
 
 fn login(credential: Option<PathBuf>) -> Result<i32> {

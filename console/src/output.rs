@@ -1,5 +1,6 @@
 //! How the console prints: aligned tables for people, JSON for scripts, and
-//! a broken pipe (`firstline agents | head`) treated as success.
+//! a broken pipe (`firstline agents | head`) treated as success. Colour
+//! only on a terminal, never in a file or a pipe, never with NO_COLOR.
 
 use firstline_proto::text::printable;
 use firstline_proto::CheckResult;
@@ -42,7 +43,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// `OK    disk /: summary (3 ms)` — one line per result.
+/// `OK      disk /: summary (3 ms)` — one line per result, its status
+/// coloured when stdout is a terminal (and NO_COLOR is not set).
 pub fn result(r: &CheckResult) {
-    line(r.line());
+    firstline_net::cli::print_result(r);
 }

@@ -1,11 +1,104 @@
-//! `firstline tickets`, `firstline ticket …` and `firstline watch`.
+//! `firstline tickets` and `firstline ticket …` (`firstline watch` is in
+//! `watch.rs`).
 
 use crate::client::Client;
 use crate::output;
 use anyhow::{bail, Result};
+use firstline_proto::message::{PRIORITIES, STATUSES};
 use firstline_proto::text::printable;
-use firstline_proto::{Message, Notice, TicketChange, TicketEntry, TicketSummary};
+use firstline_proto::{Message, TicketChange, TicketEntry, TicketSummary};
 use std::path::PathBuf;
+
+/// A ticket number: `12` or `#12` (as tickets are shown). In a shell,
+/// quote the `#` form (`'#12'`): an unquoted `#` starts a comment.
+pub fn ticket_number(text: &str) -> Result<u64, String> {
+    let digits = text.trim().strip_prefix('#').unwrap_or(text.trim());
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("`{text}` is not a ticket number: write 12 or #12")),
+    }
+}
+
+/// An age: a number and a unit — `s`, `m`, `h`, `d` or `w` — or several
+/// (`1d12h`); as seconds.
+pub fn parse_age(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not an age: write 30m, 12h, 7d or 2w");
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// A ticket status, or an error that lists them.
+pub fn status(text: &str) -> Result<String, String> {
+    one_of("status", STATUSES, text)
+}
+
+/// A ticket priority, or an error that lists them.
+pub fn priority(text: &str) -> Result<String, String> {
+    one_of("priority", PRIORITIES, text)
+}
+
+fn one_of(what: &str, valid: &[&str], text: &str) -> Result<String, String> {
+    if valid.contains(&text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "unknown {what} `{text}`: use one of {}",
+            valid.join(", ")
+        ))
+    }
+}
+
+/// `firstline tickets`: the tickets matching every filter given.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// open, in_progress, resolved or closed.
+    #[arg(long, value_parser = status)]
+    pub status: Option<String>,
+    /// Tickets of this agent (removed agents' too).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Tickets assigned to this operator.
+    #[arg(long, value_name = "OPERATOR")]
+    pub assignee: Option<String>,
+    /// low, normal, high or urgent.
+    #[arg(long, value_parser = priority)]
+    pub priority: Option<String>,
+    /// Text in the title, the opening text or a comment (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Opened within the last AGE: 30m, 12h, 7d, 2w.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub since: Option<u64>,
+    /// Opened more than AGE ago: 1d, 2w.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(clap::Subcommand)]
 pub enum TicketCommand {
@@ -14,39 +107,92 @@ pub enum TicketCommand {
         title: String,
         #[arg(long)]
         agent: Option<String>,
+        /// low, normal (default), high or urgent.
+        #[arg(long, value_parser = priority)]
+        priority: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// The ticket and its whole timeline.
     Show {
+        /// Ticket number: 12 or '#12'.
+        #[arg(value_name = "N", value_parser = ticket_number)]
         id: u64,
         #[arg(long)]
         json: bool,
     },
     /// Add a comment.
-    Comment { id: u64, text: String },
-    /// Assign to an operator.
-    Assign { id: u64, operator: String },
+    Comment {
+        #[arg(value_name = "N", value_parser = ticket_number)]
+        id: u64,
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Assign to an operator (`firstline operator list` shows them).
+    Assign {
+        #[arg(value_name = "N", value_parser = ticket_number)]
+        id: u64,
+        operator: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the priority: low, normal, high or urgent.
+    Priority {
+        #[arg(value_name = "N", value_parser = ticket_number)]
+        id: u64,
+        #[arg(value_parser = priority)]
+        priority: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Mark as being worked on (open → in_progress).
-    Start { id: u64 },
+    Start {
+        #[arg(value_name = "N", value_parser = ticket_number)]
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Resolve, with an optional comment.
     Resolve {
+        #[arg(value_name = "N", value_parser = ticket_number)]
         id: u64,
         #[arg(long)]
         comment: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Close for good.
-    Close { id: u64 },
+    Close {
+        #[arg(value_name = "N", value_parser = ticket_number)]
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub async fn list(
-    cred: Option<PathBuf>,
-    status: Option<String>,
-    agent: Option<String>,
-    json: bool,
-) -> Result<i32> {
+pub async fn list(cred: Option<PathBuf>, args: ListArgs) -> Result<i32> {
+    let ListArgs {
+        status,
+        agent,
+        assignee,
+        priority,
+        search,
+        since,
+        older_than,
+        json,
+    } = args;
+    let request = Message::ListTickets {
+        status,
+        agent,
+        assignee,
+        priority,
+        search,
+        since_secs: since,
+        older_than_secs: older_than,
+    };
     let client = Client::connect(cred.as_deref()).await?;
-    let parts = client.parts(Message::ListTickets { status, agent }).await;
+    let parts = client.parts(request).await;
     client.close().await;
     let mut tickets = Vec::new();
     for part in parts? {
@@ -62,7 +208,7 @@ pub async fn list(
     let rows: Vec<Vec<String>> = tickets.iter().map(row).collect();
     output::table(
         &[
-            "ID", "STATUS", "PRIORITY", "AGENT", "SOURCE", "ASSIGNEE", "TITLE",
+            "ID", "STATUS", "PRIORITY", "AGENT", "SOURCE", "ASSIGNEE", "OPENED", "TITLE",
         ],
         &rows,
     );
@@ -77,32 +223,44 @@ fn row(t: &TicketSummary) -> Vec<String> {
         t.agent.clone().unwrap_or_default(),
         t.source.clone(),
         t.assignee.clone().unwrap_or_default(),
+        t.created_at.clone(),
         t.title.clone(),
     ]
 }
 
 pub async fn command(cred: Option<PathBuf>, cmd: TicketCommand) -> Result<i32> {
-    let client = Client::connect(cred.as_deref()).await?;
     let (request, json) = match cmd {
-        TicketCommand::New { title, agent, json } => (
+        TicketCommand::New {
+            title,
+            agent,
+            priority,
+            json,
+        } => (
             Message::TicketNew {
                 title,
                 agent,
                 body: None,
+                priority,
             },
             json,
         ),
         TicketCommand::Show { id, json } => (Message::TicketShow { id }, json),
-        TicketCommand::Comment { id, text } => (update(id, TicketChange::Comment { text }), false),
-        TicketCommand::Assign { id, operator } => {
-            (update(id, TicketChange::Assign { operator }), false)
+        TicketCommand::Comment { id, text, json } => {
+            (update(id, TicketChange::Comment { text }), json)
         }
-        TicketCommand::Start { id } => (update(id, TicketChange::Start {}), false),
-        TicketCommand::Resolve { id, comment } => {
-            (update(id, TicketChange::Resolve { comment }), false)
+        TicketCommand::Assign { id, operator, json } => {
+            (update(id, TicketChange::Assign { operator }), json)
         }
-        TicketCommand::Close { id } => (update(id, TicketChange::Close {}), false),
+        TicketCommand::Priority { id, priority, json } => {
+            (update(id, TicketChange::Priority { priority }), json)
+        }
+        TicketCommand::Start { id, json } => (update(id, TicketChange::Start {}), json),
+        TicketCommand::Resolve { id, comment, json } => {
+            (update(id, TicketChange::Resolve { comment }), json)
+        }
+        TicketCommand::Close { id, json } => (update(id, TicketChange::Close {}), json),
     };
+    let client = Client::connect(cred.as_deref()).await?;
     let answer = match request {
         Message::TicketShow { .. } => detail(client.parts(request).await),
         _ => client.call(request).await,
@@ -110,12 +268,7 @@ pub async fn command(cred: Option<PathBuf>, cmd: TicketCommand) -> Result<i32> {
     client.close().await;
     match answer? {
         Message::Ticket { ticket } if json => output::json(&ticket),
-        Message::Ticket { ticket } => output::line(format!(
-            "#{} [{}] {}",
-            ticket.id,
-            ticket.status,
-            printable(&ticket.title)
-        )),
+        Message::Ticket { ticket } => output::line(summary_line(&ticket)),
         Message::TicketDetail { ticket, entries } if json => {
             output::json(&serde_json::json!({ "ticket": ticket, "entries": entries }))
         }
@@ -123,6 +276,18 @@ pub async fn command(cred: Option<PathBuf>, cmd: TicketCommand) -> Result<i32> {
         other => bail!("unexpected answer: {}", other.kind()),
     }
     Ok(0)
+}
+
+/// `#7 [open] urgent · tina · printer jammed`: a ticket after a change.
+pub fn summary_line(t: &TicketSummary) -> String {
+    format!(
+        "#{} [{}] {} · {} · {}",
+        t.id,
+        printable(&t.status),
+        printable(&t.priority),
+        printable(t.assignee.as_deref().unwrap_or("unassigned")),
+        printable(&t.title)
+    )
 }
 
 /// A ticket and its timeline, put back together from its parts.
@@ -425,36 +590,6 @@ fn unix_secs(t: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3_600 + mi * 60 + s)
 }
 
-pub async fn watch(cred: Option<PathBuf>, json: bool) -> Result<i32> {
-    let client = Client::connect(cred.as_deref()).await?;
-    let mut answers = client.stream(Message::Watch {}).await?;
-    if !json {
-        output::line(format!(
-            "watching alerts and tickets at {} (Ctrl-C to stop)",
-            client.credential.relay
-        ));
-    }
-    while let Some(msg) = answers.next().await? {
-        if let Message::Notice(n) = msg {
-            if json {
-                output::json(&n);
-            } else {
-                print_notice(&n);
-            }
-        }
-    }
-    Ok(0)
-}
-
-fn print_notice(n: &Notice) {
-    output::line(format!(
-        "{}  {:<24} {}",
-        printable(&n.at),
-        printable(&n.kind),
-        printable(&n.text)
-    ));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +753,22 @@ mod tests {
             json!({"x": "\u{1b}"}),
         );
         assert!(!render_entry(&unknown)[0].contains('\u{1b}'));
+    }
+
+    #[test]
+    fn numbers_and_ages() {
+        assert_eq!(ticket_number("12"), Ok(12));
+        assert_eq!(ticket_number("#12"), Ok(12));
+        for bad in ["", "#", "x", "#-1", "0", "+3", "1 2"] {
+            assert!(ticket_number(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_age("7d"), Ok(7 * 86_400));
+        assert_eq!(parse_age("1d12h"), Ok(36 * 3_600));
+        assert_eq!(parse_age("30m"), Ok(1_800));
+        assert_eq!(parse_age("2w"), Ok(14 * 86_400));
+        for bad in ["", "7", "d", "7x", "0d", "-1d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

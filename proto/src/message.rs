@@ -100,6 +100,13 @@ pub enum ErrorCode {
     UnknownTicket,
     Timeout,
     Internal,
+    /// No operator of that name (the message lists the valid ones).
+    UnknownOperator,
+    /// The enrollment token was revoked by the relay admin.
+    TokenRevoked,
+    /// A valid request the current state does not allow (a closed ticket
+    /// cannot be resolved, a revoked operator's role cannot change).
+    Conflict,
     /// A code from a newer peer.
     #[serde(other)]
     Other,
@@ -126,6 +133,9 @@ impl ErrorCode {
             ErrorCode::UnknownTicket => 15,
             ErrorCode::Timeout => 16,
             ErrorCode::Internal => 17,
+            ErrorCode::UnknownOperator => 18,
+            ErrorCode::TokenRevoked => 19,
+            ErrorCode::Conflict => 20,
             ErrorCode::Other => 99,
         }
     }
@@ -225,6 +235,36 @@ pub struct RunbookInfo {
     pub source: String,
 }
 
+/// One check an agent offers, as `firstline checks AGENT` lists it: read
+/// from the check's own command-line definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    pub name: String,
+    /// What it checks, one line.
+    pub about: String,
+    /// `disk [PATH] [--warn=80] [--crit=90] …`: every argument, defaults
+    /// (thresholds) shown.
+    pub synopsis: String,
+    #[serde(default)]
+    pub args: Vec<ArgInfo>,
+}
+
+/// One argument of a check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArgInfo {
+    /// `PATH` for a positional argument, `--warn` for an option.
+    pub name: String,
+    /// The option's value placeholder (`PCT`); none for flags and positionals.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Its default (a threshold, a timeout…), when it has one.
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    pub help: String,
+}
+
 /// One entry of the relay's audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -238,6 +278,67 @@ pub struct AuditRecord {
     pub outcome: String,
     /// SHA-256 chaining this entry to the previous one.
     pub hash: String,
+}
+
+/// Ticket priorities, lowest first.
+pub const PRIORITIES: &[&str] = &["low", "normal", "high", "urgent"];
+/// Ticket statuses, in the order a ticket moves through them.
+pub const STATUSES: &[&str] = &["open", "in_progress", "resolved", "closed"];
+
+/// One enrollment token as `token list` shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    /// `active`, `expired`, `used` (no use left) or `revoked`.
+    pub state: String,
+    /// Enrollments it was created for (`None`: made by an older relay).
+    #[serde(default)]
+    pub uses: Option<u32>,
+    pub uses_left: u32,
+    /// RFC 3339.
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+}
+
+/// One operator as `operator list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorInfo {
+    pub name: String,
+    /// The role the relay authorizes each request with (its database's,
+    /// whatever role the operator's certificate was issued with).
+    pub role: Role,
+    pub created_at: String,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    /// Connected to the relay right now (always false offline).
+    #[serde(default)]
+    pub online: bool,
+}
+
+/// One enrolled agent as the admin's `agent list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    /// RFC 3339 times.
+    pub enrolled_at: String,
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    /// Connected right now (always false offline).
+    #[serde(default)]
+    pub online: bool,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    /// Expiry of its newest certificate.
+    #[serde(default)]
+    pub cert_expires: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// A change a technician makes to a ticket.
@@ -256,6 +357,10 @@ pub enum TicketChange {
         comment: Option<String>,
     },
     Close {},
+    /// One of [`PRIORITIES`].
+    Priority {
+        priority: String,
+    },
 }
 
 /// A live notice for `firstline watch`.
@@ -319,16 +424,35 @@ pub enum Message {
         agent: Option<String>,
         #[serde(default)]
         body: Option<String>,
+        /// One of [`PRIORITIES`]; `normal` when absent.
+        #[serde(default)]
+        priority: Option<String>,
     },
     /// Answer to `ticket_new` and `ticket_update`.
     Ticket {
         ticket: TicketSummary,
     },
+    /// Tickets matching every filter given: `tickets` parts, then `done`.
     ListTickets {
+        /// One of [`STATUSES`].
         #[serde(default)]
         status: Option<String>,
         #[serde(default)]
         agent: Option<String>,
+        #[serde(default)]
+        assignee: Option<String>,
+        /// One of [`PRIORITIES`].
+        #[serde(default)]
+        priority: Option<String>,
+        /// Case-insensitive text in the title, the opening text or a comment.
+        #[serde(default)]
+        search: Option<String>,
+        /// Opened at most this many seconds ago (by the relay's clock).
+        #[serde(default)]
+        since_secs: Option<u64>,
+        /// Opened at least this many seconds ago.
+        #[serde(default)]
+        older_than_secs: Option<u64>,
     },
     TicketShow {
         id: u64,
@@ -408,6 +532,63 @@ pub enum Message {
         entries: Vec<AuditRecord>,
     },
 
+    // --- console → relay: lifecycle, for admins ---
+    /// Enrollment tokens: `tokens` parts, then `done`.
+    ListTokens {},
+    Tokens {
+        tokens: Vec<TokenInfo>,
+    },
+    /// A new enrollment token (default lifetime: the relay's `token_ttl_secs`).
+    TokenCreate {
+        uses: u32,
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+    },
+    TokenCreated {
+        /// The token itself, shown once.
+        token: String,
+        info: TokenInfo,
+        /// The address agents enroll with (`public_addr` of the relay).
+        relay: String,
+    },
+    /// A revoked token can no longer enroll anything.
+    TokenRevoke {
+        id: String,
+    },
+    TokenRevoked {
+        token: TokenInfo,
+    },
+    /// Operators: `operators` parts, then `done`.
+    ListOperators {},
+    Operators {
+        operators: Vec<OperatorInfo>,
+    },
+    /// Change an operator's role; it holds from their next request on.
+    OperatorRole {
+        name: String,
+        role: Role,
+    },
+    OperatorUpdated {
+        operator: OperatorInfo,
+    },
+    /// Enrollment records of every agent: `agent_records` parts, then `done`.
+    ListAgentRecords {},
+    AgentRecords {
+        agents: Vec<AgentRecord>,
+    },
+    /// Delete an agent's record (its tickets are kept).
+    AgentRemove {
+        name: String,
+    },
+    AgentRemoved {
+        agent: AgentRecord,
+        /// Whether the name may enroll again (false for a revoked agent:
+        /// a revoked name stays revoked).
+        name_freed: bool,
+        /// Its tickets, kept.
+        tickets: u64,
+    },
+
     // --- relay → agent requests ---
     // `role` is the requester's role as the relay read it from the verified
     // certificate; the agent checks it again against what the action does
@@ -438,6 +619,15 @@ pub enum Message {
         role: Role,
     },
     ExecListRunbooks {},
+    /// The checks an agent offers, with their arguments: answered by
+    /// `checks`.
+    ListChecks {
+        agent: String,
+    },
+    ExecListChecks {},
+    Checks {
+        checks: Vec<CheckInfo>,
+    },
     /// The end of a runbook: the leaf it reached, with every step.
     Verdict(crate::runbook::Verdict),
 
@@ -499,10 +689,27 @@ impl Message {
             Message::Runbooks { .. } => "runbooks",
             Message::ListAudit { .. } => "list_audit",
             Message::Audit { .. } => "audit",
+            Message::ListTokens {} => "list_tokens",
+            Message::Tokens { .. } => "tokens",
+            Message::TokenCreate { .. } => "token_create",
+            Message::TokenCreated { .. } => "token_created",
+            Message::TokenRevoke { .. } => "token_revoke",
+            Message::TokenRevoked { .. } => "token_revoked",
+            Message::ListOperators {} => "list_operators",
+            Message::Operators { .. } => "operators",
+            Message::OperatorRole { .. } => "operator_role",
+            Message::OperatorUpdated { .. } => "operator_updated",
+            Message::ListAgentRecords {} => "list_agent_records",
+            Message::AgentRecords { .. } => "agent_records",
+            Message::AgentRemove { .. } => "agent_remove",
+            Message::AgentRemoved { .. } => "agent_removed",
             Message::Exec { .. } => "exec",
             Message::ExecFix { .. } => "exec_fix",
             Message::ExecRunbook { .. } => "exec_runbook",
             Message::ExecListRunbooks {} => "exec_list_runbooks",
+            Message::ListChecks { .. } => "list_checks",
+            Message::ExecListChecks {} => "exec_list_checks",
+            Message::Checks { .. } => "checks",
             Message::Verdict(_) => "verdict",
             Message::Progress { .. } => "progress",
             Message::Result { .. } => "result",
@@ -553,6 +760,44 @@ mod tests {
             r#"{"v":1,"type":"ticket_update","id":3,"change":"assign","operator":"alice"}"#
         );
         assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
+    }
+
+    #[test]
+    fn new_fields_are_optional_for_older_consoles() {
+        let old = r#"{"v":1,"type":"list_tickets","status":"open"}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            e.msg,
+            Message::ListTickets {
+                ref status,
+                search: None,
+                since_secs: None,
+                ..
+            } if status.as_deref() == Some("open")
+        ));
+        let old = r#"{"v":1,"type":"ticket_new","title":"t"}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert!(matches!(e.msg, Message::TicketNew { priority: None, .. }));
+        let s = serde_json::to_string(&Envelope::new(Message::TicketUpdate {
+            id: 1,
+            change: TicketChange::Priority {
+                priority: "urgent".into(),
+            },
+        }))
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"type":"ticket_update","id":1,"change":"priority","priority":"urgent"}"#
+        );
+        let s = serde_json::to_string(&Envelope::new(Message::OperatorRole {
+            name: "bob".into(),
+            role: Role::Viewer,
+        }))
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"type":"operator_role","name":"bob","role":"viewer"}"#
+        );
     }
 
     #[test]

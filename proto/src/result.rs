@@ -46,6 +46,17 @@ impl Status {
         }
     }
 
+    /// The status for a person: `OK`, `WARN`, `CRIT`, `UNKNOWN` — the one
+    /// spelling every line uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Crit => "CRIT",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+
     /// The worse of two statuses (`Unknown` only wins over `Ok`).
     pub fn worst(self, other: Status) -> Status {
         use Status::*;
@@ -64,6 +75,9 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Width of the status label that starts [`CheckResult::line`].
+pub const LABEL_WIDTH: usize = 7;
+
 /// Result of one check or fix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
@@ -74,8 +88,9 @@ pub struct CheckResult {
     pub status: Status,
     /// One line for a human.
     pub summary: String,
-    /// Numbers, Nagios perfdata style (`used_pct`, `rtt_avg_ms`…).
-    #[serde(default)]
+    /// Numbers, Nagios perfdata style (`used_pct`, `rtt_avg_ms`…); whole
+    /// numbers are written as JSON integers (`"queued_jobs": 1`, not `1.0`).
+    #[serde(default, serialize_with = "metrics::serialize")]
     pub metrics: BTreeMap<String, f64>,
     pub duration_ms: u64,
     /// RFC 3339 time the check finished, set by whoever ran it.
@@ -118,18 +133,14 @@ impl CheckResult {
         self
     }
 
-    /// `OK    disk /: summary (3 ms)`: one line for a person, escaped for a
-    /// terminal.
+    /// `OK      disk /: summary (3 ms)`: one line for a person, escaped for
+    /// a terminal, uncoloured (the status label, [`Status::label`], padded
+    /// to [`LABEL_WIDTH`], comes first so a printer may colour it).
     pub fn line(&self) -> String {
         use crate::text::printable;
-        let tag = match self.status {
-            Status::Ok => "OK  ",
-            Status::Warn => "WARN",
-            Status::Crit => "CRIT",
-            Status::Unknown => "UNKN",
-        };
         format!(
-            "{tag}  {} {}: {} ({} ms)",
+            "{:<LABEL_WIDTH$} {} {}: {} ({} ms)",
+            self.status.label(),
             printable(&self.check),
             printable(&self.target),
             printable(&self.summary),
@@ -182,6 +193,29 @@ impl CheckResult {
     }
 }
 
+/// Metrics as JSON: whole numbers as integers (`1`, not `1.0`: counts
+/// read as counts), others as they are (`0.271`). Reading takes both.
+mod metrics {
+    use serde::ser::SerializeMap;
+    use serde::Serializer;
+    use std::collections::BTreeMap;
+
+    /// Largest whole number an f64 holds exactly (2^53).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            if v.fract() == 0.0 && v.abs() <= EXACT {
+                map.serialize_entry(k, &(*v as i64))?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +262,34 @@ mod tests {
         assert!(b.target.len() <= crate::limits::TARGET);
         assert_eq!(b.metrics.len(), crate::limits::METRICS);
         assert_eq!(b.changed.len(), crate::limits::CHANGED_LINES);
+    }
+
+    #[test]
+    fn whole_metrics_are_integers_in_json() {
+        let r = CheckResult::new("printer", "ipp://p", Status::Ok, "idle")
+            .metric("queued_jobs", 1.0)
+            .metric("rtt_ms", 0.271)
+            .metric("zero", -0.0)
+            .metric("big", 1e300);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""queued_jobs":1,"#), "{text}");
+        assert!(text.contains(r#""rtt_ms":0.271"#), "{text}");
+        assert!(text.contains(r#""zero":0"#), "{text}");
+        let back: CheckResult = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        // Older peers wrote floats: still read.
+        let old = text.replace(r#""queued_jobs":1,"#, r#""queued_jobs":1.0,"#);
+        assert_eq!(serde_json::from_str::<CheckResult>(&old).unwrap(), r);
+    }
+
+    #[test]
+    fn one_spelling_per_status() {
+        let mut r = CheckResult::new("disk", "/", Status::Unknown, "no answer");
+        r.duration_ms = 3;
+        assert_eq!(r.line(), "UNKNOWN disk /: no answer (3 ms)");
+        r.status = Status::Ok;
+        assert_eq!(r.line(), "OK      disk /: no answer (3 ms)");
+        assert!(!r.line().ends_with(' '));
     }
 
     #[test]

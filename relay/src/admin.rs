@@ -1,18 +1,27 @@
 //! The admin commands that work on a relay directory without a running
-//! relay: `init`, `token create`, `operator add`, `agent|operator revoke`.
-//! A running `serve` picks up their effects from the shared database.
-//! Each is audited, as the local user who ran it, with its outcome
-//! ([`crate::audit::admin_command`]).
+//! relay: `init`, `token create|list|revoke`, `operator
+//! add|list|role|revoke`, `agent list|revoke|remove`. A running `serve`
+//! picks up their effects from the shared database. Each is audited, as the
+//! local user who ran it, with its outcome ([`crate::audit::admin_command`]).
+//!
+//! The lifecycle operations themselves ([`list_tokens`], [`revoke_token`],
+//! [`set_role`], [`remove_agent`]…) work on a [`Store`] and are shared with
+//! the console's requests to a running relay (`crate::admin_requests`), so
+//! both paths refuse the same things with the same words. A refusal is a
+//! [`Refused`] with the error code the console gets; offline, unknown names
+//! are usage errors (exit 2) that list the valid ones.
 
 use crate::ca::Ca;
 use crate::config::{RelayConfig, RelayDir};
-use crate::store::Store;
+use crate::store::{Removed, RoleRefusal, Store};
 use crate::token::Token;
 use anyhow::{bail, Context, Result};
+use firstline_net::cli::UsageError;
 use firstline_net::credential::{write_private, Credential};
 use firstline_net::identity::valid_name;
 use firstline_net::Identity;
-use firstline_proto::Role;
+use firstline_proto::message::{AgentRecord, OperatorInfo, TokenInfo};
+use firstline_proto::{ErrorCode, Role};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,9 +29,55 @@ use std::time::Duration;
 /// Server certificates are re-issued by `init` only; 5 years.
 const SERVER_CERT_TTL: Duration = Duration::from_secs(5 * 365 * 86_400);
 
+/// Where `init` makes the relay when no `--dir` is given: the folder of
+/// [`DEFAULT_CONFIG`], so every other command finds it without `--config`.
+pub const DEFAULT_DIR: &str = "/etc/firstline";
+/// The `--config` every command but `init` reads by default (the packages
+/// install it there too).
+pub const DEFAULT_CONFIG: &str = "/etc/firstline/relay.toml";
+
+/// A lifecycle request refused, with the code a console gets for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refused {
+    /// The refusal as an error.
+    fn error(code: ErrorCode, message: String) -> anyhow::Error {
+        Refused { code, message }.into()
+    }
+
+    /// A name or value that does not exist: the caller's mistake (exit 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::BadRequest | ErrorCode::UnknownAgent | ErrorCode::UnknownOperator
+        )
+    }
+}
+
 /// Create a relay directory: config, CA, server certificate, database.
-/// Refuses to overwrite an existing relay.
+/// Refuses to overwrite an existing relay. `public_addr` is the listen
+/// address when that is a specific one with a port (see [`init_with`]);
+/// with port 0 (chosen at `serve`), it is left out.
 pub fn init(dir: &Path, listen: SocketAddr, name: &str) -> Result<PathBuf> {
+    let public =
+        crate::config::default_public_addr(listen, None, None).filter(|_| listen.port() != 0);
+    init_with(dir, listen, name, public.as_deref())
+}
+
+/// [`init`] with the `public_addr` agents and consoles dial, written into
+/// relay.toml (and from there into token hints and credential files);
+/// `None` leaves it out (the relay then falls back to `listen`).
+pub fn init_with(
+    dir: &Path,
+    listen: SocketAddr,
+    name: &str,
+    public_addr: Option<&str>,
+) -> Result<PathBuf> {
     let config_path = dir.join("relay.toml");
     if config_path.exists() {
         bail!(
@@ -31,10 +86,17 @@ pub fn init(dir: &Path, listen: SocketAddr, name: &str) -> Result<PathBuf> {
         );
     }
     if !valid_name(name) {
-        bail!("invalid --name `{name}`: use letters, digits, `.`, `_` or `-`");
+        return Err(UsageError(format!(
+            "invalid --name `{name}`: use letters, digits, `.`, `_` or `-`"
+        ))
+        .into());
+    }
+    if let Some(problem) = public_addr.and_then(crate::config::public_addr_problem) {
+        return Err(UsageError(format!("--public-addr: {problem}")).into());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let config = RelayConfig::new(listen, name.to_string());
+    let mut config = RelayConfig::new(listen, name.to_string());
+    config.public_addr = public_addr.map(str::to_string);
     let relay_dir = RelayDir {
         config: config.clone(),
         dir: dir.to_path_buf(),
@@ -49,16 +111,45 @@ pub fn init(dir: &Path, listen: SocketAddr, name: &str) -> Result<PathBuf> {
     relay_dir.load_reset_secret()?;
     let store = Store::open(&relay_dir.database())?;
     store.record_cert(&server.serial, "relay", name, server.not_after)?;
-    let args = format!("--name {name} --listen {listen}");
+    let mut args = format!("--name {name} --listen {listen}");
+    if let Some(p) = public_addr {
+        args.push_str(&format!(" --public-addr {p}"));
+    }
     crate::audit::admin_command(&store, "init", None, &args, Ok("ok".into()));
+    let unset = if public_addr.is_none() {
+        "# public_addr = \"HOST:PORT\"   # set it: the address agents and consoles dial\n"
+    } else {
+        ""
+    };
     let text = format!(
         "# firstline relay configuration (see `firstline-relay --help`).\n\
-         # Paths (CA, certificates, relay.db) are relative to this file's folder.\n{}",
+         # Paths (CA, certificates, relay.db) are relative to this file's folder.\n\
+         # public_addr goes into enrollment hints and operators' credential files.\n{unset}{}",
         toml::to_string(&config)?
     );
     // 0600: relay.toml may later hold webhook_secret.
     write_private(&config_path, text.as_bytes())?;
     Ok(config_path)
+}
+
+/// Open the store, run `f`, audit it as the local admin (`outcome` words
+/// the success), and turn a refusal of a name that does not exist into a
+/// usage error.
+fn audited<T>(
+    dir: &RelayDir,
+    action: &str,
+    agent: Option<&str>,
+    args: &str,
+    f: impl FnOnce(&Store) -> Result<T>,
+    outcome: impl FnOnce(&T) -> String,
+) -> Result<T> {
+    let store = Store::open(&dir.database())?;
+    let done = f(&store);
+    crate::audit::admin_command(&store, action, agent, args, done.as_ref().map(outcome));
+    done.map_err(|e| match e.downcast_ref::<Refused>() {
+        Some(r) if r.is_usage() => UsageError(r.message.clone()).into(),
+        _ => e,
+    })
 }
 
 /// Create an enrollment token; prints nothing, returns the token text.
@@ -67,25 +158,104 @@ pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<
     let ttl = ttl.unwrap_or(Duration::from_secs(dir.config.token_ttl_secs));
     let store = Store::open(&dir.database())?;
     let created = (|| -> Result<(Token, i64)> {
-        if uses == 0 {
-            bail!("--uses must be at least 1");
-        }
         let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
-        let token = Token::generate(&ca.fingerprint()?);
-        let expires = store.add_token(&token.id, &token.secret_sha256(), uses, ttl)?;
-        Ok((token, expires))
+        new_token(&store, &ca, uses, ttl)
     })();
     let id = created.as_ref().map_or("-", |(t, _)| t.id.as_str());
-    let args = format!(
-        "id {id} --uses {uses} --ttl {}",
-        humantime::format_duration(ttl)
-    );
     let outcome = created
         .as_ref()
         .map(|(_, expires)| format!("ok: valid until {}", crate::store::rfc3339(*expires)));
-    crate::audit::admin_command(&store, "token create", None, &args, outcome);
+    crate::audit::admin_command(
+        &store,
+        "token create",
+        None,
+        &token_args(id, uses, ttl),
+        outcome,
+    );
     let (token, expires) = created?;
     Ok((token.to_string(), expires))
+}
+
+/// What the audit log says of a `token create`: the id, never the secret.
+pub fn token_args(id: &str, uses: u32, ttl: Duration) -> String {
+    format!(
+        "id {id} --uses {uses} --ttl {}",
+        humantime::format_duration(ttl)
+    )
+}
+
+/// A new token of `ca` for `uses` enrollments within `ttl`, stored hashed.
+pub fn new_token(store: &Store, ca: &Ca, uses: u32, ttl: Duration) -> Result<(Token, i64)> {
+    if uses == 0 {
+        return Err(Refused::error(
+            ErrorCode::BadRequest,
+            "--uses must be at least 1".into(),
+        ));
+    }
+    if ttl.is_zero() {
+        return Err(Refused::error(
+            ErrorCode::BadRequest,
+            "--ttl must be more than 0s".into(),
+        ));
+    }
+    let token = Token::generate(&ca.fingerprint()?);
+    let expires = store.add_token(&token.id, &token.secret_sha256(), uses, ttl)?;
+    Ok((token, expires))
+}
+
+/// `token list`: every enrollment token, never a secret.
+pub fn token_list(dir: &RelayDir) -> Result<Vec<TokenInfo>> {
+    audited(dir, "token list", None, "", list_tokens, |t| {
+        format!("ok: {} tokens", t.len())
+    })
+}
+
+pub fn list_tokens(store: &Store) -> Result<Vec<TokenInfo>> {
+    store.tokens()
+}
+
+/// `token revoke ID`: the token can no longer enroll anything.
+pub fn token_revoke(dir: &RelayDir, id: &str) -> Result<(TokenInfo, bool)> {
+    audited(
+        dir,
+        "token revoke",
+        None,
+        id,
+        |s| revoke_token(s, id),
+        revoke_outcome,
+    )
+}
+
+/// The audit outcome of a token revocation.
+pub fn revoke_outcome((_, newly): &(TokenInfo, bool)) -> String {
+    if *newly {
+        "ok: revoked".into()
+    } else {
+        "ok: already revoked".into()
+    }
+}
+
+/// Revoke token `id` (the id is the second part of `fl1.ID.SECRET.FP`, as
+/// `token list` shows it).
+pub fn revoke_token(store: &Store, id: &str) -> Result<(TokenInfo, bool)> {
+    match store.revoke_token(id)? {
+        Some(done) => Ok(done),
+        None => {
+            let live: Vec<String> = store
+                .tokens()?
+                .into_iter()
+                .filter(|t| t.state == "active")
+                .map(|t| t.id)
+                .collect();
+            Err(Refused::error(
+                ErrorCode::BadRequest,
+                format!(
+                    "no enrollment token `{id}` at this relay ({}); the id is the part after `fl1.`",
+                    names_list("active tokens", &live)
+                ),
+            ))
+        }
+    }
 }
 
 /// Add an operator and write its credential file.
@@ -102,8 +272,16 @@ pub fn operator_add(dir: &RelayDir, name: &str, role: Role, out: &Path) -> Resul
 
 fn add_operator(dir: &RelayDir, store: &Store, name: &str, role: Role, out: &Path) -> Result<()> {
     if !valid_name(name) {
-        bail!("invalid operator name `{name}`: use 1-64 letters, digits, `.`, `_` or `-`");
+        return Err(UsageError(format!(
+            "invalid operator name `{name}`: use 1-64 letters, digits, `.`, `_` or `-`"
+        ))
+        .into());
     }
+    // A credential that points at 0.0.0.0 reaches nothing: ask for the
+    // address first, before anything is recorded.
+    let Some(relay) = dir.config.dialable_public_addr() else {
+        return Err(no_public_addr(dir).into());
+    };
     if !store.add_operator(name, role)? {
         bail!("an operator named `{name}` already exists (revoked names stay taken)");
     }
@@ -116,7 +294,7 @@ fn add_operator(dir: &RelayDir, store: &Store, name: &str, role: Role, out: &Pat
     let (issued, key) = ca.issue_operator(&identity, ttl)?;
     store.record_cert(&issued.serial, "operator", name, issued.not_after)?;
     let credential = Credential {
-        relay: dir.config.public_addr(),
+        relay,
         name: name.to_string(),
         role,
         cert: issued.cert_pem,
@@ -128,12 +306,164 @@ fn add_operator(dir: &RelayDir, store: &Store, name: &str, role: Role, out: &Pat
         .with_context(|| format!("cannot write {}", out.display()))
 }
 
+/// relay.toml has no `public_addr` and listens on a wildcard address: a
+/// configuration error at the `listen` line.
+pub fn no_public_addr(dir: &RelayDir) -> firstline_net::config::ConfigError {
+    let text = std::fs::read_to_string(&dir.config_path).unwrap_or_default();
+    firstline_net::config::invalid_key(
+        &dir.config_path.display().to_string(),
+        &text,
+        "listen",
+        format!(
+            "listen = \"{}\" is not an address anyone can dial: set public_addr = \"HOST:PORT\" (the address agents and consoles dial)",
+            dir.config.listen
+        ),
+    )
+}
+
+/// `operator list`.
+pub fn operator_list(dir: &RelayDir) -> Result<Vec<OperatorInfo>> {
+    audited(
+        dir,
+        "operator list",
+        None,
+        "",
+        |s| s.operators(),
+        |o| format!("ok: {} operators", o.len()),
+    )
+}
+
+/// `operator role NAME ROLE`: the operator after, and the role before.
+pub fn operator_role(dir: &RelayDir, name: &str, role: Role) -> Result<(OperatorInfo, Role)> {
+    let args = format!("{name} {role}");
+    audited(
+        dir,
+        "operator role",
+        None,
+        &args,
+        |s| set_role(s, name, role),
+        role_outcome,
+    )
+}
+
+/// The audit outcome of a role change: `ok: technician → viewer`.
+pub fn role_outcome((op, before): &(OperatorInfo, Role)) -> String {
+    format!("ok: {before} → {}", op.role)
+}
+
+/// Change a live operator's role. The relay authorizes every request with
+/// the role in its database, so the change holds from the operator's next
+/// request on — their certificate (which names the role it was issued
+/// with) stays valid and identifies them.
+pub fn set_role(store: &Store, name: &str, role: Role) -> Result<(OperatorInfo, Role)> {
+    match store.set_operator_role(name, role)? {
+        Ok(done) => Ok(done),
+        Err(RoleRefusal::Unknown) => Err(Refused::error(
+            ErrorCode::UnknownOperator,
+            unknown_operator(store, name)?,
+        )),
+        Err(RoleRefusal::Revoked) => Err(Refused::error(
+            ErrorCode::Conflict,
+            format!("operator `{name}` is revoked: add a new operator instead"),
+        )),
+    }
+}
+
+/// `no operator named `x` (operators: a, b)`: the live operators.
+pub fn unknown_operator(store: &Store, name: &str) -> Result<String> {
+    let live: Vec<String> = store
+        .operators()?
+        .into_iter()
+        .filter(|o| o.revoked_at.is_none())
+        .map(|o| o.name)
+        .collect();
+    Ok(format!(
+        "no operator named `{name}` at this relay ({})",
+        names_list("operators", &live)
+    ))
+}
+
+/// `no agent named `x` is enrolled at this relay (agents: a, b)`.
+pub fn unknown_agent(store: &Store, name: &str) -> String {
+    let names = store.agent_names().unwrap_or_default();
+    format!(
+        "no agent named `{name}` is enrolled at this relay ({})",
+        names_list("agents", &names)
+    )
+}
+
+/// `KIND: a, b, c` (the first 20, then how many more), or `no KIND yet`.
+pub fn names_list(kind: &str, names: &[String]) -> String {
+    const SHOWN: usize = 20;
+    if names.is_empty() {
+        return format!("no {kind} yet");
+    }
+    let mut list = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        list.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    format!("{kind}: {list}")
+}
+
+/// `agent list`: every agent's enrollment record.
+pub fn agent_list(dir: &RelayDir) -> Result<Vec<AgentRecord>> {
+    audited(
+        dir,
+        "agent list",
+        None,
+        "",
+        |s| s.agent_records(),
+        |a| format!("ok: {} agents", a.len()),
+    )
+}
+
+/// `agent remove NAME` (see [`Store::remove_agent`] for what it does to
+/// the name).
+pub fn agent_remove(dir: &RelayDir, name: &str) -> Result<Removed> {
+    audited(
+        dir,
+        "agent remove",
+        Some(name),
+        name,
+        |s| remove_agent(s, name),
+        remove_outcome,
+    )
+}
+
+pub fn remove_agent(store: &Store, name: &str) -> Result<Removed> {
+    match store.remove_agent(name)? {
+        Some(removed) => Ok(removed),
+        None => Err(Refused::error(
+            ErrorCode::UnknownAgent,
+            unknown_agent(store, name),
+        )),
+    }
+}
+
+/// The audit outcome (and the CLI's report) of a removal.
+pub fn remove_outcome(r: &Removed) -> String {
+    let name = if r.name_freed {
+        "the name may enroll again"
+    } else {
+        "the name stays revoked"
+    };
+    format!("ok: removed; {name}; {} tickets kept", r.tickets)
+}
+
 /// Revoke an agent or an operator for good.
 pub fn revoke(dir: &RelayDir, kind: &str, name: &str) -> Result<()> {
     let store = Store::open(&dir.database())?;
     let revoked = match store.revoke(kind, name) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(anyhow::anyhow!("no {kind} named `{name}` at this relay")),
+        Ok(false) => Err(anyhow::anyhow!(match kind {
+            "agent" => unknown_agent(&store, name),
+            _ => unknown_operator(&store, name)?,
+        })),
         Err(e) => Err(e),
     };
     let agent = (kind == "agent").then_some(name);

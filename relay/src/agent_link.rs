@@ -136,8 +136,12 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                             agent: Some(name.to_string()),
                             ticket: None,
                             text: format!(
-                                "{name} {}: {} {}",
-                                ev.monitor, ev.result.status, ev.result.summary
+                                "{name}: {} {} {}: {} (monitor {})",
+                                ev.result.status.label(),
+                                ev.result.check,
+                                ev.result.target,
+                                ev.result.summary,
+                                ev.monitor
                             ),
                         });
                     }

@@ -17,8 +17,11 @@ pub struct RelayConfig {
     /// DNS name of the relay as agents reach it (also in its certificate).
     #[serde(default = "default_name")]
     pub name: String,
-    /// Address written into credential files and tokens' hints; defaults to
-    /// `listen`.
+    /// `HOST:PORT` agents and consoles dial: written into operators'
+    /// credential files and the hints of enrollment tokens. `init` sets it
+    /// (`--public-addr`, or `--name` with the listen port); without it the
+    /// relay falls back to `listen`, which only works when that is a
+    /// specific address (not `0.0.0.0` or `[::]`).
     #[serde(default)]
     pub public_addr: Option<String>,
     #[serde(default = "default_keep_alive")]
@@ -153,6 +156,61 @@ impl RelayConfig {
             .clone()
             .unwrap_or_else(|| self.listen.to_string())
     }
+
+    /// [`RelayConfig::public_addr`] if others can dial it: `None` when it
+    /// falls back to a wildcard `listen` address (`0.0.0.0`, `[::]`).
+    pub fn dialable_public_addr(&self) -> Option<String> {
+        let addr = self.public_addr();
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if a.ip().is_unspecified() => None,
+            _ => Some(addr),
+        }
+    }
+}
+
+/// The `public_addr` `init` writes: `--public-addr` as given; else `--name`
+/// with the listen port; else the listen address when it is a specific one
+/// (`None` for a wildcard such as `0.0.0.0:4433`: nobody can dial that).
+pub fn default_public_addr(
+    listen: SocketAddr,
+    name: Option<&str>,
+    public_addr: Option<&str>,
+) -> Option<String> {
+    if let Some(p) = public_addr {
+        return Some(p.to_string());
+    }
+    if let Some(n) = name {
+        return Some(format!("{n}:{}", listen.port()));
+    }
+    (!listen.ip().is_unspecified()).then(|| listen.to_string())
+}
+
+/// Why a `public_addr` value is not `HOST:PORT` others can dial; `None`
+/// when it is.
+pub fn public_addr_problem(addr: &str) -> Option<String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Some(format!(
+            "public_addr `{addr}` needs a port: HOST:PORT, e.g. relay.example.org:4433"
+        ));
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Some(format!(
+            "public_addr `{addr}`: `{port}` is not a port (1-65535)"
+        ));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Some(format!("public_addr `{addr}` needs a host name or address"));
+    }
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Some(format!(
+            "public_addr `{addr}` is a wildcard address nobody can dial: use this machine's name or address"
+        ));
+    }
+    None
 }
 
 /// A loaded config and the folder its relative paths start from.
@@ -297,5 +355,51 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
             "name must be a DNS-like name (letters, digits, . _ -)",
         );
     }
+    if let Some(problem) = c.public_addr.as_deref().and_then(public_addr_problem) {
+        return bad("public_addr", &problem);
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_addr_defaults_from_the_name_or_a_specific_listen_address() {
+        let any: SocketAddr = "0.0.0.0:4433".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(
+            default_public_addr(any, Some("relay.example.org"), None).as_deref(),
+            Some("relay.example.org:4433")
+        );
+        assert_eq!(
+            default_public_addr(any, Some("r"), Some("x.example:1")).as_deref(),
+            Some("x.example:1")
+        );
+        assert_eq!(
+            default_public_addr(lo, None, None).as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(default_public_addr(any, None, None), None);
+        let mut c = RelayConfig::new(any, "r".into());
+        assert_eq!(c.dialable_public_addr(), None);
+        c.public_addr = Some("relay.example.org:4433".into());
+        assert_eq!(
+            c.dialable_public_addr().as_deref(),
+            Some("relay.example.org:4433")
+        );
+        assert!(public_addr_problem("relay.example.org:4433").is_none());
+        assert!(public_addr_problem("[::1]:4433").is_none());
+        for bad in [
+            "relay.example.org",
+            "0.0.0.0:4433",
+            "[::]:1",
+            ":4433",
+            "h:0",
+            "h:x",
+        ] {
+            assert!(public_addr_problem(bad).is_some(), "{bad}");
+        }
+    }
 }

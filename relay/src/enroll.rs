@@ -171,6 +171,7 @@ fn refusal_code(r: &EnrollRefusal) -> ErrorCode {
         EnrollRefusal::Token(TokenError::Unknown) => ErrorCode::TokenUnknown,
         EnrollRefusal::Token(TokenError::Expired) => ErrorCode::TokenExpired,
         EnrollRefusal::Token(TokenError::Used) => ErrorCode::TokenUsed,
+        EnrollRefusal::Token(TokenError::Revoked) => ErrorCode::TokenRevoked,
         EnrollRefusal::NameTaken(_) => ErrorCode::BadRequest,
         EnrollRefusal::Revoked(_) => ErrorCode::Revoked,
         EnrollRefusal::Unknown(_) => ErrorCode::UnknownAgent,

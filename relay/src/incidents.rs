@@ -266,7 +266,10 @@ mod tests {
         );
         assert_eq!(out.upto, 4, "acknowledged all the same");
         assert!(out.changes.is_empty());
-        assert!(s.read(|db| db.list(None, None)).unwrap().is_empty());
+        assert!(s
+            .read(|db| db.list(&Default::default()))
+            .unwrap()
+            .is_empty());
         // Reported to `watch` once per report, not per old-style result.
         assert_eq!(out.alerts.len(), 2);
         let (status, summary): (String, String) = s

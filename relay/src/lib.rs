@@ -11,10 +11,12 @@
 //! [`operator`] (console requests), [`answer`] (lists in parts), [`policy`] (roles), [`registry`] (who is
 //! online), [`store`] (SQLite), [`audit`] (the anchored audit chain), [`tickets`], [`incidents`] (alert →
 //! ticket engine), [`webhook`] (external help desks), [`ca`]
-//! (certificates), [`token`], [`admin`] (offline admin commands),
+//! (certificates), [`token`], [`admin`] (offline admin commands and the lifecycle
+//! operations they share with [`admin_requests`], the console's),
 //! [`config`] (`relay.toml`).
 
 pub mod admin;
+pub mod admin_requests;
 pub mod admission;
 pub mod agent_link;
 pub mod answer;

@@ -2,20 +2,23 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use firstline_net::cli::{exit_with, init_logging};
+use firstline_net::cli::{exit_with, init_logging, print_json, print_line};
+use firstline_proto::text::printable;
 use firstline_proto::Role;
 use firstline_relay::audit::{Finding, Verification};
-use firstline_relay::{admin, RelayDir};
+use firstline_relay::{admin, config, RelayDir};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-const DEFAULT_CONFIG: &str = "/etc/firstline/relay.toml";
+use admin::{DEFAULT_CONFIG, DEFAULT_DIR};
 
 #[derive(Parser)]
 #[command(
     name = "firstline-relay",
     version,
-    about = "firstline relay: the QUIC hub between agents and technicians' consoles"
+    about = "firstline relay: the QUIC hub between agents and technicians' consoles",
+    after_help = "Every command but `init` reads /etc/firstline/relay.toml unless given --config; \
+                  `init` writes a relay there unless given --dir."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,14 +29,22 @@ struct Cli {
 enum Command {
     /// Create a relay directory: relay.toml, a private CA, the relay's certificate and its database.
     Init {
-        #[arg(long)]
+        /// Folder of the new relay (its relay.toml is what --config of the
+        /// other commands names; the default is where they look).
+        #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
         /// UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
-        /// DNS name agents use for this relay (also put in its certificate).
-        #[arg(long, default_value = firstline_proto::RELAY_SERVER_NAME)]
-        name: String,
+        /// DNS name of this relay, put in its certificate (default: firstline-relay).
+        #[arg(long)]
+        name: Option<String>,
+        /// HOST:PORT agents and consoles dial, written into relay.toml and from
+        /// there into token hints and operators' credential files (default:
+        /// --name with the --listen port; else --listen when it is a specific
+        /// address).
+        #[arg(long, value_name = "HOST:PORT")]
+        public_addr: Option<String>,
     },
     /// Run the relay.
     Serve {
@@ -84,6 +95,19 @@ enum TokenCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
     },
+    /// List enrollment tokens: id, state (active, expired, used, revoked), uses, expiry.
+    List {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: nothing enrolls with it any more (ID: the part after `fl1.`).
+    Revoke {
+        id: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +123,21 @@ enum OperatorCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// List operators: name, role, created, revoked.
+    List {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an operator's role (viewer, technician, admin); it holds from
+    /// their next request on, with the credential they already have.
+    Role {
+        name: String,
+        role: Role,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Revoke an operator: live connections are closed and the certificate refused for good.
     Revoke {
         name: String,
@@ -109,8 +148,23 @@ enum OperatorCommand {
 
 #[derive(Subcommand)]
 enum AgentCommand {
+    /// List enrolled agents: enrolled, last seen, certificate expiry, revoked.
+    List {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke an agent: its live connection is closed and its certificate refused for good.
     Revoke {
+        name: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Remove an agent's record (its tickets are kept). A live agent's name is
+    /// freed (its certificates revoked, its connection closed; it may enroll
+    /// again); a revoked agent's name stays revoked.
+    Remove {
         name: String,
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -118,7 +172,7 @@ enum AgentCommand {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = firstline_net::cli::parse();
     if let Err(e) = run(cli) {
         exit_with(e)
     }
@@ -126,25 +180,79 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { dir, listen, name } => {
-            let path = admin::init(&dir, listen, &name)?;
+        Command::Init {
+            dir,
+            listen,
+            name,
+            public_addr,
+        } => {
+            let public =
+                config::default_public_addr(listen, name.as_deref(), public_addr.as_deref());
+            let name = name.unwrap_or_else(|| firstline_proto::RELAY_SERVER_NAME.to_string());
+            let path = admin::init_with(&dir, listen, &name, public.as_deref())?;
             println!("relay initialised: {}", path.display());
-            println!("next: firstline-relay serve --config {}", path.display());
+            match &public {
+                Some(p) => println!("agents and consoles dial {p} (public_addr)"),
+                // On stdout: the packages' setup runs `init` with its output
+                // silenced and brings its own relay.toml.
+                None => println!(
+                    "note: no public_addr yet ({listen} is not an address anyone can dial): \
+                     set public_addr = \"HOST:PORT\" in {} before adding operators",
+                    path.display()
+                ),
+            }
+            if path == Path::new(DEFAULT_CONFIG) {
+                println!("next: firstline-relay serve");
+            } else {
+                println!("next: firstline-relay serve --config {}", path.display());
+            }
         }
         Command::Serve { config } => serve(RelayDir::load(&config)?)?,
         Command::Validate { config } => {
-            RelayDir::load(&config)?;
+            let dir = RelayDir::load(&config)?;
+            if dir.config.dialable_public_addr().is_none() {
+                eprintln!("warning: {}", admin::no_public_addr(&dir));
+            }
             println!("{}: ok", config.display());
         }
         Command::Token(TokenCommand::Create { config, uses, ttl }) => {
             let dir = RelayDir::load(&config)?;
             let (token, expires) = admin::token_create(&dir, uses, ttl)?;
             println!("{token}");
+            let relay = dir
+                .config
+                .dialable_public_addr()
+                .unwrap_or_else(|| "HOST:PORT".into());
             eprintln!(
-                "valid for {uses} enrollment(s) until {}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {}",
+                "valid for {uses} enrollment(s) until {}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay}",
                 firstline_relay::store::rfc3339(expires),
-                dir.config.public_addr()
             );
+            if dir.config.dialable_public_addr().is_none() {
+                eprintln!("warning: {}", admin::no_public_addr(&dir));
+            }
+        }
+        Command::Token(TokenCommand::List { config, json }) => {
+            let tokens = admin::token_list(&RelayDir::load(&config)?)?;
+            if json {
+                print_json(&tokens);
+            } else {
+                let rows = tokens.iter().map(token_row).collect::<Vec<_>>();
+                table(
+                    &["ID", "STATE", "USES LEFT", "EXPIRES", "CREATED", "REVOKED"],
+                    &rows,
+                );
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id, config }) => {
+            let (token, newly) = admin::token_revoke(&RelayDir::load(&config)?, &id)?;
+            if newly {
+                println!(
+                    "token {} revoked: it can no longer enroll anything",
+                    token.id
+                );
+            } else {
+                println!("token {} was already revoked", token.id);
+            }
         }
         Command::Operator(OperatorCommand::Add {
             name,
@@ -159,6 +267,36 @@ fn run(cli: Cli) -> Result<()> {
             );
             println!("next: firstline login --credential {}", out.display());
         }
+        Command::Operator(OperatorCommand::List { config, json }) => {
+            let operators = admin::operator_list(&RelayDir::load(&config)?)?;
+            if json {
+                print_json(&operators);
+            } else {
+                let rows = operators
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.name.clone(),
+                            o.role.to_string(),
+                            o.created_at.clone(),
+                            o.revoked_at.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["NAME", "ROLE", "CREATED", "REVOKED"], &rows);
+            }
+        }
+        Command::Operator(OperatorCommand::Role { name, role, config }) => {
+            let (op, before) = admin::operator_role(&RelayDir::load(&config)?, &name, role)?;
+            if before == op.role {
+                println!("operator {name} is already {role}");
+            } else {
+                println!(
+                    "operator {name}: {before} → {}; it holds from their next request on",
+                    op.role
+                );
+            }
+        }
         Command::Operator(OperatorCommand::Revoke { name, config }) => {
             admin::revoke(&RelayDir::load(&config)?, "operator", &name)?;
             println!("operator {name} revoked");
@@ -169,12 +307,95 @@ fn run(cli: Cli) -> Result<()> {
             let report = firstline_relay::audit::verify(&store, &dir.audit_paths())?;
             render_verification(&dir, &report)?;
         }
+        Command::Agent(AgentCommand::List { config, json }) => {
+            let agents = admin::agent_list(&RelayDir::load(&config)?)?;
+            if json {
+                print_json(&agents);
+            } else {
+                let rows = agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.clone(),
+                            a.enrolled_at.clone(),
+                            a.last_seen.clone().unwrap_or_else(|| "never".into()),
+                            a.cert_expires.clone().unwrap_or_else(|| "-".into()),
+                            a.revoked_at.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(
+                    &["NAME", "ENROLLED", "LAST SEEN", "CERT EXPIRES", "REVOKED"],
+                    &rows,
+                );
+            }
+        }
         Command::Agent(AgentCommand::Revoke { name, config }) => {
             admin::revoke(&RelayDir::load(&config)?, "agent", &name)?;
             println!("agent {name} revoked");
         }
+        Command::Agent(AgentCommand::Remove { name, config }) => {
+            let removed = admin::agent_remove(&RelayDir::load(&config)?, &name)?;
+            let what = if removed.name_freed {
+                "its certificates are revoked and the name may enroll again"
+            } else {
+                "it was revoked: the name stays revoked"
+            };
+            println!(
+                "agent {name} removed: {what}; its {} ticket(s) are kept",
+                removed.tickets
+            );
+        }
     }
     Ok(())
+}
+
+fn token_row(t: &firstline_proto::message::TokenInfo) -> Vec<String> {
+    let uses = match t.uses {
+        Some(n) => format!("{}/{n}", t.uses_left),
+        None => t.uses_left.to_string(),
+    };
+    vec![
+        t.id.clone(),
+        t.state.clone(),
+        uses,
+        t.expires_at.clone(),
+        t.created_at.clone(),
+        t.revoked_at.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+/// Rows under a header, columns padded to fit; each cell escaped whole.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    print_line(render(header.iter().map(|h| h.to_string()).collect()));
+    for row in rows {
+        print_line(render(row));
+    }
 }
 
 /// Print what `audit verify` found: warnings and further problems on
@@ -216,6 +437,9 @@ fn render_verification(dir: &RelayDir, v: &Verification) -> Result<()> {
 
 fn serve(dir: RelayDir) -> Result<()> {
     init_logging("info");
+    if dir.config.dialable_public_addr().is_none() {
+        tracing::warn!("{}", admin::no_public_addr(&dir));
+    }
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
         let handle = firstline_relay::start(dir).await?;
@@ -237,5 +461,14 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn init_writes_where_the_other_commands_look() {
+        let written = std::path::Path::new(super::DEFAULT_DIR).join("relay.toml");
+        assert_eq!(written, std::path::Path::new(super::DEFAULT_CONFIG));
     }
 }

@@ -4,8 +4,13 @@
 //! * viewer — list agents, run read-only checks, read tickets;
 //! * technician — also checks that write to or probe the content of a
 //!   service, plugins, runbooks, built-in fixes, ticket changes, the audit log;
-//! * admin — also custom script fixes (tokens and operators are managed with
-//!   `firstline-relay` on the relay host itself).
+//! * admin — also custom script fixes, and the lifecycle: enrollment tokens
+//!   (list, create, revoke), operators (list, change a role) and agents'
+//!   records (list, remove) — the same as `firstline-relay` does offline
+//!   on the relay host.
+//!
+//! The role is the one in the relay's database at the time of the request
+//! (`crate::operator`), not the one the certificate was issued with.
 //!
 //! What a check or fix needs comes from [`firstline_proto::effect`], the
 //! table the agent checks again. A runbook's steps are known only to the
@@ -23,6 +28,7 @@ pub fn required_role(msg: &Message) -> Option<Role> {
         | Message::ListTickets { .. }
         | Message::TicketShow { .. }
         | Message::ListRunbooks { .. }
+        | Message::ListChecks { .. }
         | Message::Watch {} => Role::Viewer,
         Message::Run {
             check,
@@ -39,6 +45,13 @@ pub fn required_role(msg: &Message) -> Option<Role> {
         | Message::TicketNew { .. }
         | Message::TicketUpdate { .. }
         | Message::ListAudit { .. } => Role::Technician,
+        Message::ListTokens {}
+        | Message::TokenCreate { .. }
+        | Message::TokenRevoke { .. }
+        | Message::ListOperators {}
+        | Message::OperatorRole { .. }
+        | Message::ListAgentRecords {}
+        | Message::AgentRemove { .. } => Role::Admin,
         _ => return None,
     })
 }
@@ -83,5 +96,18 @@ mod tests {
             ticket: None,
         };
         assert_eq!(required_role(&runbook), Some(Role::Technician));
+        for admin_only in [
+            Message::ListTokens {},
+            Message::TokenRevoke { id: "x".into() },
+            Message::ListOperators {},
+            Message::OperatorRole {
+                name: "x".into(),
+                role: Role::Admin,
+            },
+            Message::ListAgentRecords {},
+            Message::AgentRemove { name: "x".into() },
+        ] {
+            assert_eq!(required_role(&admin_only), Some(Role::Admin));
+        }
     }
 }

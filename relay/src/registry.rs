@@ -60,27 +60,27 @@ impl Registry {
             .insert(conn.stable_id(), (name.to_string(), conn));
     }
 
+    /// Whether an operator of this name has a connection open.
+    pub fn operator_is_online(&self, name: &str) -> bool {
+        self.lock().operators.values().any(|(n, _)| n == name)
+    }
+
     pub fn operator_offline(&self, conn: &Connection) {
         self.lock().operators.remove(&conn.stable_id());
     }
 
-    /// Close every live connection of this peer; returns how many.
-    pub fn cut_off(&self, kind: &str, name: &str, code: u32, reason: &str) -> usize {
-        let conns: Vec<Connection> = {
-            let mut inner = self.lock();
-            match kind {
-                "agent" => inner.agents.remove(name).into_iter().collect(),
-                _ => inner
-                    .operators
-                    .values()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, c)| c.clone())
-                    .collect(),
-            }
-        };
-        for c in &conns {
-            c.close(VarInt::from_u32(code), reason.as_bytes());
+    /// Every live connection of this peer (an agent has one, an operator
+    /// may have several).
+    pub fn connections_of(&self, kind: &str, name: &str) -> Vec<Connection> {
+        let inner = self.lock();
+        match kind {
+            "agent" => inner.agents.get(name).cloned().into_iter().collect(),
+            _ => inner
+                .operators
+                .values()
+                .filter(|(n, _)| n == name)
+                .map(|(_, c)| c.clone())
+                .collect(),
         }
-        conns.len()
     }
 }

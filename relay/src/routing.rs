@@ -25,7 +25,7 @@ pub async fn route(
 ) -> Result<String, Failure> {
     let conn = match relay.store.agent(agent) {
         Err(e) => return Err(internal(e, send)),
-        Ok(None) => return Err(unknown_agent(agent, send)),
+        Ok(None) => return Err(unknown_agent(relay, agent, send)),
         Ok(Some(info)) if info.revoked => {
             return Err((
                 ErrorCode::Revoked,
@@ -140,16 +140,17 @@ async fn relay_answers(
                 }
             }
             Message::Progress { .. } => {}
-            Message::Runbooks { .. } => {
-                let n = match &msg {
-                    Message::Runbooks { runbooks, .. } => runbooks.len(),
-                    _ => 0,
+            Message::Runbooks { .. } | Message::Checks { .. } => {
+                let what = match &msg {
+                    Message::Runbooks { runbooks, .. } => format!("{} runbooks", runbooks.len()),
+                    Message::Checks { checks } => format!("{} checks", checks.len()),
+                    _ => String::new(),
                 };
                 to_console
                     .send(msg)
                     .await
                     .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-                return Ok(format!("ok: {n} runbooks"));
+                return Ok(format!("ok: {what}"));
             }
             Message::Done {} => {
                 to_console

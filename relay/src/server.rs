@@ -76,7 +76,7 @@ impl Relay {
                 kind: format!("ticket_{}", c.entry.kind),
                 agent: c.ticket.agent.clone(),
                 ticket: Some(c.ticket.id),
-                text: format!("#{} [{}] {}", c.ticket.id, c.ticket.status, c.ticket.title),
+                text: notice_text(&c),
             });
         }
         Ok(out)
@@ -289,8 +289,9 @@ pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
     conn.close(VarInt::from_u32(code.quic_code()), reason.as_bytes());
 }
 
-/// Cut off peers revoked by `firstline-relay agent|operator revoke`, which
-/// runs as a separate process and only writes the database.
+/// Cut off peers revoked by `firstline-relay agent|operator revoke` (or
+/// agents removed by `agent remove`), which runs as a separate process and
+/// only writes the database.
 async fn poll_revocations(relay: Arc<Relay>) {
     let every = Duration::from_millis(relay.dir.config.revocation_poll_ms.max(50));
     let mut seen = match relay.store.revocations_since(0) {
@@ -308,11 +309,78 @@ async fn poll_revocations(relay: Arc<Relay>) {
         };
         for (seq, kind, name) in rows {
             seen = seq;
-            let reason = format!("{kind} {name} has been revoked by the relay admin");
-            let n = relay
-                .registry
-                .cut_off(&kind, &name, ErrorCode::Revoked.quic_code(), &reason);
+            // `agent remove` of a live agent deletes its record and cuts it
+            // off through this table too.
+            let removed = kind == "agent" && matches!(relay.store.agent(&name), Ok(None));
+            let reason = if removed {
+                format!("agent {name} was removed by the relay admin; enroll it again to reconnect")
+            } else {
+                format!("{kind} {name} has been revoked by the relay admin")
+            };
+            let n = cut_off(&relay, &kind, &name, &reason);
             tracing::info!(%kind, %name, connections = n, "revoked");
         }
+    }
+}
+
+/// Close the live connections of `kind` `name` whose certificate is no
+/// longer valid; returns how many. A connection made since with a new,
+/// valid certificate (an agent removed and enrolled again under its name)
+/// stays.
+pub fn cut_off(relay: &Relay, kind: &str, name: &str, reason: &str) -> usize {
+    let mut n = 0;
+    for conn in relay.registry.connections_of(kind, name) {
+        let valid = endpoint::peer_info(&conn).is_some_and(|i| {
+            matches!(
+                relay.store.cert_status(&i.serial, kind, name),
+                Ok(CertStatus::Valid)
+            )
+        });
+        if !valid {
+            close(&conn, ErrorCode::Revoked, reason);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// What a ticket notice says, from the entry the change added (not the
+/// ticket's title, which an ok result would contradict): `#12 opened: …`,
+/// `#12 OK disk /: 40% used`, `#12 status open → resolved: …`, `#12
+/// comment by tina: …`, `#12 assigned to bob`, `#12 runbook …: verdict`.
+fn notice_text(c: &Change) -> String {
+    use firstline_proto::runbook::Verdict;
+    use firstline_proto::CheckResult;
+    let id = c.ticket.id;
+    let e = &c.entry;
+    let text = e.body.as_str().map(str::to_string);
+    let result = || serde_json::from_value::<CheckResult>(e.body.clone()).ok();
+    match e.kind.as_str() {
+        "opened" => format!("#{id} opened: {}", c.ticket.title),
+        "result" => match result() {
+            Some(r) => format!(
+                "#{id} {} {} {}: {}",
+                r.status.label(),
+                r.check,
+                r.target,
+                r.summary
+            ),
+            None => format!("#{id} result: {}", text.unwrap_or_default()),
+        },
+        "comment" => format!(
+            "#{id} comment by {}: {}",
+            e.author,
+            text.unwrap_or_default()
+        ),
+        "status" => format!("#{id} status {}", text.unwrap_or_default()),
+        "diagnostics" => format!("#{id} diagnostic bundle attached"),
+        "verdict" => match serde_json::from_value::<Verdict>(e.body.clone()) {
+            Ok(v) => format!("#{id} runbook {}: {} ({})", v.runbook, v.verdict, v.cause),
+            Err(_) => format!("#{id} runbook verdict"),
+        },
+        kind => match text {
+            Some(t) => format!("#{id} {t}"),
+            None => format!("#{id} {kind}"),
+        },
     }
 }

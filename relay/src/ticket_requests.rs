@@ -5,21 +5,77 @@
 use crate::answer::send_parts;
 use crate::operator::{internal, sent_outcome, unknown_agent, Failure, Operator};
 use crate::server::Relay;
-use crate::tickets::{NewTicket, TicketStore};
+use crate::tickets::{
+    check_priority, check_status, InvalidValue, NewTicket, NotAllowed, TicketFilter, TicketStore,
+};
 use firstline_net::FramedSend;
 use firstline_proto::{limits, ErrorCode, Message, Notice, TicketChange};
 use tokio::sync::broadcast::error::RecvError;
 
-pub async fn list(
-    relay: &Relay,
-    status: Option<String>,
-    agent: Option<String>,
-    send: FramedSend,
-) -> Result<String, Failure> {
-    match relay
-        .store
-        .read(|db| db.list(status.as_deref(), agent.as_deref()))
-    {
+/// What `tickets` asked for, as it came from the console.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    pub assignee: Option<String>,
+    pub priority: Option<String>,
+    pub search: Option<String>,
+    pub since_secs: Option<u64>,
+    pub older_than_secs: Option<u64>,
+}
+
+/// Check a listing's filters: a status or priority that does not exist, or
+/// an agent or assignee the relay never knew, is the caller's mistake, told
+/// with the valid values (an empty list would hide the typo).
+fn check_filter(relay: &Relay, f: &ListFilter) -> Result<(), (ErrorCode, String)> {
+    let bad = |e: crate::tickets::InvalidValue| (ErrorCode::BadRequest, e.0);
+    if let Some(s) = &f.status {
+        check_status(s).map_err(bad)?;
+    }
+    if let Some(p) = &f.priority {
+        check_priority(p).map_err(bad)?;
+    }
+    if f.search.as_ref().is_some_and(|s| s.len() > limits::TITLE) {
+        let why = format!("--search is at most {} bytes", limits::TITLE);
+        return Err((ErrorCode::BadRequest, why));
+    }
+    let internal = |e: anyhow::Error| (ErrorCode::Internal, format!("relay error: {e:#}"));
+    if let Some(a) = &f.agent {
+        // Removed agents' tickets are kept: any name the relay knew is fine.
+        if !relay.store.agent_known(a).map_err(internal)? {
+            return Err((
+                ErrorCode::UnknownAgent,
+                crate::admin::unknown_agent(&relay.store, a),
+            ));
+        }
+    }
+    if let Some(o) = &f.assignee {
+        // Revoked operators may still hold tickets.
+        if relay.store.operator(o).map_err(internal)?.is_none() {
+            let why = crate::admin::unknown_operator(&relay.store, o).map_err(internal)?;
+            return Err((ErrorCode::UnknownOperator, why));
+        }
+    }
+    Ok(())
+}
+
+pub async fn list(relay: &Relay, f: ListFilter, send: FramedSend) -> Result<String, Failure> {
+    if let Err((code, why)) = check_filter(relay, &f) {
+        return Err((code, why, send));
+    }
+    let now = crate::store::now();
+    let ago =
+        |secs: Option<u64>| secs.map(|s| now.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX)));
+    let filter = TicketFilter {
+        status: f.status.as_deref(),
+        agent: f.agent.as_deref(),
+        assignee: f.assignee.as_deref(),
+        priority: f.priority.as_deref(),
+        search: f.search.as_deref().filter(|s| !s.is_empty()),
+        created_after: ago(f.since_secs),
+        created_before: ago(f.older_than_secs),
+    };
+    match relay.store.read(|db| db.list(&filter)) {
         Ok(tickets) => {
             let n = tickets.len();
             let sent =
@@ -30,14 +86,27 @@ pub async fn list(
     }
 }
 
+/// A ticket a person opens.
+pub struct Opening<'a> {
+    pub title: &'a str,
+    pub agent: Option<&'a str>,
+    pub body: Option<&'a str>,
+    /// `normal` when not given.
+    pub priority: Option<&'a str>,
+}
+
 pub async fn open(
     relay: &Relay,
     op: &Operator,
-    title: &str,
-    agent: Option<&str>,
-    body: Option<&str>,
+    new: Opening<'_>,
     send: FramedSend,
 ) -> Result<String, Failure> {
+    let Opening {
+        title,
+        agent,
+        body,
+        priority,
+    } = new;
     if title.trim().is_empty() {
         return Err((ErrorCode::BadRequest, "a ticket needs a title".into(), send));
     }
@@ -52,10 +121,14 @@ pub async fn open(
         let why = format!("a ticket's text is at most {} bytes", limits::BODY);
         return Err((ErrorCode::BadRequest, why, send));
     }
+    let priority = priority.unwrap_or("normal");
+    if let Err(e) = check_priority(priority) {
+        return Err((ErrorCode::BadRequest, e.0, send));
+    }
     if let Some(a) = agent {
         match relay.store.agent(a) {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(unknown_agent(a, send)),
+            Ok(None) => return Err(unknown_agent(relay, a, send)),
             Err(e) => return Err(internal(e, send)),
         }
     }
@@ -64,7 +137,7 @@ pub async fn open(
         agent,
         check: None,
         monitor: None,
-        priority: "normal",
+        priority,
         source: "technician",
         author: &op.name,
         body,
@@ -125,10 +198,30 @@ pub async fn update(
         let why = format!("a ticket's text is at most {} bytes", limits::BODY);
         return Err((ErrorCode::BadRequest, why, send));
     }
+    match &change {
+        TicketChange::Priority { priority } => {
+            if let Err(e) = check_priority(priority) {
+                return Err((ErrorCode::BadRequest, e.0, send));
+            }
+        }
+        // Only a live operator can be assigned a ticket.
+        TicketChange::Assign { operator } => match relay.store.operator(operator) {
+            Ok(Some(o)) if o.revoked_at.is_none() => {}
+            Ok(_) => {
+                return match crate::admin::unknown_operator(&relay.store, operator) {
+                    Ok(why) => Err((ErrorCode::UnknownOperator, why, send)),
+                    Err(e) => Err(internal(e, send)),
+                }
+            }
+            Err(e) => return Err(internal(e, send)),
+        },
+        _ => {}
+    }
     let outcome = relay.ticket_tx(|tx| {
         let c = match &change {
             TicketChange::Comment { text } => tx.append(id, "comment", author, text)?,
             TicketChange::Assign { operator } => tx.assign(id, operator, author)?,
+            TicketChange::Priority { priority } => tx.change_priority(id, priority, author)?,
             TicketChange::Start {} => tx.set_status(id, "in_progress", author, "")?,
             TicketChange::Resolve { comment } => {
                 tx.set_status(id, "resolved", author, comment.as_deref().unwrap_or(""))?
@@ -142,12 +235,14 @@ pub async fn update(
     });
     match outcome {
         Ok(Some(ticket)) => {
-            let status = ticket.status.clone();
+            let state = format!("{} {}", ticket.status, ticket.priority);
             let sent = send.finish_with(Message::Ticket { ticket }).await;
-            Ok(sent_outcome(sent, format!("ok: ticket {id} {status}")))
+            Ok(sent_outcome(sent, format!("ok: ticket {id} {state}")))
         }
         Ok(None) => Err(no_ticket(id, send)),
-        Err(e) => Err((ErrorCode::BadRequest, format!("{e:#}"), send)),
+        Err(e) if e.is::<NotAllowed>() => Err((ErrorCode::Conflict, format!("{e:#}"), send)),
+        Err(e) if e.is::<InvalidValue>() => Err((ErrorCode::BadRequest, format!("{e:#}"), send)),
+        Err(e) => Err(internal(e, send)),
     }
 }
 

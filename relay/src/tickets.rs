@@ -24,7 +24,7 @@
 //! objects ([`entry_body`]), never as strings of JSON.
 
 use crate::store::{now, rfc3339};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use firstline_proto::{TicketEntry, TicketSummary};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -56,10 +56,16 @@ CREATE TABLE IF NOT EXISTS ticket_entries (
 CREATE INDEX IF NOT EXISTS entries_by_ticket ON ticket_entries (ticket_id, id);
 "#;
 
-/// Columns added to existing databases since their tables were created:
+/// Columns added to existing databases since their tables were created —
+/// of any table of the relay's database (`crate::store`'s too):
 /// `(table, column, type)`. `CREATE TABLE IF NOT EXISTS` leaves an old table
 /// as it is, so [`upgrade`] adds what is missing.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("ticket_entries", "observed_at", "INTEGER")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("ticket_entries", "observed_at", "INTEGER"),
+    ("tokens", "uses", "INTEGER"),
+    ("tokens", "revoked_at", "INTEGER"),
+    ("agents", "removed_at", "INTEGER"),
+];
 
 /// Bring a database made by an older relay up to [`SCHEMA`]: add each
 /// missing column with `ALTER TABLE … ADD COLUMN` (guarded by
@@ -146,7 +152,8 @@ pub trait TicketStore {
     fn update_assignee(&self, id: u64, operator: &str) -> Result<bool>;
     fn set_priority(&self, id: u64, priority: &str) -> Result<()>;
     fn get(&self, id: u64) -> Result<Option<TicketSummary>>;
-    fn list(&self, status: Option<&str>, agent: Option<&str>) -> Result<Vec<TicketSummary>>;
+    /// The tickets matching every filter given, by id.
+    fn list(&self, filter: &TicketFilter<'_>) -> Result<Vec<TicketSummary>>;
     fn entries(&self, id: u64) -> Result<Vec<TicketEntry>>;
     /// The most recent alert ticket of a monitor, with its resolution time.
     fn latest_for_monitor(
@@ -251,10 +258,11 @@ pub trait TicketStore {
             _ => false,
         };
         if !allowed {
-            bail!(
+            return Err(NotAllowed(format!(
                 "ticket #{id} is {}; it cannot move to {status}",
                 current.status
-            );
+            ))
+            .into());
         }
         self.update_status(id, status)?;
         let body = if note.is_empty() {
@@ -271,7 +279,74 @@ pub trait TicketStore {
         }
         self.append(id, "assigned", author, &format!("assigned to {operator}"))
     }
+
+    /// Set a ticket's priority (one of [`PRIORITIES`]), recorded as a
+    /// `priority` entry `normal → urgent`.
+    fn change_priority(&self, id: u64, priority: &str, author: &str) -> Result<Option<Change>> {
+        check_priority(priority)?;
+        let Some(current) = self.get(id)? else {
+            return Ok(None);
+        };
+        self.set_priority(id, priority)?;
+        self.append(
+            id,
+            "priority",
+            author,
+            &format!("{} → {priority}", current.priority),
+        )
+    }
 }
+
+/// What `tickets` may filter on; `None` matches everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TicketFilter<'a> {
+    pub status: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub assignee: Option<&'a str>,
+    pub priority: Option<&'a str>,
+    /// Case-insensitive (ASCII) substring of the title, the opening text of
+    /// a technician's ticket, or a comment.
+    pub search: Option<&'a str>,
+    /// Opened at or after this time (Unix seconds).
+    pub created_after: Option<i64>,
+    /// Opened at or before this time (Unix seconds).
+    pub created_before: Option<i64>,
+}
+
+/// A ticket's statuses and priorities, as the wire names them.
+pub use firstline_proto::message::{PRIORITIES, STATUSES};
+
+/// A refused ticket value (an unknown status or priority): the message
+/// lists the valid ones.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+pub fn check_priority(p: &str) -> Result<(), InvalidValue> {
+    if PRIORITIES.contains(&p) {
+        return Ok(());
+    }
+    Err(InvalidValue(format!(
+        "unknown priority `{p}`: use one of {}",
+        PRIORITIES.join(", ")
+    )))
+}
+
+pub fn check_status(s: &str) -> Result<(), InvalidValue> {
+    if STATUSES.contains(&s) {
+        return Ok(());
+    }
+    Err(InvalidValue(format!(
+        "unknown status `{s}`: use one of {}",
+        STATUSES.join(", ")
+    )))
+}
+
+/// A status change the ticket's state does not allow (a closed ticket
+/// cannot be resolved).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAllowed(pub String);
 
 const COLUMNS: &str =
     "id, title, agent, check_name, status, priority, source, monitor, assignee, created_at, updated_at";
@@ -361,11 +436,32 @@ impl TicketStore for Connection {
             .optional()?)
     }
 
-    fn list(&self, status: Option<&str>, agent: Option<&str>) -> Result<Vec<TicketSummary>> {
+    fn list(&self, f: &TicketFilter<'_>) -> Result<Vec<TicketSummary>> {
         let mut stmt = self.prepare(&format!(
-            "SELECT {COLUMNS} FROM tickets WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR agent = ?2) ORDER BY id"
+            "SELECT {COLUMNS} FROM tickets t
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR agent = ?2)
+               AND (?3 IS NULL OR assignee = ?3) AND (?4 IS NULL OR priority = ?4)
+               AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at <= ?6)
+               AND (?7 IS NULL
+                    OR instr(lower(title), lower(?7)) > 0
+                    OR EXISTS (SELECT 1 FROM ticket_entries e
+                               WHERE e.ticket_id = t.id
+                                 AND (e.kind = 'comment' OR (e.kind = 'opened' AND t.source <> 'alert'))
+                                 AND instr(lower(e.body), lower(?7)) > 0))
+             ORDER BY id"
         ))?;
-        let rows = stmt.query_map(params![status, agent], row)?;
+        let rows = stmt.query_map(
+            params![
+                f.status,
+                f.agent,
+                f.assignee,
+                f.priority,
+                f.created_after,
+                f.created_before,
+                f.search
+            ],
+            row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -510,6 +606,123 @@ mod tests {
         let wire = serde_json::to_value(s.read(|db| db.entries(alert)).unwrap()).unwrap();
         assert!(wire[0]["body"].is_object(), "{wire}");
         assert!(wire[0].get("observed_at").is_some(), "{wire}");
+    }
+
+    #[test]
+    fn filters_match_exactly_the_tickets_asked_for() {
+        let (_d, s) = store();
+        let open = |title: &'static str, agent: &'static str, body: Option<&'static str>| {
+            s.with_tx(|tx| {
+                let mut t = ticket("technician", body);
+                t.title = title;
+                t.agent = Some(agent);
+                t.priority = "normal";
+                Ok(tx.create(&t)?.ticket.id)
+            })
+            .unwrap()
+        };
+        let a = open("Printer jammed", "pc1", None);
+        let b = open("slow login", "pc2", Some("user says PRINTER is fine"));
+        let c = open("disk", "pc1", None);
+        s.with_tx(|tx| {
+            tx.append(c, "comment", "tina", "Toner low on floor 2")?;
+            tx.assign(a, "tina", "bob")?;
+            tx.change_priority(c, "urgent", "bob")?;
+            assert!(tx.change_priority(c, "soon", "bob").is_err());
+            tx.set_status(b, "in_progress", "bob", "")?;
+            Ok(())
+        })
+        .unwrap();
+        // Ticket `a` is old.
+        s.with_tx(|tx| {
+            tx.execute(
+                "UPDATE tickets SET created_at = created_at - 86400 * 10 WHERE id = ?1",
+                [a as i64],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let ids = |f: TicketFilter<'_>| -> Vec<u64> {
+            s.read(|db| db.list(&f))
+                .unwrap()
+                .iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        assert_eq!(ids(TicketFilter::default()), [a, b, c]);
+        let search = |text| TicketFilter {
+            search: Some(text),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(search("printer")),
+            [a, b],
+            "title and opening text, any case"
+        );
+        assert_eq!(ids(search("TONER")), [c], "comments");
+        assert_eq!(
+            ids(search("50%")),
+            Vec::<u64>::new(),
+            "no pattern characters"
+        );
+        assert_eq!(
+            ids(TicketFilter {
+                assignee: Some("tina"),
+                ..Default::default()
+            }),
+            [a]
+        );
+        assert_eq!(
+            ids(TicketFilter {
+                priority: Some("urgent"),
+                ..Default::default()
+            }),
+            [c]
+        );
+        assert_eq!(
+            ids(TicketFilter {
+                status: Some("in_progress"),
+                ..Default::default()
+            }),
+            [b]
+        );
+        assert_eq!(
+            ids(TicketFilter {
+                agent: Some("pc1"),
+                status: Some("open"),
+                ..Default::default()
+            }),
+            [a, c]
+        );
+        let day_ago = now() - 86_400;
+        assert_eq!(
+            ids(TicketFilter {
+                created_after: Some(day_ago),
+                ..Default::default()
+            }),
+            [b, c]
+        );
+        assert_eq!(
+            ids(TicketFilter {
+                created_before: Some(day_ago),
+                ..Default::default()
+            }),
+            [a]
+        );
+        let entries = s.read(|db| db.entries(c)).unwrap();
+        let last = entries.last().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.body.as_str()),
+            ("priority", Some("normal → urgent"))
+        );
+        assert!(check_status("opn")
+            .unwrap_err()
+            .0
+            .contains("open, in_progress, resolved, closed"));
+        assert!(check_priority("hi")
+            .unwrap_err()
+            .0
+            .contains("low, normal, high, urgent"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod printer;
 pub mod service;
 pub mod tcp;
 
+use firstline_proto::message::{ArgInfo, CheckInfo};
 use firstline_proto::{CheckResult, Status};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,7 +39,8 @@ pub const NAMES: &[&str] = &[
 /// Why a check could not even start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
-    #[error("unknown check `{0}` (this agent offers: {list})", list = NAMES.join(", "))]
+    #[error("unknown check `{0}`{hint} (this agent offers: {list})",
+        hint = suggest(.0), list = NAMES.join(", "))]
     Unknown(String),
     /// Bad arguments; the text is clap's message (or the check's help).
     #[error("{0}")]
@@ -46,6 +48,13 @@ pub enum CheckError {
     /// The agent's policy does not let this run here.
     #[error("refused: {0}")]
     Refused(String),
+}
+
+/// `, did you mean `disk`?` for a likely typo of a check's name.
+fn suggest(name: &str) -> String {
+    firstline_net::cli::did_you_mean(name, NAMES)
+        .map(|n| format!("; did you mean `{n}`?"))
+        .unwrap_or_default()
 }
 
 /// Where a running check reports progress lines (streamed to the console).
@@ -175,34 +184,109 @@ pub fn validate_args(name: &str, args: &[String]) -> Result<(), CheckError> {
     }
 }
 
-/// The first line of a check's usage message, for one-line reports:
-/// clap's `error: ` prefix dropped, the items of a line ending in `:` (the
-/// required arguments not provided) and its `tip:` (a similar argument
-/// exists…) kept.
-pub fn usage_line(message: &str) -> String {
-    let mut lines = message
-        .lines()
-        .skip_while(|l| l.trim().is_empty())
-        .peekable();
-    let first = lines.next().map_or("bad arguments", str::trim);
-    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
-    if line.ends_with(':') {
-        while let Some(item) = lines.next_if(|l| l.starts_with(char::is_whitespace)) {
-            if item.trim().is_empty() {
-                break;
+/// The clap definition of a check: its arguments, their defaults (the
+/// thresholds) and help. `None` for a name this agent does not offer.
+///
+/// Every check of [`NAMES`] needs an arm here, next to its arm in [`run`].
+pub fn command(name: &str) -> Option<clap::Command> {
+    use clap::CommandFactory;
+    Some(match name {
+        "ping" => ping::PingArgs::command(),
+        "dns" => dns::DnsArgs::command(),
+        "printer" => printer::PrinterArgs::command(),
+        "disk" => disk::DiskArgs::command(),
+        "du" => du::DuArgs::command(),
+        "net" => net::NetArgs::command(),
+        "service" => service::ServiceArgs::command(),
+        "tcp" => tcp::TcpArgs::command(),
+        "http" => http::HttpArgs::command(),
+        "cpu" => cpu::CpuArgs::command(),
+        "memory" => memory::MemoryArgs::command(),
+        "load" => load::LoadArgs::command(),
+        "plugin" => plugin::PluginArgs::command(),
+        _ => return None,
+    })
+}
+
+/// Every check this agent offers, with its arguments and thresholds, read
+/// from the checks' own definitions (what `firstline checks AGENT` and
+/// `firstline-agent check` list).
+pub fn catalog() -> Vec<CheckInfo> {
+    NAMES
+        .iter()
+        .filter_map(|name| command(name))
+        .map(|cmd| describe(&cmd))
+        .collect()
+}
+
+/// A check's name, what it does, its arguments, and a synopsis with the
+/// defaults: `disk [PATH] [--warn=80] [--crit=90] …`.
+fn describe(cmd: &clap::Command) -> CheckInfo {
+    let args: Vec<ArgInfo> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
+        .map(|a| {
+            let placeholder = || {
+                a.get_value_names()
+                    .and_then(|v| v.first())
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| a.get_id().as_str().to_uppercase())
+            };
+            let takes_value = a.get_action().takes_values();
+            let defaults: Vec<String> = a
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let (name, value) = match a.get_long() {
+                Some(long) => (format!("--{long}"), takes_value.then(placeholder)),
+                None => (placeholder(), None),
+            };
+            ArgInfo {
+                name,
+                value,
+                default: (!defaults.is_empty() && takes_value).then(|| defaults.join(",")),
+                required: a.is_required_set(),
+                help: a.get_help().map(|h| h.to_string()).unwrap_or_default(),
             }
-            line.push(' ');
-            line.push_str(item.trim());
+        })
+        .collect();
+    let mut synopsis = cmd.get_name().to_string();
+    for (a, arg) in args.iter().zip(
+        cmd.get_arguments()
+            .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version")),
+    ) {
+        let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+        let word = match (&a.value, &a.default) {
+            (_, Some(d)) => format!("{}={d}", a.name),
+            (Some(v), None) => format!("{} {v}", a.name),
+            (None, None) if arg.is_positional() && many => format!("{}...", a.name),
+            (None, None) => a.name.clone(),
+        };
+        synopsis.push(' ');
+        if a.required {
+            synopsis.push_str(&if arg.is_positional() {
+                format!("<{word}>")
+            } else {
+                word
+            });
+        } else {
+            synopsis.push_str(&format!("[{word}]"));
         }
     }
-    match message
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("tip: "))
-    {
-        Some(tip) => format!("{line} ({tip})"),
-        None => line,
+    CheckInfo {
+        name: cmd.get_name().to_string(),
+        about: cmd.get_about().map(|a| a.to_string()).unwrap_or_default(),
+        synopsis,
+        args,
     }
+}
+
+/// A check's usage message as one line, for reports (monitors, config
+/// validation): clap's `error: ` dropped, the arguments not provided, its
+/// `tip:` and its usage line kept ([`firstline_net::cli::usage_line`]).
+pub fn usage_line(message: &str) -> String {
+    firstline_net::cli::usage_line(message, None)
 }
 
 /// Parse a check's arguments with its clap definition.
@@ -421,6 +505,30 @@ mod tests {
             validate_args("teleport", &[]),
             Err(CheckError::Unknown("teleport".into()))
         );
+    }
+
+    #[test]
+    fn every_name_is_listed_with_its_arguments() {
+        let list = catalog();
+        let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, NAMES);
+        let disk = list.iter().find(|c| c.name == "disk").unwrap();
+        assert!(!disk.about.is_empty());
+        assert!(
+            disk.synopsis
+                .starts_with("disk [PATH] [--warn=80] [--crit=90]"),
+            "{}",
+            disk.synopsis
+        );
+        let warn = disk.args.iter().find(|a| a.name == "--warn").unwrap();
+        assert_eq!(warn.default.as_deref(), Some("80"));
+        assert!(!warn.help.is_empty());
+        let tcp = list.iter().find(|c| c.name == "tcp").unwrap();
+        assert!(tcp.synopsis.starts_with("tcp <TARGET>"), "{}", tcp.synopsis);
+        for c in &list {
+            assert!(!c.synopsis.contains("--help"), "{}", c.synopsis);
+            assert!(!c.synopsis.ends_with(' '), "{}", c.synopsis);
+        }
     }
 
     #[test]

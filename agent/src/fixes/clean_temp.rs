@@ -744,11 +744,11 @@ mod tests {
             }
             old_files(&victim, FILES);
             let stop = Arc::new(AtomicBool::new(false));
+            let swaps = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let swapper = {
-                let (stop, root) = (stop.clone(), root.clone());
+                let (stop, swaps, root) = (stop.clone(), swaps.clone(), root.clone());
                 std::thread::spawn(move || {
                     let dir = rustix::fs::open(&root, OFlags::DIRECTORY, Mode::empty()).unwrap();
-                    let mut swaps = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         if rustix::fs::renameat_with(
                             &dir,
@@ -759,18 +759,26 @@ mod tests {
                         )
                         .is_ok()
                         {
-                            swaps += 1;
+                            swaps.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    swaps
                 })
             };
-            // Let it get going, then sweep while it swaps.
-            std::thread::sleep(Duration::from_millis(2));
+            // Sweep only once the swapper is swapping (on a loaded machine
+            // the thread may take a while to be scheduled), then while it
+            // swaps.
+            let started = std::time::Instant::now();
+            while swaps.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::yield_now();
+            }
             let s = sweep(&root, week_ago(), false).unwrap();
             stop.store(true, Ordering::Relaxed);
-            let swaps = swapper.join().unwrap();
-            assert!(swaps > 0, "round {round}: the swapper never swapped");
+            swapper.join().unwrap();
+            assert!(
+                swaps.load(Ordering::Relaxed) > 0,
+                "round {round}: the swapper never swapped"
+            );
             deleted_inside += s.files;
             // Put the folder back under its name (the swapper may have left
             // the symlink there).

@@ -40,6 +40,23 @@ pub struct FixContext {
     pub policy: std::sync::Arc<crate::policy::Policy>,
 }
 
+/// Whether `action` names a fix: a built-in one or `script`.
+pub fn known(action: &str) -> Result<(), CheckError> {
+    if action == "script" || BUILTIN.contains(&action) {
+        Ok(())
+    } else {
+        Err(unknown(action))
+    }
+}
+
+/// The usage error of an unknown fix name: it lists the fixes.
+fn unknown(action: &str) -> CheckError {
+    CheckError::Usage(format!(
+        "unknown fix `{action}` (built-in: {}, or `script NAME` for the admin's scripts)",
+        BUILTIN.join(", ")
+    ))
+}
+
 /// Run one fix by name (the policy was checked by the caller).
 pub async fn run(
     action: &str,
@@ -55,12 +72,7 @@ pub async fn run(
         "clean-temp" => clean_temp::run(args, ctx).await?,
         "vacuum-journal" => vacuum_journal::run(args, ctx).await?,
         "script" => script::run(args, ctx).await?,
-        other => {
-            return Err(CheckError::Usage(format!(
-                "unknown fix `{other}` (built-in: {}, or `script NAME`)",
-                BUILTIN.join(", ")
-            )))
-        }
+        other => return Err(unknown(other)),
     };
     if ctx.dry_run {
         result.metrics.insert("dry_run".into(), 1.0);
