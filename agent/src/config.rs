@@ -1,11 +1,11 @@
-//! `agent.toml`: which relay, which name, where the identity lives, and
-//! the link's timing. Written by `enroll`, read by `run`.
+//! `agent.toml`: which relay (or relays), which name, where the identity
+//! lives, and the link's timing. Written by `enroll`, read by `run`.
 //!
 //! Relative paths are relative to the config file's folder.
 
 use anyhow::{Context, Result};
 use firstline_net::config::ConfigError;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,9 +17,11 @@ pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/nagios/plugins";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// `HOST:PORT` of the relay (written by `enroll`; missing: not enrolled).
+    /// `HOST:PORT` of the relay, or a list of relays of the same deployment
+    /// (`["a:4433", "b:4433"]`) the link fails over between (written by
+    /// `enroll`; missing: not enrolled).
     #[serde(default)]
-    pub relay: String,
+    pub relay: Relays,
     /// This agent's name (as enrolled; the relay reads it from the certificate).
     #[serde(default)]
     pub name: String,
@@ -72,6 +74,206 @@ pub struct AgentConfig {
     /// Admin runbooks (`*.toml`), in addition to the shipped ones.
     #[serde(default = "default_runbooks_dir")]
     pub runbooks_dir: PathBuf,
+}
+
+/// The relays this agent dials: `relay = "HOST:PORT"` or
+/// `relay = ["HOST:PORT", …]` in agent.toml (a string or a list of strings;
+/// written back as a string when there is one). The port defaults to 4433.
+/// All of them belong to one deployment: one CA, which `ca.pem` pins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relays(Vec<String>);
+
+impl Relays {
+    /// The addresses, in the order they are tried.
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+
+    /// No relay at all (`relay` missing or `""`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The first relay, the one `run` dials first.
+    pub fn first(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+
+    /// The command-line form `enroll --relay` takes: one address, or
+    /// several separated by commas (`a:4433,b:4433`), in the order given.
+    pub fn from_args<S: AsRef<str>>(args: impl IntoIterator<Item = S>) -> Relays {
+        Relays(
+            args.into_iter()
+                .flat_map(|a| {
+                    a.as_ref()
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        )
+    }
+
+    /// What is wrong with the list, if anything: each address's syntax
+    /// (no name resolution), an address listed twice.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, addr) in self.0.iter().enumerate() {
+            if let Some(p) = address_problem(addr) {
+                out.push(p);
+            } else if self.0[..i].contains(addr) {
+                out.push(format!("relay `{addr}` is listed twice"));
+            }
+        }
+        out
+    }
+}
+
+/// `a:4433` or `a:4433, b:4433`.
+impl std::fmt::Display for Relays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+/// One address as `enroll --relay` takes it (commas separate several).
+impl From<String> for Relays {
+    fn from(arg: String) -> Relays {
+        Relays::from_args([arg])
+    }
+}
+
+impl From<&str> for Relays {
+    fn from(arg: &str) -> Relays {
+        Relays::from_args([arg])
+    }
+}
+
+/// `--relay` given several times.
+impl From<Vec<String>> for Relays {
+    fn from(args: Vec<String>) -> Relays {
+        Relays::from_args(args)
+    }
+}
+
+impl Serialize for Relays {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Relays {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Relays, D::Error> {
+        // A string or a list of strings (an untagged "one or many"), with
+        // an error that says so instead of "did not match any variant".
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = Relays;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"the relay's "HOST:PORT", or a list of them: ["a:4433", "b:4433"]"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Relays, E> {
+                Ok(Relays(match v.trim() {
+                    "" => Vec::new(),
+                    one => vec![one.to_string()],
+                }))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Relays, A::Error> {
+                let mut list = Vec::new();
+                while let Some(addr) = seq.next_element::<String>()? {
+                    list.push(addr.trim().to_string());
+                }
+                Ok(Relays(list))
+            }
+        }
+        d.deserialize_any(OneOrMany)
+    }
+}
+
+/// What is wrong with one relay address (`HOST:PORT`, `HOST`, `[IPv6]:PORT`),
+/// by its syntax alone: the host must be an IP address or a DNS name, the
+/// port 1-65535.
+pub fn address_problem(addr: &str) -> Option<String> {
+    let bad = |why: &str| Some(format!("relay `{addr}`: {why}"));
+    if addr.is_empty() {
+        return bad("empty address: write the relay's HOST:PORT");
+    }
+    if addr
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return bad("an address has no spaces or commas: write each relay as its own string");
+    }
+    if addr.contains("://") {
+        return bad("no scheme: write HOST:PORT, e.g. relay.example.org:4433");
+    }
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return bad("`[` without its `]`: write [IPv6]:PORT");
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad(&format!("`{v6}` is not an IPv6 address"));
+        }
+        match after {
+            "" => (None, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return bad("after `]` comes `:PORT`"),
+            },
+        }
+    } else if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        return bad("write an IPv6 address in brackets, with its port: [ADDRESS]:4433");
+    } else if addr.matches(':').count() > 1 {
+        return bad("more than one `:`; an IPv6 address goes in brackets: [ADDRESS]:4433");
+    } else {
+        match addr.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(addr), None),
+        }
+    };
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return bad(&format!("`{port}` is not a port (1-65535)"));
+        }
+    }
+    if let Some(host) = host {
+        if host.is_empty() {
+            return bad("no host before the port: write HOST:PORT");
+        }
+        let name = host.strip_suffix('.').unwrap_or(host);
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            return bad(&format!(
+                "`{host}` is neither an IP address nor a host name (letters, digits, `-`, dots between labels)"
+            ));
+        }
+        // All-numeric dotted names are IPv4 addresses or mistakes (`10.0.0.300`).
+        if name
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+            && host.parse::<std::net::Ipv4Addr>().is_err()
+        {
+            return bad(&format!("`{host}` is not an IPv4 address"));
+        }
+    }
+    None
 }
 
 fn default_scripts_dir() -> PathBuf {
@@ -237,13 +439,20 @@ impl Loaded {
             recover_after: None,
         };
         let mut set = vec![mon("disk", &["/"], "5m"), mon("memory", &[], "1m")];
-        let host = self
-            .config
-            .relay
-            .rsplit_once(':')
-            .map_or(self.config.relay.as_str(), |(h, _)| h)
-            .trim_matches(['[', ']']);
-        if host.parse::<std::net::IpAddr>().is_err() && !host.is_empty() {
+        let mut hosts: Vec<&str> = Vec::new();
+        for relay in self.config.relay.list() {
+            let host = match relay.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => relay.split(':').next().unwrap_or_default(),
+            };
+            if host.parse::<std::net::IpAddr>().is_err()
+                && !host.is_empty()
+                && !hosts.contains(&host)
+            {
+                hosts.push(host);
+            }
+        }
+        for host in hosts {
             set.push(mon("dns", &[host], "5m"));
         }
         if Path::new("/etc/cups").exists() {
@@ -315,7 +524,7 @@ impl Loaded {
 fn problems(config: &AgentConfig, name: &str, text: &str) -> Vec<ConfigError> {
     use firstline_net::config::invalid_key;
     let mut errors = Vec::new();
-    if config.relay.trim().is_empty() && config.name.is_empty() {
+    if config.relay.is_empty() && config.name.is_empty() {
         // A packaged agent.toml before `enroll` wrote its relay and name.
         errors.push(invalid_key(
             name,
@@ -327,13 +536,17 @@ fn problems(config: &AgentConfig, name: &str, text: &str) -> Vec<ConfigError> {
         ));
         return errors;
     }
-    if config.relay.trim().is_empty() {
+    if config.relay.is_empty() {
         errors.push(invalid_key(
             name,
             text,
             "relay",
-            "relay must be the relay's HOST:PORT".into(),
+            "relay must be the relay's HOST:PORT, or a list of them: [\"a:4433\", \"b:4433\"]"
+                .into(),
         ));
+    }
+    for problem in config.relay.problems() {
+        errors.push(invalid_key(name, text, "relay", problem));
     }
     if config.keep_alive_secs == 0 || config.keep_alive_secs >= config.idle_timeout_secs {
         errors.push(invalid_key(
@@ -620,6 +833,115 @@ mod tests {
             err.contains("agent.toml:6:") && err.contains("check_log"),
             "{err}"
         );
+    }
+
+    fn load(text: &str) -> Result<Loaded> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, text).unwrap();
+        Loaded::load(&p)
+    }
+
+    #[test]
+    fn relay_is_a_string_or_a_list() {
+        let one = load("relay = \"a.example:4433\"\nname = \"pc1\"\n").unwrap();
+        assert_eq!(one.config.relay.list(), ["a.example:4433"]);
+        let many = load("relay = [\"a.example:4433\", \"10.0.0.2:4433\", \"[2001:db8::1]:4433\", \"c.example\"]\nname = \"pc1\"\n")
+            .unwrap();
+        assert_eq!(
+            many.config.relay.list(),
+            [
+                "a.example:4433",
+                "10.0.0.2:4433",
+                "[2001:db8::1]:4433",
+                "c.example"
+            ]
+        );
+        assert_eq!(
+            many.config.relay.to_string(),
+            "a.example:4433, 10.0.0.2:4433, [2001:db8::1]:4433, c.example"
+        );
+        // Written back: a string for one, a list for several.
+        let back = toml::to_string(&one.config).unwrap();
+        assert!(back.starts_with("relay = \"a.example:4433\"\n"), "{back}");
+        let back = toml::to_string(&many.config).unwrap();
+        assert!(back.starts_with("relay = [\"a.example:4433\", "), "{back}");
+        // A DNS check for each relay known by name, once.
+        let named = load("relay = [\"a.example:4433\", \"a.example:4434\", \"b.example\", \"10.0.0.2:1\"]\nname = \"pc1\"\n")
+            .unwrap();
+        let dns: Vec<String> = named
+            .monitors()
+            .into_iter()
+            .filter(|m| m.check == "dns")
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(dns, ["dns a.example", "dns b.example"]);
+    }
+
+    #[test]
+    fn each_relay_address_is_checked_with_its_line() {
+        let err = load("name = \"pc1\"\n\nrelay = 4433\n").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("agent.toml:3:") && err.contains("a list of them"),
+            "{err}"
+        );
+        let err = load(
+            "name = \"pc1\"\nrelay = [\n  \"a.example:4433\",\n  \"b.example:99999\",\n  \"::1\",\n  \"a.example:4433\",\n  \"\",\n]\n",
+        )
+        .unwrap_err();
+        assert_eq!(firstline_net::cli::exit_code(&err), 2);
+        let err = format!("{err:#}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 4, "{err}");
+        for (what, line) in [
+            ("`99999` is not a port", lines[0]),
+            ("IPv6 address in brackets", lines[1]),
+            ("`a.example:4433` is listed twice", lines[2]),
+            ("empty address", lines[3]),
+        ] {
+            assert!(
+                line.contains("agent.toml:2:") && line.contains(what),
+                "{what}:\n{err}"
+            );
+        }
+        assert!(load("name = \"pc1\"\nrelay = []\n").is_err());
+    }
+
+    #[test]
+    fn address_syntax() {
+        for ok in [
+            "relay.example.org:4433",
+            "relay.example.org",
+            "relay.example.org.:4433",
+            "10.1.2.3:4433",
+            "[::1]:4433",
+            "[2001:db8::1]",
+            "relay-2_a:1",
+        ] {
+            assert_eq!(address_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("quic://relay:4433", "no scheme"),
+            ("relay:0", "not a port"),
+            ("relay:https", "not a port"),
+            ("relay:", "not a port"),
+            (":4433", "no host"),
+            ("::1", "brackets"),
+            ("[::1", "without its `]`"),
+            ("[::1]4433", "after `]`"),
+            ("[nope]:1", "not an IPv6"),
+            ("a b:1", "no spaces"),
+            ("a:1,b:1", "commas"),
+            ("-relay:1", "neither an IP address nor a host name"),
+            ("re..lay:1", "neither"),
+            ("10.0.0.300:1", "not an IPv4"),
+            ("a:1:2", "more than one"),
+        ] {
+            let p = address_problem(bad).unwrap_or_default();
+            assert!(p.contains(why), "{bad}: {p}");
+        }
     }
 
     #[test]

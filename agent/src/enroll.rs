@@ -6,8 +6,13 @@
 //! match it too. The result is `identity.pem` (certificate + key, 0600),
 //! `ca.pem`, and the `relay`/`name`/`state_dir` keys of `agent.toml`
 //! (other keys of an existing file are kept).
+//!
+//! Several relays of one deployment (`--relay a:4433 --relay b:4433`, or
+//! `--relay a:4433,b:4433`): the enrollment goes to the first, in that
+//! order, that answers; the token's CA fingerprint pins every one of them
+//! (they share the CA), and `relay` is written as the whole list.
 
-use crate::config::Loaded;
+use crate::config::{Loaded, Relays};
 use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::cli::UsageError;
 use firstline_net::credential::write_private;
@@ -21,8 +26,11 @@ use std::time::Duration;
 /// certificate and writes its database).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub struct EnrollRequest {
-    pub relay: String,
+/// `relay`: one address (`String`: commas may separate several) or the
+/// addresses of a repeated `--relay` (`Vec<String>`), anything that makes
+/// [`Relays`].
+pub struct EnrollRequest<R = String> {
+    pub relay: R,
     pub token: String,
     pub name: String,
     pub config_path: PathBuf,
@@ -94,7 +102,14 @@ pub fn new_key_and_csr(name: &str) -> Result<(String, String)> {
     Ok((key.serialize_pem(), csr))
 }
 
-pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
+pub async fn enroll<R: Into<Relays>>(req: EnrollRequest<R>) -> Result<Loaded> {
+    let relays: Relays = req.relay.into();
+    if relays.is_empty() {
+        return Err(UsageError("--relay: give the relay's HOST:PORT".into()).into());
+    }
+    if let Some(problem) = relays.problems().into_iter().next() {
+        return Err(UsageError(format!("--relay: {problem}")).into());
+    }
     if !firstline_net::identity::valid_name(&req.name) {
         bail!(
             "invalid agent name `{}`: use 1-64 letters, digits, `.`, `_` or `-` (set --name)",
@@ -110,22 +125,42 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
         );
     }
     let (key_pem, csr_pem) = new_key_and_csr(&req.name)?;
-    let remote = endpoint::resolve(&req.relay).map_err(|e| anyhow!(e))?;
-    let tls = firstline_net::tls::enroll_client_config(&fingerprint)?;
-    let ep = endpoint::client(tls, remote, Default::default())?;
     let connect_timeout = connect_timeout(&req.config_path);
-    let conn = tokio::time::timeout(connect_timeout, endpoint::connect(&ep, remote))
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "relay {} did not answer within {}: is it running, and does UDP reach it? \
-                 (connect_timeout_ms in {} sets the wait)",
-                req.relay,
-                seconds(connect_timeout),
-                req.config_path.display()
-            )
-        })?
-        .map_err(|e| anyhow!("cannot reach relay {}: {e}", req.relay))?;
+    // The first relay that answers (its certificate chaining to the pinned
+    // CA) gets the enrollment; one that cannot be reached is skipped. Once
+    // a relay has the token, its answer is final: a refusal is not retried
+    // elsewhere (the token may be used up).
+    let mut unreachable = Vec::new();
+    let mut reached = None;
+    for relay in relays.list() {
+        match dial(relay, &fingerprint, connect_timeout, &req.config_path).await {
+            Ok(c) => {
+                reached = Some((relay.as_str(), c));
+                break;
+            }
+            Err(e) => {
+                if relays.len() > 1 {
+                    // `enroll` runs without a log: say it on stderr.
+                    eprintln!("{}", firstline_net::cli::terminal_safe(&format!("{e:#}")));
+                }
+                unreachable.push(e);
+            }
+        }
+    }
+    let Some((relay, (ep, conn))) = reached else {
+        return Err(match unreachable.len() {
+            1 => unreachable.remove(0),
+            _ => anyhow!(
+                "none of the {} relays answered: {}",
+                unreachable.len(),
+                unreachable
+                    .iter()
+                    .map(|e| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    };
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         let (_send, mut recv) = request(
             &conn,
@@ -143,8 +178,7 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
     .await
     .map_err(|_| {
         anyhow!(
-            "relay {} accepted the connection but did not answer the enrollment within {}",
-            req.relay,
+            "relay {relay} accepted the connection but did not answer the enrollment within {}",
             seconds(ANSWER_TIMEOUT)
         )
     })??;
@@ -166,8 +200,32 @@ pub async fn enroll(req: EnrollRequest) -> Result<Loaded> {
         .with_context(|| format!("cannot create {}", req.state_dir.display()))?;
     write_private(&identity_path, format!("{cert_pem}{key_pem}").as_bytes())?;
     std::fs::write(req.state_dir.join("ca.pem"), ca_pem)?;
-    write_config(&req.config_path, &req.relay, &req.name, &req.state_dir)?;
+    write_config(&req.config_path, &relays, &req.name, &req.state_dir)?;
     Loaded::load(&req.config_path)
+}
+
+/// A connection to `relay` whose certificate chains to the pinned CA.
+async fn dial(
+    relay: &str,
+    fingerprint: &str,
+    connect_timeout: Duration,
+    config_path: &Path,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    let remote = endpoint::resolve(relay).map_err(|e| anyhow!(e))?;
+    let tls = firstline_net::tls::enroll_client_config(fingerprint)?;
+    let ep = endpoint::client(tls, remote, Default::default())?;
+    let conn = tokio::time::timeout(connect_timeout, endpoint::connect(&ep, remote))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "relay {relay} did not answer within {}: is it running, and does UDP reach it? \
+                 (connect_timeout_ms in {} sets the wait)",
+                seconds(connect_timeout),
+                config_path.display()
+            )
+        })?
+        .map_err(|e| anyhow!("cannot reach relay {relay}: {e}"))?;
+    Ok((ep, conn))
 }
 
 /// The connect timeout for enrolling: `connect_timeout_ms` of the config
@@ -205,8 +263,9 @@ fn token_fingerprint(token: &str) -> Result<String> {
     Ok(fp.to_ascii_lowercase())
 }
 
-/// Set `relay`, `name` and `state_dir` in the config, keeping the rest.
-fn write_config(path: &Path, relay: &str, name: &str, state_dir: &Path) -> Result<()> {
+/// Set `relay` (a string for one relay, a list for several), `name` and
+/// `state_dir` in the config, keeping the rest.
+fn write_config(path: &Path, relays: &Relays, name: &str, state_dir: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|_| {
         "# firstline agent configuration; written by `firstline-agent enroll`.\n".to_string()
     });
@@ -214,7 +273,14 @@ fn write_config(path: &Path, relay: &str, name: &str, state_dir: &Path) -> Resul
         .parse()
         .with_context(|| format!("cannot update {}", path.display()))?;
     let state = relative_to(path, state_dir);
-    doc["relay"] = toml_edit::value(relay);
+    doc["relay"] = match relays.list() {
+        [one] => toml_edit::value(one.as_str()),
+        many => toml_edit::value(
+            many.iter()
+                .map(String::as_str)
+                .collect::<toml_edit::Array>(),
+        ),
+    };
     doc["name"] = toml_edit::value(name);
     doc["state_dir"] = toml_edit::value(state.display().to_string());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -296,11 +362,87 @@ mod tests {
     }
 
     #[test]
+    fn one_relay_is_written_as_a_string_several_as_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        write_config(&p, &"a.example:4433".into(), "pc1", dir.path()).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("relay = \"a.example:4433\""), "{text}");
+        let several = Relays::from(vec!["a.example:4433".to_string(), "b.example:4433".into()]);
+        write_config(&p, &several, "pc1", dir.path()).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("relay = [\"a.example:4433\", \"b.example:4433\"]"),
+            "{text}"
+        );
+        assert_eq!(Loaded::load(&p).unwrap().config.relay, several);
+        // Commas in one --relay: the same list.
+        assert_eq!(Relays::from("a.example:4433, b.example:4433"), several);
+    }
+
+    fn request<'a>(relay: &'a str, dir: &Path) -> EnrollRequest<&'a str> {
+        EnrollRequest {
+            relay,
+            token: format!("fl1.00000000.{}.{}", "0".repeat(32), "ab".repeat(32)),
+            name: "pc1".into(),
+            config_path: dir.join("agent.toml"),
+            state_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_relay_address_is_a_usage_error_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "",
+            "relay.example:0",
+            "::1",
+            "a.example:4433,a.example:4433",
+        ] {
+            let e = enroll(request(bad, dir.path())).await.err().unwrap();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}: {e:#}");
+            assert!(e.to_string().contains("--relay"), "{e}");
+        }
+        assert!(!dir.path().join("agent.toml").exists());
+    }
+
+    #[tokio::test]
+    async fn when_no_relay_answers_each_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent.toml"), "connect_timeout_ms = 200\n").unwrap();
+        // Two loopback ports nobody listens on.
+        let port = || {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (a, b) = (
+            format!("127.0.0.1:{}", port()),
+            format!("127.0.0.1:{}", port()),
+        );
+        let e = enroll(request(&format!("{a},{b}"), dir.path()))
+            .await
+            .err()
+            .unwrap();
+        let msg = format!("{e:#}");
+        assert!(msg.starts_with("none of the 2 relays answered"), "{msg}");
+        for relay in [&a, &b] {
+            assert!(
+                msg.contains(&format!("relay {relay} did not answer within 0.2 s")),
+                "{msg}"
+            );
+        }
+        assert!(!dir.path().join("identity.pem").exists());
+    }
+
+    #[test]
     fn config_update_keeps_other_keys() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.toml");
         std::fs::write(&p, "# mine\nkeep_alive_secs = 3\n").unwrap();
-        write_config(&p, "127.0.0.1:1", "pc1", dir.path()).unwrap();
+        write_config(&p, &"127.0.0.1:1".into(), "pc1", dir.path()).unwrap();
         let loaded = Loaded::load(&p).unwrap();
         assert_eq!(loaded.config.keep_alive_secs, 3);
         assert_eq!(loaded.config.name, "pc1");

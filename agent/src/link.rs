@@ -1,12 +1,17 @@
-//! The agent's one outbound connection to the relay, kept up forever.
+//! The agent's one outbound connection to a relay, kept up forever.
 //!
 //! Each session: connect with mutual TLS, `hello` → `welcome`, then serve
-//! the relay's requests (one stream each, run concurrently) and renew the
-//! certificate when it nears expiry. When the connection drops the agent
-//! reconnects after a capped, jittered backoff; only a revocation, or a
-//! shutdown request, ends the loop.
+//! the relay's requests (one stream each, run concurrently), deliver the
+//! outbox and renew the certificate when it nears expiry. `relay` in
+//! agent.toml may list several relays of one deployment: when a session
+//! cannot be had or is lost, the next relay is dialled as
+//! [`Failover`] decides (rounds in the listed order from the last relay that
+//! worked, a capped, jittered backoff between failed rounds, and no move
+//! off a relay that works). The outbox is the agent's, not the session's:
+//! what one relay did not acknowledge is sent to the next. Only a
+//! revocation, or a shutdown request, ends the loop.
 
-use crate::backoff::Backoff;
+use crate::backoff::{Failover, Outcome};
 use crate::checks;
 use crate::config::Loaded;
 use crate::enroll::new_key_and_csr;
@@ -28,7 +33,8 @@ use tokio::sync::watch;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a request stream has to deliver its request message.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A session that lasted this long resets the backoff.
+/// A session that lasted this long resets the backoff and makes its relay
+/// the one rounds start from; a shorter one counts as a failed attempt.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// Outbox events per `events` message.
 const EVENT_BATCH: usize = 256;
@@ -65,7 +71,11 @@ pub struct Revoked(pub String);
 
 enum SessionEnd {
     Shutdown,
-    Lost(String),
+    /// A session that was welcomed and then ended.
+    Lost {
+        reason: String,
+        held: Duration,
+    },
 }
 
 /// Run the agent until shutdown (Ok) or revocation (Err): the monitors,
@@ -105,9 +115,10 @@ fn not_enrolled(cfg: &Loaded) -> Result<()> {
     if identity.exists() {
         return Ok(());
     }
-    let relay = match cfg.config.relay.trim() {
-        "" => "HOST:4433",
-        r => r,
+    // The form `enroll --relay` takes for several relays: commas.
+    let relay = match cfg.config.relay.list() {
+        [] => "HOST:4433".to_string(),
+        list => list.join(","),
     };
     Err(UsageError(format!(
         "this agent is not enrolled (no {}): enroll it first with a token from \
@@ -125,37 +136,107 @@ async fn connect_forever(
     state: watch::Sender<LinkState>,
 ) -> Result<()> {
     let c = &cfg.config;
-    let mut backoff = Backoff::new(
+    let relays = c.relay.list();
+    if relays.is_empty() {
+        return Err(UsageError(format!("no `relay` in {}", cfg.path.display())).into());
+    }
+    let several = relays.len() > 1;
+    let mut failover = Failover::new(
+        relays.len(),
         Duration::from_millis(c.reconnect_min_ms),
         Duration::from_millis(c.reconnect_max_ms),
     );
+    // The relay of the last session, and what happened since it ended
+    // (`ADDR: reason`), to say why the agent moved when it connects again.
+    let mut last_session: Option<usize> = None;
+    let mut since: Vec<String> = Vec::new();
     loop {
+        let index = failover.current();
+        let addr = relays[index].as_str();
         state.send_replace(LinkState::Connecting);
-        let started = Instant::now();
-        let reason = match session(cfg, &outbox, &mut shutdown, &state).await {
-            Ok(SessionEnd::Shutdown) => return Ok(()),
-            Ok(SessionEnd::Lost(reason)) => reason,
-            Err(e) if e.is::<Revoked>() => return Err(e),
-            Err(e) => format!("{e:#}"),
+        let moved_from = last_session
+            .filter(|&p| p != index)
+            .map(|p| (relays[p].as_str(), since.join("; ")));
+        let place = Place {
+            addr,
+            index,
+            count: relays.len(),
+            moved_from,
         };
-        if started.elapsed() >= STABLE_SESSION {
-            backoff.reset();
+        // `reason` for the state and the one-relay log; `entry` names the
+        // relay, for the logs that say why the agent moved.
+        let (outcome, reason, entry) =
+            match session(cfg, &place, &outbox, &mut shutdown, &state).await {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Lost { reason, held }) => {
+                    last_session = Some(index);
+                    since.clear();
+                    let outcome = if held >= STABLE_SESSION {
+                        Outcome::Lost
+                    } else {
+                        Outcome::Failed
+                    };
+                    let entry = format!("connection to {addr} lost: {reason}");
+                    (outcome, reason, entry)
+                }
+                Err(e) if e.is::<Revoked>() => return Err(e),
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    let entry = match reason.contains(addr) {
+                        true => reason.clone(),
+                        false => format!("{addr}: {reason}"),
+                    };
+                    (Outcome::Failed, reason, entry)
+                }
+            };
+        since.push(entry);
+        if since.len() > relays.len() + 1 {
+            // Bounded however long no relay answers: the first entry (why
+            // the last session ended) and the latest round.
+            since.remove(1);
         }
-        let delay = backoff.next_delay();
-        tracing::warn!(
-            "link to {} down: {reason}; retrying in {} ms",
-            c.relay,
-            delay.as_millis()
-        );
+        let next = failover.next(outcome);
+        let to = relays[next.index].as_str();
+        if next.delay.is_zero() {
+            let why = since.last().map_or("", String::as_str);
+            tracing::warn!("relay {addr} unavailable ({why}); trying relay {to}");
+            continue;
+        }
+        if !several {
+            tracing::warn!(
+                "link to {addr} down: {reason}; retrying in {} ms",
+                next.delay.as_millis()
+            );
+        } else if next.round_failed {
+            tracing::warn!(
+                "no relay answered ({}); retrying in {} ms, from relay {to}",
+                since[since.len().saturating_sub(relays.len())..].join("; "),
+                next.delay.as_millis()
+            );
+        } else {
+            tracing::warn!(
+                "link to relay {addr} down: {reason}; retrying it in {} ms, then the others",
+                next.delay.as_millis()
+            );
+        }
         state.send_replace(LinkState::Reconnecting {
             reason,
-            retry_in_ms: delay.as_millis() as u64,
+            retry_in_ms: next.delay.as_millis() as u64,
         });
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(next.delay) => {}
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// The relay a session is with, for its logs.
+struct Place<'a> {
+    addr: &'a str,
+    index: usize,
+    count: usize,
+    /// The relay of the previous session, and why the agent left it.
+    moved_from: Option<(&'a str, String)>,
 }
 
 /// A revocation close turns into [`Revoked`]; anything else into a reason.
@@ -168,28 +249,45 @@ fn lost(e: &ConnectionError) -> anyhow::Error {
     anyhow!(describe_connection_error(e))
 }
 
+/// One session with the relay at `place`: `Err` when none could be had
+/// (or the agent is revoked), else how the welcomed session ended.
 async fn session(
     cfg: &Loaded,
+    place: &Place<'_>,
     outbox: &Arc<Outbox>,
     shutdown: &mut watch::Receiver<bool>,
     state: &watch::Sender<LinkState>,
 ) -> Result<SessionEnd> {
-    let remote = endpoint::resolve(&cfg.config.relay).map_err(|e| anyhow!(e))?;
+    let relay = place.addr;
+    let remote = endpoint::resolve(relay).map_err(|e| anyhow!(e))?;
     let ep = endpoint::client(cfg.tls()?, remote, cfg.limits())?;
     let conn = tokio::time::timeout(cfg.connect_timeout(), endpoint::connect(&ep, remote))
         .await
         .map_err(|_| {
             anyhow!(
-                "no answer from {} within {} ms (connect_timeout_ms)",
-                cfg.config.relay,
+                "no answer from {relay} within {} ms (connect_timeout_ms)",
                 cfg.config.connect_timeout_ms
             )
         })?
-        .map_err(|e| anyhow!("cannot connect to {}: {e}", cfg.config.relay))?;
+        .map_err(|e| anyhow!("cannot connect to {relay}: {e}"))?;
     greet(&conn).await?;
-    tracing::info!(relay = %cfg.config.relay, name = %cfg.config.name, "connected");
+    let welcomed = Instant::now();
+    if place.count > 1 {
+        tracing::info!(
+            relay = %relay,
+            name = %cfg.config.name,
+            "connected to relay {relay} ({} of {})",
+            place.index + 1,
+            place.count
+        );
+    } else {
+        tracing::info!(relay = %relay, name = %cfg.config.name, "connected");
+    }
+    if let Some((from, why)) = &place.moved_from {
+        tracing::warn!("moved from relay {from} to relay {relay}: {why}");
+    }
     state.send_replace(LinkState::Connected {
-        relay: cfg.config.relay.clone(),
+        relay: relay.to_string(),
     });
     let sender = tokio::spawn(deliver(conn.clone(), outbox.clone()));
     let end = serve(cfg, &conn, shutdown).await;
@@ -198,7 +296,13 @@ async fn session(
         conn.close(0u32.into(), b"agent shutting down");
         endpoint::finish(&ep).await;
     }
-    end
+    match end {
+        Ok(SessionEnd::Lost { reason, .. }) => Ok(SessionEnd::Lost {
+            reason,
+            held: welcomed.elapsed(),
+        }),
+        other => other,
+    }
 }
 
 async fn greet(conn: &Connection) -> Result<()> {
@@ -252,7 +356,10 @@ async fn serve(
                     if err.is::<Revoked>() {
                         return Err(err);
                     }
-                    return Ok(SessionEnd::Lost(err.to_string()));
+                    return Ok(SessionEnd::Lost {
+                        reason: err.to_string(),
+                        held: Duration::ZERO,
+                    });
                 }
             },
             _ = renew_timer.tick() => {

@@ -32,9 +32,11 @@ enum Command {
     /// The token comes from --token-file, from the FIRSTLINE_TOKEN environment
     /// variable (read when neither option is given), or from --token.
     Enroll {
-        /// Relay address, HOST:PORT (port 4433 when omitted).
-        #[arg(long)]
-        relay: String,
+        /// Relay address, HOST:PORT (port 4433 when omitted); repeat it (or
+        /// separate with commas) for several relays of one deployment: the
+        /// agent fails over between them.
+        #[arg(long, required = true, value_name = "HOST:PORT")]
+        relay: Vec<String>,
         /// Enrollment token. Other users can see it in the process list while
         /// enroll runs: prefer --token-file or FIRSTLINE_TOKEN.
         #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]

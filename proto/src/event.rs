@@ -67,7 +67,9 @@ pub struct Diagnostics {
 pub struct ProcessInfo {
     pub pid: u32,
     pub name: String,
-    pub cpu_pct: f32,
+    /// f64, not f32: a value out of f32's range would decode to infinity,
+    /// which JSON cannot carry back (found by the fuzz target `payload`).
+    pub cpu_pct: f64,
     pub memory_bytes: u64,
 }
 

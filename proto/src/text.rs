@@ -70,7 +70,16 @@ pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }
-    let mut end = max.saturating_sub('…'.len_utf8());
+    let ellipsis = '…'.len_utf8();
+    if max < ellipsis {
+        // No room for the ellipsis: the longest prefix that fits.
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        return Cow::Borrowed(&text[..end]);
+    }
+    let mut end = max - ellipsis;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -109,5 +118,8 @@ mod tests {
         assert_eq!(truncate("ééé", 5), "é…");
         assert_eq!(truncate("abcdefgh", 6), "abc…");
         assert!(truncate(&"x".repeat(500), 200).len() <= 200);
+        for max in 0..8 {
+            assert!(truncate("ééééé", max).len() <= max, "{max}");
+        }
     }
 }

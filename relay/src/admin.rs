@@ -4,16 +4,17 @@
 //! picks up their effects from the shared database. Each is audited, as the
 //! local user who ran it, with its outcome ([`crate::audit::admin_command`]).
 //!
-//! The lifecycle operations themselves ([`list_tokens`], [`revoke_token`],
-//! [`set_role`], [`remove_agent`]…) work on a [`Store`] and are shared with
-//! the console's requests to a running relay (`crate::admin_requests`), so
-//! both paths refuse the same things with the same words. A refusal is a
-//! [`Refused`] with the error code the console gets; offline, unknown names
+//! The lifecycle operations themselves ([`new_token`], [`revoke_token`],
+//! [`set_role`], [`remove_agent`]) work on a [`Store`] and are shared with
+//! the console's requests to a running relay (`crate::requests`), so both
+//! paths refuse the same things with the same words. A refusal is a
+//! [`RelayError`] with the error code the console gets; offline, unknown names
 //! are usage errors (exit 2) that list the valid ones.
 
 use crate::ca::Ca;
 use crate::config::{RelayConfig, RelayDir};
-use crate::store::{Removed, RoleRefusal, Store};
+use crate::error::RelayError;
+use crate::store::{wait, PeerKind, Removed, RoleRefusal, Store};
 use crate::token::Token;
 use anyhow::{bail, Context, Result};
 use firstline_net::cli::UsageError;
@@ -36,26 +37,14 @@ pub const DEFAULT_DIR: &str = "/etc/firstline";
 /// install it there too).
 pub const DEFAULT_CONFIG: &str = "/etc/firstline/relay.toml";
 
-/// A lifecycle request refused, with the code a console gets for it.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Refused {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Refused {
-    /// The refusal as an error.
-    fn error(code: ErrorCode, message: String) -> anyhow::Error {
-        Refused { code, message }.into()
-    }
-
-    /// A name or value that does not exist: the caller's mistake (exit 2).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self.code,
-            ErrorCode::BadRequest | ErrorCode::UnknownAgent | ErrorCode::UnknownOperator
-        )
+/// A refused lifecycle request, offline: a name or value that does not
+/// exist is the caller's mistake (exit 2), anything else an error.
+fn offline(e: RelayError) -> anyhow::Error {
+    match e.code {
+        ErrorCode::BadRequest | ErrorCode::UnknownAgent | ErrorCode::UnknownOperator => {
+            UsageError(e.message).into()
+        }
+        _ => e.into(),
     }
 }
 
@@ -109,13 +98,14 @@ pub fn init_with(
     write_private(&relay_dir.server_key(), server_key.as_bytes())?;
     std::fs::write(relay_dir.server_cert(), &server.cert_pem)?;
     relay_dir.load_reset_secret()?;
-    let store = Store::open(&relay_dir.database())?;
-    store.record_cert(&server.serial, "relay", name, server.not_after)?;
+    let store = relay_dir.open_store()?;
+    wait(store.record_cert(&server.serial, PeerKind::Relay, name, server.not_after))?;
     let mut args = format!("--name {name} --listen {listen}");
     if let Some(p) = public_addr {
         args.push_str(&format!(" --public-addr {p}"));
     }
-    crate::audit::admin_command(&store, "init", None, &args, Ok("ok".into()));
+    let paths = relay_dir.audit_paths();
+    crate::audit::admin_command(&store, &paths, "init", None, &args, Ok("ok".into()));
     let unset = if public_addr.is_none() {
         "# public_addr = \"HOST:PORT\"   # set it: the address agents and consoles dial\n"
     } else {
@@ -140,33 +130,39 @@ fn audited<T>(
     action: &str,
     agent: Option<&str>,
     args: &str,
-    f: impl FnOnce(&Store) -> Result<T>,
+    f: impl FnOnce(&Store) -> Result<T, RelayError>,
     outcome: impl FnOnce(&T) -> String,
 ) -> Result<T> {
-    let store = Store::open(&dir.database())?;
-    let done = f(&store);
-    crate::audit::admin_command(&store, action, agent, args, done.as_ref().map(outcome));
-    done.map_err(|e| match e.downcast_ref::<Refused>() {
-        Some(r) if r.is_usage() => UsageError(r.message.clone()).into(),
-        _ => e,
-    })
+    let store = dir.open_store()?;
+    let done = f(&store).map_err(offline);
+    let paths = dir.audit_paths();
+    crate::audit::admin_command(
+        &store,
+        &paths,
+        action,
+        agent,
+        args,
+        done.as_ref().map(outcome),
+    );
+    done
 }
 
 /// Create an enrollment token; prints nothing, returns the token text.
 /// Audited with the token's id, never its secret.
 pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<(String, i64)> {
     let ttl = ttl.unwrap_or(Duration::from_secs(dir.config.token_ttl_secs));
-    let store = Store::open(&dir.database())?;
+    let store = dir.open_store()?;
     let created = (|| -> Result<(Token, i64)> {
         let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
-        new_token(&store, &ca, uses, ttl)
+        wait(new_token(&store, &ca, uses, ttl)).map_err(offline)
     })();
     let id = created.as_ref().map_or("-", |(t, _)| t.id.as_str());
     let outcome = created
         .as_ref()
-        .map(|(_, expires)| format!("ok: valid until {}", crate::store::rfc3339(*expires)));
+        .map(|(_, expires)| format!("ok: valid until {}", crate::clock::rfc3339(*expires)));
     crate::audit::admin_command(
         &store,
+        &dir.audit_paths(),
         "token create",
         None,
         &token_args(id, uses, ttl),
@@ -185,33 +181,31 @@ pub fn token_args(id: &str, uses: u32, ttl: Duration) -> String {
 }
 
 /// A new token of `ca` for `uses` enrollments within `ttl`, stored hashed.
-pub fn new_token(store: &Store, ca: &Ca, uses: u32, ttl: Duration) -> Result<(Token, i64)> {
+pub async fn new_token(
+    store: &Store,
+    ca: &Ca,
+    uses: u32,
+    ttl: Duration,
+) -> Result<(Token, i64), RelayError> {
     if uses == 0 {
-        return Err(Refused::error(
-            ErrorCode::BadRequest,
-            "--uses must be at least 1".into(),
-        ));
+        return Err(RelayError::bad_request("--uses must be at least 1"));
     }
     if ttl.is_zero() {
-        return Err(Refused::error(
-            ErrorCode::BadRequest,
-            "--ttl must be more than 0s".into(),
-        ));
+        return Err(RelayError::bad_request("--ttl must be more than 0s"));
     }
-    let token = Token::generate(&ca.fingerprint()?);
-    let expires = store.add_token(&token.id, &token.secret_sha256(), uses, ttl)?;
+    let token = Token::generate(&ca.fingerprint().map_err(RelayError::internal)?);
+    let expires = store
+        .add_token(&token.id, &token.secret_sha256(), uses, ttl)
+        .await?;
     Ok((token, expires))
 }
 
 /// `token list`: every enrollment token, never a secret.
 pub fn token_list(dir: &RelayDir) -> Result<Vec<TokenInfo>> {
-    audited(dir, "token list", None, "", list_tokens, |t| {
+    let list = |s: &Store| Ok(wait(s.tokens())?);
+    audited(dir, "token list", None, "", list, |t| {
         format!("ok: {} tokens", t.len())
     })
-}
-
-pub fn list_tokens(store: &Store) -> Result<Vec<TokenInfo>> {
-    store.tokens()
 }
 
 /// `token revoke ID`: the token can no longer enroll anything.
@@ -221,7 +215,7 @@ pub fn token_revoke(dir: &RelayDir, id: &str) -> Result<(TokenInfo, bool)> {
         "token revoke",
         None,
         id,
-        |s| revoke_token(s, id),
+        |s| wait(revoke_token(s, id)),
         revoke_outcome,
     )
 }
@@ -237,36 +231,35 @@ pub fn revoke_outcome((_, newly): &(TokenInfo, bool)) -> String {
 
 /// Revoke token `id` (the id is the second part of `fl1.ID.SECRET.FP`, as
 /// `token list` shows it).
-pub fn revoke_token(store: &Store, id: &str) -> Result<(TokenInfo, bool)> {
-    match store.revoke_token(id)? {
+pub async fn revoke_token(store: &Store, id: &str) -> Result<(TokenInfo, bool), RelayError> {
+    match store.revoke_token(id).await? {
         Some(done) => Ok(done),
         None => {
             let live: Vec<String> = store
-                .tokens()?
+                .tokens()
+                .await?
                 .into_iter()
                 .filter(|t| t.state == "active")
                 .map(|t| t.id)
                 .collect();
-            Err(Refused::error(
-                ErrorCode::BadRequest,
-                format!(
-                    "no enrollment token `{id}` at this relay ({}); the id is the part after `fl1.`",
-                    names_list("active tokens", &live)
-                ),
-            ))
+            Err(RelayError::bad_request(format!(
+                "no enrollment token `{id}` at this relay ({}); the id is the part after `fl1.`",
+                names_list("active tokens", &live)
+            )))
         }
     }
 }
 
 /// Add an operator and write its credential file.
 pub fn operator_add(dir: &RelayDir, name: &str, role: Role, out: &Path) -> Result<()> {
-    let store = Store::open(&dir.database())?;
+    let store = dir.open_store()?;
     let added = add_operator(dir, &store, name, role, out);
     let outcome = added
         .as_ref()
         .map(|()| format!("ok: credential written to {}", out.display()));
     let args = format!("{name} --role {role}");
-    crate::audit::admin_command(&store, "operator add", None, &args, outcome);
+    let paths = dir.audit_paths();
+    crate::audit::admin_command(&store, &paths, "operator add", None, &args, outcome);
     added
 }
 
@@ -282,7 +275,7 @@ fn add_operator(dir: &RelayDir, store: &Store, name: &str, role: Role, out: &Pat
     let Some(relay) = dir.config.dialable_public_addr() else {
         return Err(no_public_addr(dir).into());
     };
-    if !store.add_operator(name, role)? {
+    if !wait(store.add_operator(name, role))? {
         bail!("an operator named `{name}` already exists (revoked names stay taken)");
     }
     let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
@@ -292,7 +285,7 @@ fn add_operator(dir: &RelayDir, store: &Store, name: &str, role: Role, out: &Pat
     };
     let ttl = Duration::from_secs(dir.config.operator_cert_ttl_secs);
     let (issued, key) = ca.issue_operator(&identity, ttl)?;
-    store.record_cert(&issued.serial, "operator", name, issued.not_after)?;
+    wait(store.record_cert(&issued.serial, PeerKind::Operator, name, issued.not_after))?;
     let credential = Credential {
         relay,
         name: name.to_string(),
@@ -328,7 +321,7 @@ pub fn operator_list(dir: &RelayDir) -> Result<Vec<OperatorInfo>> {
         "operator list",
         None,
         "",
-        |s| s.operators(),
+        |s| Ok(wait(s.operators())?),
         |o| format!("ok: {} operators", o.len()),
     )
 }
@@ -341,7 +334,7 @@ pub fn operator_role(dir: &RelayDir, name: &str, role: Role) -> Result<(Operator
         "operator role",
         None,
         &args,
-        |s| set_role(s, name, role),
+        |s| wait(set_role(s, name, role)),
         role_outcome,
     )
 }
@@ -355,40 +348,42 @@ pub fn role_outcome((op, before): &(OperatorInfo, Role)) -> String {
 /// the role in its database, so the change holds from the operator's next
 /// request on — their certificate (which names the role it was issued
 /// with) stays valid and identifies them.
-pub fn set_role(store: &Store, name: &str, role: Role) -> Result<(OperatorInfo, Role)> {
-    match store.set_operator_role(name, role)? {
+pub async fn set_role(
+    store: &Store,
+    name: &str,
+    role: Role,
+) -> Result<(OperatorInfo, Role), RelayError> {
+    match store.set_operator_role(name, role).await? {
         Ok(done) => Ok(done),
-        Err(RoleRefusal::Unknown) => Err(Refused::error(
+        Err(RoleRefusal::Unknown) => Err(RelayError::new(
             ErrorCode::UnknownOperator,
-            unknown_operator(store, name)?,
+            unknown_operator_text(name, &store.operators().await?),
         )),
-        Err(RoleRefusal::Revoked) => Err(Refused::error(
+        Err(RoleRefusal::Revoked) => Err(RelayError::new(
             ErrorCode::Conflict,
             format!("operator `{name}` is revoked: add a new operator instead"),
         )),
     }
 }
 
-/// `no operator named `x` (operators: a, b)`: the live operators.
-pub fn unknown_operator(store: &Store, name: &str) -> Result<String> {
-    let live: Vec<String> = store
-        .operators()?
-        .into_iter()
+/// `no operator named `x` (operators: a, b)`: the live ones of `operators`.
+pub fn unknown_operator_text(name: &str, operators: &[OperatorInfo]) -> String {
+    let live: Vec<String> = operators
+        .iter()
         .filter(|o| o.revoked_at.is_none())
-        .map(|o| o.name)
+        .map(|o| o.name.clone())
         .collect();
-    Ok(format!(
+    format!(
         "no operator named `{name}` at this relay ({})",
         names_list("operators", &live)
-    ))
+    )
 }
 
 /// `no agent named `x` is enrolled at this relay (agents: a, b)`.
-pub fn unknown_agent(store: &Store, name: &str) -> String {
-    let names = store.agent_names().unwrap_or_default();
+pub fn unknown_agent_text(name: &str, agents: &[String]) -> String {
     format!(
         "no agent named `{name}` is enrolled at this relay ({})",
-        names_list("agents", &names)
+        names_list("agents", agents)
     )
 }
 
@@ -417,30 +412,30 @@ pub fn agent_list(dir: &RelayDir) -> Result<Vec<AgentRecord>> {
         "agent list",
         None,
         "",
-        |s| s.agent_records(),
+        |s| Ok(wait(s.agent_records())?),
         |a| format!("ok: {} agents", a.len()),
     )
 }
 
-/// `agent remove NAME` (see [`Store::remove_agent`] for what it does to
-/// the name).
+/// `agent remove NAME` (see [`crate::store::identity::remove_agent`] for
+/// what it does to the name).
 pub fn agent_remove(dir: &RelayDir, name: &str) -> Result<Removed> {
     audited(
         dir,
         "agent remove",
         Some(name),
         name,
-        |s| remove_agent(s, name),
+        |s| wait(remove_agent(s, name)),
         remove_outcome,
     )
 }
 
-pub fn remove_agent(store: &Store, name: &str) -> Result<Removed> {
-    match store.remove_agent(name)? {
+pub async fn remove_agent(store: &Store, name: &str) -> Result<Removed, RelayError> {
+    match store.remove_agent(name).await? {
         Some(removed) => Ok(removed),
-        None => Err(Refused::error(
+        None => Err(RelayError::new(
             ErrorCode::UnknownAgent,
-            unknown_agent(store, name),
+            unknown_agent_text(name, &store.agent_names().await?),
         )),
     }
 }
@@ -456,19 +451,20 @@ pub fn remove_outcome(r: &Removed) -> String {
 }
 
 /// Revoke an agent or an operator for good.
-pub fn revoke(dir: &RelayDir, kind: &str, name: &str) -> Result<()> {
-    let store = Store::open(&dir.database())?;
-    let revoked = match store.revoke(kind, name) {
+pub fn revoke(dir: &RelayDir, kind: PeerKind, name: &str) -> Result<()> {
+    let store = dir.open_store()?;
+    let revoked = match wait(store.revoke(kind, name)) {
         Ok(true) => Ok(()),
         Ok(false) => Err(anyhow::anyhow!(match kind {
-            "agent" => unknown_agent(&store, name),
-            _ => unknown_operator(&store, name)?,
+            PeerKind::Agent => unknown_agent_text(name, &wait(store.agent_names())?),
+            _ => unknown_operator_text(name, &wait(store.operators())?),
         })),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
-    let agent = (kind == "agent").then_some(name);
+    let agent = (kind == PeerKind::Agent).then_some(name);
     let outcome = revoked.as_ref().map(|()| "ok".to_string());
-    crate::audit::admin_command(&store, &format!("{kind} revoke"), agent, name, outcome);
+    let (paths, action) = (dir.audit_paths(), format!("{kind} revoke"));
+    crate::audit::admin_command(&store, &paths, &action, agent, name, outcome);
     revoked
 }
 
@@ -489,7 +485,7 @@ pub fn bulk_agents(
 ) -> Result<Vec<(String, String)>> {
     let enrolled = bulk_enroll(dir, prefix, n, ttl);
     // One entry for the batch (the store is opened even when the batch failed).
-    if let Ok(store) = Store::open(&dir.database()) {
+    if let Ok(store) = dir.open_store() {
         let args = format!(
             "--prefix {prefix} -n {n} --ttl {}",
             humantime::format_duration(ttl)
@@ -497,7 +493,8 @@ pub fn bulk_agents(
         let outcome = enrolled
             .as_ref()
             .map(|a| format!("ok: {} agents enrolled", a.len()));
-        crate::audit::admin_command(&store, "agent bulk-enroll", None, &args, outcome);
+        let paths = dir.audit_paths();
+        crate::audit::admin_command(&store, &paths, "agent bulk-enroll", None, &args, outcome);
     }
     enrolled
 }
@@ -546,21 +543,12 @@ fn bulk_enroll(
         }
         Ok(all)
     })?;
-    let store = Store::open(&dir.database())?;
-    let now = crate::store::now();
-    store.with_tx(|tx| {
-        let mut agent = tx.prepare("INSERT INTO agents (name, enrolled_at) VALUES (?1, ?2)")?;
-        let mut cert = tx.prepare(
-            "INSERT INTO certs (serial, kind, name, not_after, issued_at) VALUES (?1, 'agent', ?2, ?3, ?4)",
-        )?;
-        for (name, _, serial, not_after) in &issued {
-            agent
-                .execute(rusqlite::params![name, now])
-                .with_context(|| format!("cannot record agent {name} (already enrolled?)"))?;
-            cert.execute(rusqlite::params![serial, name, not_after, now])?;
-        }
-        Ok(())
-    })?;
+    let store = dir.open_store()?;
+    let records = issued
+        .iter()
+        .map(|(name, _, serial, not_after)| (name.clone(), serial.clone(), *not_after))
+        .collect();
+    wait(store.bulk_enroll(records))?;
     Ok(issued
         .into_iter()
         .map(|(name, pem, _, _)| (name, pem))
@@ -579,20 +567,20 @@ mod tests {
         let dir = RelayDir::load(&config).unwrap();
         let agents = bulk_agents(&dir, "sim-", 5, Duration::from_secs(3600)).unwrap();
         assert_eq!(agents.len(), 5);
-        let store = Store::open(&dir.database()).unwrap();
-        assert_eq!(store.agents().unwrap().len(), 5);
+        let store = dir.open_store().unwrap();
+        assert_eq!(wait(store.agents()).unwrap().len(), 5);
         for (name, pem) in &agents {
             let der = firstline_net::pem::certs(pem).unwrap();
             let info = firstline_net::identity::cert_info(&der[0]).unwrap();
             assert_eq!(info.identity, Some(Identity::Agent { name: name.clone() }));
             assert_eq!(
-                store.cert_status(&info.serial, "agent", name).unwrap(),
+                wait(store.cert_status(&info.serial, PeerKind::Agent, name)).unwrap(),
                 CertStatus::Valid
             );
             assert!(firstline_net::pem::key(pem).is_ok());
         }
         // A taken name fails the whole batch and records nothing more.
         assert!(bulk_agents(&dir, "sim-", 6, Duration::from_secs(3600)).is_err());
-        assert_eq!(store.agents().unwrap().len(), 5);
+        assert_eq!(wait(store.agents()).unwrap().len(), 5);
     }
 }

@@ -6,13 +6,12 @@
 //! agent opens streams to the relay for its own requests (certificate
 //! renewal today; monitoring events later).
 
-use crate::incidents;
-use crate::server::{close, Relay};
-use crate::store::AuditEntry;
+use crate::state::{close, Relay};
+use crate::store::{AuditEntry, EnrollRefusal, Presence, Signed};
 use firstline_net::stream::{self, accept_request};
 use firstline_net::FramedSend;
 use firstline_proto::text::{printable, truncate};
-use firstline_proto::{limits, negotiate, ErrorCode, Hello, Message, Notice, Welcome};
+use firstline_proto::{limits, negotiate, ErrorCode, Hello, Message, Welcome};
 use firstline_proto::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::Connection;
 use std::sync::Arc;
@@ -42,7 +41,9 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
         }
     }
     relay.registry.agent_offline(&name, &conn);
-    let _ = relay.store.agent_left(&name);
+    if let Err(e) = relay.store.agent_left(&name).await {
+        tracing::error!("cannot record agent {name} leaving: {e}");
+    }
 }
 
 /// Read `hello`, answer `welcome`, register the agent.
@@ -84,10 +85,12 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
     for field in [&mut hello.software, &mut hello.os, &mut hello.hostname] {
         *field = printable(&truncate(field, limits::HELLO_FIELD)).into_owned();
     }
-    if let Err(e) = relay
-        .store
-        .agent_seen(name, &hello.software, &hello.os, &hello.hostname)
-    {
+    let presence = Presence {
+        version: hello.software.clone(),
+        os: hello.os.clone(),
+        hostname: hello.hostname.clone(),
+    };
+    if let Err(e) = relay.store.agent_seen(name, presence).await {
         tracing::error!("cannot record agent {name}: {e}");
     }
     relay.registry.agent_online(name, conn.clone());
@@ -122,28 +125,11 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
             }
             let events: Vec<_> = events.into_iter().map(|e| e.bounded()).collect();
             let window = relay.dir.config.reopen_window_secs as i64;
-            let outcome = relay.ticket_tx(|tx| {
-                let mut ingested = incidents::ingest(&**tx, name, &events, window)?;
-                let changes = std::mem::take(&mut ingested.changes);
-                Ok((ingested, changes))
-            });
-            match outcome {
+            match relay.store.ingest_events(name, events, window).await {
                 Ok(ingested) => {
+                    relay.announce(&ingested.changes);
                     for ev in &ingested.alerts {
-                        relay.notify(Notice {
-                            at: ev.result.at.clone(),
-                            kind: format!("alert_{}", ev.kind.as_str()),
-                            agent: Some(name.to_string()),
-                            ticket: None,
-                            text: format!(
-                                "{name}: {} {} {}: {} (monitor {})",
-                                ev.result.status.label(),
-                                ev.result.check,
-                                ev.result.target,
-                                ev.result.summary,
-                                ev.monitor
-                            ),
-                        });
+                        relay.notify(crate::notices::of_alert(name, ev));
                     }
                     let _ = send
                         .finish_with(Message::Ack {
@@ -166,26 +152,37 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
             // Checked and recorded in one transaction with the agent's
             // revocation state: a revoked agent is never re-issued a
             // certificate, however the renewal and the revocation interleave.
+            let (ca, agent) = (relay.ca.clone(), name.to_string());
             let outcome = relay
                 .store
-                .renew_agent(name, || {
-                    let issued = relay.ca.sign_agent_csr(name, &csr_pem, ttl)?;
-                    let (serial, not_after) = (issued.serial.clone(), issued.not_after);
-                    Ok((issued, serial, not_after))
+                .renew_agent(name, move || {
+                    let issued = ca.sign_agent_csr(&agent, &csr_pem, ttl)?;
+                    Ok(Signed {
+                        serial: issued.serial.clone(),
+                        not_after: issued.not_after,
+                        out: issued,
+                    })
                 })
-                .and_then(|r| r.map_err(anyhow::Error::from));
+                .await;
+            let outcome = match outcome {
+                Ok(Ok(issued)) => Ok(issued),
+                Ok(Err(refusal)) => Err((refusal_code(&refusal), refusal.to_string())),
+                Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+            };
             let text = match &outcome {
                 Ok(i) => format!("renewed, serial {}", i.serial),
-                Err(e) => format!("refused: {e:#}"),
+                Err((_, e)) => format!("refused: {e}"),
             };
-            let _ = relay.store.audit(&AuditEntry {
-                who: &format!("agent {name}"),
-                role: None,
-                agent: Some(name),
-                action: "renew-certificate",
-                args: "",
-                outcome: &text,
-            });
+            relay
+                .audit(AuditEntry {
+                    who: format!("agent {name}"),
+                    role: None,
+                    agent: Some(name.into()),
+                    action: "renew-certificate".into(),
+                    args: String::new(),
+                    outcome: text,
+                })
+                .await;
             match outcome {
                 Ok(issued) => {
                     let _ = send
@@ -194,13 +191,7 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                         })
                         .await;
                 }
-                Err(e) => {
-                    let code = match e.downcast_ref::<crate::store::EnrollRefusal>() {
-                        Some(crate::store::EnrollRefusal::Revoked(_)) => ErrorCode::Revoked,
-                        _ => ErrorCode::BadRequest,
-                    };
-                    send.fail(code, format!("{e:#}")).await
-                }
+                Err((code, why)) => send.fail(code, why).await,
             }
         }
         other => {
@@ -210,5 +201,12 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
             )
             .await
         }
+    }
+}
+
+fn refusal_code(r: &EnrollRefusal) -> ErrorCode {
+    match r {
+        EnrollRefusal::Revoked(_) => ErrorCode::Revoked,
+        _ => ErrorCode::BadRequest,
     }
 }

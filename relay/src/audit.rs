@@ -3,11 +3,10 @@
 //!
 //! **The chain.** Each row of the `audit` table stores `hash =
 //! SHA-256(prev_hash ‖ JSON [id, at, who, role, agent, action, args,
-//! outcome])`, so an edited row no longer matches its hash. A row is
-//! appended in a `BEGIN IMMEDIATE` transaction: its id (`MAX(id) + 1`) and
-//! the previous hash are read under the database's write lock, so `serve`
-//! and an offline admin command appending at the same moment cannot fork
-//! the chain.
+//! outcome])`, so an edited row no longer matches its hash. Rows are
+//! appended by the store ([`crate::store::audit`]), serialized with every
+//! other appender (`serve`, an offline admin command, another relay on the
+//! same database), so the chain cannot fork.
 //!
 //! **The anchor.** A chain whose hash has no key can still be cut (delete
 //! the newest rows) or rewritten (edit a row, recompute every hash after
@@ -31,8 +30,8 @@
 //! (a warning: a crash between commit and checkpoint leaves one).
 //!
 //! **Costs and limits.** An append adds one signature (~20 µs) and one
-//! `open` + `write` of ~220 bytes, after the commit and outside the store's
-//! lock. There is **no fsync** per checkpoint: after a power loss (not a
+//! `open` + `write` of ~220 bytes, after the commit, outside the store's
+//! transaction. There is **no fsync** per checkpoint: after a power loss (not a
 //! mere crash of the process) the newest lines may be lost, and those
 //! entries show as unanchored; since the database runs with
 //! `synchronous=NORMAL`, a power loss may also lose the newest committed
@@ -44,15 +43,13 @@
 //! elsewhere makes the anchor harder still to reach.
 //!
 //! Also here: entries for the offline admin commands ([`admin_command`])
-//! and for refused connections, rate-limited ([`RefusalLog`],
-//! [`refused_connection`]).
+//! and for refused connections, rate-limited ([`RefusalLog`]).
 
 use crate::config::RelayDir;
-use crate::store::{now, rfc3339, Store};
+use crate::store::audit::GENESIS;
+use crate::store::{wait, Store};
 use anyhow::{anyhow, bail, Context, Result};
-use firstline_proto::AuditRecord;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{ErrorKind, Write};
@@ -62,18 +59,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// One audit entry to append.
-pub struct AuditEntry<'a> {
-    pub who: &'a str,
-    pub role: Option<&'a str>,
-    pub agent: Option<&'a str>,
-    pub action: &'a str,
-    pub args: &'a str,
-    pub outcome: &'a str,
-}
+pub use crate::store::AuditEntry;
 
-/// The hash before the first audit entry.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The signing key, in the relay folder.
 pub const KEY_FILE: &str = "audit-key.pk8";
 /// The signed checkpoints, in the relay folder.
@@ -81,7 +68,7 @@ pub const ANCHOR_FILE: &str = "audit-anchor.log";
 const LINE_VERSION: &str = "v1";
 const SIGNED_PREFIX: &str = "firstline-audit-anchor v1";
 
-/// Where the anchor of a database lives: its key and its checkpoints.
+/// Where the anchor of a relay lives: its key and its checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AnchorPaths {
     pub key: PathBuf,
@@ -96,21 +83,6 @@ impl AnchorPaths {
             log: dir.join(ANCHOR_FILE),
         }
     }
-
-    /// The anchor beside the store's database file (the relay folder);
-    /// `None` for an in-memory database.
-    pub fn of_store(store: &Store) -> Option<AnchorPaths> {
-        of_connection(&store.db())
-    }
-}
-
-fn of_connection(db: &Connection) -> Option<AnchorPaths> {
-    let path = Path::new(db.path().filter(|p| !p.is_empty())?);
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    Some(AnchorPaths::in_dir(dir))
 }
 
 impl RelayDir {
@@ -127,143 +99,24 @@ impl RelayDir {
     }
 }
 
-// ---- appending and reading ----
+// ---- appending ----
 
-impl Store {
-    /// Append to the audit log, then write the entry's signed checkpoint to
-    /// the anchor. An `Err` after the commit says so: the entry is stored,
-    /// only unanchored.
-    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<()> {
-        let (id, hash, paths) = {
-            let mut db = self.db();
-            let paths = of_connection(&db);
-            // The write lock before reading MAX(id) and the previous hash:
-            // another process appending waits (busy timeout), no fork.
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let prev: String = tx
-                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .unwrap_or_else(|| GENESIS.to_string());
-            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| {
-                r.get(0)
-            })?;
-            let row = AuditRow {
-                id,
-                at: now(),
-                who: entry.who.into(),
-                role: entry.role.map(str::to_string),
-                agent: entry.agent.map(str::to_string),
-                action: entry.action.into(),
-                args: entry.args.into(),
-                outcome: entry.outcome.into(),
-            };
-            let hash = row.hash(&prev);
-            tx.execute(
-                "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    id, row.at, row.who, row.role, row.agent, row.action, row.args, row.outcome,
-                    prev, hash
-                ],
-            )?;
-            tx.commit()?;
-            (id, hash, paths)
-        };
-        // In-memory databases (none in a relay) have nowhere to anchor.
-        let Some(paths) = paths else { return Ok(()) };
-        write_checkpoint(&paths, id, &hash).with_context(|| {
-            format!(
-                "audit entry {id} is stored, but its checkpoint could not be written to {}",
-                paths.log.display()
-            )
-        })
-    }
-
-    /// Audit entries, oldest first, optionally for one agent, the last `limit`.
-    pub fn audit_records(
-        &self,
-        agent: Option<&str>,
-        limit: Option<u32>,
-    ) -> Result<Vec<AuditRecord>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT id, at, who, role, agent, action, args, outcome, hash FROM audit
-             WHERE (?1 IS NULL OR agent = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![agent, limit.map(i64::from).unwrap_or(-1)], |r| {
-            let row = AuditRow::read(r)?;
-            Ok(AuditRecord {
-                id: row.id as u64,
-                at: rfc3339(row.at),
-                who: row.who,
-                role: row.role,
-                agent: row.agent,
-                action: row.action,
-                args: row.args,
-                outcome: row.outcome,
-                hash: r.get(8)?,
-            })
-        })?;
-        let mut out: Vec<AuditRecord> = rows.collect::<Result<_, _>>()?;
-        out.reverse();
-        Ok(out)
-    }
-
-    /// [`verify`] against the anchor beside the database.
-    pub fn verify_audit(&self) -> Result<Verification> {
-        let paths = AnchorPaths::of_store(self)
-            .ok_or_else(|| anyhow!("an in-memory database has no audit anchor"))?;
-        verify(self, &paths)
-    }
+/// Append to the audit log, then write the entry's signed checkpoint to
+/// the anchor. An `Err` after the append says so: the entry is stored,
+/// only unanchored.
+pub async fn record(store: &Store, paths: &AnchorPaths, entry: AuditEntry) -> Result<()> {
+    let (id, hash) = store.append_audit(entry).await?;
+    write_checkpoint(paths, id, &hash).with_context(|| {
+        format!(
+            "audit entry {id} is stored, but its checkpoint could not be written to {}",
+            paths.log.display()
+        )
+    })
 }
 
-/// The hashed fields of an audit entry.
-struct AuditRow {
-    id: i64,
-    at: i64,
-    who: String,
-    role: Option<String>,
-    agent: Option<String>,
-    action: String,
-    args: String,
-    outcome: String,
-}
-
-impl AuditRow {
-    /// From columns `id, at, who, role, agent, action, args, outcome`.
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
-        Ok(AuditRow {
-            id: r.get(0)?,
-            at: r.get(1)?,
-            who: r.get(2)?,
-            role: r.get(3)?,
-            agent: r.get(4)?,
-            action: r.get(5)?,
-            args: r.get(6)?,
-            outcome: r.get(7)?,
-        })
-    }
-
-    /// SHA-256 over the previous hash and a JSON array of the fields
-    /// (unambiguous, whatever the fields contain).
-    fn hash(&self, prev: &str) -> String {
-        let fields = serde_json::json!([
-            self.id,
-            self.at,
-            self.who,
-            self.role,
-            self.agent,
-            self.action,
-            self.args,
-            self.outcome
-        ]);
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(prev.as_bytes());
-        ctx.update(fields.to_string().as_bytes());
-        hex::encode(ctx.finish())
-    }
+/// [`record`], for code that is not async.
+pub fn record_blocking(store: &Store, paths: &AnchorPaths, entry: AuditEntry) -> Result<()> {
+    wait(record(store, paths, entry))
 }
 
 // ---- the anchor: key and checkpoints ----
@@ -634,28 +487,22 @@ pub fn verify(store: &Store, paths: &AnchorPaths) -> Result<Verification> {
 /// Every row's `(id, stored hash)` in id order, and the head hash; chain
 /// breaks go to `findings`.
 fn walk_chain(store: &Store, findings: &mut Vec<Finding>) -> Result<(Vec<(u64, Hash)>, String)> {
-    let db = store.db();
-    let mut stmt = db.prepare(
-        "SELECT id, at, who, role, agent, action, args, outcome, prev_hash, hash FROM audit ORDER BY id",
-    )?;
-    let mut rows = stmt.query([])?;
+    let chain = wait(store.audit_chain())?;
     let mut prev = GENESIS.to_string();
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let row = AuditRow::read(r)?;
-        let (stored_prev, stored): (String, String) = (r.get(8)?, r.get(9)?);
-        let id = row.id.max(0) as u64;
-        if stored_prev != prev {
+    let mut out = Vec::with_capacity(chain.len());
+    for stored in chain {
+        let id = stored.row.id.max(0) as u64;
+        if stored.prev_hash != prev {
             findings.push(Finding::Unlinked { id });
         }
         // Against the row's own prev_hash: one edit is one finding, not a
         // cascade.
-        if row.hash(&stored_prev) != stored {
+        if stored.row.hash(&stored.prev_hash) != stored.hash {
             findings.push(Finding::Edited { id });
         }
         // A stored hash that is not even hex matches no checkpoint.
-        out.push((id, decode_hash(&stored).unwrap_or([0; 32])));
-        prev = stored;
+        out.push((id, decode_hash(&stored.hash).unwrap_or([0; 32])));
+        prev = stored.hash;
     }
     Ok((out, prev))
 }
@@ -868,6 +715,7 @@ pub fn local_admin() -> String {
 /// error: the command's effect has already happened.
 pub fn admin_command(
     store: &Store,
+    paths: &AnchorPaths,
     action: &str,
     agent: Option<&str>,
     args: &str,
@@ -877,16 +725,15 @@ pub fn admin_command(
         Ok(text) => text,
         Err(e) => format!("error: {e:#}"),
     };
-    let who = local_admin();
     let entry = AuditEntry {
-        who: &who,
+        who: local_admin(),
         role: None,
-        agent,
-        action,
-        args,
-        outcome: &outcome,
+        agent: agent.map(str::to_string),
+        action: action.into(),
+        args: args.into(),
+        outcome,
     };
-    if let Err(e) = store.audit(&entry) {
+    if let Err(e) = record_blocking(store, paths, entry) {
         eprintln!("warning: `{action}` was not audited: {e:#}");
     }
 }
@@ -934,10 +781,10 @@ impl RefusalLog {
     /// `agent pc1`, `certificate 1a2b (unknown)`, `no client certificate`)
     /// was refused for `reason`. `Ok(true)` when an entry was written,
     /// `Ok(false)` when it was left out (counted in the next one).
-    /// Blocking (SQLite): from async code, as other audit writes are.
-    pub fn record(
+    pub async fn record(
         &self,
         store: &Store,
+        paths: &AnchorPaths,
         remote: SocketAddr,
         identity: &str,
         reason: &str,
@@ -955,7 +802,7 @@ impl RefusalLog {
             };
             let fresh = Slot {
                 logged: now_i,
-                logged_unix: now(),
+                logged_unix: crate::clock::unix_now(),
                 suppressed: 0,
             };
             match slots.get_mut(key) {
@@ -979,55 +826,86 @@ impl RefusalLog {
             (n, since) => format!(
                 "refused: {reason} ({n} more refused connection{} since {} not logged one by one)",
                 if n == 1 { "" } else { "s" },
-                rfc3339(since)
+                crate::clock::rfc3339(since)
             ),
         };
-        store.audit(&AuditEntry {
-            who: identity,
+        let entry = AuditEntry {
+            who: identity.into(),
             role: None,
             agent: None,
-            action: "connect",
-            args: &format!("from {remote}"),
-            outcome: &outcome,
-        })?;
+            action: "connect".into(),
+            args: format!("from {remote}"),
+            outcome,
+        };
+        record(store, paths, entry).await?;
         Ok(true)
-    }
-}
-
-/// [`RefusalLog::record`] with one process-wide log (default window),
-/// errors logged: what `serve`'s accept path calls for each refused
-/// connection. (Several relays in one process share its rate limit.)
-pub fn refused_connection(store: &Store, remote: SocketAddr, identity: &str, reason: &str) {
-    static LOG: OnceLock<RefusalLog> = OnceLock::new();
-    if let Err(e) = LOG
-        .get_or_init(RefusalLog::default)
-        .record(store, remote, identity, reason)
-    {
-        tracing::error!("cannot audit a refused connection: {e:#}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tx::AuditRow;
+    use rusqlite::{params, Connection};
     use std::os::unix::fs::PermissionsExt;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("relay.db")).unwrap();
+        let s = Store::open_sqlite(&dir.path().join("relay.db")).unwrap();
         (dir, s)
     }
 
+    fn paths_of(s: &Store) -> AnchorPaths {
+        let db = s.describe();
+        let db = Path::new(db.strip_prefix("sqlite:").unwrap());
+        AnchorPaths::in_dir(db.parent().unwrap())
+    }
+
     fn append(s: &Store, who: &str, i: usize) {
-        s.audit(&AuditEntry {
-            who,
-            role: Some("admin"),
-            agent: Some("pc1"),
-            action: "run check disk",
-            args: &format!("/{i}"),
-            outcome: "ok",
+        let entry = AuditEntry {
+            who: who.into(),
+            role: Some("admin".into()),
+            agent: Some("pc1".into()),
+            action: "run check disk".into(),
+            args: format!("/{i}"),
+            outcome: "ok".into(),
+        };
+        record_blocking(s, &paths_of(s), entry).unwrap();
+    }
+
+    trait Verify {
+        fn verify_audit(&self) -> Result<Verification>;
+        fn records(
+            &self,
+            agent: Option<&str>,
+            limit: Option<u32>,
+        ) -> Vec<firstline_proto::AuditRecord>;
+    }
+
+    impl Verify for Store {
+        fn verify_audit(&self) -> Result<Verification> {
+            verify(self, &paths_of(self))
+        }
+        fn records(
+            &self,
+            agent: Option<&str>,
+            limit: Option<u32>,
+        ) -> Vec<firstline_proto::AuditRecord> {
+            wait(self.audit_records(agent, limit)).unwrap()
+        }
+    }
+
+    fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+        Ok(AuditRow {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            who: r.get(2)?,
+            role: r.get(3)?,
+            agent: r.get(4)?,
+            action: r.get(5)?,
+            args: r.get(6)?,
+            outcome: r.get(7)?,
         })
-        .unwrap();
     }
 
     fn filled(n: usize) -> (tempfile::TempDir, Store, Connection) {
@@ -1060,7 +938,7 @@ mod tests {
                 "SELECT id, at, who, role, agent, action, args, outcome FROM audit WHERE id >= ?1 ORDER BY id",
             )
             .unwrap()
-            .query_map([from], AuditRow::read)
+            .query_map([from], read_row)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -1088,7 +966,7 @@ mod tests {
         let text = std::fs::read_to_string(&paths.log).unwrap();
         assert_eq!(text.lines().count(), 5);
         assert!(text.lines().all(|l| l.starts_with("v1 ")));
-        let recs = s.audit_records(Some("pc1"), Some(2)).unwrap();
+        let recs = s.records(Some("pc1"), Some(2));
         assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(v.key.as_ref().unwrap().1.len(), 64);
     }
@@ -1289,7 +1167,7 @@ mod tests {
             for who in ["serve", "admin"] {
                 let db = db.clone();
                 scope.spawn(move || {
-                    let s = Store::open(&db).unwrap();
+                    let s = Store::open_sqlite(&db).unwrap();
                     for i in 0..40 {
                         append(&s, who, i);
                     }
@@ -1299,12 +1177,7 @@ mod tests {
         let v = s.verify_audit().unwrap();
         assert!(v.findings.is_empty(), "{:?}", v.findings);
         assert_eq!((v.entries, v.anchored), (81, 81));
-        let ids: Vec<u64> = s
-            .audit_records(None, None)
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let ids: Vec<u64> = s.records(None, None).iter().map(|r| r.id).collect();
         assert_eq!(ids, (1..=81).collect::<Vec<_>>());
     }
 
@@ -1314,16 +1187,16 @@ mod tests {
         let log = RefusalLog::new(Duration::from_millis(300));
         let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
         let revoked = "agent pc9 has been revoked";
-        assert!(log.record(&s, remote, "agent pc9", revoked).unwrap());
+        let p = paths_of(&s);
+        let rec = |who: &str, why: &str| wait(log.record(&s, &p, remote, who, why)).unwrap();
+        assert!(rec("agent pc9", revoked));
         for _ in 0..4 {
-            assert!(!log.record(&s, remote, "agent pc9", revoked).unwrap());
+            assert!(!rec("agent pc9", revoked));
         }
-        assert!(log
-            .record(&s, remote, "operator eve (admin)", "unknown")
-            .unwrap());
+        assert!(rec("operator eve (admin)", "unknown"));
         std::thread::sleep(Duration::from_millis(350));
-        assert!(log.record(&s, remote, "agent pc9", revoked).unwrap());
-        let recs = s.audit_records(None, None).unwrap();
+        assert!(rec("agent pc9", revoked));
+        let recs = s.records(None, None);
         assert_eq!(recs.len(), 3);
         assert_eq!(
             (
@@ -1347,10 +1220,11 @@ mod tests {
     #[test]
     fn audit_admin_commands_name_the_local_user() {
         let (_d, s) = store();
-        admin_command(&s, "token create", None, "id 1234abcd", Ok("ok".into()));
+        let p = paths_of(&s);
+        admin_command(&s, &p, "token create", None, "id 1234abcd", Ok("ok".into()));
         let e = anyhow!("no agent named `x` at this relay");
-        admin_command(&s, "agent revoke", Some("x"), "x", Err(&e));
-        let recs = s.audit_records(None, None).unwrap();
+        admin_command(&s, &p, "agent revoke", Some("x"), "x", Err(&e));
+        let recs = s.records(None, None);
         assert!(
             recs[0].who.starts_with("admin (local user "),
             "{}",

@@ -80,6 +80,28 @@ pub struct RelayConfig {
     /// Retries back off exponentially up to this delay.
     #[serde(default = "default_webhook_backoff")]
     pub webhook_max_backoff_secs: u64,
+    /// Where tickets, agents and the audit log are stored.
+    #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
+    pub store: StoreConfig,
+}
+
+/// `[store]` of relay.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:FILE` (relative to relay.toml's folder) or
+    /// `postgres://USER:PASSWORD@HOST/DB`; default: `sqlite:relay.db`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl StoreConfig {
+    /// The store of relays made before `[store]`: relay.db beside relay.toml.
+    pub const DEFAULT_URL: &str = "sqlite:relay.db";
+
+    fn is_default(&self) -> bool {
+        self == &StoreConfig::default()
+    }
 }
 
 fn default_name() -> String {
@@ -250,8 +272,35 @@ impl RelayDir {
     pub fn server_key(&self) -> PathBuf {
         self.dir.join("relay-key.pem")
     }
+    /// The SQLite file of the default store (see [`RelayDir::store_location`]).
     pub fn database(&self) -> PathBuf {
         self.dir.join("relay.db")
+    }
+
+    /// Where the store is: `[store] url`, relative to this folder; relay.db
+    /// beside relay.toml when not set.
+    pub fn store_location(&self) -> Result<crate::store::Location> {
+        let url = self
+            .config
+            .store
+            .url
+            .as_deref()
+            .unwrap_or(StoreConfig::DEFAULT_URL);
+        crate::store::Location::parse(url, &self.dir).map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Open the store this relay uses, with the system clock; ticket
+    /// changes are queued for the webhook when one is configured.
+    pub fn open_store(&self) -> Result<crate::store::Store> {
+        let options = crate::store::Options {
+            clock: crate::clock::system(),
+            webhook_source: self
+                .config
+                .webhook_url
+                .is_some()
+                .then(|| self.config.name.clone()),
+        };
+        Ok(crate::store::Store::open(&self.store_location()?, options)?)
     }
     /// Secret for QUIC stateless resets, kept across restarts.
     pub fn reset_key(&self) -> PathBuf {
@@ -358,6 +407,11 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
     if let Some(problem) = c.public_addr.as_deref().and_then(public_addr_problem) {
         return bad("public_addr", &problem);
     }
+    if let Some(url) = &c.store.url {
+        if let Err(problem) = crate::store::Location::parse(url, Path::new(".")) {
+            return bad("url", &problem);
+        }
+    }
     Ok(())
 }
 
@@ -390,6 +444,10 @@ mod tests {
             Some("relay.example.org:4433")
         );
         assert!(public_addr_problem("relay.example.org:4433").is_none());
+        assert!(
+            !toml::to_string(&c).unwrap().contains("[store]"),
+            "no [store] unless set"
+        );
         assert!(public_addr_problem("[::1]:4433").is_none());
         for bad in [
             "relay.example.org",

@@ -9,8 +9,8 @@
 //! cap, rate-limited per source address, and its size and name checked
 //! before anything of it is logged, audited or stored.
 
-use crate::server::Relay;
-use crate::store::{AuditEntry, EnrollRefusal, TokenError};
+use crate::state::Relay;
+use crate::store::{AuditEntry, EnrollRefusal, Signed, TokenError};
 use crate::token::Token;
 use firstline_net::identity::valid_name;
 use firstline_net::stream::accept_request;
@@ -38,7 +38,7 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
             // stored before it is checked: sizes, the name's alphabet, the
             // source's rate.
             let outcome = match screen(&relay, remote, &token, &name, &csr_pem) {
-                Ok(()) => enroll(&relay, &token, &name, &csr_pem),
+                Ok(()) => enroll(&relay, &token, &name, &csr_pem).await,
                 Err(refusal) => Err(refusal),
             };
             let shown = if valid_name(&name) {
@@ -53,14 +53,16 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
             tracing::info!(%remote, name = %shown, "enrollment {}", printable(&text));
             let rate_limited = matches!(&outcome, Err((ErrorCode::Refused, _)));
             if !rate_limited {
-                let _ = relay.store.audit(&AuditEntry {
-                    who: &format!("enrollment from {remote}"),
-                    role: None,
-                    agent: valid_name(&name).then_some(name.as_str()),
-                    action: "enroll",
-                    args: "",
-                    outcome: &text,
-                });
+                relay
+                    .audit(AuditEntry {
+                        who: format!("enrollment from {remote}"),
+                        role: None,
+                        agent: valid_name(&name).then(|| name.clone()),
+                        action: "enroll".into(),
+                        args: String::new(),
+                        outcome: text,
+                    })
+                    .await;
             }
             reply(send, outcome).await;
         }
@@ -131,7 +133,7 @@ async fn reply(send: FramedSend, outcome: Result<Message, (ErrorCode, String)>) 
     }
 }
 
-fn enroll(
+async fn enroll(
     relay: &Relay,
     token: &str,
     name: &str,
@@ -149,13 +151,19 @@ fn enroll(
         ));
     }
     let ttl = Duration::from_secs(relay.dir.config.agent_cert_ttl_secs);
+    let (ca, agent, csr) = (relay.ca.clone(), name.to_string(), csr_pem.to_string());
     let result = relay
         .store
-        .enroll(&token.id, &token.secret_sha256(), name, || {
-            let issued = relay.ca.sign_agent_csr(name, csr_pem, ttl)?;
-            Ok((issued.cert_pem, issued.serial, issued.not_after))
+        .enroll(&token.id, &token.secret_sha256(), name, move || {
+            let issued = ca.sign_agent_csr(&agent, &csr, ttl)?;
+            Ok(Signed {
+                out: issued.cert_pem,
+                serial: issued.serial,
+                not_after: issued.not_after,
+            })
         })
-        .map_err(|e| (ErrorCode::BadRequest, format!("{e:#}")))?;
+        .await
+        .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
     match result {
         Ok(cert_pem) => Ok(Message::Enrolled {
             name: name.to_string(),

@@ -3,36 +3,47 @@
 //! The hub: a QUIC endpoint that agents dial out to and consoles connect to,
 //! with a private CA, enrollment, routing of requests to live agents, the
 //! ticket store and the audit log. The binary (`main.rs`) is a thin CLI over
-//! this library, which `firstline demo` also embeds.
+//! this library, which `firstline demo` also embeds. ARCHITECTURE.md at the
+//! workspace's root draws how the modules depend on each other.
 //!
-//! Where things live: [`server`] (accept loop, who is who), [`admission`]
-//! (connection bounds, rate limits), [`enroll`]
-//! (first contact), [`agent_link`] (an agent's live connection),
-//! [`operator`] (console requests), [`answer`] (lists in parts), [`policy`] (roles), [`registry`] (who is
-//! online), [`store`] (SQLite), [`audit`] (the anchored audit chain), [`tickets`], [`incidents`] (alert →
-//! ticket engine), [`webhook`] (external help desks), [`ca`]
-//! (certificates), [`token`], [`admin`] (offline admin commands and the lifecycle
-//! operations they share with [`admin_requests`], the console's),
-//! [`config`] (`relay.toml`).
+//! * connections: [`server`] (accept loop, who is who), [`admission`]
+//!   (connection bounds, rate limits), [`enroll`] (first contact),
+//!   [`agent_link`] (an agent's live connection), [`console`] (an
+//!   operator's connection);
+//! * console requests: [`requests`] (one file per request or small group:
+//!   role, audit line, handler), [`routing`] (requests forwarded to
+//!   agents), [`reply`] (answer streams, lists in parts);
+//! * shared state: [`state`] (the [`state::Relay`] every handler gets),
+//!   [`registry`] (who is online), [`notices`] (live notices), [`clock`]
+//!   (time, passed in), [`error`] (errors with their wire code);
+//! * storage: [`store`] (one async interface, SQLite and PostgreSQL
+//!   backends, the ticket rules, the incident engine, the audit chain, the
+//!   webhook outbox), [`ticket`] (what a ticket is), [`audit`] (the
+//!   anchor outside the database, `audit verify`), [`webhook`] (external
+//!   help desks);
+//! * the rest: [`ca`] (certificates), [`token`], [`admin`] (offline admin
+//!   commands and the lifecycle operations they share with the console's
+//!   requests), [`config`] (`relay.toml`).
 
 pub mod admin;
-pub mod admin_requests;
 pub mod admission;
 pub mod agent_link;
-pub mod answer;
 pub mod audit;
 pub mod ca;
+pub mod clock;
 pub mod config;
+pub mod console;
 pub mod enroll;
-pub mod incidents;
-pub mod operator;
-pub mod policy;
+pub mod error;
+pub mod notices;
 pub mod registry;
+pub mod reply;
+pub mod requests;
 pub mod routing;
 pub mod server;
+pub mod state;
 pub mod store;
-pub mod ticket_requests;
-pub mod tickets;
+pub mod ticket;
 pub mod token;
 pub mod webhook;
 

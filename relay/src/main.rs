@@ -6,6 +6,7 @@ use firstline_net::cli::{exit_with, init_logging, print_json, print_line};
 use firstline_proto::text::printable;
 use firstline_proto::Role;
 use firstline_relay::audit::{Finding, Verification};
+use firstline_relay::store::PeerKind;
 use firstline_relay::{admin, config, RelayDir};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -225,7 +226,7 @@ fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|| "HOST:PORT".into());
             eprintln!(
                 "valid for {uses} enrollment(s) until {}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay}",
-                firstline_relay::store::rfc3339(expires),
+                firstline_relay::clock::rfc3339(expires),
             );
             if dir.config.dialable_public_addr().is_none() {
                 eprintln!("warning: {}", admin::no_public_addr(&dir));
@@ -298,12 +299,12 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Operator(OperatorCommand::Revoke { name, config }) => {
-            admin::revoke(&RelayDir::load(&config)?, "operator", &name)?;
+            admin::revoke(&RelayDir::load(&config)?, PeerKind::Operator, &name)?;
             println!("operator {name} revoked");
         }
         Command::Audit(AuditCommand::Verify { config }) => {
             let dir = RelayDir::load(&config)?;
-            let store = firstline_relay::store::Store::open(&dir.database())?;
+            let store = dir.open_store()?;
             let report = firstline_relay::audit::verify(&store, &dir.audit_paths())?;
             render_verification(&dir, &report)?;
         }
@@ -331,7 +332,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Agent(AgentCommand::Revoke { name, config }) => {
-            admin::revoke(&RelayDir::load(&config)?, "agent", &name)?;
+            admin::revoke(&RelayDir::load(&config)?, PeerKind::Agent, &name)?;
             println!("agent {name} revoked");
         }
         Command::Agent(AgentCommand::Remove { name, config }) => {

@@ -4,96 +4,23 @@
 //! Every connection is classified once, from the handshake: the enrollment
 //! ALPN goes to [`crate::enroll`]; everything else must present a client
 //! certificate issued (and not revoked) by this relay, whose identity sends
-//! it to [`crate::agent_link`] or [`crate::operator`].
+//! it to [`crate::agent_link`] or [`crate::console`].
 
-use crate::admission::{Gate, RateLimiter, Slot};
-use crate::audit::RefusalLog;
-use crate::ca::Ca;
+use crate::admission::Slot;
 use crate::config::RelayDir;
-use crate::registry::Registry;
-use crate::store::{CertStatus, Store};
-use crate::tickets::Change;
+use crate::state::{close, Relay};
+use crate::store::{CertStatus, PeerKind};
 use anyhow::{Context, Result};
 use firstline_net::endpoint;
 use firstline_net::Identity;
 use firstline_proto::text::printable;
 use firstline_proto::ErrorCode;
-use firstline_proto::Notice;
 use quinn::{Connection, Endpoint, VarInt};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-/// Everything a connection handler needs, shared.
-pub struct Relay {
-    pub dir: RelayDir,
-    pub store: Store,
-    pub ca: Ca,
-    pub registry: Registry,
-    /// Live notices for `firstline watch`; slow watchers miss old ones.
-    pub notices: broadcast::Sender<Notice>,
-    /// Wakes the webhook sender when a delivery is queued.
-    pub webhook_wake: Notify,
-    /// Live and not-yet-authenticated connections, bounded.
-    pub gate: Arc<Gate>,
-    /// Enrollment attempts per source address.
-    pub enroll_rate: RateLimiter<IpAddr>,
-    /// Monitoring events per agent (paced, never dropped).
-    pub event_pace: RateLimiter<String>,
-    /// Refused connections are audited, at most one entry per identity a minute.
-    pub refusals: RefusalLog,
-}
-
-/// Notices kept for a slow watcher before it starts missing some.
-const NOTICE_BUFFER: usize = 1024;
-
-impl Relay {
-    /// Change tickets in one transaction: the changes are queued for the
-    /// webhook in the same transaction, then announced to watchers.
-    pub fn ticket_tx<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<(T, Vec<Change>)>,
-    ) -> anyhow::Result<T> {
-        let webhook = self.dir.config.webhook_url.is_some();
-        let name = &self.dir.config.name;
-        let (out, changes) = self.store.with_tx(|tx| {
-            let (out, changes) = f(tx)?;
-            if webhook {
-                for c in &changes {
-                    crate::webhook::enqueue(tx, name, c)?;
-                }
-            }
-            Ok((out, changes))
-        })?;
-        if webhook && !changes.is_empty() {
-            self.webhook_wake.notify_one();
-        }
-        for c in changes {
-            self.notify(Notice {
-                at: c.entry.at.clone(),
-                kind: format!("ticket_{}", c.entry.kind),
-                agent: c.ticket.agent.clone(),
-                ticket: Some(c.ticket.id),
-                text: notice_text(&c),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Tell every watcher (no watcher is fine).
-    pub fn notify(&self, notice: Notice) {
-        let _ = self.notices.send(notice);
-    }
-
-    pub fn first_message_timeout(&self) -> Duration {
-        Duration::from_secs(self.dir.config.first_message_timeout_secs)
-    }
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.dir.config.request_timeout_secs)
-    }
-}
 
 /// A running relay: its address and the way to stop it.
 pub struct RelayHandle {
@@ -113,7 +40,8 @@ impl RelayHandle {
 
 /// Bind the endpoint and start serving in the background.
 pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
-    let relay = Arc::new(load(dir)?);
+    let relay = Arc::new(Relay::load(dir)?);
+    tracing::info!(store = %relay.store.describe(), "store open");
     let endpoint = bind(&relay)?;
     let addr = endpoint.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
@@ -123,29 +51,6 @@ pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
         relay,
         shutdown,
         task,
-    })
-}
-
-fn load(dir: RelayDir) -> Result<Relay> {
-    let store = Store::open(&dir.database())?;
-    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
-    let c = &dir.config;
-    let enroll_rate = RateLimiter::per_minute(c.enroll_per_minute);
-    let events = f64::from(c.agent_events_per_sec);
-    // A burst of ten seconds' worth: an agent back from an outage delivers
-    // its first batches at once, and is paced after that.
-    let event_pace = RateLimiter::new(events, events * 10.0);
-    Ok(Relay {
-        dir,
-        store,
-        ca,
-        registry: Registry::default(),
-        notices: broadcast::channel(NOTICE_BUFFER).0,
-        webhook_wake: Notify::new(),
-        gate: Arc::default(),
-        enroll_rate,
-        event_pace,
-        refusals: RefusalLog::default(),
     })
 }
 
@@ -170,7 +75,11 @@ fn bind(relay: &Relay) -> Result<Endpoint> {
 async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
     let mut handlers = JoinSet::new();
     let poller = tokio::spawn(poll_revocations(relay.clone()));
-    let webhook = tokio::spawn(crate::webhook::deliver(relay.clone()));
+    let webhook = tokio::spawn(crate::webhook::deliver(
+        relay.store.clone(),
+        relay.dir.config.clone(),
+        relay.webhook_wake.clone(),
+    ));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -223,13 +132,13 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
         crate::enroll::handle(relay, conn).await;
         return;
     }
-    match authenticate(&relay, &conn) {
+    match authenticate(&relay, &conn).await {
         Ok(identity) => {
             slot.authenticated();
             match identity {
                 Identity::Agent { name } => crate::agent_link::run(relay, conn, name).await,
                 Identity::Operator { name, role } => {
-                    crate::operator::run(relay, conn, name, role).await
+                    crate::console::run(relay, conn, name, role).await
                 }
             }
         }
@@ -239,7 +148,9 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
             let who = endpoint::peer_info(&conn)
                 .and_then(|i| i.identity)
                 .map_or_else(|| "peer without a certificate".into(), |i| i.describe());
-            if let Err(e) = relay.refusals.record(&relay.store, remote, &who, &reason) {
+            let refusals = &relay.refusals;
+            let logged = refusals.record(&relay.store, &relay.audit_paths, remote, &who, &reason);
+            if let Err(e) = logged.await {
                 tracing::error!("cannot audit a refused connection: {e:#}");
             }
         }
@@ -247,7 +158,7 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
 }
 
 /// Identity of an authenticated connection, or why it is refused.
-fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (ErrorCode, String)> {
+async fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (ErrorCode, String)> {
     let Some(info) = endpoint::peer_info(conn) else {
         return Err((
             ErrorCode::Unauthenticated,
@@ -263,10 +174,10 @@ fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (ErrorCode
         ));
     };
     let (kind, name) = match &identity {
-        Identity::Agent { name } => ("agent", name),
-        Identity::Operator { name, .. } => ("operator", name),
+        Identity::Agent { name } => (PeerKind::Agent, name),
+        Identity::Operator { name, .. } => (PeerKind::Operator, name),
     };
-    match relay.store.cert_status(&info.serial, kind, name) {
+    match relay.store.cert_status(&info.serial, kind, name).await {
         Ok(CertStatus::Valid) => Ok(identity),
         Ok(CertStatus::Revoked) => Err((
             ErrorCode::Revoked,
@@ -283,104 +194,41 @@ fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (ErrorCode
     }
 }
 
-/// Close a connection with a firstline error code and a reason the peer
-/// shows to its user.
-pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
-    conn.close(VarInt::from_u32(code.quic_code()), reason.as_bytes());
-}
-
 /// Cut off peers revoked by `firstline-relay agent|operator revoke` (or
 /// agents removed by `agent remove`), which runs as a separate process and
 /// only writes the database.
 async fn poll_revocations(relay: Arc<Relay>) {
     let every = Duration::from_millis(relay.dir.config.revocation_poll_ms.max(50));
-    let mut seen = match relay.store.revocations_since(0) {
-        Ok(rows) => rows.last().map(|r| r.0).unwrap_or(0),
+    let mut seen = match relay.store.revocations_since(0).await {
+        Ok(rows) => rows.last().map(|r| r.seq).unwrap_or(0),
         Err(_) => 0,
     };
     loop {
         tokio::time::sleep(every).await;
-        let rows = match relay.store.revocations_since(seen) {
+        let rows = match relay.store.revocations_since(seen).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!("cannot read revocations: {e}");
                 continue;
             }
         };
-        for (seq, kind, name) in rows {
-            seen = seq;
+        for r in rows {
+            seen = r.seq;
+            let Some(kind) = PeerKind::parse(&r.kind) else {
+                continue;
+            };
+            let name = r.name;
             // `agent remove` of a live agent deletes its record and cuts it
             // off through this table too.
-            let removed = kind == "agent" && matches!(relay.store.agent(&name), Ok(None));
+            let removed =
+                kind == PeerKind::Agent && matches!(relay.store.agent(&name).await, Ok(None));
             let reason = if removed {
                 format!("agent {name} was removed by the relay admin; enroll it again to reconnect")
             } else {
                 format!("{kind} {name} has been revoked by the relay admin")
             };
-            let n = cut_off(&relay, &kind, &name, &reason);
+            let n = relay.cut_off(kind, &name, &reason).await;
             tracing::info!(%kind, %name, connections = n, "revoked");
         }
-    }
-}
-
-/// Close the live connections of `kind` `name` whose certificate is no
-/// longer valid; returns how many. A connection made since with a new,
-/// valid certificate (an agent removed and enrolled again under its name)
-/// stays.
-pub fn cut_off(relay: &Relay, kind: &str, name: &str, reason: &str) -> usize {
-    let mut n = 0;
-    for conn in relay.registry.connections_of(kind, name) {
-        let valid = endpoint::peer_info(&conn).is_some_and(|i| {
-            matches!(
-                relay.store.cert_status(&i.serial, kind, name),
-                Ok(CertStatus::Valid)
-            )
-        });
-        if !valid {
-            close(&conn, ErrorCode::Revoked, reason);
-            n += 1;
-        }
-    }
-    n
-}
-
-/// What a ticket notice says, from the entry the change added (not the
-/// ticket's title, which an ok result would contradict): `#12 opened: …`,
-/// `#12 OK disk /: 40% used`, `#12 status open → resolved: …`, `#12
-/// comment by tina: …`, `#12 assigned to bob`, `#12 runbook …: verdict`.
-fn notice_text(c: &Change) -> String {
-    use firstline_proto::runbook::Verdict;
-    use firstline_proto::CheckResult;
-    let id = c.ticket.id;
-    let e = &c.entry;
-    let text = e.body.as_str().map(str::to_string);
-    let result = || serde_json::from_value::<CheckResult>(e.body.clone()).ok();
-    match e.kind.as_str() {
-        "opened" => format!("#{id} opened: {}", c.ticket.title),
-        "result" => match result() {
-            Some(r) => format!(
-                "#{id} {} {} {}: {}",
-                r.status.label(),
-                r.check,
-                r.target,
-                r.summary
-            ),
-            None => format!("#{id} result: {}", text.unwrap_or_default()),
-        },
-        "comment" => format!(
-            "#{id} comment by {}: {}",
-            e.author,
-            text.unwrap_or_default()
-        ),
-        "status" => format!("#{id} status {}", text.unwrap_or_default()),
-        "diagnostics" => format!("#{id} diagnostic bundle attached"),
-        "verdict" => match serde_json::from_value::<Verdict>(e.body.clone()) {
-            Ok(v) => format!("#{id} runbook {}: {} ({})", v.runbook, v.verdict, v.cause),
-            Err(_) => format!("#{id} runbook verdict"),
-        },
-        kind => match text {
-            Some(t) => format!("#{id} {t}"),
-            None => format!("#{id} {kind}"),
-        },
     }
 }

@@ -22,34 +22,19 @@
 //! for at least as long: a captured delivery cannot be replayed later, and
 //! cannot be replayed within the window either.
 
-use crate::server::Relay;
-use crate::store::now;
-use crate::tickets::Change;
+use crate::config::RelayConfig;
+use crate::store::{Sent, Store};
 use anyhow::Result;
-use rusqlite::{params, Connection};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 pub const SIGNATURE_HEADER: &str = "X-Firstline-Signature";
 pub const EVENT_ID_HEADER: &str = "X-Firstline-Event-Id";
 pub const TIMESTAMP_HEADER: &str = "X-Firstline-Timestamp";
 
-/// Queue one ticket change for delivery (inside the change's transaction).
-pub fn enqueue(db: &Connection, relay_name: &str, change: &Change) -> Result<()> {
-    let event_id = format!("{relay_name}-{}-{}", change.ticket.id, change.entry_id);
-    let body = serde_json::json!({
-        "event_id": event_id,
-        "ticket_key": format!("{relay_name}-{}", change.ticket.id),
-        "event": change.entry.kind,
-        "ticket": change.ticket,
-        "entry": change.entry,
-    });
-    db.execute(
-        "INSERT OR IGNORE INTO webhook_outbox (event_id, body, next_at) VALUES (?1, ?2, ?3)",
-        params![event_id, body.to_string(), now()],
-    )?;
-    Ok(())
-}
+/// Deliveries claimed at once.
+const BATCH: u32 = 10;
 
 /// `sha256=HEX` of the HMAC-SHA256 of `TIMESTAMP.BODY` under `secret`.
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -60,76 +45,76 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(ctx.sign()))
 }
 
-/// Deliver queued events forever (spawned by `serve` when a URL is set).
-pub async fn deliver(relay: Arc<Relay>) {
-    let c = &relay.dir.config;
-    let Some(url) = c.webhook_url.clone() else {
+/// Deliver queued events forever (spawned by `serve` when a URL is set):
+/// claim what is due (a lease, so another relay on the same database does
+/// not send it too), send each, and record what became of it. `wake` is
+/// notified when a change was queued.
+pub async fn deliver(store: Store, config: RelayConfig, wake: Arc<Notify>) {
+    let Some(url) = config.webhook_url.clone() else {
         return;
     };
-    let secret = c.webhook_secret.clone().unwrap_or_default();
-    let client = match client(Duration::from_secs(c.webhook_timeout_secs)) {
+    let secret = config.webhook_secret.clone().unwrap_or_default();
+    let timeout = Duration::from_secs(config.webhook_timeout_secs);
+    let client = match client(timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("webhook disabled: {e}");
             return;
         }
     };
+    // Long enough for a whole batch to time out one by one; a relay that
+    // dies holding a claim delays those deliveries by this much.
+    let lease = timeout * (BATCH + 1);
     loop {
-        let due = relay.store.with_tx(|tx| due_events(tx)).unwrap_or_default();
+        let due = match store.claim_webhooks(BATCH, lease).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!("webhook outbox: {e}");
+                Vec::new()
+            }
+        };
         if due.is_empty() {
             tokio::select! {
-                _ = relay.webhook_wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
             continue;
         }
-        for (id, event_id, body, attempts) in due {
-            let at = now();
+        for d in due {
+            let at = store.now();
             let sent = client
                 .post(&url)
                 .header("Content-Type", "application/json")
                 .header(TIMESTAMP_HEADER, at.to_string())
-                .header(SIGNATURE_HEADER, signature(&secret, at, body.as_bytes()))
-                .header(EVENT_ID_HEADER, &event_id)
-                .body(body)
+                .header(SIGNATURE_HEADER, signature(&secret, at, d.body.as_bytes()))
+                .header(EVENT_ID_HEADER, &d.event_id)
+                .body(d.body)
                 .send()
                 .await;
             let outcome = match sent {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("HTTP {}", r.status())),
-                Err(e) => Err(e.to_string()),
+                Ok(r) if r.status().is_success() => Sent::Delivered,
+                Ok(r) => failed(
+                    &d.event_id,
+                    d.attempts,
+                    &format!("HTTP {}", r.status()),
+                    &config,
+                ),
+                Err(e) => failed(&d.event_id, d.attempts, &e.to_string(), &config),
             };
-            let stored = relay.store.with_tx(|tx| match &outcome {
-                Ok(()) => Ok(tx.execute("DELETE FROM webhook_outbox WHERE id = ?1", [id]).map(|_| ())?),
-                Err(_) => {
-                    let backoff = 1i64 << attempts.min(16);
-                    let delay = backoff.min(c.webhook_max_backoff_secs as i64);
-                    Ok(tx
-                        .execute(
-                            "UPDATE webhook_outbox SET attempts = attempts + 1, next_at = ?2 WHERE id = ?1",
-                            params![id, now() + delay],
-                        )
-                        .map(|_| ())?)
-                }
-            });
-            if let Err(e) = outcome {
-                tracing::warn!(%event_id, attempts = attempts + 1, "webhook delivery failed: {e}");
-            }
-            if let Err(e) = stored {
-                tracing::error!("webhook outbox: {e:#}");
+            if let Err(e) = store.finish_webhook(d.id, outcome).await {
+                tracing::error!("webhook outbox: {e}");
             }
         }
     }
 }
 
-fn due_events(db: &Connection) -> Result<Vec<(i64, String, String, i64)>> {
-    let mut stmt = db.prepare(
-        "SELECT id, event_id, body, attempts FROM webhook_outbox WHERE next_at <= ?1 ORDER BY id LIMIT 50",
-    )?;
-    let rows = stmt.query_map([now()], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// A failed attempt: logged, retried after a capped exponential backoff.
+fn failed(event_id: &str, attempts: i64, why: &str, c: &RelayConfig) -> Sent {
+    tracing::warn!(%event_id, attempts = attempts + 1, "webhook delivery failed: {why}");
+    let backoff = 1i64 << attempts.clamp(0, 16);
+    Sent::Failed {
+        backoff_secs: backoff.min(c.webhook_max_backoff_secs as i64),
+    }
 }
 
 fn client(timeout: Duration) -> Result<reqwest::Client> {

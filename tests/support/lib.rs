@@ -5,8 +5,10 @@
 pub mod diagnosis;
 pub mod dns;
 pub mod hub;
+pub mod nats;
 pub mod netlab;
 pub mod peers;
+pub mod pg;
 pub mod plugin;
 pub mod raw;
 pub mod tmpfs;

@@ -64,7 +64,7 @@ fn processes() -> Vec<ProcessInfo> {
         .map(|p| ProcessInfo {
             pid: p.pid().as_u32(),
             name: p.name().to_string_lossy().into_owned(),
-            cpu_pct: p.cpu_usage(),
+            cpu_pct: f64::from(p.cpu_usage()),
             memory_bytes: p.memory(),
         })
         .collect()

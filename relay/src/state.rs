@@ -1,0 +1,156 @@
+//! The relay's shared state: what every connection handler reaches — the
+//! store, the CA, who is online, live notices, limits, the clock — in one
+//! [`Relay`], built once by `serve` and shared behind an `Arc`.
+
+use crate::admission::{Gate, RateLimiter};
+use crate::audit::{AnchorPaths, AuditEntry, RefusalLog};
+use crate::ca::Ca;
+use crate::clock::SharedClock;
+use crate::config::RelayDir;
+use crate::registry::Registry;
+use crate::store::{CertStatus, PeerKind, Store};
+use crate::ticket::Change;
+use anyhow::Result;
+use firstline_net::endpoint;
+use firstline_proto::ErrorCode;
+use firstline_proto::Notice;
+use quinn::{Connection, VarInt};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
+
+/// Everything a connection handler needs, shared.
+pub struct Relay {
+    pub dir: RelayDir,
+    pub store: Store,
+    pub ca: Arc<Ca>,
+    pub registry: Registry,
+    /// Where "now" comes from (the store's too).
+    pub clock: SharedClock,
+    /// The audit anchor's key and checkpoints (in the relay folder).
+    pub audit_paths: AnchorPaths,
+    /// Live notices for `firstline watch`; slow watchers miss old ones.
+    pub notices: broadcast::Sender<Notice>,
+    /// Wakes the webhook sender when a delivery is queued.
+    pub webhook_wake: Arc<Notify>,
+    /// Live and not-yet-authenticated connections, bounded.
+    pub gate: Arc<Gate>,
+    /// Enrollment attempts per source address.
+    pub enroll_rate: RateLimiter<IpAddr>,
+    /// Monitoring events per agent (paced, never dropped).
+    pub event_pace: RateLimiter<String>,
+    /// Refused connections are audited, at most one entry per identity a minute.
+    pub refusals: RefusalLog,
+}
+
+/// Notices kept for a slow watcher before it starts missing some.
+const NOTICE_BUFFER: usize = 1024;
+
+impl Relay {
+    /// Open the store and the CA of a relay folder.
+    pub fn load(dir: RelayDir) -> Result<Relay> {
+        let store = dir.open_store()?;
+        let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
+        let c = &dir.config;
+        let enroll_rate = RateLimiter::per_minute(c.enroll_per_minute);
+        let events = f64::from(c.agent_events_per_sec);
+        // A burst of ten seconds' worth: an agent back from an outage delivers
+        // its first batches at once, and is paced after that.
+        let event_pace = RateLimiter::new(events, events * 10.0);
+        Ok(Relay {
+            audit_paths: dir.audit_paths(),
+            dir,
+            store,
+            ca: Arc::new(ca),
+            registry: Registry::default(),
+            clock: crate::clock::system(),
+            notices: broadcast::channel(NOTICE_BUFFER).0,
+            webhook_wake: Arc::new(Notify::new()),
+            gate: Arc::default(),
+            enroll_rate,
+            event_pace,
+            refusals: RefusalLog::default(),
+        })
+    }
+
+    /// Tell watchers of ticket changes the store made (and queued for the
+    /// webhook in the same transaction): wake the sender, send notices.
+    pub fn announce(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        if self.dir.config.webhook_url.is_some() {
+            self.webhook_wake.notify_one();
+        }
+        for c in changes {
+            self.notify(crate::notices::of_change(c));
+        }
+    }
+
+    /// Tell every watcher (no watcher is fine).
+    pub fn notify(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
+    /// Write an audit entry; a failure is logged (the request it records
+    /// has happened either way).
+    pub async fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = crate::audit::record(&self.store, &self.audit_paths, entry).await {
+            tracing::error!("cannot write audit entry: {e:#}");
+        }
+    }
+
+    /// No agent of this name: the message lists the enrolled ones.
+    pub async fn unknown_agent(&self, name: &str) -> crate::error::RelayError {
+        let names = self.store.agent_names().await.unwrap_or_default();
+        crate::error::RelayError::new(
+            firstline_proto::ErrorCode::UnknownAgent,
+            crate::admin::unknown_agent_text(name, &names),
+        )
+    }
+
+    /// No operator of this name: the message lists the live ones.
+    pub async fn unknown_operator(&self, name: &str) -> crate::error::RelayError {
+        let live = self.store.operators().await.unwrap_or_default();
+        crate::error::RelayError::new(
+            firstline_proto::ErrorCode::UnknownOperator,
+            crate::admin::unknown_operator_text(name, &live),
+        )
+    }
+
+    /// Close the live connections of `kind` `name` whose certificate is no
+    /// longer valid; returns how many. A connection made since with a new,
+    /// valid certificate (an agent removed and enrolled again under its name)
+    /// stays.
+    pub async fn cut_off(&self, kind: PeerKind, name: &str, reason: &str) -> usize {
+        let mut n = 0;
+        for conn in self.registry.connections_of(kind.as_str(), name) {
+            let valid = match endpoint::peer_info(&conn) {
+                Some(i) => matches!(
+                    self.store.cert_status(&i.serial, kind, name).await,
+                    Ok(CertStatus::Valid)
+                ),
+                None => false,
+            };
+            if !valid {
+                close(&conn, ErrorCode::Revoked, reason);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn first_message_timeout(&self) -> Duration {
+        Duration::from_secs(self.dir.config.first_message_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.dir.config.request_timeout_secs)
+    }
+}
+
+/// Close a connection with a firstline error code and a reason the peer
+/// shows to its user.
+pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
+    conn.close(VarInt::from_u32(code.quic_code()), reason.as_bytes());
+}

@@ -1,0 +1,688 @@
+//! The relay's store: one async interface of use cases — enroll, ingest
+//! events, change a ticket, append to the audit log, claim webhook
+//! deliveries, presence… — over two backends chosen by URL: SQLite (the
+//! embedded default, [`sqlite`]) and PostgreSQL ([`postgres`], for several
+//! relays on one database). Callers never see a connection, a transaction
+//! or an SQL dialect.
+//!
+//! Inside, three layers:
+//! * [`tx::Tx`]: the storage primitives, each backend's SQL;
+//! * the rules, written once on `&mut dyn Tx`: [`tickets`], [`incidents`]
+//!   (the alert → ticket engine), [`audit`] (the hash chain), [`identity`]
+//!   (tokens, enrollment, certificates, revocation, operators),
+//!   [`webhooks`] (the outbox);
+//! * [`Store`]: each use case runs its rules in one transaction as a job
+//!   on the backend's own threads — never on the async workers — and
+//!   awaits the answer, which comes after the commit.
+//!
+//! Time comes from the [`crate::clock::Clock`] the store is opened with:
+//! the rules never read the system clock.
+
+pub mod audit;
+pub mod error;
+pub mod identity;
+pub mod incidents;
+pub mod migrations;
+pub mod postgres;
+pub mod sqlite;
+pub mod suite;
+pub mod tickets;
+pub mod tx;
+pub mod webhooks;
+
+pub use audit::AuditEntry;
+pub use error::{Missing, StoreError, StoreResult};
+pub use identity::{CertStatus, EnrollRefusal, Removed, RoleRefusal, Signed, TokenError};
+pub use incidents::Ingested;
+pub use tx::{Delivery, PeerKind, Presence, Revocation, StoredAudit};
+pub use webhooks::Sent;
+
+use crate::clock::SharedClock;
+use crate::ticket::{Change, NewTicket, Ticket, TicketEdit, TicketFilter};
+use firstline_proto::message::{AgentRecord, OperatorInfo, TokenInfo};
+use firstline_proto::{AgentEvent, AgentInfo, AuditRecord, Role, TicketEntry};
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tx::{TokenRow, Tx};
+
+/// Where the store is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://user:password@host/db`).
+    Postgres(String),
+}
+
+impl Location {
+    /// From `[store] url`: `sqlite:relay.db` (relative to `base`, the relay
+    /// folder), `sqlite:///abs/path.db`, `postgres://…` or `postgresql://…`.
+    pub fn parse(url: &str, base: &Path) -> Result<Location, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Location::Postgres(url.to_string()));
+        }
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("`sqlite:` needs a file: sqlite:relay.db".into());
+            }
+            return Ok(Location::Sqlite(base.join(path)));
+        }
+        Err(format!(
+            "unknown store url `{}`: use sqlite:FILE or postgres://USER@HOST/DB",
+            redact(url)
+        ))
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Location::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// How the store behaves beyond where it is.
+#[derive(Clone)]
+pub struct Options {
+    /// Where "now" comes from.
+    pub clock: SharedClock,
+    /// The relay deployment's name when ticket changes are to be queued
+    /// for the webhook (in the transaction of the change); `None`: not.
+    pub webhook_source: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: crate::clock::system(),
+            webhook_source: None,
+        }
+    }
+}
+
+/// A job's answer, type-erased on its way through the backend.
+pub type Output = Box<dyn Any + Send>;
+
+/// A job's rules, run in a transaction (again after a [`StoreError::Retry`]).
+pub type Work = Box<dyn FnMut(&mut dyn Tx) -> StoreResult<Output> + Send>;
+/// A job's answer, called once.
+pub type Answer = Box<dyn FnOnce(StoreResult<Output>) + Send>;
+
+/// One use case's transaction, for a backend to run.
+pub struct Job {
+    /// A write transaction (else read-only).
+    pub write: bool,
+    /// The rules; may be run again after a [`StoreError::Retry`].
+    pub work: Work,
+    /// Called once, after the commit (or with the error).
+    pub reply: Answer,
+}
+
+/// What a backend provides: running jobs, off the caller's async workers.
+pub trait Backend: Send + Sync {
+    /// Run `job` in a transaction on the backend's own threads, then call
+    /// its `reply`. Must not block for long (queue it).
+    fn submit(&self, job: Job);
+    /// Where it is, for logs (no password).
+    fn describe(&self) -> String;
+}
+
+/// Run `attempt` again while it fails with [`StoreError::Retry`], a few
+/// times, with a short growing pause: for backends whose transactions can
+/// lose races (PostgreSQL's serialization failures).
+pub fn with_retries<T>(mut attempt: impl FnMut() -> StoreResult<T>) -> StoreResult<T> {
+    const ATTEMPTS: u32 = 8;
+    let mut n = 0;
+    loop {
+        match attempt() {
+            Err(StoreError::Retry(_)) if n + 1 < ATTEMPTS => {
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2u64 << n));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Wait for a store future from code that is not async (the offline admin
+/// commands): it parks the thread until the store's thread answers. Also
+/// fine inside an async runtime's thread, as blocking work is.
+pub fn wait<F: Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// The store: cheap to clone, shared by every task of the relay.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Box<dyn Backend>,
+    clock: SharedClock,
+    webhook_source: Option<String>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Store({})", self.inner.backend.describe())
+    }
+}
+
+impl Store {
+    /// Open (and migrate) the store at `location`.
+    pub fn open(location: &Location, options: Options) -> StoreResult<Store> {
+        let backend: Box<dyn Backend> = match location {
+            Location::Sqlite(path) => Box::new(sqlite::Sqlite::open(path)?),
+            Location::Postgres(_) => postgres::open(location)?,
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                clock: options.clock,
+                webhook_source: options.webhook_source,
+            }),
+        })
+    }
+
+    /// A SQLite store at `path`, with the system clock and no webhook.
+    pub fn open_sqlite(path: &Path) -> StoreResult<Store> {
+        Store::open(&Location::Sqlite(path.to_path_buf()), Options::default())
+    }
+
+    /// Where the store is, for logs.
+    pub fn describe(&self) -> String {
+        self.inner.backend.describe()
+    }
+
+    /// Now, by the store's clock.
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        write: bool,
+        mut f: impl FnMut(&mut dyn Tx) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.inner.backend.submit(Job {
+            write,
+            work: Box::new(move |tx| f(tx).map(|v| Box::new(v) as Output)),
+            reply: Box::new(move |out| {
+                let _ = answer.send(out);
+            }),
+        });
+        let out = answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the database thread has stopped".into()))??;
+        out.downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Backend("a job answered with the wrong type".into()))
+    }
+
+    /// Run `f` in one write transaction (all of it is stored, or none).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.submit(true, f).await
+    }
+
+    /// Run `f` in one read-only transaction.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.submit(false, f).await
+    }
+
+    /// Change tickets in one transaction with `f`, the changes queued for
+    /// the webhook (when one is configured) in the same transaction.
+    async fn change<T: Send + 'static>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx, i64) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
+    ) -> StoreResult<(T, Vec<Change>)> {
+        let now = self.now();
+        let source = self.inner.webhook_source.clone();
+        self.write(move |tx| {
+            let (out, changes) = f(tx, now)?;
+            if let Some(source) = &source {
+                for c in &changes {
+                    webhooks::enqueue(tx, source, c, now)?;
+                }
+            }
+            Ok((out, changes))
+        })
+        .await
+    }
+
+    // ---- enrollment tokens ----
+
+    /// Record a new token (its secret hashed); when it expires.
+    pub async fn add_token(
+        &self,
+        id: &str,
+        secret_sha256: &str,
+        uses: u32,
+        ttl: Duration,
+    ) -> StoreResult<i64> {
+        let now = self.now();
+        let row = TokenRow {
+            id: id.into(),
+            secret_sha256: secret_sha256.into(),
+            uses: Some(uses.into()),
+            uses_left: uses.into(),
+            created_at: now,
+            expires_at: now.saturating_add(ttl.as_secs().min(i64::MAX as u64) as i64),
+            revoked_at: None,
+        };
+        let expires = row.expires_at;
+        self.write(move |tx| tx.insert_token(&row)).await?;
+        Ok(expires)
+    }
+
+    /// Every enrollment token, oldest first, never a secret.
+    pub async fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+        let now = self.now();
+        self.read(move |tx| {
+            Ok(tx
+                .tokens()?
+                .iter()
+                .map(|t| identity::token_info(t, now))
+                .collect())
+        })
+        .await
+    }
+
+    /// Revoke a token: the token after, and whether this call revoked it
+    /// (false: it already was). `None` when there is no such token.
+    pub async fn revoke_token(&self, id: &str) -> StoreResult<Option<(TokenInfo, bool)>> {
+        let (id, now) = (id.to_string(), self.now());
+        self.write(move |tx| {
+            let newly = tx.revoke_token(&id, now)?;
+            Ok(tx
+                .token(&id)?
+                .map(|t| (identity::token_info(&t, now), newly)))
+        })
+        .await
+    }
+
+    // ---- enrollment, certificates, revocation ----
+
+    /// Enroll an agent: check and spend the token, check the name is free,
+    /// `sign`, and record the certificate — all or nothing.
+    pub async fn enroll<T: Send + 'static>(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        name: &str,
+        mut sign: impl FnMut() -> anyhow::Result<Signed<T>> + Send + 'static,
+    ) -> StoreResult<Result<T, EnrollRefusal>> {
+        let (token_id, secret, name) = (
+            token_id.to_string(),
+            secret_sha256.to_string(),
+            name.to_string(),
+        );
+        let now = self.now();
+        self.write(move |tx| identity::enroll(tx, &token_id, &secret, &name, now, &mut sign))
+            .await
+    }
+
+    /// Renew an agent's certificate (refused once it is revoked or removed).
+    pub async fn renew_agent<T: Send + 'static>(
+        &self,
+        name: &str,
+        mut sign: impl FnMut() -> anyhow::Result<Signed<T>> + Send + 'static,
+    ) -> StoreResult<Result<T, EnrollRefusal>> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| identity::renew(tx, &name, now, &mut sign))
+            .await
+    }
+
+    /// Record a certificate issued outside enrollment (operators', the relay's).
+    pub async fn record_cert(
+        &self,
+        serial: &str,
+        kind: PeerKind,
+        name: &str,
+        not_after: i64,
+    ) -> StoreResult<()> {
+        let (serial, name, now) = (serial.to_string(), name.to_string(), self.now());
+        self.write(move |tx| tx.insert_cert(&serial, kind, &name, not_after, now))
+            .await
+    }
+
+    /// Whether certificate `serial` may log in as `kind` `name`.
+    pub async fn cert_status(
+        &self,
+        serial: &str,
+        kind: PeerKind,
+        name: &str,
+    ) -> StoreResult<CertStatus> {
+        let (serial, name) = (serial.to_string(), name.to_string());
+        self.read(move |tx| identity::cert_status(tx, &serial, kind, &name))
+            .await
+    }
+
+    /// Revoke an agent or operator for good; false when there is none.
+    pub async fn revoke(&self, kind: PeerKind, name: &str) -> StoreResult<bool> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| identity::revoke(tx, kind, &name, now))
+            .await
+    }
+
+    /// Revocations recorded after `seq`, in order.
+    pub async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>> {
+        self.read(move |tx| tx.revocations_since(seq)).await
+    }
+
+    /// Record agents and their certificates at once: `(name, serial,
+    /// not_after)`; all or nothing.
+    pub async fn bulk_enroll(&self, agents: Vec<(String, String, i64)>) -> StoreResult<()> {
+        let now = self.now();
+        self.write(move |tx| identity::bulk_enroll(tx, &agents, now))
+            .await
+    }
+
+    // ---- agents and presence ----
+
+    /// An agent connected and said who it is.
+    pub async fn agent_seen(&self, name: &str, presence: Presence) -> StoreResult<()> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| tx.agent_seen(&name, &presence, now))
+            .await
+    }
+
+    /// An agent's connection ended.
+    pub async fn agent_left(&self, name: &str) -> StoreResult<()> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| tx.agent_left(&name, now)).await
+    }
+
+    /// Every enrolled agent (not removed); `online` is the caller's to fill.
+    pub async fn agents(&self) -> StoreResult<Vec<AgentInfo>> {
+        self.read(|tx| tx.agents()).await
+    }
+
+    pub async fn agent(&self, name: &str) -> StoreResult<Option<AgentInfo>> {
+        let name = name.to_string();
+        self.read(move |tx| tx.agent(&name)).await
+    }
+
+    /// Enrollment records of every agent (not removed).
+    pub async fn agent_records(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.read(|tx| tx.agent_records()).await
+    }
+
+    /// Names of the agents (not removed), for messages that list them.
+    pub async fn agent_names(&self) -> StoreResult<Vec<String>> {
+        self.read(|tx| tx.agent_names()).await
+    }
+
+    /// Whether `name` is an agent the relay knows or knew: enrolled (even
+    /// revoked or removed) or named by a ticket.
+    pub async fn agent_known(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_string();
+        self.read(move |tx| tx.agent_known(&name)).await
+    }
+
+    /// Remove an agent's record (see [`identity::remove_agent`]).
+    pub async fn remove_agent(&self, name: &str) -> StoreResult<Option<Removed>> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| identity::remove_agent(tx, &name, now))
+            .await
+    }
+
+    /// `(status, summary)` of a monitor's latest result.
+    pub async fn monitor_status(
+        &self,
+        agent: &str,
+        monitor: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let (agent, monitor) = (agent.to_string(), monitor.to_string());
+        self.read(move |tx| tx.monitor_status(&agent, &monitor))
+            .await
+    }
+
+    // ---- operators ----
+
+    /// Add an operator; false when the name is taken (revoked names stay taken).
+    pub async fn add_operator(&self, name: &str, role: Role) -> StoreResult<bool> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| tx.insert_operator(&name, role, now))
+            .await
+    }
+
+    pub async fn operators(&self) -> StoreResult<Vec<OperatorInfo>> {
+        self.read(|tx| tx.operators()).await
+    }
+
+    /// One operator: its role and whether it is revoked — what authorizes
+    /// each of its requests.
+    pub async fn operator(&self, name: &str) -> StoreResult<Option<OperatorInfo>> {
+        let name = name.to_string();
+        self.read(move |tx| tx.operator(&name)).await
+    }
+
+    /// Change a live operator's role: the operator after, the role before.
+    pub async fn set_operator_role(
+        &self,
+        name: &str,
+        role: Role,
+    ) -> StoreResult<Result<(OperatorInfo, Role), RoleRefusal>> {
+        let name = name.to_string();
+        self.write(move |tx| identity::set_role(tx, &name, role))
+            .await
+    }
+
+    // ---- tickets ----
+
+    /// Open a ticket.
+    pub async fn create_ticket(&self, t: NewTicket) -> StoreResult<Change> {
+        let (change, _) = self
+            .change(move |tx, now| {
+                let c = tickets::create(tx, &t, None, now)?;
+                Ok((c.clone(), vec![c]))
+            })
+            .await?;
+        Ok(change)
+    }
+
+    /// A person's change to ticket `id`.
+    pub async fn change_ticket(
+        &self,
+        id: u64,
+        edit: TicketEdit,
+        author: &str,
+    ) -> StoreResult<Change> {
+        let author = author.to_string();
+        let (change, _) = self
+            .change(move |tx, now| {
+                let c = tickets::edit(tx, id, &edit, &author, now)?;
+                Ok((c.clone(), vec![c]))
+            })
+            .await?;
+        Ok(change)
+    }
+
+    /// Append an entry (a routed result, a runbook's verdict) to ticket
+    /// `id`; `None` when there is no such ticket.
+    pub async fn append_to_ticket(
+        &self,
+        id: u64,
+        kind: &str,
+        author: &str,
+        body: &str,
+        observed_at: Option<i64>,
+    ) -> StoreResult<Option<Change>> {
+        let (kind, author, body) = (kind.to_string(), author.to_string(), body.to_string());
+        let (change, _) = self
+            .change(move |tx, now| {
+                let c = tickets::append(tx, id, &kind, &author, &body, observed_at, now)?;
+                Ok((c.clone(), c.into_iter().collect()))
+            })
+            .await?;
+        Ok(change)
+    }
+
+    pub async fn ticket(&self, id: u64) -> StoreResult<Option<Ticket>> {
+        self.read(move |tx| tx.ticket(id)).await
+    }
+
+    /// The tickets matching every filter given, by id.
+    pub async fn list_tickets(&self, filter: TicketFilter) -> StoreResult<Vec<Ticket>> {
+        self.read(move |tx| tx.tickets(&filter)).await
+    }
+
+    /// A ticket and its timeline, read together.
+    pub async fn ticket_detail(&self, id: u64) -> StoreResult<Option<(Ticket, Vec<TicketEntry>)>> {
+        self.read(move |tx| {
+            Ok(match tx.ticket(id)? {
+                Some(t) => Some((t, tx.entries(id)?)),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    /// Ingest an agent's monitoring events, idempotently (see
+    /// [`incidents`]); the ticket changes are in [`Ingested::changes`].
+    pub async fn ingest_events(
+        &self,
+        agent: &str,
+        events: Vec<AgentEvent>,
+        reopen_window_secs: i64,
+    ) -> StoreResult<Ingested> {
+        let agent = agent.to_string();
+        let (mut ingested, changes) = self
+            .change(move |tx, now| {
+                let mut i = incidents::ingest(tx, &agent, &events, reopen_window_secs, now)?;
+                let changes = std::mem::take(&mut i.changes);
+                Ok((i, changes))
+            })
+            .await?;
+        ingested.changes = changes;
+        Ok(ingested)
+    }
+
+    // ---- audit ----
+
+    /// Append to the audit chain: the entry's `(id, hash)`. (Its signed
+    /// checkpoint outside the database is [`crate::audit::record`]'s.)
+    pub async fn append_audit(&self, entry: AuditEntry) -> StoreResult<(i64, String)> {
+        let now = self.now();
+        self.write(move |tx| audit::append(tx, &entry, now)).await
+    }
+
+    /// Audit entries, oldest first, optionally of one agent, the last `limit`.
+    pub async fn audit_records(
+        &self,
+        agent: Option<&str>,
+        limit: Option<u32>,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let agent = agent.map(str::to_string);
+        self.read(move |tx| tx.audit_records(agent.as_deref(), limit))
+            .await
+    }
+
+    /// Every audit entry with its links, by id.
+    pub async fn audit_chain(&self) -> StoreResult<Vec<StoredAudit>> {
+        self.read(|tx| tx.audit_chain()).await
+    }
+
+    // ---- webhook deliveries ----
+
+    /// Claim up to `limit` due deliveries for `lease`: nobody else gets
+    /// them until it runs out or they are finished.
+    pub async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<Delivery>> {
+        let now = self.now();
+        let lease = lease.as_secs().clamp(1, 86_400) as i64;
+        self.write(move |tx| webhooks::claim(tx, now, lease, limit))
+            .await
+    }
+
+    /// What became of a claimed delivery.
+    pub async fn finish_webhook(&self, id: i64, sent: Sent) -> StoreResult<()> {
+        let now = self.now();
+        self.write(move |tx| webhooks::finish(tx, id, sent, now))
+            .await
+    }
+
+    /// Deliveries still queued.
+    pub async fn webhook_backlog(&self) -> StoreResult<u64> {
+        self.read(|tx| tx.webhook_backlog()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_from_urls() {
+        let base = Path::new("/etc/firstline");
+        assert_eq!(
+            Location::parse("sqlite:relay.db", base),
+            Ok(Location::Sqlite("/etc/firstline/relay.db".into()))
+        );
+        assert_eq!(
+            Location::parse("sqlite:///var/lib/r.db", base),
+            Ok(Location::Sqlite("/var/lib/r.db".into()))
+        );
+        let pg = Location::parse("postgres://fl:s3cret@db.example/fl", base).unwrap();
+        assert_eq!(format!("{pg:?}"), "postgres://fl:***@db.example/fl");
+        assert!(Location::parse("mysql://x", base).is_err());
+        assert!(Location::parse("sqlite:", base).is_err());
+        assert_eq!(
+            redact("postgres://db.example/fl"),
+            "postgres://db.example/fl"
+        );
+    }
+
+    #[test]
+    fn postgres_is_not_built_yet_and_says_so() {
+        let loc = Location::Postgres("postgres://u:pw@localhost/x".into());
+        let e = Store::open(&loc, Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no PostgreSQL backend yet"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+    }
+}

@@ -1,0 +1,202 @@
+//! SQLite's schema history (see [`crate::store::migrations`]).
+
+use super::error;
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::migrations::{self, Migration};
+use rusqlite::{params, Connection, TransactionBehavior};
+
+type Step = fn(&Connection) -> rusqlite::Result<()>;
+
+/// SQLite's schema history. Version 1 is the schema as it was before
+/// versions were recorded, made so that it adopts any database of those
+/// relays as it is: tables are created only if missing, and columns added
+/// since (`observed_at` and the others) only where missing.
+pub const MIGRATIONS: &[Migration<Step>] = &[
+    Migration {
+        version: 1,
+        name: "the schema of relays before versions: tokens, agents, operators, certs, revocations, audit, tickets, webhook outbox",
+        apply: v1_adopt,
+    },
+    Migration {
+        version: 2,
+        name: "webhook deliveries claimed with a lease; certificates looked up by identity",
+        apply: v2_claims,
+    },
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    migrations::check(MIGRATIONS).map_err(StoreError::Backend)?;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(error)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at INTEGER NOT NULL
+            )",
+        )
+        .map_err(error)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(error)?;
+        let Some(next) = migrations::pending(MIGRATIONS, current as u32)?.first() else {
+            return tx.commit().map_err(error);
+        };
+        (next.apply)(&tx).map_err(error)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![next.version, next.name, crate::clock::unix_now()],
+        )
+        .map_err(error)?;
+        tx.commit().map_err(error)?;
+        tracing::info!(
+            version = next.version,
+            "database schema migrated: {}",
+            next.name
+        );
+    }
+}
+
+const V1_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    uses_left INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    uses INTEGER,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    version TEXT,
+    os TEXT,
+    hostname TEXT,
+    revoked_at INTEGER,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    removed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS certs (
+    serial TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    not_after INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    role TEXT,
+    agent TEXT,
+    action TEXT NOT NULL,
+    args TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS monitor_status (
+    agent TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (agent, monitor)
+);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    agent TEXT,
+    check_name TEXT,
+    monitor TEXT,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    source TEXT NOT NULL,
+    assignee TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    resolved_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS tickets_by_monitor ON tickets (agent, monitor, id);
+CREATE TABLE IF NOT EXISTS ticket_entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    author TEXT NOT NULL,
+    body TEXT NOT NULL,
+    observed_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS entries_by_ticket ON ticket_entries (ticket_id, id);
+"#;
+
+/// Columns added by relays before versions, missing from older tables:
+/// `(table, column, type)`.
+const V1_ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("ticket_entries", "observed_at", "INTEGER"),
+    ("tokens", "uses", "INTEGER"),
+    ("tokens", "revoked_at", "INTEGER"),
+    ("agents", "removed_at", "INTEGER"),
+];
+
+fn v1_adopt(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(V1_SCHEMA)?;
+    for (table, column, kind) in V1_ADDED_COLUMNS {
+        add_column(db, table, column, kind)?;
+    }
+    Ok(())
+}
+
+fn v2_claims(db: &Connection) -> rusqlite::Result<()> {
+    add_column(db, "webhook_outbox", "claimed_until", "INTEGER")?;
+    db.execute_batch(
+        "CREATE INDEX IF NOT EXISTS certs_by_identity ON certs (kind, name);
+         CREATE INDEX IF NOT EXISTS webhook_due ON webhook_outbox (next_at, id);",
+    )
+}
+
+/// `ALTER TABLE … ADD COLUMN` unless the column is there.
+fn add_column(db: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
+    let mut stmt = db.prepare(&format!("PRAGMA table_info({table})"))?;
+    let present = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .any(|c| c == column);
+    if !present {
+        db.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+            [],
+        )?;
+        tracing::info!("database upgraded: {table}.{column} added");
+    }
+    Ok(())
+}

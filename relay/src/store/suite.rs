@@ -1,0 +1,894 @@
+//! The store test suite: every use case of [`Store`], the concurrency
+//! rules included, written once and run on every backend.
+//!
+//! A backend's tests call [`crate::store_suite!`] with a function that
+//! opens a fresh store with the given [`Options`] (and returns a guard kept
+//! alive for the test, e.g. its temp dir):
+//!
+//! ```ignore
+//! async fn open(options: Options) -> (tempfile::TempDir, Store) { … }
+//! firstline_relay::store_suite!(open);
+//! ```
+//!
+//! which makes one `#[tokio::test]` per case. The cases use names of their
+//! own (a random suffix), so they may share one database and run at once.
+
+// Test code, built with the library so other crates' tests can run it.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::ticket::{Priority, Source, TicketStatus};
+use firstline_proto::{CheckResult, EventKind, Status, TicketChange};
+
+/// Every case, by name (the macro makes a test of each).
+#[macro_export]
+macro_rules! store_suite {
+    ($open:path) => {
+        $crate::store_suite!(@cases $open;
+            tokens_and_enrollment,
+            a_single_use_token_enrolls_once_however_many_race_for_it,
+            revocation_is_of_the_identity,
+            agents_presence_and_removal,
+            operators_and_roles,
+            tickets_and_their_timeline,
+            ticket_filters,
+            ingest_is_idempotent_even_when_two_ingest_at_once,
+            the_reopen_window_is_read_on_the_clock,
+            configuration_problems_open_no_ticket,
+            concurrent_audit_appends_make_one_chain,
+            a_webhook_delivery_is_claimed_once
+        );
+    };
+    (@cases $open:path; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let clock = $crate::clock::ManualClock::new(1_800_000_000);
+                let options = $crate::store::Options {
+                    clock: clock.clone(),
+                    webhook_source: Some("suite".into()),
+                };
+                let (guard, store) = $open(options).await;
+                $crate::store::suite::$case(&store, &clock).await;
+                drop(guard);
+            }
+        )*
+    };
+}
+
+/// A name no other case (or run) uses.
+fn unique(tag: &str) -> String {
+    format!("{tag}-{:08x}", rand::random::<u32>())
+}
+
+/// A stand-in for the CA: a fresh serial, valid for a day.
+fn sign(now: i64) -> impl FnMut() -> anyhow::Result<Signed<String>> + Send + 'static {
+    move || {
+        let serial = format!("{:016x}", rand::random::<u64>());
+        Ok(Signed {
+            out: serial.clone(),
+            serial,
+            not_after: now + 86_400,
+        })
+    }
+}
+
+async fn enroll(s: &Store, token: &str, name: &str) -> Result<String, EnrollRefusal> {
+    s.enroll(token, "secret", name, sign(s.now()))
+        .await
+        .unwrap()
+}
+
+async fn agent(s: &Store, name: &str) {
+    let token = unique("t");
+    s.add_token(&token, "secret", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    enroll(s, &token, name).await.unwrap();
+}
+
+pub async fn tokens_and_enrollment(s: &Store, clock: &ManualClock) {
+    let (t1, t2) = (unique("t1"), unique("t2"));
+    let expires = s
+        .add_token(&t1, "secret", 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(expires, clock.now() + 60);
+    s.add_token(&t2, "secret", 5, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (a1, a2, a3) = (unique("pc"), unique("pc"), unique("pc"));
+    assert!(enroll(s, &t1, &a1).await.is_ok());
+    let token = |e| Err(EnrollRefusal::Token(e));
+    assert_eq!(enroll(s, "nope", &a2).await, token(TokenError::Unknown));
+    let wrong = s.enroll(&t1, "other", &a2, sign(0)).await.unwrap();
+    assert_eq!(
+        wrong,
+        token(TokenError::Unknown),
+        "a wrong secret learns nothing"
+    );
+    // A taken name does not spend the token.
+    assert!(matches!(
+        enroll(s, &t1, &a1).await,
+        Err(EnrollRefusal::NameTaken(_))
+    ));
+    assert!(enroll(s, &t1, &a2).await.is_ok());
+    assert_eq!(enroll(s, &t1, &a3).await, token(TokenError::Used));
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(enroll(s, &t2, &a3).await, token(TokenError::Expired));
+    let listed: Vec<(String, String, u32)> = s
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.id == t1 || t.id == t2)
+        .map(|t| (t.id, t.state, t.uses_left))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (t1.clone(), "used".into(), 0),
+            (t2.clone(), "expired".into(), 5)
+        ]
+    );
+    // Revoked: enrolls nothing, listed so, once.
+    let t3 = unique("t3");
+    s.add_token(&t3, "secret", 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (info, newly) = s.revoke_token(&t3).await.unwrap().unwrap();
+    assert!(newly);
+    assert_eq!(
+        (info.state.as_str(), info.uses, info.uses_left),
+        ("revoked", Some(3), 3)
+    );
+    assert!(
+        !s.revoke_token(&t3).await.unwrap().unwrap().1,
+        "already revoked"
+    );
+    assert!(s.revoke_token("nope").await.unwrap().is_none());
+    assert_eq!(enroll(s, &t3, &a3).await, token(TokenError::Revoked));
+    assert!(s.agent(&a3).await.unwrap().is_none());
+}
+
+pub async fn a_single_use_token_enrolls_once_however_many_race_for_it(s: &Store, _: &ManualClock) {
+    let t = unique("t");
+    s.add_token(&t, "secret", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, t) = (s.clone(), t.clone());
+            tokio::spawn(async move { enroll(&s, &t, &unique("racer")).await })
+        })
+        .collect();
+    let mut enrolled = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(_) => enrolled += 1,
+            Err(e) => assert_eq!(e, EnrollRefusal::Token(TokenError::Used)),
+        }
+    }
+    assert_eq!(enrolled, 1);
+    let token = s
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.id == t)
+        .unwrap();
+    assert_eq!(token.uses_left, 0);
+}
+
+pub async fn revocation_is_of_the_identity(s: &Store, _: &ManualClock) {
+    let pc = unique("pc");
+    agent(s, &pc).await;
+    let renewed = s.renew_agent(&pc, sign(s.now())).await.unwrap().unwrap();
+    let status = |serial: String, kind| {
+        let (s, pc) = (s.clone(), pc.clone());
+        async move { s.cert_status(&serial, kind, &pc).await.unwrap() }
+    };
+    assert_eq!(
+        status(renewed.clone(), PeerKind::Agent).await,
+        CertStatus::Valid
+    );
+    assert_eq!(
+        status(renewed.clone(), PeerKind::Operator).await,
+        CertStatus::Unknown,
+        "a serial logs in only as the identity it was issued to"
+    );
+    assert_eq!(
+        status("nope".into(), PeerKind::Agent).await,
+        CertStatus::Unknown
+    );
+    let before = s
+        .revocations_since(0)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |r| r.seq);
+    assert!(s.revoke(PeerKind::Agent, &pc).await.unwrap());
+    assert_eq!(
+        status(renewed.clone(), PeerKind::Agent).await,
+        CertStatus::Revoked
+    );
+    let refused = s.renew_agent(&pc, sign(s.now())).await.unwrap();
+    assert!(matches!(refused, Err(EnrollRefusal::Revoked(_))));
+    // A certificate recorded for the name by any other path after the
+    // revocation is refused too.
+    s.record_cert("late-serial-0", PeerKind::Agent, &pc, s.now() + 60)
+        .await
+        .ok();
+    let late = unique("late");
+    s.record_cert(&late, PeerKind::Agent, &pc, s.now() + 60)
+        .await
+        .unwrap();
+    assert_eq!(status(late, PeerKind::Agent).await, CertStatus::Revoked);
+    let since: Vec<Revocation> = s.revocations_since(before).await.unwrap();
+    assert!(
+        since.iter().any(|r| r.kind == "agent" && r.name == pc),
+        "{since:?}"
+    );
+    assert!(s.revoke(PeerKind::Agent, &pc).await.unwrap(), "still there");
+    assert!(!s.revoke(PeerKind::Agent, &unique("ghost")).await.unwrap());
+    let ghost = s.renew_agent(&unique("ghost"), sign(0)).await.unwrap();
+    assert!(matches!(ghost, Err(EnrollRefusal::Unknown(_))));
+    // A revoked name enrolls no more.
+    let t = unique("t");
+    s.add_token(&t, "secret", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        enroll(s, &t, &pc).await,
+        Err(EnrollRefusal::Revoked(_))
+    ));
+}
+
+pub async fn agents_presence_and_removal(s: &Store, clock: &ManualClock) {
+    let (live, gone) = (unique("pc"), unique("pc"));
+    agent(s, &live).await;
+    agent(s, &gone).await;
+    let hello = Presence {
+        version: "1.2".into(),
+        os: "debian".into(),
+        hostname: "host1".into(),
+    };
+    s.agent_seen(&live, hello).await.unwrap();
+    let a = s.agent(&live).await.unwrap().unwrap();
+    assert_eq!(
+        (a.version.as_deref(), a.os.as_deref()),
+        (Some("1.2"), Some("debian"))
+    );
+    assert_eq!(a.last_seen, Some(crate::clock::rfc3339(clock.now())));
+    clock.advance(Duration::from_secs(30));
+    s.agent_left(&live).await.unwrap();
+    let a = s.agent(&live).await.unwrap().unwrap();
+    assert_eq!(a.last_seen, Some(crate::clock::rfc3339(clock.now())));
+    let names = s.agent_names().await.unwrap();
+    assert!(names.contains(&live) && names.contains(&gone));
+    assert!(s.agents().await.unwrap().iter().any(|a| a.name == live));
+    let record = s
+        .agent_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == live)
+        .unwrap();
+    assert!(record.cert_expires.is_some());
+    // A live agent removed: its name is free, its tickets kept.
+    let ticket = NewTicket {
+        title: "printer".into(),
+        agent: Some(live.clone()),
+        check: None,
+        monitor: None,
+        priority: Priority::Normal,
+        source: Source::Technician,
+        author: "tina".into(),
+        body: None,
+    };
+    s.create_ticket(ticket).await.unwrap();
+    let removed = s.remove_agent(&live).await.unwrap().unwrap();
+    assert!(removed.name_freed);
+    assert_eq!(removed.tickets, 1);
+    assert!(s.agent(&live).await.unwrap().is_none());
+    assert!(
+        s.agent_known(&live).await.unwrap(),
+        "its tickets remember it"
+    );
+    assert!(s.remove_agent(&live).await.unwrap().is_none());
+    agent(s, &live).await;
+    // A revoked agent removed: hidden, and its name stays revoked.
+    assert!(s.revoke(PeerKind::Agent, &gone).await.unwrap());
+    let removed = s.remove_agent(&gone).await.unwrap().unwrap();
+    assert!(!removed.name_freed);
+    assert!(!s.agent_names().await.unwrap().contains(&gone));
+    assert!(s.agent_known(&gone).await.unwrap());
+    let t = unique("t");
+    s.add_token(&t, "secret", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        enroll(s, &t, &gone).await,
+        Err(EnrollRefusal::Revoked(_))
+    ));
+    assert!(!s.agent_known(&unique("never")).await.unwrap());
+    // Bulk: all or nothing.
+    let (b1, b2) = (unique("bulk"), unique("bulk"));
+    let batch = |names: &[&String]| {
+        names
+            .iter()
+            .map(|n| ((*n).clone(), unique("serial"), 0))
+            .collect::<Vec<_>>()
+    };
+    s.bulk_enroll(batch(&[&b1])).await.unwrap();
+    let e = s.bulk_enroll(batch(&[&b2, &b1])).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert!(
+        s.agent(&b2).await.unwrap().is_none(),
+        "nothing of a failed batch"
+    );
+}
+
+pub async fn operators_and_roles(s: &Store, _: &ManualClock) {
+    let bob = unique("bob");
+    assert!(s.add_operator(&bob, Role::Technician).await.unwrap());
+    assert!(!s.add_operator(&bob, Role::Admin).await.unwrap(), "taken");
+    let (after, before) = s
+        .set_operator_role(&bob, Role::Viewer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((before, after.role), (Role::Technician, Role::Viewer));
+    assert_eq!(s.operator(&bob).await.unwrap().unwrap().role, Role::Viewer);
+    let ghost = s
+        .set_operator_role(&unique("ghost"), Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(ghost, Err(RoleRefusal::Unknown));
+    assert!(s.revoke(PeerKind::Operator, &bob).await.unwrap());
+    let revoked = s.set_operator_role(&bob, Role::Admin).await.unwrap();
+    assert_eq!(revoked, Err(RoleRefusal::Revoked));
+    let listed = s.operators().await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|o| o.name == bob && o.revoked_at.is_some()));
+}
+
+fn new_ticket(title: &str, agent: &str, body: Option<&str>) -> NewTicket {
+    NewTicket {
+        title: title.into(),
+        agent: Some(agent.into()),
+        check: None,
+        monitor: None,
+        priority: Priority::Normal,
+        source: Source::Technician,
+        author: "tina".into(),
+        body: body.map(str::to_string),
+    }
+}
+
+pub async fn tickets_and_their_timeline(s: &Store, clock: &ManualClock) {
+    let pc = unique("pc");
+    let tina = unique("tina");
+    s.add_operator(&tina, Role::Technician).await.unwrap();
+    let opened = s
+        .create_ticket(new_ticket("printer down", &pc, None))
+        .await
+        .unwrap();
+    let id = opened.ticket.id;
+    assert_eq!(
+        (opened.ticket.status.as_str(), opened.entry.kind.as_str()),
+        ("open", "opened")
+    );
+    assert_eq!(opened.entry.body, serde_json::json!("printer down"));
+    let edit = |c: TicketChange| TicketEdit::try_from(c).unwrap();
+    let c = s
+        .change_ticket(
+            id,
+            edit(TicketChange::Comment {
+                text: "looking".into(),
+            }),
+            "tina",
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.entry.kind, "comment");
+    let c = s
+        .change_ticket(
+            id,
+            edit(TicketChange::Assign {
+                operator: tina.clone(),
+            }),
+            "bob",
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.ticket.assignee.as_deref(), Some(tina.as_str()));
+    let nobody = edit(TicketChange::Assign {
+        operator: unique("nobody"),
+    });
+    let e = s.change_ticket(id, nobody, "bob").await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotFound(Missing::Operator(_))),
+        "{e}"
+    );
+    let urgent = edit(TicketChange::Priority {
+        priority: "urgent".into(),
+    });
+    let c = s.change_ticket(id, urgent, "bob").await.unwrap();
+    assert_eq!(
+        (c.ticket.priority.as_str(), c.entry.body.as_str()),
+        ("urgent", Some("normal → urgent"))
+    );
+    let c = s
+        .change_ticket(id, edit(TicketChange::Start {}), "tina")
+        .await
+        .unwrap();
+    assert_eq!(c.ticket.status, "in_progress");
+    clock.advance(Duration::from_secs(5));
+    let resolve = edit(TicketChange::Resolve {
+        comment: Some("toner".into()),
+    });
+    let c = s.change_ticket(id, resolve, "tina").await.unwrap();
+    assert_eq!(c.entry.body.as_str(), Some("in_progress → resolved: toner"));
+    assert_eq!(
+        s.ticket(id).await.unwrap().unwrap().resolved_at,
+        Some(clock.now())
+    );
+    s.change_ticket(id, edit(TicketChange::Close {}), "tina")
+        .await
+        .unwrap();
+    let again = edit(TicketChange::Resolve { comment: None });
+    let e = s.change_ticket(id, again, "tina").await.unwrap_err();
+    assert_eq!(
+        e,
+        StoreError::Conflict(format!(
+            "ticket #{id} is closed; it cannot move to resolved"
+        ))
+    );
+    let e = s
+        .change_ticket(u64::MAX >> 2, edit(TicketChange::Start {}), "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(Missing::Ticket(_))));
+    // Results appended by routing keep when the agent observed them.
+    let result = r#"{"check":"disk","target":"/","status":"crit","summary":"95%","metrics":{},"duration_ms":1,"at":"2026-01-01T00:00:00Z"}"#;
+    let c = s
+        .append_to_ticket(id, "result", &pc, result, Some(1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.entry.observed_at.as_deref(), Some("1970-01-01T00:16:40Z"));
+    assert!(s
+        .append_to_ticket(u64::MAX >> 2, "result", &pc, "{}", None)
+        .await
+        .unwrap()
+        .is_none());
+    let (ticket, entries) = s.ticket_detail(id).await.unwrap().unwrap();
+    assert_eq!(ticket.status, TicketStatus::Closed);
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["opened", "comment", "assigned", "priority", "status", "status", "status", "result"]
+    );
+    // On a technician's ticket only data entries are JSON.
+    assert!(entries[7].body.is_object() && entries[1].body.is_string());
+    assert!(s.ticket_detail(u64::MAX >> 2).await.unwrap().is_none());
+}
+
+pub async fn ticket_filters(s: &Store, clock: &ManualClock) {
+    let (pc1, pc2, tina) = (unique("pc"), unique("pc"), unique("tina"));
+    s.add_operator(&tina, Role::Technician).await.unwrap();
+    let old = clock.now();
+    let a = s
+        .create_ticket(new_ticket("Printer jammed", &pc1, None))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    clock.advance(Duration::from_secs(86_400 * 10));
+    let b = s
+        .create_ticket(new_ticket(
+            "slow login",
+            &pc2,
+            Some("user says PRINTER is fine"),
+        ))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    let c = s
+        .create_ticket(new_ticket("disk", &pc1, None))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    let edit = |c: TicketChange| TicketEdit::try_from(c).unwrap();
+    s.change_ticket(
+        c,
+        edit(TicketChange::Comment {
+            text: "Toner low on floor 2".into(),
+        }),
+        "t",
+    )
+    .await
+    .unwrap();
+    s.change_ticket(
+        a,
+        edit(TicketChange::Assign {
+            operator: tina.clone(),
+        }),
+        "b",
+    )
+    .await
+    .unwrap();
+    s.change_ticket(
+        c,
+        edit(TicketChange::Priority {
+            priority: "urgent".into(),
+        }),
+        "b",
+    )
+    .await
+    .unwrap();
+    s.change_ticket(b, edit(TicketChange::Start {}), "b")
+        .await
+        .unwrap();
+    let ours = [a, b, c];
+    let ids = |f: TicketFilter| async move {
+        s.list_tickets(f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .filter(|id| ours.contains(id))
+            .collect::<Vec<u64>>()
+    };
+    let both = |f: TicketFilter| TicketFilter { ..f };
+    assert_eq!(ids(TicketFilter::default()).await, [a, b, c]);
+    let search = |text: &str| TicketFilter {
+        search: Some(text.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(search("printer")).await,
+        [a, b],
+        "title and opening text, any case"
+    );
+    assert_eq!(ids(search("TONER")).await, [c], "comments");
+    assert_eq!(
+        ids(search("50%")).await,
+        Vec::<u64>::new(),
+        "no pattern characters"
+    );
+    let assignee = TicketFilter {
+        assignee: Some(tina.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(assignee).await, [a]);
+    let urgent = TicketFilter {
+        priority: Some(Priority::Urgent),
+        ..Default::default()
+    };
+    assert_eq!(ids(urgent).await, [c]);
+    let started = TicketFilter {
+        status: Some(TicketStatus::InProgress),
+        ..Default::default()
+    };
+    assert_eq!(ids(started).await, [b]);
+    let pc1_open = both(TicketFilter {
+        agent: Some(pc1.clone()),
+        status: Some(TicketStatus::Open),
+        ..Default::default()
+    });
+    assert_eq!(ids(pc1_open).await, [a, c]);
+    let recent = TicketFilter {
+        created_after: Some(old + 1),
+        ..Default::default()
+    };
+    assert_eq!(ids(recent).await, [b, c]);
+    let older = TicketFilter {
+        created_before: Some(old),
+        agent: Some(pc1.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(older).await, [a]);
+}
+
+fn event(seq: u64, kind: EventKind, status: Status, monitor: &str) -> firstline_proto::AgentEvent {
+    let mut result = CheckResult::new("disk", "/", status, format!("{status} #{seq}"));
+    result.at = "2026-01-01T10:00:00Z".into();
+    firstline_proto::AgentEvent {
+        seq,
+        monitor: monitor.into(),
+        kind,
+        in_incident: kind != EventKind::IncidentResolved && kind != EventKind::Result,
+        result,
+        diagnostics: None,
+    }
+}
+
+async fn alert_tickets(s: &Store, agent: &str) -> Vec<crate::ticket::Ticket> {
+    let f = TicketFilter {
+        agent: Some(agent.into()),
+        ..Default::default()
+    };
+    s.list_tickets(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.source == Source::Alert)
+        .collect()
+}
+
+pub async fn ingest_is_idempotent_even_when_two_ingest_at_once(s: &Store, _: &ManualClock) {
+    let pc = unique("pc");
+    agent(s, &pc).await;
+    let mut opened = event(1, EventKind::IncidentOpened, Status::Crit, "disk /");
+    opened.diagnostics = Some(Default::default());
+    let batch = vec![opened, event(2, EventKind::Result, Status::Crit, "disk /")];
+    let first = s.ingest_events(&pc, batch.clone(), 3600).await.unwrap();
+    assert_eq!((first.upto, first.applied, first.alerts.len()), (2, 2, 1));
+    let kinds: Vec<&str> = first
+        .changes
+        .iter()
+        .map(|c| c.entry.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["opened", "diagnostics"],
+        "a plain result outside... is appended only in an incident"
+    );
+    let again = s.ingest_events(&pc, batch, 3600).await.unwrap();
+    assert_eq!((again.upto, again.applied, again.changes.len()), (2, 0, 0));
+    // The same new events delivered twice at once (an agent that
+    // reconnected to another relay): applied once.
+    let next = vec![event(3, EventKind::IncidentOpened, Status::Crit, "cpu")];
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, pc, next) = (s.clone(), pc.clone(), next.clone());
+            tokio::spawn(async move { s.ingest_events(&pc, next, 3600).await.unwrap() })
+        })
+        .collect();
+    let mut applied = 0;
+    for r in racers {
+        let i = r.await.unwrap();
+        assert_eq!(i.upto, 3);
+        applied += i.applied;
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(alert_tickets(s, &pc).await.len(), 2, "one per monitor");
+    let resolved = vec![event(4, EventKind::IncidentResolved, Status::Ok, "disk /")];
+    let r = s.ingest_events(&pc, resolved, 3600).await.unwrap();
+    let last = r.changes.last().unwrap();
+    assert_eq!(last.ticket.status, "resolved");
+    assert!(last
+        .entry
+        .body
+        .as_str()
+        .unwrap()
+        .starts_with("open → resolved: recovered: "));
+    let unknown = s
+        .ingest_events(&unique("ghost"), vec![], 3600)
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, StoreError::NotFound(Missing::Agent(_))));
+}
+
+pub async fn the_reopen_window_is_read_on_the_clock(s: &Store, clock: &ManualClock) {
+    let pc = unique("pc");
+    agent(s, &pc).await;
+    let mut seq = 0;
+    let mut incident = |kind, status| {
+        seq += 1;
+        vec![event(seq, kind, status, "disk /")]
+    };
+    let window = 600;
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentOpened, Status::Crit),
+        window,
+    )
+    .await
+    .unwrap();
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentResolved, Status::Ok),
+        window,
+    )
+    .await
+    .unwrap();
+    // Back within the window: the same ticket, reopened.
+    clock.advance(Duration::from_secs(599));
+    let back = s
+        .ingest_events(
+            &pc,
+            incident(EventKind::IncidentOpened, Status::Warn),
+            window,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        back.changes[0].entry.body.as_str(),
+        Some("resolved → open: reopened: the problem is back")
+    );
+    let last = back.changes.last().unwrap();
+    assert_eq!(
+        last.ticket.priority, "normal",
+        "priority follows the severity"
+    );
+    assert_eq!(alert_tickets(s, &pc).await.len(), 1);
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentResolved, Status::Ok),
+        window,
+    )
+    .await
+    .unwrap();
+    // Back after it: a new ticket.
+    clock.advance(Duration::from_secs(601));
+    let later = s
+        .ingest_events(
+            &pc,
+            incident(EventKind::IncidentOpened, Status::Crit),
+            window,
+        )
+        .await
+        .unwrap();
+    assert_eq!(later.changes[0].entry.kind, "opened");
+    let tickets = alert_tickets(s, &pc).await;
+    assert_eq!(tickets.len(), 2);
+    assert_eq!(tickets[1].priority, Priority::High);
+    assert_eq!(
+        tickets[1].created_at,
+        clock.now(),
+        "created when it reached the relay"
+    );
+}
+
+pub async fn configuration_problems_open_no_ticket(s: &Store, _: &ManualClock) {
+    let pc = unique("pc");
+    agent(s, &pc).await;
+    let mut bad = event(1, EventKind::IncidentOpened, Status::Unknown, "disk /");
+    bad.result = bad.result.field("error", super::incidents::CONFIG_ERROR);
+    bad.result.summary = "--warn (95) must not be above --crit (90)\nmore".into();
+    let out = s.ingest_events(&pc, vec![bad], 3600).await.unwrap();
+    assert_eq!((out.upto, out.changes.len(), out.alerts.len()), (1, 0, 1));
+    assert!(alert_tickets(s, &pc).await.is_empty());
+    let (status, summary) = s.monitor_status(&pc, "disk /").await.unwrap().unwrap();
+    assert_eq!(status, "unknown");
+    assert_eq!(
+        summary,
+        "configuration problem: --warn (95) must not be above --crit (90)"
+    );
+}
+
+pub async fn concurrent_audit_appends_make_one_chain(s: &Store, _: &ManualClock) {
+    let who = unique("auditor");
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (s, who) = (s.clone(), who.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    let entry = AuditEntry {
+                        who: who.clone(),
+                        role: Some("admin".into()),
+                        agent: Some(format!("{who}-pc")),
+                        action: "run check disk".into(),
+                        args: format!("/{w}/{i}"),
+                        outcome: "ok".into(),
+                    };
+                    ids.push(s.append_audit(entry).await.unwrap().0);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in writers {
+        ids.extend(w.await.unwrap());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "every append got its own id");
+    // One chain: each row links to the one before it and matches its hash.
+    let chain = s.audit_chain().await.unwrap();
+    let mut prev = super::audit::GENESIS.to_string();
+    for row in &chain {
+        assert_eq!(row.prev_hash, prev, "entry {} forks the chain", row.row.id);
+        assert_eq!(
+            row.row.hash(&row.prev_hash),
+            row.hash,
+            "entry {}",
+            row.row.id
+        );
+        prev = row.hash.clone();
+    }
+    let ours = s
+        .audit_records(Some(&format!("{who}-pc")), Some(10))
+        .await
+        .unwrap();
+    assert_eq!(ours.len(), 10);
+    assert!(ours.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert_eq!(ours.last().unwrap().id as i64, *ids.last().unwrap());
+}
+
+pub async fn a_webhook_delivery_is_claimed_once(s: &Store, clock: &ManualClock) {
+    // Leases are per claim; make sure what earlier cases queued is gone.
+    clock.advance(Duration::from_secs(7 * 86_400));
+    loop {
+        let old = s
+            .claim_webhooks(100, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if old.is_empty() {
+            break;
+        }
+        for d in old {
+            s.finish_webhook(d.id, Sent::Delivered).await.unwrap();
+        }
+    }
+    let pc = unique("pc");
+    let c = s
+        .create_ticket(new_ticket("vpn down", &pc, None))
+        .await
+        .unwrap();
+    let event = super::webhooks::event_id("suite", &c);
+    // Two claimers at once: one gets it.
+    let claimers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(
+                async move { s.claim_webhooks(10, Duration::from_secs(60)).await.unwrap() },
+            )
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in claimers {
+        claimed.extend(c.await.unwrap());
+    }
+    let ours: Vec<&Delivery> = claimed.iter().filter(|d| d.event_id == event).collect();
+    assert_eq!(ours.len(), 1, "{claimed:?}");
+    let d = ours[0].clone();
+    let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(body["ticket_key"], format!("suite-{}", c.ticket.id));
+    assert_eq!(body["entry"]["kind"], "opened");
+    // Claimed: nobody else gets it until the lease runs out.
+    assert!(s
+        .claim_webhooks(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .iter()
+        .all(|x| x.id != d.id));
+    clock.advance(Duration::from_secs(61));
+    let again = s.claim_webhooks(10, Duration::from_secs(60)).await.unwrap();
+    assert!(
+        again.iter().any(|x| x.id == d.id),
+        "a dead claimer's lease runs out"
+    );
+    // Failed: due again after the backoff, one attempt more.
+    s.finish_webhook(d.id, Sent::Failed { backoff_secs: 5 })
+        .await
+        .unwrap();
+    assert!(s
+        .claim_webhooks(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .iter()
+        .all(|x| x.id != d.id));
+    clock.advance(Duration::from_secs(5));
+    let retry = s.claim_webhooks(10, Duration::from_secs(60)).await.unwrap();
+    let retried = retry.iter().find(|x| x.id == d.id).unwrap();
+    assert_eq!(retried.attempts, 1);
+    s.finish_webhook(d.id, Sent::Delivered).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let left = s
+        .claim_webhooks(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(left.iter().all(|x| x.id != d.id), "delivered: gone");
+    // Queued once per event id, whatever happens to the change after.
+    assert!(s.webhook_backlog().await.unwrap() >= left.len() as u64);
+}

@@ -1,0 +1,277 @@
+//! The storage primitives: what each backend implements, in SQL of its own
+//! dialect, on its own transaction type. They do one thing each and hold no
+//! rule; the rules (`super::tickets`, `super::incidents`, `super::audit`,
+//! `super::identity`, `super::webhooks`) are written once on top of
+//! `&mut dyn Tx` and run inside one transaction per use case.
+//!
+//! **What a backend must guarantee**, so that several relays can share one
+//! database:
+//! * every method runs inside the transaction the [`Tx`] stands for;
+//! * [`Tx::spend_token`] is one conditional update (no read-then-write);
+//! * [`Tx::lock_last_seq`] locks the agent's row until the transaction ends
+//!   (PostgreSQL: `SELECT … FOR UPDATE`; SQLite: its write transactions are
+//!   serialized already, `BEGIN IMMEDIATE`);
+//! * [`Tx::lock_audit`] serializes audit appends across relays (PostgreSQL:
+//!   the one row of `audit_head`, `FOR UPDATE`; SQLite: nothing to do);
+//! * [`Tx::claim_webhooks`] hands a delivery to one claimer only (a lease in
+//!   `claimed_until`; PostgreSQL adds `FOR UPDATE SKIP LOCKED`);
+//! * a lost race surfaces as [`super::StoreError::Retry`], and the store
+//!   runs the whole use case again.
+//!
+//! Times are Unix seconds, always passed in (`now`): no backend reads a
+//! clock.
+
+use super::error::StoreResult;
+use crate::ticket::{NewTicket, Priority, Ticket, TicketFilter, TicketStatus};
+use firstline_proto::message::{AgentRecord, OperatorInfo};
+use firstline_proto::{AgentInfo, AuditRecord, Role, TicketEntry};
+
+/// Who a certificate, a revocation or an identity is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKind {
+    Agent,
+    Operator,
+    /// The relay's own server certificate.
+    Relay,
+}
+
+impl PeerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Agent => "agent",
+            PeerKind::Operator => "operator",
+            PeerKind::Relay => "relay",
+        }
+    }
+
+    /// From the text stored in `certs.kind` and `revocations.kind`.
+    pub fn parse(s: &str) -> Option<PeerKind> {
+        match s {
+            "agent" => Some(PeerKind::Agent),
+            "operator" => Some(PeerKind::Operator),
+            "relay" => Some(PeerKind::Relay),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A row of `tokens`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub secret_sha256: String,
+    /// Enrollments it was made for (`None`: made by an older relay).
+    pub uses: Option<i64>,
+    pub uses_left: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An agent's record, as far as enrollment cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentState {
+    pub revoked_at: Option<i64>,
+    pub removed_at: Option<i64>,
+}
+
+/// A certificate on record and the state of its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRow {
+    pub kind: String,
+    pub name: String,
+    pub revoked_at: Option<i64>,
+    /// `None`: no such identity (an agent removed, a relay certificate);
+    /// else the identity's `revoked_at`.
+    pub identity: Option<Option<i64>>,
+}
+
+/// One recorded revocation, in the order they were made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub seq: i64,
+    pub kind: String,
+    pub name: String,
+}
+
+/// What an agent says of itself at each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub version: String,
+    pub os: String,
+    pub hostname: String,
+}
+
+/// The hashed fields of an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub who: String,
+    pub role: Option<String>,
+    pub agent: Option<String>,
+    pub action: String,
+    pub args: String,
+    pub outcome: String,
+}
+
+/// An audit row as stored, with its links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAudit {
+    pub row: AuditRow,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A queued webhook delivery, claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// The storage primitives of one transaction. See the module's doc for
+/// what each backend guarantees.
+pub trait Tx {
+    // ---- enrollment tokens ----
+    fn insert_token(&mut self, t: &TokenRow) -> StoreResult<()>;
+    fn token(&mut self, id: &str) -> StoreResult<Option<TokenRow>>;
+    /// Every token, oldest first.
+    fn tokens(&mut self) -> StoreResult<Vec<TokenRow>>;
+    /// Set `revoked_at` unless set; whether this call set it.
+    fn revoke_token(&mut self, id: &str, now: i64) -> StoreResult<bool>;
+    /// Take one use of a live token in one conditional update: `uses_left >
+    /// 0`, not revoked, `expires_at > now`. False when it could not.
+    fn spend_token(&mut self, id: &str, now: i64) -> StoreResult<bool>;
+
+    // ---- certificates, identities, revocations ----
+    fn insert_cert(
+        &mut self,
+        serial: &str,
+        kind: PeerKind,
+        name: &str,
+        not_after: i64,
+        now: i64,
+    ) -> StoreResult<()>;
+    fn cert(&mut self, serial: &str) -> StoreResult<Option<CertRow>>;
+    /// Revoke every live certificate of `kind` `name`.
+    fn revoke_certs(&mut self, kind: PeerKind, name: &str, now: i64) -> StoreResult<()>;
+    /// Mark an agent or operator revoked unless it is; whether this call did.
+    fn revoke_identity(&mut self, kind: PeerKind, name: &str, now: i64) -> StoreResult<bool>;
+    /// Whether an agent (removed or not) or operator of that name is on record.
+    fn identity_exists(&mut self, kind: PeerKind, name: &str) -> StoreResult<bool>;
+    fn insert_revocation(&mut self, kind: PeerKind, name: &str, now: i64) -> StoreResult<()>;
+    fn revocations_since(&mut self, seq: i64) -> StoreResult<Vec<Revocation>>;
+
+    // ---- agents ----
+    fn agent_state(&mut self, name: &str) -> StoreResult<Option<AgentState>>;
+    /// Insert an agent; false when the name is taken.
+    fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool>;
+    fn agent_seen(&mut self, name: &str, p: &Presence, now: i64) -> StoreResult<()>;
+    fn agent_left(&mut self, name: &str, now: i64) -> StoreResult<()>;
+    /// One agent not removed (`online` false: the caller knows).
+    fn agent(&mut self, name: &str) -> StoreResult<Option<AgentInfo>>;
+    /// Every agent not removed, by name.
+    fn agents(&mut self) -> StoreResult<Vec<AgentInfo>>;
+    fn agent_record(&mut self, name: &str) -> StoreResult<Option<AgentRecord>>;
+    fn agent_records(&mut self) -> StoreResult<Vec<AgentRecord>>;
+    fn agent_names(&mut self) -> StoreResult<Vec<String>>;
+    /// Enrolled (even revoked or removed) or named by a ticket.
+    fn agent_known(&mut self, name: &str) -> StoreResult<bool>;
+    fn delete_agent(&mut self, name: &str) -> StoreResult<()>;
+    fn mark_agent_removed(&mut self, name: &str, now: i64) -> StoreResult<()>;
+    /// The agent's highest ingested event sequence, its row locked until
+    /// the transaction ends; `None` when there is no such agent.
+    fn lock_last_seq(&mut self, agent: &str) -> StoreResult<Option<i64>>;
+    fn set_last_seq(&mut self, agent: &str, seq: i64) -> StoreResult<()>;
+    fn record_monitor_status(
+        &mut self,
+        agent: &str,
+        monitor: &str,
+        status: &str,
+        summary: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// `(status, summary)` of a monitor's latest result.
+    fn monitor_status(
+        &mut self,
+        agent: &str,
+        monitor: &str,
+    ) -> StoreResult<Option<(String, String)>>;
+    fn delete_monitor_status(&mut self, agent: &str) -> StoreResult<()>;
+
+    // ---- operators ----
+    /// Insert an operator; false when the name is taken.
+    fn insert_operator(&mut self, name: &str, role: Role, now: i64) -> StoreResult<bool>;
+    fn operator(&mut self, name: &str) -> StoreResult<Option<OperatorInfo>>;
+    fn operators(&mut self) -> StoreResult<Vec<OperatorInfo>>;
+    fn set_operator_role(&mut self, name: &str, role: Role) -> StoreResult<bool>;
+
+    // ---- tickets ----
+    /// Insert an open ticket; its id.
+    fn insert_ticket(&mut self, t: &NewTicket, now: i64) -> StoreResult<u64>;
+    /// Append a timeline entry and touch `updated_at`; the entry's id, or
+    /// `None` when there is no such ticket.
+    fn insert_entry(
+        &mut self,
+        id: u64,
+        kind: &str,
+        author: &str,
+        body: &str,
+        observed_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// Set the status (and `resolved_at` when resolving); false if no ticket.
+    fn update_status(&mut self, id: u64, status: TicketStatus, now: i64) -> StoreResult<bool>;
+    fn update_assignee(&mut self, id: u64, operator: &str) -> StoreResult<bool>;
+    fn update_priority(&mut self, id: u64, priority: Priority) -> StoreResult<bool>;
+    fn ticket(&mut self, id: u64) -> StoreResult<Option<Ticket>>;
+    /// The tickets matching every filter given, by id.
+    fn tickets(&mut self, filter: &TicketFilter) -> StoreResult<Vec<Ticket>>;
+    /// A ticket's timeline, oldest first.
+    fn entries(&mut self, id: u64) -> StoreResult<Vec<TicketEntry>>;
+    /// The most recent alert ticket of a monitor.
+    fn latest_alert_ticket(&mut self, agent: &str, monitor: &str) -> StoreResult<Option<Ticket>>;
+    fn count_tickets(&mut self, agent: &str) -> StoreResult<u64>;
+
+    // ---- audit ----
+    /// Serialize audit appends until the transaction ends.
+    fn lock_audit(&mut self) -> StoreResult<()>;
+    /// The newest entry's `(id, hash)`.
+    fn audit_head(&mut self) -> StoreResult<Option<(i64, String)>>;
+    fn insert_audit(&mut self, row: &AuditRow, prev_hash: &str, hash: &str) -> StoreResult<()>;
+    /// Entries oldest first, optionally of one agent, the newest `limit`.
+    fn audit_records(
+        &mut self,
+        agent: Option<&str>,
+        limit: Option<u32>,
+    ) -> StoreResult<Vec<AuditRecord>>;
+    /// Every entry with its links, by id (for `audit verify`).
+    fn audit_chain(&mut self) -> StoreResult<Vec<StoredAudit>>;
+
+    // ---- webhook outbox ----
+    /// Queue a delivery once per `event_id` (a second enqueue is a no-op).
+    fn enqueue_webhook(&mut self, event_id: &str, body: &str, now: i64) -> StoreResult<()>;
+    /// Up to `limit` deliveries due at `now` and not claimed by anyone
+    /// else, oldest first, claimed until `lease_until`.
+    fn claim_webhooks(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>>;
+    fn delete_webhook(&mut self, id: i64) -> StoreResult<()>;
+    /// A failed attempt: one more, due again at `next_at`, claim released.
+    fn retry_webhook(&mut self, id: i64, next_at: i64) -> StoreResult<()>;
+    /// Deliveries queued (for tests and metrics).
+    fn webhook_backlog(&mut self) -> StoreResult<u64>;
+}
