@@ -166,7 +166,7 @@ fn local_exit_codes_and_the_list_of_checks() {
     drop(closed);
     let out = agent(&["check", "tcp", &format!("127.0.0.1:{port}")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let out = agent(&["check", "disk", "/"]);
+    let out = agent(&["check", "disk", "/", "--warn", "100", "--crit", "100"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stdout(&out).starts_with("OK "), "{}", text(&out));
     assert!(
@@ -194,7 +194,9 @@ fn local_exit_codes_and_the_list_of_checks() {
     assert!(!listing.lines().any(|l| l.ends_with(' ')), "{listing:?}");
 
     // JSON: the result names its agent, check and target; counts are integers.
-    let out = agent(&["check", "disk", "/", "--json"]);
+    let out = agent(&[
+        "check", "disk", "/", "--warn", "100", "--crit", "100", "--json",
+    ]);
     let r: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(r["agent"].is_string(), "{r}");
     assert_eq!(r["check"], "disk");
@@ -329,7 +331,9 @@ fn remote_exit_codes_help_and_json() {
     assert_usage(&out, &["pc9"], "checks of an unknown agent");
 
     // JSON: results name their agent; lists are arrays; counts integers.
-    let out = c.run(&["run", "pc1", "disk", "/", "--json"]);
+    let out = c.run(&[
+        "run", "pc1", "disk", "/", "--warn", "100", "--crit", "100", "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r: Value = serde_json::from_slice(&out.stdout).expect("run --json");
     assert_eq!(r["agent"], "pc1", "{r}");
@@ -347,7 +351,7 @@ fn remote_exit_codes_help_and_json() {
     assert!(!s.relay.log().contains('\x1b'), "{}", s.relay.log());
     assert!(!s.agent.log().contains('\x1b'), "{}", s.agent.log());
     // No colour in a pipe, one spelling of each status.
-    let out = c.run(&["run", "pc1", "disk", "/"]);
+    let out = c.run(&["run", "pc1", "disk", "/", "--warn", "100", "--crit", "100"]);
     assert!(
         stdout(&out)
             .lines()
@@ -584,7 +588,7 @@ fn colour_only_on_a_terminal() {
         let mut c = Command::new("script");
         c.args([
             "-qec",
-            &format!("{} check disk /", agent.display()),
+            &format!("{} check disk / --warn 100 --crit 100", agent.display()),
             "/dev/null",
         ]);
         c.env("HOME", tmp.path());

@@ -12,11 +12,12 @@
 //!   killed (kill -9), stays there when the first comes back, and moves back
 //!   when the second is killed; every monitoring event arrives, none twice.
 //!
-//! Relays cannot share a database yet (that is the relay's part of issue
-//! 13), so the second relay here is a copy of the first relay's folder —
-//! same CA, same server certificate, a copy of its SQLite database taken
-//! after the agent enrolled — serving on another port. Each relay then
-//! holds the tickets of the events it ingested.
+//! The failover is the agent's alone, so the second relay here is a copy
+//! of the first relay's folder — same CA, same server certificate, a copy
+//! of its SQLite database taken after the agent enrolled — serving on
+//! another port, with no store or NATS shared: each relay holds the
+//! tickets of the events it ingested. Relays of one deployment sharing a
+//! store and NATS (`init --join`) are `cluster.rs`'s.
 
 #![allow(clippy::unwrap_used)]
 

@@ -67,6 +67,162 @@ pub fn init_with(
     name: &str,
     public_addr: Option<&str>,
 ) -> Result<PathBuf> {
+    init_shared(dir, listen, name, public_addr, &Shared::default())
+}
+
+/// Where the first relay of a deployment of several keeps its data and
+/// meets the others (`init --store URL --nats URL`); both unset: a relay on
+/// its own, with its SQLite file.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// `[store] url`.
+    pub store: Option<String>,
+    /// `[cluster] nats`.
+    pub nats: Option<String>,
+}
+
+/// [`init_with`], on a store and NATS of the caller's choosing.
+pub fn init_shared(
+    dir: &Path,
+    listen: SocketAddr,
+    name: &str,
+    public_addr: Option<&str>,
+    shared: &Shared,
+) -> Result<PathBuf> {
+    check_new(dir, name, public_addr)?;
+    let mut config = RelayConfig::new(listen, name.to_string());
+    config.public_addr = public_addr.map(str::to_string);
+    config.relay_id = Some(crate::config::new_relay_id());
+    if let Some(url) = &shared.store {
+        crate::store::Location::parse(url, dir).map_err(|e| UsageError(format!("--store: {e}")))?;
+        config.store.url = Some(url.clone());
+    }
+    if let Some(nats) = &shared.nats {
+        crate::config::nats_servers(nats).map_err(|e| UsageError(format!("--nats: {e}")))?;
+        config.cluster.nats = Some(nats.clone());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let relay_dir = RelayDir {
+        config,
+        dir: dir.to_path_buf(),
+        config_path: dir.join("relay.toml"),
+    };
+    let (ca, ca_key) = Ca::generate(&format!("firstline relay CA ({name})"))?;
+    write_private(&relay_dir.ca_key(), ca_key.as_bytes())?;
+    std::fs::write(relay_dir.ca_cert(), &ca.cert_pem)?;
+    let mut args = format!("--name {name} --listen {listen}");
+    if let Some(p) = public_addr {
+        args.push_str(&format!(" --public-addr {p}"));
+    }
+    if let Some(url) = &shared.store {
+        args.push_str(&format!(" --store {}", crate::store::redact(url)));
+    }
+    if let Some(n) = &shared.nats {
+        args.push_str(&format!(" --nats {}", crate::store::redact(n)));
+    }
+    finish_relay(&relay_dir, &ca, "init", &args)?;
+    Ok(relay_dir.config_path)
+}
+
+/// What `init --join` made, for the command to report.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub config_path: PathBuf,
+    pub relay_id: String,
+    /// The relay joined: its id.
+    pub with: String,
+    /// Where the deployment's store is (no password).
+    pub store: String,
+    /// Relays share this SQLite file: only on one machine.
+    pub sqlite: bool,
+}
+
+/// `init --dir DIR2 --join DIR/relay.toml`: another relay of the
+/// deployment `DIR` belongs to. It gets the same CA (to sign enrollments
+/// and renewals), the same store and NATS (`[store]`, `[cluster]`), the
+/// same settings and deployment name, the same audit signing key and a
+/// copy of the audit anchor so far; and its own id, server certificate
+/// (`--name`), addresses (`--listen`, `--public-addr`) and stateless-reset
+/// key.
+pub fn join(
+    dir: &Path,
+    with: &Path,
+    listen: SocketAddr,
+    name: &str,
+    public_addr: Option<&str>,
+) -> Result<Joined> {
+    if !with.is_file() {
+        return Err(UsageError(format!(
+            "--join {}: no such file; give the relay.toml of a relay of the deployment (a copy of its folder will do)",
+            with.display()
+        ))
+        .into());
+    }
+    let other = RelayDir::load(with)?;
+    if other.config.cluster.nats.is_none() {
+        return Err(UsageError(format!(
+            "{} has no [cluster] nats: the relays of a deployment meet over NATS; add `[cluster]` and `nats = \"nats://HOST:4222\"` at its end, restart that relay, then join again (README: \"From one relay to several\")",
+            with.display()
+        ))
+        .into());
+    }
+    check_new(dir, name, public_addr)?;
+    let (url, sqlite) = match other.store_location()? {
+        crate::store::Location::Sqlite(path) => {
+            let abs = std::path::absolute(&path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+            (format!("sqlite://{}", abs.display()), true)
+        }
+        crate::store::Location::Postgres(url) => (url, false),
+    };
+    let mut config = other.config.clone();
+    config.listen = listen;
+    config.name = name.to_string();
+    config.public_addr = public_addr.map(str::to_string);
+    config.relay_id = Some(crate::config::new_relay_id());
+    config.deployment = Some(other.deployment());
+    config.store.url = Some(url.clone());
+    if let Some(ca) = other.nats_ca() {
+        let abs = std::path::absolute(&ca).unwrap_or(ca);
+        config.cluster.nats_ca = Some(abs.display().to_string());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let relay_dir = RelayDir {
+        config,
+        dir: dir.to_path_buf(),
+        config_path: dir.join("relay.toml"),
+    };
+    let read =
+        |p: PathBuf| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()));
+    std::fs::write(relay_dir.ca_cert(), read(other.ca_cert())?)?;
+    write_private(&relay_dir.ca_key(), &read(other.ca_key())?)?;
+    // One audit chain, one signing key: each relay's anchor can keep (and
+    // check) every relay's checkpoints. The anchor so far comes along.
+    for (from, to) in [
+        (other.audit_key(), relay_dir.audit_key()),
+        (other.audit_anchor(), relay_dir.audit_anchor()),
+    ] {
+        if from.exists() {
+            write_private(&to, &read(from)?)?;
+        }
+    }
+    let ca = Ca::load(&relay_dir.ca_cert(), &relay_dir.ca_key())?;
+    let mut args = format!("--join {} --name {name} --listen {listen}", with.display());
+    if let Some(p) = public_addr {
+        args.push_str(&format!(" --public-addr {p}"));
+    }
+    finish_relay(&relay_dir, &ca, "init --join", &args)?;
+    Ok(Joined {
+        config_path: relay_dir.config_path.clone(),
+        relay_id: relay_dir.relay_id(),
+        with: other.relay_id(),
+        store: crate::store::redact(&url),
+        sqlite,
+    })
+}
+
+/// `DIR` holds no relay yet, and the name and address are usable.
+fn check_new(dir: &Path, name: &str, public_addr: Option<&str>) -> Result<()> {
     let config_path = dir.join("relay.toml");
     if config_path.exists() {
         bail!(
@@ -83,30 +239,27 @@ pub fn init_with(
     if let Some(problem) = public_addr.and_then(crate::config::public_addr_problem) {
         return Err(UsageError(format!("--public-addr: {problem}")).into());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut config = RelayConfig::new(listen, name.to_string());
-    config.public_addr = public_addr.map(str::to_string);
-    let relay_dir = RelayDir {
-        config: config.clone(),
-        dir: dir.to_path_buf(),
-        config_path: config_path.clone(),
-    };
-    let (ca, ca_key) = Ca::generate(&format!("firstline relay CA ({name})"))?;
-    write_private(&relay_dir.ca_key(), ca_key.as_bytes())?;
-    std::fs::write(relay_dir.ca_cert(), &ca.cert_pem)?;
-    let (server, server_key) = ca.issue_server(name, SERVER_CERT_TTL)?;
+    Ok(())
+}
+
+/// The rest of a new relay folder, its CA in place: the server certificate
+/// (recorded in the store), the stateless-reset key, the audit entry of
+/// `action`, and relay.toml last (0600: it may later hold webhook_secret).
+fn finish_relay(relay_dir: &RelayDir, ca: &Ca, action: &str, args: &str) -> Result<()> {
+    let name = relay_dir.config.name.clone();
+    let (server, server_key) = ca.issue_server(&name, SERVER_CERT_TTL)?;
     write_private(&relay_dir.server_key(), server_key.as_bytes())?;
     std::fs::write(relay_dir.server_cert(), &server.cert_pem)?;
     relay_dir.load_reset_secret()?;
     let store = relay_dir.open_store()?;
-    wait(store.record_cert(&server.serial, PeerKind::Relay, name, server.not_after))?;
-    let mut args = format!("--name {name} --listen {listen}");
-    if let Some(p) = public_addr {
-        args.push_str(&format!(" --public-addr {p}"));
+    wait(store.record_cert(&server.serial, PeerKind::Relay, &name, server.not_after))?;
+    let mut paths = relay_dir.audit_paths();
+    if action == "init" {
+        // The first relay of a deployment: no other relay to tell.
+        paths.cluster = None;
     }
-    let paths = relay_dir.audit_paths();
-    crate::audit::admin_command(&store, &paths, "init", None, &args, Ok("ok".into()));
-    let unset = if public_addr.is_none() {
+    crate::audit::admin_command(&store, &paths, action, None, args, Ok("ok".into()));
+    let unset = if relay_dir.config.public_addr.is_none() {
         "# public_addr = \"HOST:PORT\"   # set it: the address agents and consoles dial\n"
     } else {
         ""
@@ -115,11 +268,10 @@ pub fn init_with(
         "# firstline relay configuration (see `firstline-relay --help`).\n\
          # Paths (CA, certificates, relay.db) are relative to this file's folder.\n\
          # public_addr goes into enrollment hints and operators' credential files.\n{unset}{}",
-        toml::to_string(&config)?
+        toml::to_string(&relay_dir.config)?
     );
-    // 0600: relay.toml may later hold webhook_secret.
-    write_private(&config_path, text.as_bytes())?;
-    Ok(config_path)
+    write_private(&relay_dir.config_path, text.as_bytes())?;
+    Ok(())
 }
 
 /// Open the store, run `f`, audit it as the local admin (`outcome` words

@@ -40,7 +40,7 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
             }
         }
     }
-    relay.registry.agent_offline(&name, &conn);
+    relay.agent_offline(&name, &conn);
     if let Err(e) = relay.store.agent_left(&name).await {
         tracing::error!("cannot record agent {name} leaving: {e}");
     }
@@ -93,7 +93,7 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
     if let Err(e) = relay.store.agent_seen(name, presence).await {
         tracing::error!("cannot record agent {name}: {e}");
     }
-    relay.registry.agent_online(name, conn.clone());
+    relay.agent_online(name, conn.clone());
     let welcome = Welcome {
         version,
         name: name.to_string(),

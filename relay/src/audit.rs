@@ -42,6 +42,18 @@
 //! deleted; copying them (and the public key printed by `audit verify`)
 //! elsewhere makes the anchor harder still to reach.
 //!
+//! **Several relays** (`[cluster]`): one chain in the shared store, and one
+//! signing key, which `init --join` copies to each relay. Each relay writes
+//! the checkpoints of its own entries to its own anchor and sends them to
+//! the others over NATS, which keep those signed with the key
+//! ([`keep_checkpoint`]); the offline admin commands send theirs too. So
+//! every relay's anchor covers every relay's entries, and `audit verify` on
+//! any of them checks the whole chain: an entry deleted or rewritten is
+//! found whichever relay wrote it. A checkpoint that did not reach a relay
+//! (it was down, or cut off from NATS) leaves that entry unanchored there
+//! (a warning); `audit verify --anchor OTHER/audit-anchor.log` counts the
+//! other relay's anchor too ([`verify_with`]).
+//!
 //! Also here: entries for the offline admin commands ([`admin_command`])
 //! and for refused connections, rate-limited ([`RefusalLog`]).
 
@@ -73,6 +85,9 @@ const SIGNED_PREFIX: &str = "firstline-audit-anchor v1";
 pub struct AnchorPaths {
     pub key: PathBuf,
     pub log: PathBuf,
+    /// Where the other relays are (a relay with `[cluster] nats`): the
+    /// offline admin commands send the checkpoints they write to them too.
+    pub cluster: Option<crate::cluster::nats::Link>,
 }
 
 impl AnchorPaths {
@@ -81,6 +96,7 @@ impl AnchorPaths {
         AnchorPaths {
             key: dir.join(KEY_FILE),
             log: dir.join(ANCHOR_FILE),
+            cluster: None,
         }
     }
 }
@@ -95,7 +111,10 @@ impl RelayDir {
         self.dir.join(ANCHOR_FILE)
     }
     pub fn audit_paths(&self) -> AnchorPaths {
-        AnchorPaths::in_dir(&self.dir)
+        AnchorPaths {
+            cluster: crate::cluster::nats::Link::of(self),
+            ..AnchorPaths::in_dir(&self.dir)
+        }
     }
 }
 
@@ -105,6 +124,16 @@ impl RelayDir {
 /// the anchor. An `Err` after the append says so: the entry is stored,
 /// only unanchored.
 pub async fn record(store: &Store, paths: &AnchorPaths, entry: AuditEntry) -> Result<()> {
+    record_checkpoint(store, paths, entry).await.map(drop)
+}
+
+/// [`record`], returning the checkpoint line written (which the relay
+/// sends to the other relays of its deployment for their anchors).
+pub async fn record_checkpoint(
+    store: &Store,
+    paths: &AnchorPaths,
+    entry: AuditEntry,
+) -> Result<String> {
     let (id, hash) = store.append_audit(entry).await?;
     write_checkpoint(paths, id, &hash).with_context(|| {
         format!(
@@ -112,6 +141,34 @@ pub async fn record(store: &Store, paths: &AnchorPaths, entry: AuditEntry) -> Re
             paths.log.display()
         )
     })
+}
+
+/// Keep a checkpoint line another relay of the deployment wrote (relays
+/// made with `init --join` share the signing key): appended to this
+/// relay's anchor when it is well-formed and signed with this anchor's
+/// key; `Ok(false)` (and nothing written) otherwise. So each relay's anchor
+/// covers the entries of every relay, and `audit verify` on any relay sees
+/// the whole chain anchored.
+pub fn keep_checkpoint(paths: &AnchorPaths, line: &str) -> Result<bool> {
+    let line = line.trim_end_matches('\n');
+    let Some((cp, kid, sig)) = parse_line(line) else {
+        return Ok(false);
+    };
+    let signer = signer(paths)?;
+    if kid != signer.key_id {
+        return Ok(false);
+    }
+    let public = UnparsedPublicKey::new(&ED25519, signer.key.public_key().as_ref().to_vec());
+    let msg = signed_message(cp.id as i64, &hex::encode(cp.hash));
+    if public.verify(msg.as_bytes(), &sig).is_err() {
+        return Ok(false);
+    }
+    let text = format!("{line}\n");
+    let n = open_anchor(&paths.log)?.write(text.as_bytes())?;
+    if n != text.len() {
+        bail!("short write ({n} of {} bytes)", text.len());
+    }
+    Ok(true)
 }
 
 /// [`record`], for code that is not async.
@@ -222,7 +279,7 @@ fn open_anchor(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Sign `(id, hash)` and append the line to the anchor (no fsync: see the
 /// module's doc).
-fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<()> {
+fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<String> {
     let signer = signer(paths)?;
     let line = checkpoint_line(&signer, id, hash);
     let mut file = open_anchor(&paths.log)?;
@@ -233,7 +290,7 @@ fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<()> {
         bail!("short write ({n} of {} bytes)", line.len());
     }
     tracing::debug!(id, hash, "audit checkpoint");
-    Ok(())
+    Ok(line)
 }
 
 /// A line cut short by a crash would glue itself to the next one: end it.
@@ -290,11 +347,19 @@ pub enum Finding {
     TornLine { line: usize },
     /// Warning: entries without a signed checkpoint.
     Unanchored { count: u64, first: u64, last: u64 },
+    /// A problem of a line in another anchor file given to `audit verify`.
+    Elsewhere {
+        path: PathBuf,
+        finding: Box<Finding>,
+    },
 }
 
 impl Finding {
     pub fn is_error(&self) -> bool {
-        !matches!(self, Finding::TornLine { .. } | Finding::Unanchored { .. })
+        match self {
+            Finding::Elsewhere { finding, .. } => finding.is_error(),
+            _ => !matches!(self, Finding::TornLine { .. } | Finding::Unanchored { .. }),
+        }
     }
 
     /// The first entry it is about, if any.
@@ -305,6 +370,7 @@ impl Finding {
             | Finding::Rewritten { first, .. }
             | Finding::Unanchored { first, .. } => Some(*first),
             Finding::BadSignature { id, .. } => Some(*id),
+            Finding::Elsewhere { finding, .. } => finding.entry(),
             _ => None,
         }
     }
@@ -312,6 +378,7 @@ impl Finding {
     /// Errors first: the anchor's own, then by entry; warnings last.
     fn rank(&self) -> (u8, u64) {
         let class = match self {
+            Finding::Elsewhere { finding, .. } => return finding.rank(),
             Finding::AnchorMissing { .. } | Finding::KeyMissing { .. } => 0,
             Finding::Malformed { .. }
             | Finding::BadSignature { .. }
@@ -388,6 +455,7 @@ impl fmt::Display for Finding {
                 f,
                 "anchor line {line} is incomplete (cut short by a crash while written); ignored"
             ),
+            Finding::Elsewhere { path, finding } => write!(f, "{}: {finding}", path.display()),
             Finding::Unanchored { count, first, last } => write!(
                 f,
                 "{count} entr{} ({}) ha{} no signed checkpoint: written just before a crash, \
@@ -438,6 +506,15 @@ fn decode_hash(text: &str) -> Option<Hash> {
 /// Walk the chain in `store`, then compare it with the anchor at `paths`.
 /// Reads only: creates neither key nor anchor.
 pub fn verify(store: &Store, paths: &AnchorPaths) -> Result<Verification> {
+    verify_with(store, paths, &[])
+}
+
+/// [`verify`], with the checkpoints of more anchor files (other relays'
+/// `audit-anchor.log`, signed with the same key) counted too: for entries
+/// whose checkpoints did not reach this relay's anchor (written while it
+/// was down or cut off from NATS, or by an offline admin command run on
+/// another relay's folder).
+pub fn verify_with(store: &Store, paths: &AnchorPaths, extra: &[PathBuf]) -> Result<Verification> {
     let mut findings = Vec::new();
     let (rows, head) = walk_chain(store, &mut findings)?;
     let entries = rows.len() as u64;
@@ -470,7 +547,17 @@ pub fn verify(store: &Store, paths: &AnchorPaths) -> Result<Verification> {
             path: paths.key.clone(),
         }),
         (Some(text), Some(public)) => {
-            let checkpoints = read_anchor(text, public, &mut findings);
+            let mut checkpoints = read_anchor(text, public, &mut findings);
+            for path in extra {
+                let text = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let mut theirs = Vec::new();
+                checkpoints.extend(read_anchor(&text, public, &mut theirs));
+                findings.extend(theirs.into_iter().map(|f| Finding::Elsewhere {
+                    path: path.clone(),
+                    finding: Box::new(f),
+                }));
+            }
             anchored = compare(&rows, checkpoints, &mut findings);
         }
     }
@@ -733,8 +820,18 @@ pub fn admin_command(
         args: args.into(),
         outcome,
     };
-    if let Err(e) = record_blocking(store, paths, entry) {
-        eprintln!("warning: `{action}` was not audited: {e:#}");
+    match wait(record_checkpoint(store, paths, entry)) {
+        Ok(line) => {
+            if let Some(link) = &paths.cluster {
+                if let Err(e) = crate::cluster::nats::publish_checkpoint_blocking(link, &line) {
+                    eprintln!(
+                        "warning: the other relays did not get the audit checkpoint of `{action}` \
+                         ({e:#}); `audit verify --anchor` with this relay's anchor counts it there"
+                    );
+                }
+            }
+        }
+        Err(e) => eprintln!("warning: `{action}` was not audited: {e:#}"),
     }
 }
 
@@ -789,6 +886,22 @@ impl RefusalLog {
         identity: &str,
         reason: &str,
     ) -> Result<bool> {
+        let line = self
+            .record_checkpoint(store, paths, remote, identity, reason)
+            .await?;
+        Ok(line.is_some())
+    }
+
+    /// [`RefusalLog::record`], returning the checkpoint line of the entry
+    /// written (`None`: left out).
+    pub async fn record_checkpoint(
+        &self,
+        store: &Store,
+        paths: &AnchorPaths,
+        remote: SocketAddr,
+        identity: &str,
+        reason: &str,
+    ) -> Result<Option<String>> {
         let left_out = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let now_i = Instant::now();
@@ -808,7 +921,7 @@ impl RefusalLog {
             match slots.get_mut(key) {
                 Some(s) if now_i.duration_since(s.logged) < self.window => {
                     s.suppressed += 1;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 Some(s) => {
                     let left_out = (s.suppressed, s.logged_unix);
@@ -837,8 +950,7 @@ impl RefusalLog {
             args: format!("from {remote}"),
             outcome,
         };
-        record(store, paths, entry).await?;
-        Ok(true)
+        Ok(Some(record_checkpoint(store, paths, entry).await?))
     }
 }
 
@@ -1233,5 +1345,71 @@ mod tests {
         assert_eq!(recs[0].role, None);
         assert_eq!(recs[1].agent.as_deref(), Some("x"));
         assert_eq!(recs[1].outcome, "error: no agent named `x` at this relay");
+    }
+
+    #[test]
+    fn audit_relays_sharing_a_key_keep_each_others_checkpoints() {
+        // Relay A and relay B (joined: A's key copied) on one store.
+        let (d, s) = store();
+        let a = paths_of(&s);
+        let b_dir = tempfile::tempdir().unwrap();
+        let b = AnchorPaths::in_dir(b_dir.path());
+        append(&s, "tina", 0); // creates A's key
+        std::fs::copy(&a.key, &b.key).unwrap();
+        let entry = |i: usize| AuditEntry {
+            who: "tom".into(),
+            role: None,
+            agent: None,
+            action: "list agents".into(),
+            args: format!("{i}"),
+            outcome: "ok".into(),
+        };
+        // B writes two entries; A keeps the first's checkpoint (sent over
+        // NATS), the second's never reached it.
+        let line1 = wait(record_checkpoint(&s, &b, entry(1))).unwrap();
+        let _line2 = wait(record_checkpoint(&s, &b, entry(2))).unwrap();
+        assert!(keep_checkpoint(&a, &line1).unwrap());
+        let v = verify(&s, &a).unwrap();
+        assert!(v.holds(), "{:?}", v.findings);
+        assert_eq!((v.entries, v.anchored), (3, 2));
+        assert!(matches!(
+            v.findings[..],
+            [Finding::Unanchored { first: 3, .. }]
+        ));
+        // B's anchor given too: all anchored.
+        let v = verify_with(&s, &a, std::slice::from_ref(&b.log)).unwrap();
+        assert_eq!((v.entries, v.anchored), (3, 3), "{:?}", v.findings);
+        assert!(v.findings.is_empty(), "{:?}", v.findings);
+        // A line signed by another key, or tampered with, is not kept.
+        let other = tempfile::tempdir().unwrap();
+        let c = AnchorPaths::in_dir(other.path());
+        let foreign = wait(record_checkpoint(&s, &c, entry(3))).unwrap();
+        assert!(!keep_checkpoint(&a, &foreign).unwrap());
+        let forged = line1.replacen(" 2 ", " 9 ", 1);
+        assert!(!keep_checkpoint(&a, &forged).unwrap());
+        assert!(!keep_checkpoint(&a, "v1 garbage").unwrap());
+        // Truncation is still told, with every anchor given.
+        let raw = Connection::open(d.path().join("relay.db")).unwrap();
+        let n = raw.execute("DELETE FROM audit WHERE id >= 3", []).unwrap();
+        assert_eq!(n, 2);
+        let v = verify_with(&s, &a, std::slice::from_ref(&b.log)).unwrap();
+        assert!(!v.holds(), "{:?}", v.findings);
+        assert!(
+            v.errors().any(|f| matches!(
+                f,
+                Finding::Deleted {
+                    truncated: true,
+                    ..
+                }
+            )),
+            "{:?}",
+            v.findings
+        );
+        // A bad line in another relay's anchor is named with its file.
+        std::fs::write(&b.log, "nonsense\n").unwrap();
+        let v = verify_with(&s, &a, std::slice::from_ref(&b.log)).unwrap();
+        assert!(v
+            .errors()
+            .any(|f| f.to_string().starts_with(&b.log.display().to_string())));
     }
 }

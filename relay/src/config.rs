@@ -80,9 +80,83 @@ pub struct RelayConfig {
     /// Retries back off exponentially up to this delay.
     #[serde(default = "default_webhook_backoff")]
     pub webhook_max_backoff_secs: u64,
+    /// This relay's id among the relays of its deployment (letters, digits,
+    /// `-`, `_`): `init` and `init --join` write one; without it, an id is
+    /// derived from the relay's server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_id: Option<String>,
+    /// The deployment's name, the same on every relay of it: the prefix of
+    /// webhook event ids and ticket keys (default: `name`; `init --join`
+    /// writes the joined relay's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     /// Where tickets, agents and the audit log are stored.
     #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
     pub store: StoreConfig,
+    /// The other relays of the deployment (`[cluster] nats`); none by default.
+    #[serde(default, skip_serializing_if = "ClusterConfig::is_default")]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]` of relay.toml: the relays of one deployment share a store
+/// and talk over NATS (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server(s): `nats://HOST:4222` (`tls://` for TLS), several
+    /// separated by commas; `USER:PASSWORD@` or `TOKEN@` before the host
+    /// authenticates. Unset: a relay on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    /// PEM file of the CA that signed the NATS servers' certificates
+    /// (relative to relay.toml's folder); setting it requires TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_ca: Option<String>,
+    /// How often this relay tells the others it is alive.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// A relay not heard of for this long is taken for dead, and the agents
+    /// it held for offline (within `presence_ttl_ms + heartbeat_ms`).
+    #[serde(default = "default_presence_ttl")]
+    pub presence_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats: None,
+            nats_ca: None,
+            heartbeat_ms: default_heartbeat(),
+            presence_ttl_ms: default_presence_ttl(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn is_default(&self) -> bool {
+        self == &ClusterConfig::default()
+    }
+}
+
+fn default_heartbeat() -> u64 {
+    1_000
+}
+fn default_presence_ttl() -> u64 {
+    5_000
+}
+
+/// Whether `id` may be a relay id: 1-64 letters, digits, `-` or `_` (it is
+/// part of NATS subjects).
+pub fn valid_relay_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A new relay id: `r-` and 8 random hex digits.
+pub fn new_relay_id() -> String {
+    format!("r-{:08x}", rand::random::<u32>())
 }
 
 /// `[store]` of relay.toml.
@@ -294,14 +368,43 @@ impl RelayDir {
     pub fn open_store(&self) -> Result<crate::store::Store> {
         let options = crate::store::Options {
             clock: crate::clock::system(),
-            webhook_source: self
-                .config
-                .webhook_url
-                .is_some()
-                .then(|| self.config.name.clone()),
+            webhook_source: self.config.webhook_url.is_some().then(|| self.deployment()),
         };
         Ok(crate::store::Store::open(&self.store_location()?, options)?)
     }
+    /// The deployment's name (`deployment`, else `name`): what webhook ids
+    /// and ticket keys start with, the same on every relay of it.
+    pub fn deployment(&self) -> String {
+        self.config
+            .deployment
+            .clone()
+            .unwrap_or_else(|| self.config.name.clone())
+    }
+
+    /// This relay's id: `relay_id`, else `r-` and the first 8 hex digits
+    /// of the SHA-256 of its server certificate file (stable, and its own).
+    pub fn relay_id(&self) -> String {
+        if let Some(id) = &self.config.relay_id {
+            return id.clone();
+        }
+        match std::fs::read(self.server_cert()) {
+            Ok(pem) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, &pem);
+                format!("r-{}", hex::encode(&digest.as_ref()[..4]))
+            }
+            Err(_) => self.config.name.clone(),
+        }
+    }
+
+    /// `[cluster] nats_ca`, relative to this folder.
+    pub fn nats_ca(&self) -> Option<PathBuf> {
+        self.config
+            .cluster
+            .nats_ca
+            .as_ref()
+            .map(|p| self.dir.join(p))
+    }
+
     /// Secret for QUIC stateless resets, kept across restarts.
     pub fn reset_key(&self) -> PathBuf {
         self.dir.join("reset-key")
@@ -412,7 +515,63 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
             return bad("url", &problem);
         }
     }
+    if let Some(id) = &c.relay_id {
+        if !valid_relay_id(id) {
+            return bad(
+                "relay_id",
+                "relay_id must be 1-64 letters, digits, `-` or `_`",
+            );
+        }
+    }
+    if let Some(d) = &c.deployment {
+        if !firstline_net::identity::valid_name(d) {
+            return bad(
+                "deployment",
+                "deployment must be a DNS-like name (letters, digits, . _ -)",
+            );
+        }
+    }
+    let k = &c.cluster;
+    if let Some(nats) = &k.nats {
+        if let Err(problem) = nats_servers(nats) {
+            return bad("nats", &problem);
+        }
+    }
+    if k.heartbeat_ms < 50 {
+        return bad("heartbeat_ms", "heartbeat_ms must be at least 50");
+    }
+    if k.presence_ttl_ms < 2 * k.heartbeat_ms {
+        return bad(
+            "presence_ttl_ms",
+            "presence_ttl_ms must be at least twice heartbeat_ms (a relay misses one heartbeat before it counts as dead)",
+        );
+    }
     Ok(())
+}
+
+/// The NATS servers of `[cluster] nats`: comma-separated `nats://` or
+/// `tls://` URLs (a bare `HOST:PORT` is taken as `nats://`).
+pub fn nats_servers(value: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let url = if part.contains("://") {
+            part.to_string()
+        } else {
+            format!("nats://{part}")
+        };
+        let scheme = url.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "nats" | "tls") {
+            return Err(format!(
+                "`{}`: use nats://HOST:PORT (or tls://HOST:PORT)",
+                crate::store::redact(part)
+            ));
+        }
+        out.push(url);
+    }
+    if out.is_empty() {
+        return Err("nats needs a server: nats://HOST:4222".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

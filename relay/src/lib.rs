@@ -14,8 +14,10 @@
 //!   role, audit line, handler), [`routing`] (requests forwarded to
 //!   agents), [`reply`] (answer streams, lists in parts);
 //! * shared state: [`state`] (the [`state::Relay`] every handler gets),
-//!   [`registry`] (who is online), [`notices`] (live notices), [`clock`]
-//!   (time, passed in), [`error`] (errors with their wire code);
+//!   [`registry`] (who is connected here), [`cluster`] (the other relays
+//!   of the deployment, over NATS: presence, forwarded requests, notices,
+//!   revocations, audit checkpoints), [`notices`] (live notices),
+//!   [`clock`] (time, passed in), [`error`] (errors with their wire code);
 //! * storage: [`store`] (one async interface, SQLite and PostgreSQL
 //!   backends, the ticket rules, the incident engine, the audit chain, the
 //!   webhook outbox), [`ticket`] (what a ticket is), [`audit`] (the
@@ -31,6 +33,7 @@ pub mod agent_link;
 pub mod audit;
 pub mod ca;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod enroll;

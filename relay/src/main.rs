@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a relay directory: relay.toml, a private CA, the relay's certificate and its database.
+    /// Create a relay directory: relay.toml, a private CA, the relay's certificate and its database;
+    /// with --join, another relay of an existing deployment (same CA, store and NATS).
     Init {
         /// Folder of the new relay (its relay.toml is what --config of the
         /// other commands names; the default is where they look).
@@ -46,6 +47,19 @@ enum Command {
         /// address).
         #[arg(long, value_name = "HOST:PORT")]
         public_addr: Option<String>,
+        /// Make another relay of the deployment this relay.toml belongs to: the same
+        /// CA, store, NATS, settings and audit key, its own certificate, id and
+        /// addresses (the relay.toml of a copy of that relay's folder will do).
+        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats"])]
+        join: Option<PathBuf>,
+        /// Store of the relay's data, shared by every relay of the deployment:
+        /// postgres://USER:PASSWORD@HOST/DB (default: sqlite:relay.db, beside relay.toml).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// NATS server(s) the relays of the deployment meet on: nats://HOST:4222
+        /// (written as [cluster] nats; other relays then join with --join).
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
     },
     /// Run the relay.
     Serve {
@@ -80,6 +94,11 @@ enum AuditCommand {
     Verify {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Also count the checkpoints of another relay's anchor (its
+        /// audit-anchor.log; relays of one deployment share the audit key);
+        /// may be given several times.
+        #[arg(long, value_name = "FILE")]
+        anchor: Vec<PathBuf>,
     },
 }
 
@@ -186,11 +205,36 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             name,
             public_addr,
+            join,
+            store,
+            nats,
         } => {
             let public =
                 config::default_public_addr(listen, name.as_deref(), public_addr.as_deref());
             let name = name.unwrap_or_else(|| firstline_proto::RELAY_SERVER_NAME.to_string());
-            let path = admin::init_with(&dir, listen, &name, public.as_deref())?;
+            let path = match join {
+                Some(with) => {
+                    let joined = admin::join(&dir, &with, listen, &name, public.as_deref())?;
+                    println!(
+                        "relay {} joined the deployment of {} ({}): same CA, store ({}) and NATS; its own certificate",
+                        joined.relay_id,
+                        joined.with,
+                        with.display(),
+                        joined.store
+                    );
+                    if joined.sqlite {
+                        println!(
+                            "note: these relays share a SQLite file: they must run on this machine; \
+                             relays on several machines need PostgreSQL ([store] url = \"postgres://…\")"
+                        );
+                    }
+                    joined.config_path
+                }
+                None => {
+                    let shared = admin::Shared { store, nats };
+                    admin::init_shared(&dir, listen, &name, public.as_deref(), &shared)?
+                }
+            };
             println!("relay initialised: {}", path.display());
             match &public {
                 Some(p) => println!("agents and consoles dial {p} (public_addr)"),
@@ -302,10 +346,10 @@ fn run(cli: Cli) -> Result<()> {
             admin::revoke(&RelayDir::load(&config)?, PeerKind::Operator, &name)?;
             println!("operator {name} revoked");
         }
-        Command::Audit(AuditCommand::Verify { config }) => {
+        Command::Audit(AuditCommand::Verify { config, anchor }) => {
             let dir = RelayDir::load(&config)?;
             let store = dir.open_store()?;
-            let report = firstline_relay::audit::verify(&store, &dir.audit_paths())?;
+            let report = firstline_relay::audit::verify_with(&store, &dir.audit_paths(), &anchor)?;
             render_verification(&dir, &report)?;
         }
         Command::Agent(AgentCommand::List { config, json }) => {

@@ -1,5 +1,7 @@
-//! Live connections: which agents are online right now, and which operator
-//! connections are open, so revocations can cut them off at once.
+//! Live connections held by this relay: which agents are connected here
+//! right now (and since when), and which operator connections are open, so
+//! revocations can cut them off at once. Agents held by the other relays
+//! of a deployment are `crate::cluster`'s.
 
 use quinn::{Connection, VarInt};
 use std::collections::HashMap;
@@ -12,7 +14,8 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Inner {
-    agents: HashMap<String, Connection>,
+    /// `(connection, since)`: since when, in ms since the epoch.
+    agents: HashMap<String, (Connection, u64)>,
     /// Operator connections by quinn's stable id: `(name, connection)`.
     operators: HashMap<usize, (String, Connection)>,
 }
@@ -23,30 +26,43 @@ impl Registry {
     }
 
     /// Register an agent's connection; an older connection of the same agent
-    /// (a half-dead one it reconnected past) is closed.
-    pub fn agent_online(&self, name: &str, conn: Connection) {
-        let old = self.lock().agents.insert(name.to_string(), conn);
-        if let Some(old) = old {
+    /// (a half-dead one it reconnected past) is closed. Returns since when
+    /// (ms since the epoch).
+    pub fn agent_online(&self, name: &str, conn: Connection) -> u64 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let old = self.lock().agents.insert(name.to_string(), (conn, since));
+        if let Some((old, _)) = old {
             old.close(
                 VarInt::from_u32(0),
                 b"replaced by a newer connection of this agent",
             );
         }
+        since
     }
 
-    /// Forget an agent's connection, unless a newer one already replaced it.
-    pub fn agent_offline(&self, name: &str, conn: &Connection) {
+    /// Forget an agent's connection, unless a newer one already replaced
+    /// it; whether it was forgotten.
+    pub fn agent_offline(&self, name: &str, conn: &Connection) -> bool {
         let mut inner = self.lock();
         if inner
             .agents
             .get(name)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
+            .is_some_and(|(c, _)| c.stable_id() == conn.stable_id())
         {
             inner.agents.remove(name);
+            return true;
         }
+        false
     }
 
     pub fn agent(&self, name: &str) -> Option<Connection> {
+        self.lock().agents.get(name).map(|(c, _)| c.clone())
+    }
+
+    /// The agent's connection here and since when it is up.
+    pub fn agent_since(&self, name: &str) -> Option<(Connection, u64)> {
         self.lock().agents.get(name).cloned()
     }
 
@@ -74,7 +90,12 @@ impl Registry {
     pub fn connections_of(&self, kind: &str, name: &str) -> Vec<Connection> {
         let inner = self.lock();
         match kind {
-            "agent" => inner.agents.get(name).cloned().into_iter().collect(),
+            "agent" => inner
+                .agents
+                .get(name)
+                .map(|(c, _)| c.clone())
+                .into_iter()
+                .collect(),
             _ => inner
                 .operators
                 .values()

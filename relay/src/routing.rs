@@ -6,14 +6,27 @@
 //! ticket on the way, and a runbook is recorded as one `verdict` entry by
 //! the operator who ran it: its parameters, every step's result or why it
 //! was skipped, and the verdict with its cause.
+//!
+//! **An agent held by another relay** of the deployment: the request goes
+//! to that relay over NATS ([`crate::cluster`]), which opens the stream on
+//! the agent's connection and sends every answer frame back as it arrives
+//! ([`serve_forwarded`]); this relay — the one the operator is connected
+//! to — does the rest as for a local agent: the role check before, the
+//! ticket entries on the way, the audit entry after (`crate::console`).
+//! So a forwarded request is recorded once, by the relay that took it, and
+//! the holding relay is a pipe. A holding relay that dies mid-request is
+//! reported within `presence_ttl_ms` (its heartbeats stop); one that does
+//! not answer within `request_timeout_secs` (and a few seconds) too.
 
 use crate::clock::parse_rfc3339;
+use crate::cluster::{ForwardError, Forwarded, RemoteAnswers};
 use crate::error::RelayError;
 use crate::reply::{Outcome, Reply};
-use crate::state::Relay;
+use crate::state::{Holder, Relay};
 use firstline_net::stream::request;
-use firstline_net::FramedRecv;
+use firstline_net::{FramedRecv, FramedSend};
 use firstline_proto::{ErrorCode, Message};
+use std::time::Duration;
 
 /// A request on its way to an agent.
 pub struct Routed<'a> {
@@ -61,30 +74,43 @@ pub async fn route(
 ) -> Result<Outcome, RelayError> {
     let relay = ctx.relay();
     let agent = routed.agent;
-    let conn = live_connection(relay, agent).await?;
+    let holder = live_holder(relay, agent).await?;
     if let Some(t) = routed.ticket {
         if relay.store.ticket(t).await?.is_none() {
             return Err(RelayError::no_ticket(t));
         }
     }
-    let (_to_agent, mut from_agent) = request(&conn, routed.request).await.map_err(|e| {
-        RelayError::new(
-            ErrorCode::AgentOffline,
-            format!("agent `{agent}` could not be reached: {e}"),
-        )
-    })?;
+    let mut answers = match holder {
+        Holder::Here(conn) => {
+            let (to, from) = request(&conn, routed.request).await.map_err(|e| {
+                RelayError::new(
+                    ErrorCode::AgentOffline,
+                    format!("agent `{agent}` could not be reached: {e}"),
+                )
+            })?;
+            Answers::Agent { _to: to, from }
+        }
+        Holder::Relay(id) => {
+            let remote = relay
+                .cluster
+                .forward(&id, agent, routed.request)
+                .await
+                .map_err(|e| forward_error(agent, &id, e))?;
+            Answers::Relay(remote)
+        }
+    };
     let record = routed.ticket.map(|ticket| Record {
         ticket,
         operator: ctx.operator(),
         runbook: routed.runbook,
     });
-    let text = relay_answers(relay, agent, record, &mut from_agent, reply).await?;
+    let text = relay_answers(relay, agent, record, &mut answers, reply).await?;
     reply.finish();
     Ok(Outcome(text))
 }
 
-/// The agent's live connection, or why there is none.
-async fn live_connection(relay: &Relay, agent: &str) -> Result<quinn::Connection, RelayError> {
+/// Where the agent's live connection is, or why there is none.
+async fn live_holder(relay: &Relay, agent: &str) -> Result<Holder, RelayError> {
     let Some(info) = relay.store.agent(agent).await? else {
         return Err(relay.unknown_agent(agent).await);
     };
@@ -92,13 +118,80 @@ async fn live_connection(relay: &Relay, agent: &str) -> Result<quinn::Connection
         let why = format!("agent `{agent}` has been revoked");
         return Err(RelayError::new(ErrorCode::Revoked, why));
     }
-    relay.registry.agent(agent).ok_or_else(|| {
+    relay.holder(agent).ok_or_else(|| {
         let seen = info.last_seen.unwrap_or_else(|| "never".into());
         RelayError::new(
             ErrorCode::AgentOffline,
             format!("agent `{agent}` is offline (last seen {seen})"),
         )
     })
+}
+
+/// A failed forward, as the console reads it.
+fn forward_error(agent: &str, relay: &str, e: ForwardError) -> RelayError {
+    let (code, message) = match e {
+        ForwardError::Refused { code, message } => (code, message),
+        ForwardError::Gone => (
+            ErrorCode::AgentOffline,
+            format!(
+                "agent `{agent}` is held by relay {relay}, which stopped answering (no heartbeat): \
+                 whether the request ran there is unknown"
+            ),
+        ),
+        ForwardError::NoResponder => (
+            ErrorCode::AgentOffline,
+            format!("agent `{agent}` is held by relay {relay}, which does not listen on NATS"),
+        ),
+        ForwardError::Timeout(d) => (
+            ErrorCode::Timeout,
+            format!(
+                "agent `{agent}` (held by relay {relay}) did not answer within {} s",
+                d.as_secs()
+            ),
+        ),
+        e @ (ForwardError::Lost(_) | ForwardError::Nats(_)) => (
+            ErrorCode::Internal,
+            format!("agent `{agent}` is held by relay {relay}: {e}"),
+        ),
+    };
+    RelayError::new(code, message)
+}
+
+/// The answers of a request: from the agent's stream here, or relayed by
+/// the relay that holds the agent.
+enum Answers {
+    Agent { _to: FramedSend, from: FramedRecv },
+    Relay(RemoteAnswers),
+}
+
+/// Time a holding relay gets beyond `request_timeout_secs`, so that its
+/// own timeout (told as such) comes first.
+const FORWARD_MARGIN: Duration = Duration::from_secs(5);
+
+impl Answers {
+    /// The next answer; `Ok(None)` when the stream ended without a final
+    /// message.
+    async fn next(&mut self, relay: &Relay, agent: &str) -> Result<Option<Message>, RelayError> {
+        match self {
+            Answers::Agent { from, .. } => match from.recv_within(relay.request_timeout()).await {
+                Ok(msg) => Ok(msg),
+                Err(e) => {
+                    from.stop(e.code());
+                    Err(RelayError::new(
+                        e.code(),
+                        format!("from agent `{agent}`: {e}"),
+                    ))
+                }
+            },
+            Answers::Relay(remote) => {
+                let within = relay.request_timeout() + FORWARD_MARGIN;
+                match remote.next(within).await {
+                    Ok(msg) => Ok(Some(msg)),
+                    Err(e) => Err(forward_error(agent, remote.relay(), e)),
+                }
+            }
+        }
+    }
 }
 
 /// Where the answers are recorded: a ticket, by whom, and whether they are
@@ -130,28 +223,15 @@ async fn relay_answers(
     relay: &Relay,
     agent: &str,
     record: Option<Record<'_>>,
-    from_agent: &mut FramedRecv,
+    answers: &mut Answers,
     to_console: &mut Reply,
 ) -> Result<String, RelayError> {
     let mut last_status = String::from("no result");
     let internal =
         |e: firstline_net::LinkError| RelayError::new(ErrorCode::Internal, e.to_string());
     loop {
-        let msg = match from_agent.recv_within(relay.request_timeout()).await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => {
-                return Err(RelayError::new(
-                    ErrorCode::Internal,
-                    format!("agent `{agent}` ended the stream without a final message"),
-                ))
-            }
-            Err(e) => {
-                from_agent.stop(e.code());
-                return Err(RelayError::new(
-                    e.code(),
-                    format!("from agent `{agent}`: {e}"),
-                ));
-            }
+        let Some(msg) = answers.next(relay, agent).await? else {
+            return Err(ended_early(agent));
         };
         match &msg {
             Message::Result { result } => {
@@ -201,4 +281,92 @@ async fn relay_answers(
             return Ok("console went away".into());
         }
     }
+}
+
+fn ended_early(agent: &str) -> RelayError {
+    RelayError::new(
+        ErrorCode::Internal,
+        format!("agent `{agent}` ended the stream without a final message"),
+    )
+}
+
+/// Whether `msg` ends an agent's answer.
+fn is_final(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Done {}
+            | Message::Error { .. }
+            | Message::Runbooks { .. }
+            | Message::Checks { .. }
+    )
+}
+
+/// Serve a request another relay forwarded for an agent held here: open
+/// the stream on the agent's connection and send every answer frame back
+/// as it arrives, until the final one. Nothing is recorded here: the
+/// asking relay records the ticket entries and the audit entry.
+pub async fn serve_forwarded(relay: &Relay, f: Forwarded) {
+    let Forwarded {
+        from: asker,
+        agent,
+        request: msg,
+        mut reply,
+    } = f;
+    let agent_side = matches!(
+        msg,
+        Message::Exec { .. }
+            | Message::ExecFix { .. }
+            | Message::ExecRunbook { .. }
+            | Message::ExecListRunbooks {}
+            | Message::ExecListChecks {}
+    );
+    if !agent_side {
+        let why = format!("`{}` is not a request for an agent", msg.kind());
+        reply.fail(ErrorCode::BadRequest, &why).await;
+        return;
+    }
+    let Some(conn) = relay.registry.agent(&agent) else {
+        let why = format!(
+            "agent `{agent}` is no longer connected to relay {}; try again",
+            relay.cluster.id().unwrap_or("?")
+        );
+        reply.fail(ErrorCode::AgentOffline, &why).await;
+        return;
+    };
+    tracing::info!(%agent, from = %asker, request = msg.kind(), "forwarded request");
+    let (_to_agent, mut from_agent) = match request(&conn, msg).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("agent `{agent}` could not be reached: {e}");
+            reply.fail(ErrorCode::AgentOffline, &why).await;
+            return;
+        }
+    };
+    loop {
+        match from_agent.recv_within(relay.request_timeout()).await {
+            Ok(Some(msg)) => {
+                let last = is_final(&msg);
+                if let Err(e) = reply.send(msg).await {
+                    tracing::warn!(%agent, from = %asker, "cannot relay an answer: {e}");
+                    from_agent.stop(ErrorCode::Internal);
+                    return;
+                }
+                if last {
+                    break;
+                }
+            }
+            Ok(None) => {
+                let e = ended_early(&agent);
+                reply.fail(e.code, &e.message).await;
+                return;
+            }
+            Err(e) => {
+                from_agent.stop(e.code());
+                let why = format!("from agent `{agent}`: {e}");
+                reply.fail(e.code(), &why).await;
+                return;
+            }
+        }
+    }
+    reply.flush().await;
 }

@@ -7,6 +7,7 @@
 //! it to [`crate::agent_link`] or [`crate::console`].
 
 use crate::admission::Slot;
+use crate::cluster::Inbound;
 use crate::config::RelayDir;
 use crate::state::{close, Relay};
 use crate::store::{CertStatus, PeerKind};
@@ -40,12 +41,23 @@ impl RelayHandle {
 
 /// Bind the endpoint and start serving in the background.
 pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
-    let relay = Arc::new(Relay::load(dir)?);
+    let mut relay = Relay::load(dir)?;
     tracing::info!(store = %relay.store.describe(), "store open");
-    let endpoint = bind(&relay)?;
+    let fingerprint = relay.ca.fingerprint()?;
+    let (cluster, inbound) =
+        crate::cluster::Cluster::start(&relay.dir, &fingerprint, relay.notices.clone()).await?;
+    relay.cluster = cluster;
+    let relay = Arc::new(relay);
+    let endpoint = match bind(&relay) {
+        Ok(e) => e,
+        Err(e) => {
+            relay.cluster.shutdown().await;
+            return Err(e);
+        }
+    };
     let addr = endpoint.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(run(relay.clone(), endpoint, rx));
+    let task = tokio::spawn(run(relay.clone(), endpoint, rx, inbound));
     Ok(RelayHandle {
         addr,
         relay,
@@ -72,9 +84,15 @@ fn bind(relay: &Relay) -> Result<Endpoint> {
     )?)
 }
 
-async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    relay: Arc<Relay>,
+    endpoint: Endpoint,
+    mut shutdown: watch::Receiver<bool>,
+    inbound: Inbound,
+) {
     let mut handlers = JoinSet::new();
     let poller = tokio::spawn(poll_revocations(relay.clone()));
+    let cluster = tokio::spawn(from_other_relays(relay.clone(), inbound));
     let webhook = tokio::spawn(crate::webhook::deliver(
         relay.store.clone(),
         relay.dir.config.clone(),
@@ -96,6 +114,8 @@ async fn run(relay: Arc<Relay>, endpoint: Endpoint, mut shutdown: watch::Receive
     }
     poller.abort();
     webhook.abort();
+    cluster.abort();
+    relay.cluster.shutdown().await;
     endpoint.close(VarInt::from_u32(0), b"relay shutting down");
     while handlers.join_next().await.is_some() {}
     endpoint.wait_idle().await;
@@ -149,9 +169,12 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
                 .and_then(|i| i.identity)
                 .map_or_else(|| "peer without a certificate".into(), |i| i.describe());
             let refusals = &relay.refusals;
-            let logged = refusals.record(&relay.store, &relay.audit_paths, remote, &who, &reason);
-            if let Err(e) = logged.await {
-                tracing::error!("cannot audit a refused connection: {e:#}");
+            let logged =
+                refusals.record_checkpoint(&relay.store, &relay.audit_paths, remote, &who, &reason);
+            match logged.await {
+                Ok(Some(line)) => relay.cluster.publish_checkpoint(&line),
+                Ok(None) => {}
+                Err(e) => tracing::error!("cannot audit a refused connection: {e:#}"),
             }
         }
     }
@@ -229,6 +252,52 @@ async fn poll_revocations(relay: Arc<Relay>) {
             };
             let n = relay.cut_off(kind, &name, &reason).await;
             tracing::info!(%kind, %name, connections = n, "revoked");
+        }
+    }
+}
+
+/// Act on what the other relays of the deployment send: requests for the
+/// agents held here (each in its own task), revocations made through them
+/// (cut off here at once, after checking the database: a message alone
+/// cuts nothing), and their audit checkpoints (kept in this relay's
+/// anchor when signed with its key).
+async fn from_other_relays(relay: Arc<Relay>, inbound: Inbound) {
+    let Inbound {
+        mut forwards,
+        mut revocations,
+        mut checkpoints,
+    } = inbound;
+    let mut requests = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(f) = forwards.recv() => {
+                let relay = relay.clone();
+                requests.spawn(async move { crate::routing::serve_forwarded(&relay, f).await });
+            }
+            Some(r) = revocations.recv() => {
+                let Some(kind) = PeerKind::parse(&r.kind) else { continue };
+                let reason = match kind {
+                    PeerKind::Agent if matches!(relay.store.agent(&r.name).await, Ok(None)) => format!(
+                        "agent {} was removed by the relay admin; enroll it again to reconnect",
+                        r.name
+                    ),
+                    _ => format!("{kind} {} has been revoked by the relay admin", r.name),
+                };
+                let n = relay.cut_off(kind, &r.name, &reason).await;
+                tracing::info!(%kind, name = %r.name, from = %r.relay, connections = n, "revoked through another relay");
+            }
+            Some(line) = checkpoints.recv() => {
+                let paths = relay.audit_paths.clone();
+                let kept = tokio::task::spawn_blocking(move || crate::audit::keep_checkpoint(&paths, &line)).await;
+                match kept {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => tracing::warn!("cluster: an audit checkpoint not signed with this relay's audit key was ignored (relays of one deployment share audit-key.pk8: `init --join` copies it)"),
+                    Ok(Err(e)) => tracing::error!("cannot keep another relay's audit checkpoint: {e:#}"),
+                    Err(_) => {}
+                }
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            else => break,
         }
     }
 }

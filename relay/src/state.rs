@@ -1,11 +1,13 @@
 //! The relay's shared state: what every connection handler reaches — the
-//! store, the CA, who is online, live notices, limits, the clock — in one
-//! [`Relay`], built once by `serve` and shared behind an `Arc`.
+//! store, the CA, who is online (here and, through the cluster, on the
+//! other relays), live notices, limits, the clock — in one [`Relay`],
+//! built once by `serve` and shared behind an `Arc`.
 
 use crate::admission::{Gate, RateLimiter};
 use crate::audit::{AnchorPaths, AuditEntry, RefusalLog};
 use crate::ca::Ca;
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::RelayDir;
 use crate::registry::Registry;
 use crate::store::{CertStatus, PeerKind, Store};
@@ -26,6 +28,8 @@ pub struct Relay {
     pub store: Store,
     pub ca: Arc<Ca>,
     pub registry: Registry,
+    /// The other relays of the deployment (none: [`Cluster::Local`]).
+    pub cluster: Cluster,
     /// Where "now" comes from (the store's too).
     pub clock: SharedClock,
     /// The audit anchor's key and checkpoints (in the relay folder).
@@ -64,6 +68,7 @@ impl Relay {
             store,
             ca: Arc::new(ca),
             registry: Registry::default(),
+            cluster: Cluster::Local,
             clock: crate::clock::system(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
             webhook_wake: Arc::new(Notify::new()),
@@ -88,17 +93,63 @@ impl Relay {
         }
     }
 
-    /// Tell every watcher (no watcher is fine).
+    /// Tell every watcher, on every relay of the deployment (no watcher is
+    /// fine).
     pub fn notify(&self, notice: Notice) {
+        self.cluster.publish_notice(&notice);
         let _ = self.notices.send(notice);
     }
 
     /// Write an audit entry; a failure is logged (the request it records
-    /// has happened either way).
+    /// has happened either way). Its signed checkpoint goes to the other
+    /// relays' anchors too.
     pub async fn audit(&self, entry: AuditEntry) {
-        if let Err(e) = crate::audit::record(&self.store, &self.audit_paths, entry).await {
-            tracing::error!("cannot write audit entry: {e:#}");
+        match crate::audit::record_checkpoint(&self.store, &self.audit_paths, entry).await {
+            Ok(line) => self.cluster.publish_checkpoint(&line),
+            Err(e) => tracing::error!("cannot write audit entry: {e:#}"),
         }
+    }
+
+    /// An agent's connection is up here: register it, tell the other relays.
+    pub fn agent_online(&self, name: &str, conn: Connection) {
+        let since = self.registry.agent_online(name, conn);
+        self.cluster.agent_held(name, since);
+    }
+
+    /// An agent's connection here ended (unless a newer one replaced it).
+    pub fn agent_offline(&self, name: &str, conn: &Connection) {
+        if self.registry.agent_offline(name, conn) {
+            self.cluster.agent_released(name);
+        }
+    }
+
+    /// Whether an agent is connected to this relay or another one of the
+    /// deployment.
+    pub fn is_online(&self, name: &str) -> bool {
+        self.registry.is_online(name) || self.cluster.holder(name).is_some()
+    }
+
+    /// Where an agent's live connection is: here, or on another relay
+    /// (the newest connection wins when it shows on two, as after a move
+    /// the old relay has not noticed yet).
+    pub fn holder(&self, name: &str) -> Option<Holder> {
+        let here = self.registry.agent_since(name);
+        let there = self.cluster.holder(name);
+        match (here, there) {
+            (Some((_, since)), Some((relay, theirs))) if theirs > since => {
+                Some(Holder::Relay(relay))
+            }
+            (Some((conn, _)), _) => Some(Holder::Here(conn)),
+            (None, Some((relay, _))) => Some(Holder::Relay(relay)),
+            (None, None) => None,
+        }
+    }
+
+    /// A peer was revoked or removed through this relay: cut it off here
+    /// and tell the other relays to (each checks the database first).
+    pub async fn revoked_here(&self, kind: PeerKind, name: &str, reason: &str) -> usize {
+        self.cluster.publish_revocation(kind.as_str(), name);
+        self.cut_off(kind, name, reason).await
     }
 
     /// No agent of this name: the message lists the enrolled ones.
@@ -147,6 +198,14 @@ impl Relay {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.dir.config.request_timeout_secs)
     }
+}
+
+/// Where an agent's live connection is.
+pub enum Holder {
+    /// On this relay.
+    Here(Connection),
+    /// On the relay of this id.
+    Relay(String),
 }
 
 /// Close a connection with a firstline error code and a reason the peer

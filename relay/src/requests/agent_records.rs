@@ -23,7 +23,7 @@ impl Request for ListAgentRecords {
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
         let mut agents = ctx.relay.store.agent_records().await?;
         for a in &mut agents {
-            a.online = ctx.relay.registry.is_online(&a.name);
+            a.online = ctx.relay.is_online(&a.name);
         }
         let n = agents.len();
         let sent = reply
@@ -59,7 +59,7 @@ impl Request for AgentRemove {
             let why = format!(
                 "agent {name} was removed by the relay admin; enroll it again to reconnect"
             );
-            relay.cut_off(PeerKind::Agent, name, &why).await;
+            relay.revoked_here(PeerKind::Agent, name, &why).await;
         }
         let outcome = admin::remove_outcome(&removed);
         let msg = Message::AgentRemoved {

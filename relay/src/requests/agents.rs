@@ -19,7 +19,7 @@ impl Request for ListAgents {
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
         let mut agents = ctx.relay.store.agents().await?;
         for a in &mut agents {
-            a.online = ctx.relay.registry.is_online(&a.name);
+            a.online = ctx.relay.is_online(&a.name);
         }
         let n = agents.len();
         let sent = reply

@@ -132,7 +132,13 @@ pub fn enroll<T>(
         return Ok(Err(EnrollRefusal::Token(e)));
     }
     if !tx.insert_agent(name, now)? {
-        return Ok(Err(EnrollRefusal::NameTaken(name.into())));
+        // Another relay enrolled this name since `name_refusal` looked
+        // (PostgreSQL; SQLite's writers run one at a time): refusing now
+        // would commit the token's use. Roll back and run again: the name
+        // is then refused before anything is spent.
+        return Err(super::StoreError::Retry(format!(
+            "agent name `{name}` taken by a concurrent enrollment"
+        )));
     }
     let signed = sign().map_err(|e| super::StoreError::Invalid(format!("{e:#}")))?;
     tx.insert_cert(&signed.serial, PeerKind::Agent, name, signed.not_after, now)?;

@@ -63,6 +63,9 @@ impl Location {
     /// folder), `sqlite:///abs/path.db`, `postgres://…` or `postgresql://…`.
     pub fn parse(url: &str, base: &Path) -> Result<Location, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Its syntax, `pool` and `sslmode` now (no connection), so that
+            // `validate` tells of a bad URL before the relay starts.
+            postgres::check_url(url)?;
             return Ok(Location::Postgres(url.to_string()));
         }
         if let Some(path) = url.strip_prefix("sqlite:") {
@@ -79,18 +82,35 @@ impl Location {
     }
 }
 
-/// A URL with its password (if any) replaced by `***`.
+/// A URL with its password (if any: `user:PASSWORD@`, or a `password=`
+/// query parameter) replaced by `***`.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) => (url, Some(query)),
+        None => (url, None),
     };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
         None => url.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<&str> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some(("password", _)) => "password=***",
+                _ => p,
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 impl fmt::Debug for Location {
@@ -669,20 +689,30 @@ mod tests {
         let pg = Location::parse("postgres://fl:s3cret@db.example/fl", base).unwrap();
         assert_eq!(format!("{pg:?}"), "postgres://fl:***@db.example/fl");
         assert!(Location::parse("mysql://x", base).is_err());
+        let e = Location::parse("postgres://fl:s3cret@db/fl?pool=0", base).unwrap_err();
+        assert!(e.contains("pool=0") && !e.contains("s3cret"), "{e}");
         assert!(Location::parse("sqlite:", base).is_err());
         assert_eq!(
             redact("postgres://db.example/fl"),
             "postgres://db.example/fl"
         );
+        assert_eq!(
+            redact("postgres://fl@db.example/fl?pool=4&password=s3cret"),
+            "postgres://fl@db.example/fl?pool=4&password=***"
+        );
     }
 
     #[test]
-    fn postgres_is_not_built_yet_and_says_so() {
-        let loc = Location::Postgres("postgres://u:pw@localhost/x".into());
+    fn an_unreachable_postgres_says_so_without_its_password() {
+        // Nothing listens on port 1 of the loopback: refused at once.
+        let loc = Location::Postgres("postgres://u:s3cret@127.0.0.1:1/x".into());
         let e = Store::open(&loc, Options::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no PostgreSQL backend yet"), "{e}");
-        assert!(!e.contains("pw"), "{e}");
+        assert!(
+            e.contains("cannot connect to the database postgres://u@127.0.0.1:1/x"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }

@@ -15,6 +15,10 @@
 //!   the one row of `audit_head`, `FOR UPDATE`; SQLite: nothing to do);
 //! * [`Tx::claim_webhooks`] hands a delivery to one claimer only (a lease in
 //!   `claimed_until`; PostgreSQL adds `FOR UPDATE SKIP LOCKED`);
+//! * [`Tx::insert_revocation`] numbers revocations in commit order, so a
+//!   relay polling [`Tx::revocations_since`] its last seen `seq` skips none
+//!   (PostgreSQL: numbered under an advisory lock held to the commit;
+//!   SQLite: one writer);
 //! * a lost race surfaces as [`super::StoreError::Retry`], and the store
 //!   runs the whole use case again.
 //!

@@ -1,0 +1,180 @@
+//! PostgreSQL's schema history (see [`crate::store::migrations`]).
+//!
+//! Its own list, not SQLite's: there were no PostgreSQL databases before
+//! versions, so version 1 is the whole schema of SQLite's version 2 —
+//! `BIGINT` times and counters, `BIGSERIAL` ids where SQLite has
+//! `AUTOINCREMENT` (the audit's ids are given by the chain) — plus the
+//! one-row `audit_head` table whose lock serializes audit appends.
+
+use super::error;
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::migrations::{self, Migration};
+use postgres::Client;
+
+pub const MIGRATIONS: &[Migration<&str>] = &[Migration {
+    version: 1,
+    name: "tokens, agents, operators, certs, revocations, audit with its head, monitor status, tickets, webhook outbox with leases",
+    apply: V1,
+}];
+
+/// Key of the session advisory lock a relay holds while it migrates: two
+/// relays starting at once on an empty database do not both create it.
+const MIGRATION_LOCK: i64 = 0x6669_7273_746c_6d31; // "firstlm1"
+
+/// Apply the pending migrations, each in one transaction with the row that
+/// records it, under [`MIGRATION_LOCK`].
+pub(super) fn migrate(client: &mut Client) -> StoreResult<()> {
+    migrations::check(MIGRATIONS).map_err(StoreError::Backend)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(error)?;
+    let migrated = apply_pending(client);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    migrated?;
+    unlocked.map_err(error)?;
+    Ok(())
+}
+
+fn apply_pending(client: &mut Client) -> StoreResult<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at BIGINT NOT NULL
+            )",
+        )
+        .map_err(error)?;
+    loop {
+        let mut tx = client.transaction().map_err(error)?;
+        let current: i64 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(error)?;
+        let current = u32::try_from(current).unwrap_or(u32::MAX);
+        let Some(next) = migrations::pending(MIGRATIONS, current)?.first() else {
+            return tx.commit().map_err(error);
+        };
+        tx.batch_execute(next.apply).map_err(error)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[
+                &i64::from(next.version),
+                &next.name,
+                &crate::clock::unix_now(),
+            ],
+        )
+        .map_err(error)?;
+        tx.commit().map_err(error)?;
+        tracing::info!(
+            version = next.version,
+            "database schema migrated: {}",
+            next.name
+        );
+    }
+}
+
+const V1: &str = r#"
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    uses_left BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    uses BIGINT,
+    revoked_at BIGINT
+);
+CREATE TABLE agents (
+    name TEXT PRIMARY KEY,
+    enrolled_at BIGINT NOT NULL,
+    last_seen BIGINT,
+    version TEXT,
+    os TEXT,
+    hostname TEXT,
+    revoked_at BIGINT,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    removed_at BIGINT
+);
+CREATE TABLE operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE certs (
+    serial TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    not_after BIGINT NOT NULL,
+    issued_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX certs_by_identity ON certs (kind, name);
+CREATE TABLE revocations (
+    seq BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE TABLE audit (
+    id BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    who TEXT NOT NULL,
+    role TEXT,
+    agent TEXT,
+    action TEXT NOT NULL,
+    args TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_by_agent ON audit (agent, id);
+-- One row, locked (SELECT ... FOR UPDATE) by each audit append until its
+-- commit: the appends of every relay take turns, so the chain cannot fork.
+CREATE TABLE audit_head (
+    id SMALLINT PRIMARY KEY CHECK (id = 1)
+);
+INSERT INTO audit_head (id) VALUES (1);
+CREATE TABLE monitor_status (
+    agent TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (agent, monitor)
+);
+CREATE TABLE webhook_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    claimed_until BIGINT
+);
+CREATE INDEX webhook_due ON webhook_outbox (next_at, id);
+CREATE TABLE tickets (
+    id BIGSERIAL PRIMARY KEY,
+    title TEXT NOT NULL,
+    agent TEXT,
+    check_name TEXT,
+    monitor TEXT,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    source TEXT NOT NULL,
+    assignee TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    resolved_at BIGINT
+);
+CREATE INDEX tickets_by_monitor ON tickets (agent, monitor, id);
+CREATE TABLE ticket_entries (
+    id BIGSERIAL PRIMARY KEY,
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    author TEXT NOT NULL,
+    body TEXT NOT NULL,
+    observed_at BIGINT
+);
+CREATE INDEX entries_by_ticket ON ticket_entries (ticket_id, id);
+"#;
