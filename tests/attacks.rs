@@ -1427,6 +1427,7 @@ fn tickets_timelines_and_audit_of_any_size_are_listed_in_full() {
                     check: "disk".into(),
                     args: vec![arg.clone()],
                     ticket: None,
+                    queue_for_secs: None,
                 })
                 .await;
             let (code, _) = answer.error().unwrap_or_else(|| panic!("{answer:?}"));

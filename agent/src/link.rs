@@ -23,7 +23,7 @@ use firstline_net::credential::write_private;
 use firstline_net::endpoint::{self, describe_connection_error};
 use firstline_net::stream::{self, request};
 use firstline_net::Identity;
-use firstline_proto::{ErrorCode, Hello, Message, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+use firstline_proto::{ErrorCode, Facts, Hello, Message, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use quinn::{Connection, ConnectionError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,8 +290,10 @@ async fn session(
         relay: relay.to_string(),
     });
     let sender = tokio::spawn(deliver(conn.clone(), outbox.clone()));
+    let reporter = tokio::spawn(report_facts(conn.clone()));
     let end = serve(cfg, &conn, shutdown).await;
     sender.abort();
+    reporter.abort();
     if matches!(end, Ok(SessionEnd::Shutdown)) {
         conn.close(0u32.into(), b"agent shutting down");
         endpoint::finish(&ep).await;
@@ -305,12 +307,69 @@ async fn session(
     }
 }
 
+/// The OS line of `hello`: the distribution's name and version from
+/// os-release (`Debian GNU/Linux 12`, what `--select os=debian*` matches),
+/// else what sysinfo makes of the system, else the OS family.
+pub fn os_line() -> String {
+    match (sysinfo::System::name(), sysinfo::System::os_version()) {
+        (Ok(name), Ok(version)) if !name.is_empty() => format!("{name} {version}"),
+        (Ok(name), Err(_)) if !name.is_empty() => name,
+        _ => sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into()),
+    }
+}
+
+/// What the agent reads of its machine for the relay's listings: the
+/// kernel release (`uname -r`), the global addresses of its links that
+/// are up (the `net` check's reading, with prefix lengths), its uptime.
+pub fn facts() -> Facts {
+    let addresses = match checks::net::read() {
+        Ok(net) => net
+            .links
+            .iter()
+            .filter(|l| l.state == checks::net::LinkState::Up)
+            .flat_map(|l| l.addresses.iter().map(|(ip, len)| format!("{ip}/{len}")))
+            .collect(),
+        Err(e) => {
+            tracing::debug!("no addresses for the relay: {e}");
+            Vec::new()
+        }
+    };
+    Facts {
+        kernel: sysinfo::System::kernel_version().ok(),
+        addresses,
+        uptime_secs: sysinfo::System::uptime().ok(),
+        reported_at: None,
+    }
+}
+
+/// Tell the relay the machine's facts, once per session. A relay older
+/// than facts refuses the message: nothing else depends on it.
+async fn report_facts(conn: Connection) {
+    let facts = match tokio::task::spawn_blocking(facts).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!("reading the facts failed: {e}");
+            return;
+        }
+    };
+    let answer = async {
+        let (_send, mut recv) = request(&conn, Message::Facts(facts)).await?;
+        recv.recv_within(ACK_TIMEOUT).await
+    }
+    .await;
+    match answer {
+        Ok(Some(Message::Done {})) => tracing::debug!("facts reported"),
+        Ok(other) => tracing::debug!("the relay did not take the facts: {other:?}"),
+        Err(e) => tracing::debug!("reporting the facts failed: {e}"),
+    }
+}
+
 async fn greet(conn: &Connection) -> Result<()> {
     let hello = Hello {
         version_min: PROTOCOL_VERSION_MIN,
         version_max: PROTOCOL_VERSION,
         software: env!("CARGO_PKG_VERSION").to_string(),
-        os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into()),
+        os: os_line(),
         hostname: sysinfo::System::host_name().unwrap_or_default(),
         capabilities: checks::NAMES.iter().map(|s| s.to_string()).collect(),
     };
@@ -450,4 +509,27 @@ pub async fn renew_if_due(cfg: &Loaded, conn: &Connection) -> Result<bool> {
     write_private(&path, format!("{cert_pem}{key_pem}").as_bytes())?;
     tracing::info!(serial = %new_info.serial, "certificate renewed");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_of_this_machine() {
+        let f = facts();
+        let uname = std::process::Command::new("uname").arg("-r").output();
+        if let Ok(out) = uname {
+            let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(f.kernel.as_deref(), Some(release.as_str()));
+        }
+        assert!(f.uptime_secs.is_some_and(|u| u > 0), "{f:?}");
+        for a in &f.addresses {
+            let (ip, len) = a.split_once('/').expect("ADDRESS/PREFIX");
+            assert!(ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok());
+            assert!(!ip.starts_with("127.") && ip != "::1" && !ip.starts_with("fe80:"));
+        }
+        let os = os_line();
+        assert!(!os.is_empty() && !os.starts_with("Linux ("), "{os}");
+    }
 }

@@ -1,12 +1,14 @@
 //! `firstline token …`, `firstline operator …`, `firstline agent …`: the
 //! relay's lifecycle for admins, through the relay (the same operations as
-//! `firstline-relay token|operator|agent …` on the relay host). The relay
-//! allows them to admins only and audits each.
+//! `firstline-relay token|operator|agent …` on the relay host), and
+//! `firstline agent tag NAME +T -T…`. The relay allows them to admins only
+//! and audits each.
 
 use crate::client::Client;
 use crate::output;
 use crate::tickets::parse_age;
 use anyhow::{bail, Result};
+use firstline_net::cli::UsageError;
 use firstline_proto::message::{AgentRecord, OperatorInfo, TokenInfo};
 use firstline_proto::text::printable;
 use firstline_proto::{Message, Role};
@@ -27,6 +29,10 @@ pub enum TokenCommand {
         /// Lifetime: 30m, 24h, 7d (default: the relay's token_ttl_secs).
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         ttl: Option<u64>,
+        /// A tag every agent enrolled with it starts with (`floor2`); may be
+        /// given several times, or as `--tag a,b`.
+        #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+        tags: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -70,6 +76,39 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add (+TAG) and remove (-TAG) an agent's tags: `firstline agent tag
+    /// pc-042 +floor2 -lab`. Prints its tags after.
+    #[command(override_usage = "firstline agent tag <NAME> <+TAG|-TAG>... [--json]")]
+    Tag {
+        name: String,
+        /// `+TAG` to add, `-TAG` to remove (`--json` among them too).
+        #[arg(required = true, allow_hyphen_values = true, value_name = "+TAG|-TAG")]
+        changes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `+a -b` as the tags to add and to remove; a word without its sign is
+/// a usage error. `--json` may come among them (it is taken for the flag).
+pub fn tag_changes(changes: &[String]) -> Result<(Vec<String>, Vec<String>, bool)> {
+    let (mut add, mut remove, mut json) = (Vec::new(), Vec::new(), false);
+    for c in changes {
+        if c == "--json" {
+            json = true;
+        } else if let Some(t) = c.strip_prefix('+') {
+            add.push(t.to_string());
+        } else if let Some(t) = c.strip_prefix('-') {
+            remove.push(t.to_string());
+        } else {
+            return Err(UsageError(format!(
+                "`{}`: write +{0} to add the tag, -{0} to remove it",
+                printable(c)
+            ))
+            .into());
+        }
+    }
+    Ok((add, remove, json))
 }
 
 /// Send a request whose answer is a list in parts; the parts.
@@ -120,18 +159,37 @@ pub async fn token(cred: Option<PathBuf>, cmd: TokenCommand) -> Result<i32> {
                         t.expires_at.clone(),
                         t.created_at.clone(),
                         or_dash(&t.revoked_at),
+                        if t.tags.is_empty() {
+                            "-".into()
+                        } else {
+                            t.tags.join(",")
+                        },
                     ]
                 })
                 .collect();
             output::table(
-                &["ID", "STATE", "USES LEFT", "EXPIRES", "CREATED", "REVOKED"],
+                &[
+                    "ID",
+                    "STATE",
+                    "USES LEFT",
+                    "EXPIRES",
+                    "CREATED",
+                    "REVOKED",
+                    "TAGS",
+                ],
                 &rows,
             );
         }
-        TokenCommand::Create { uses, ttl, json } => {
+        TokenCommand::Create {
+            uses,
+            ttl,
+            tags,
+            json,
+        } => {
             let request = Message::TokenCreate {
                 uses,
                 ttl_secs: ttl,
+                tags,
             };
             let Message::TokenCreated { token, info, relay } = call(cred, request).await? else {
                 bail!("unexpected answer to `token create`");
@@ -146,8 +204,13 @@ pub async fn token(cred: Option<PathBuf>, cmd: TokenCommand) -> Result<i32> {
             } else {
                 printable(&relay).into_owned()
             };
+            let tagged = if info.tags.is_empty() {
+                String::new()
+            } else {
+                format!(", agents tagged {}", printable(&info.tags.join(",")))
+            };
             eprintln!(
-                "valid for {uses} enrollment(s) until {}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay}",
+                "valid for {uses} enrollment(s) until {}{tagged}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay}",
                 printable(&info.expires_at)
             );
         }
@@ -254,6 +317,39 @@ pub async fn agent(cred: Option<PathBuf>, cmd: AgentCommand) -> Result<i32> {
                 ],
                 &rows,
             );
+        }
+        AgentCommand::Tag {
+            name,
+            changes,
+            json,
+        } => {
+            let (add, remove, json_among) = tag_changes(&changes)?;
+            let json = json || json_among;
+            if add.is_empty() && remove.is_empty() {
+                return Err(UsageError(
+                    "usage: firstline agent tag NAME +TAG -TAG… (at least one change)".into(),
+                )
+                .into());
+            }
+            let request = Message::AgentTag {
+                agent: name,
+                add,
+                remove,
+            };
+            let Message::AgentTagged { agent, tags } = call(cred, request).await? else {
+                bail!("unexpected answer to `agent tag`");
+            };
+            if json {
+                output::json(&serde_json::json!({"agent": agent, "tags": tags}));
+            } else if tags.is_empty() {
+                output::line(format!("agent {} has no tags", printable(&agent)));
+            } else {
+                output::line(format!(
+                    "agent {} is tagged {}",
+                    printable(&agent),
+                    printable(&tags.join(","))
+                ));
+            }
         }
         AgentCommand::Remove { name, json } => {
             let answer = call(cred, Message::AgentRemove { name }).await?;

@@ -121,6 +121,7 @@ pub async fn run(keep: bool) -> Result<i32> {
             check: check.to_string(),
             args,
             ticket: None,
+            queue_for_secs: None,
         };
         match crate::remote::stream(&client, request, &name, false).await {
             Ok(outcome) => failed.extend(

@@ -3,6 +3,7 @@
 mod admin;
 mod client;
 mod demo;
+mod fleet;
 mod output;
 mod remote;
 mod tickets;
@@ -10,7 +11,7 @@ mod watch;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use client::{credential_path, Client};
+use client::credential_path;
 use firstline_net::cli::{exit_with, UsageError};
 use firstline_net::credential::{write_private, Credential};
 use std::path::PathBuf;
@@ -37,11 +38,10 @@ struct Cli {
 enum Command {
     /// Store a credential from `firstline-relay operator add` for the next commands.
     Login,
-    /// List agents: name, online, last seen, version, OS.
-    Agents {
-        #[arg(long)]
-        json: bool,
-    },
+    /// Health at a glance: each agent's online, health, open incidents and
+    /// tickets, last seen, tags, OS; then a summary line. `--select
+    /// 'tag=floor2,os=debian*'` picks some.
+    Agents(fleet::AgentsArgs),
     /// The checks an agent offers, with their arguments and thresholds
     /// (no AGENT: the checks of this console's version).
     Checks {
@@ -130,7 +130,7 @@ enum Command {
     /// Operators: list, change a role (admins).
     #[command(subcommand)]
     Operator(admin::OperatorCommand),
-    /// Agents' enrollment records: list, remove (admins).
+    /// Agents' enrollment records: list, remove, tag (admins).
     #[command(subcommand)]
     Agent(admin::AgentCommand),
     /// Follow alerts and ticket changes live; reconnects by itself.
@@ -162,7 +162,7 @@ fn run(cli: Cli) -> Result<i32> {
     let cred = cli.credential.clone();
     match cli.command {
         Command::Login => login(cred),
-        Command::Agents { json } => rt.block_on(agents(cred, json)),
+        Command::Agents(args) => rt.block_on(fleet::agents(cred, args)),
         Command::Checks { agent, json } => rt.block_on(remote::checks(cred, agent, json)),
         Command::Run {
             agent,
@@ -246,36 +246,5 @@ fn login(credential: Option<PathBuf>) -> Result<i32> {
         cred.relay,
         dest.display()
     ));
-    Ok(0)
-}
-
-async fn agents(cred: Option<PathBuf>, json: bool) -> Result<i32> {
-    let client = Client::connect(cred.as_deref()).await?;
-    let agents = client.agents().await;
-    client.close().await;
-    let agents = agents?;
-    if json {
-        output::json(&agents);
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = agents
-        .iter()
-        .map(|a| {
-            vec![
-                a.name.clone(),
-                if a.revoked {
-                    "revoked".into()
-                } else if a.online {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                a.last_seen.clone().unwrap_or_else(|| "never".into()),
-                a.version.clone().unwrap_or_default(),
-                a.os.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    output::table(&["NAME", "ONLINE", "LAST SEEN", "VERSION", "OS"], &rows);
     Ok(0)
 }

@@ -229,6 +229,7 @@ pub async fn run(
             check,
             args: vec!["--help".into()],
             ticket: None,
+            queue_for_secs: None,
         };
         return agent_help(cred, request, &agent, &command).await;
     }
@@ -243,6 +244,7 @@ pub async fn run(
         check,
         args,
         ticket: f.ticket,
+        queue_for_secs: None,
     };
     once(cred, request, &agent, f.json, &command, Hint::Checks).await
 }
@@ -263,6 +265,7 @@ pub async fn fix(
             args: vec!["--help".into()],
             dry_run: true,
             ticket: None,
+            queue_for_secs: None,
         };
         return agent_help(cred, request, &agent, &command).await;
     }
@@ -272,6 +275,7 @@ pub async fn fix(
         args,
         dry_run: f.dry_run,
         ticket: f.ticket,
+        queue_for_secs: None,
     };
     once(cred, request, &agent, f.json, &command, Hint::None).await
 }
@@ -294,6 +298,7 @@ pub async fn runbook(
         params,
         dry_run: f.dry_run,
         ticket: f.ticket,
+        queue_for_secs: None,
     };
     once(cred, request, &agent, f.json, &command, Hint::Runbook(name)).await
 }

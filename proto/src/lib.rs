@@ -15,7 +15,10 @@
 //! * [`text`] — wire text made safe for terminals and logs.
 //! * [`limits`] — the sizes peers are held to.
 //! * [`runbook`] — a runbook run's step records and verdict.
+//! * [`select`] — selectors (`tag=floor2,os=debian*`) and agents' health.
+//! * [`action`] — actions on many machines, and queued for offline ones.
 
+pub mod action;
 pub mod effect;
 pub mod event;
 pub mod frame;
@@ -23,16 +26,18 @@ pub mod limits;
 pub mod message;
 pub mod result;
 pub mod runbook;
+pub mod select;
 pub mod text;
 pub mod version;
 
 pub use event::{AgentEvent, Diagnostics, EventKind};
 pub use frame::{encode, FrameDecoder, FrameError, MAX_FRAME_LEN};
 pub use message::{
-    AgentInfo, AuditRecord, Envelope, ErrorCode, Hello, Message, Notice, Role, RunbookInfo,
-    TicketChange, TicketEntry, TicketSummary, Welcome,
+    AgentInfo, AuditRecord, Envelope, ErrorCode, Facts, FleetSummary, Hello, Message, Notice, Role,
+    RunbookInfo, TicketChange, TicketEntry, TicketSummary, Welcome,
 };
 pub use result::{CheckResult, Status};
+pub use select::Selector;
 pub use version::{negotiate, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 
 /// ALPN for authenticated peers (agents and operators, mutual TLS).

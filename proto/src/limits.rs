@@ -15,6 +15,9 @@ pub const TOKEN_LEN: usize = 256;
 pub const CSR_LEN: usize = 8 * 1024;
 /// One line of `hello` (software, OS, hostname).
 pub const HELLO_FIELD: usize = 256;
+/// An agent's facts: addresses listed, and the bytes of each.
+pub const FACT_ADDRESSES: usize = 64;
+pub const FACT_ADDRESS: usize = 64;
 /// A monitor's id.
 pub const MONITOR_ID: usize = 200;
 /// A check result's one-line fields.

@@ -8,7 +8,7 @@
 //! future version is told apart from garbage.
 
 use crate::event::AgentEvent;
-use crate::result::CheckResult;
+use crate::result::{CheckResult, Status};
 use serde::{Deserialize, Serialize};
 
 /// Envelope version this build writes and reads.
@@ -167,7 +167,9 @@ pub struct Welcome {
     pub capabilities: Vec<String>,
 }
 
-/// One row of `firstline agents`.
+/// One row of `firstline agents`. The fields after `revoked` came with
+/// tags and health (older relays leave them out: they parse as empty,
+/// `unknown` and 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub name: String,
@@ -175,10 +177,111 @@ pub struct AgentInfo {
     /// RFC 3339; `None` when the agent never connected.
     pub last_seen: Option<String>,
     pub version: Option<String>,
+    /// Its OS line, from its `hello` (`Debian GNU/Linux 12`).
     pub os: Option<String>,
     pub hostname: Option<String>,
     #[serde(default)]
     pub revoked: bool,
+    /// Its tags, sorted: from its enrollment token, then `agent tag`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What it reported of its machine at its last connection.
+    #[serde(default)]
+    pub facts: Facts,
+    /// The worst latest status of its monitors (`ok` < `unknown` < `warn`
+    /// < `crit`); `unknown` when the relay has none of it
+    /// ([`crate::select::worst`]).
+    #[serde(default = "unknown_status")]
+    pub health: Status,
+    /// Its alert tickets still open or in progress.
+    #[serde(default)]
+    pub open_incidents: u64,
+    /// Its other tickets (people's) still open or in progress.
+    #[serde(default)]
+    pub open_tickets: u64,
+}
+
+fn unknown_status() -> Status {
+    Status::Unknown
+}
+
+/// What an agent reports of its machine, besides the OS line and host name
+/// of its `hello`: sent in a `facts` message after `welcome` on each
+/// connection. Every field may be missing (an older agent, a fact it could
+/// not read).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The kernel release (`uname -r`).
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Its global addresses (IPv4 and IPv6, no loopback or link-local),
+    /// as the `net` check reads them, with their prefix length
+    /// (`192.0.2.7/24`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Seconds since it booted: as reported, plus the time since for an
+    /// agent online when listed.
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// RFC 3339 time the relay stored them (set by the relay; an agent
+    /// leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<String>,
+}
+
+impl Facts {
+    /// Cut to sane sizes, one printable line each: what the relay stores
+    /// of an agent's report (as with its `hello`).
+    pub fn bounded(self) -> Facts {
+        use crate::limits;
+        use crate::text::{printable, truncate};
+        let line = |s: &str, max| printable(&truncate(s, max)).into_owned();
+        Facts {
+            kernel: self.kernel.map(|k| line(&k, limits::HELLO_FIELD)),
+            addresses: self
+                .addresses
+                .iter()
+                .take(limits::FACT_ADDRESSES)
+                .map(|a| line(a, limits::FACT_ADDRESS))
+                .collect(),
+            uptime_secs: self.uptime_secs,
+            reported_at: None,
+        }
+    }
+}
+
+/// The fleet at a glance: the counts of a listing (`firstline agents`'s
+/// last line), over the agents it selected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub machines: u64,
+    pub online: u64,
+    pub ok: u64,
+    pub warn: u64,
+    pub crit: u64,
+    pub unknown: u64,
+    pub open_incidents: u64,
+    pub open_tickets: u64,
+}
+
+impl FleetSummary {
+    /// The counts of `agents`.
+    pub fn of(agents: &[AgentInfo]) -> FleetSummary {
+        let mut s = FleetSummary::default();
+        for a in agents {
+            s.machines += 1;
+            s.online += u64::from(a.online);
+            match a.health {
+                Status::Ok => s.ok += 1,
+                Status::Warn => s.warn += 1,
+                Status::Crit => s.crit += 1,
+                Status::Unknown => s.unknown += 1,
+            }
+            s.open_incidents += a.open_incidents;
+            s.open_tickets += a.open_tickets;
+        }
+        s
+    }
 }
 
 /// One row of `firstline tickets`.
@@ -300,6 +403,9 @@ pub struct TokenInfo {
     pub expires_at: String,
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// Tags every agent enrolled with it starts with.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// One operator as `operator list` shows it.
@@ -405,10 +511,19 @@ pub enum Message {
     },
 
     // --- console → relay requests ---
+    /// Every agent: `agents` parts, then `done` (as older consoles ask).
     ListAgents {},
     Agents {
         agents: Vec<AgentInfo>,
     },
+    /// The agents a selector picks ([`crate::select`]; none: every agent),
+    /// health at a glance: `agents` parts, then one `fleet_summary` of
+    /// them, then `done`.
+    SelectAgents {
+        #[serde(default)]
+        select: Option<String>,
+    },
+    FleetSummary(FleetSummary),
     /// Run a check on an agent; results also go to `ticket` when given.
     Run {
         agent: String,
@@ -417,6 +532,10 @@ pub enum Message {
         args: Vec<String>,
         #[serde(default)]
         ticket: Option<u64>,
+        /// The agent offline: keep the action for it this many seconds
+        /// (answered by `queued`, then `done`), instead of failing.
+        #[serde(default)]
+        queue_for_secs: Option<u64>,
     },
     TicketNew {
         title: String,
@@ -499,6 +618,9 @@ pub enum Message {
         dry_run: bool,
         #[serde(default)]
         ticket: Option<u64>,
+        /// As for `run`.
+        #[serde(default)]
+        queue_for_secs: Option<u64>,
     },
     /// Run a runbook on an agent with `NAME=VALUE` parameters.
     Runbook {
@@ -510,6 +632,48 @@ pub enum Message {
         dry_run: bool,
         #[serde(default)]
         ticket: Option<u64>,
+        /// As for `run`.
+        #[serde(default)]
+        queue_for_secs: Option<u64>,
+    },
+    /// An action on every agent a selector picks ([`crate::action`]), at
+    /// most `max_in_flight` at a time: answered by `bulk_started`, one
+    /// `bulk_item` per agent as each ends, then `done`.
+    Bulk {
+        select: String,
+        action: crate::action::Action,
+        #[serde(default)]
+        ticket: Option<u64>,
+        /// `None`: the relay's default.
+        #[serde(default)]
+        max_in_flight: Option<u32>,
+        /// Agents offline: keep the action for them this many seconds
+        /// (their items say `queued`) instead of reporting them offline.
+        #[serde(default)]
+        queue_for_secs: Option<u64>,
+    },
+    BulkStarted {
+        /// How many agents the selector picked.
+        selected: u64,
+        max_in_flight: u32,
+    },
+    BulkItem(crate::action::BulkItem),
+    /// An action kept for an offline agent (answer to `run`, `fix`,
+    /// `runbook` with `queue_for_secs`, and to `queue_cancel`).
+    Queued(crate::action::QueuedAction),
+    /// Queued actions, pending first: `queued_actions` parts, then `done`.
+    ListQueue {
+        /// Also those delivered, expired or cancelled (the newest first).
+        #[serde(default)]
+        all: bool,
+    },
+    QueuedActions {
+        actions: Vec<crate::action::QueuedAction>,
+    },
+    /// Cancel a pending queued action: answered by `queued` (its new
+    /// state).
+    QueueCancel {
+        id: u64,
     },
     /// The runbooks an agent has.
     ListRunbooks {
@@ -543,6 +707,9 @@ pub enum Message {
         uses: u32,
         #[serde(default)]
         ttl_secs: Option<u64>,
+        /// Tags every agent enrolled with it starts with.
+        #[serde(default)]
+        tags: Vec<String>,
     },
     TokenCreated {
         /// The token itself, shown once.
@@ -588,6 +755,24 @@ pub enum Message {
         /// Its tickets, kept.
         tickets: u64,
     },
+    /// Add and remove an agent's tags (`firstline agent tag NAME +T -T`);
+    /// answered by `agent_tagged`.
+    AgentTag {
+        agent: String,
+        #[serde(default)]
+        add: Vec<String>,
+        #[serde(default)]
+        remove: Vec<String>,
+    },
+    AgentTagged {
+        agent: String,
+        /// Its tags after the change, sorted.
+        tags: Vec<String>,
+    },
+
+    // --- agent → relay, after `welcome` ---
+    /// What the agent reads of its machine; answered by `done`.
+    Facts(Facts),
 
     // --- relay → agent requests ---
     // `role` is the requester's role as the relay read it from the verified
@@ -670,6 +855,8 @@ impl Message {
             Message::Renewed { .. } => "renewed",
             Message::ListAgents {} => "list_agents",
             Message::Agents { .. } => "agents",
+            Message::SelectAgents { .. } => "select_agents",
+            Message::FleetSummary(_) => "fleet_summary",
             Message::Run { .. } => "run",
             Message::TicketNew { .. } => "ticket_new",
             Message::Ticket { .. } => "ticket",
@@ -685,6 +872,13 @@ impl Message {
             Message::Tickets { .. } => "tickets",
             Message::Fix { .. } => "fix",
             Message::Runbook { .. } => "runbook",
+            Message::Bulk { .. } => "bulk",
+            Message::BulkStarted { .. } => "bulk_started",
+            Message::BulkItem(_) => "bulk_item",
+            Message::Queued(_) => "queued",
+            Message::ListQueue { .. } => "list_queue",
+            Message::QueuedActions { .. } => "queued_actions",
+            Message::QueueCancel { .. } => "queue_cancel",
             Message::ListRunbooks { .. } => "list_runbooks",
             Message::Runbooks { .. } => "runbooks",
             Message::ListAudit { .. } => "list_audit",
@@ -703,6 +897,9 @@ impl Message {
             Message::AgentRecords { .. } => "agent_records",
             Message::AgentRemove { .. } => "agent_remove",
             Message::AgentRemoved { .. } => "agent_removed",
+            Message::AgentTag { .. } => "agent_tag",
+            Message::AgentTagged { .. } => "agent_tagged",
+            Message::Facts(_) => "facts",
             Message::Exec { .. } => "exec",
             Message::ExecFix { .. } => "exec_fix",
             Message::ExecRunbook { .. } => "exec_runbook",
@@ -797,6 +994,83 @@ mod tests {
         assert_eq!(
             s,
             r#"{"v":1,"type":"operator_role","name":"bob","role":"viewer"}"#
+        );
+    }
+
+    #[test]
+    fn fleet_fields_are_optional_both_ways() {
+        // An agent row of an older relay: no tags, facts or health.
+        let old = r#"{"v":1,"type":"agents","agents":[{"name":"pc1","online":true,"last_seen":null,"version":null,"os":null,"hostname":null}]}"#;
+        let Message::Agents { agents } = serde_json::from_str::<Envelope>(old).unwrap().msg else {
+            panic!("agents")
+        };
+        assert_eq!(agents[0].health, Status::Unknown);
+        assert!(agents[0].tags.is_empty() && agents[0].facts == Facts::default());
+        assert_eq!((agents[0].open_incidents, agents[0].open_tickets), (0, 0));
+        // What an older console sends still parses.
+        let old = r#"{"v":1,"type":"token_create","uses":2}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert!(matches!(e.msg, Message::TokenCreate { ref tags, .. } if tags.is_empty()));
+        let e: Envelope = serde_json::from_str(r#"{"v":1,"type":"select_agents"}"#).unwrap();
+        assert_eq!(e.msg, Message::SelectAgents { select: None });
+        // Facts travel flat, the relay's time left out by agents.
+        let facts = Facts {
+            kernel: Some("6.1.0-18-amd64".into()),
+            addresses: vec!["192.0.2.7/24".into()],
+            uptime_secs: Some(3600),
+            reported_at: None,
+        };
+        let s = serde_json::to_string(&Envelope::new(Message::Facts(facts.clone()))).unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"type":"facts","kernel":"6.1.0-18-amd64","addresses":["192.0.2.7/24"],"uptime_secs":3600}"#
+        );
+        let back: Envelope = serde_json::from_str(&s).unwrap();
+        assert_eq!(back.msg, Message::Facts(facts));
+        let s = serde_json::to_string(&Envelope::new(Message::FleetSummary(FleetSummary {
+            machines: 2,
+            ..Default::default()
+        })))
+        .unwrap();
+        assert!(
+            s.starts_with(r#"{"v":1,"type":"fleet_summary","machines":2,"#),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn fleet_summary_counts() {
+        let agent = |online, health, incidents| AgentInfo {
+            name: "a".into(),
+            online,
+            last_seen: None,
+            version: None,
+            os: None,
+            hostname: None,
+            revoked: false,
+            tags: vec![],
+            facts: Facts::default(),
+            health,
+            open_incidents: incidents,
+            open_tickets: 1,
+        };
+        let s = FleetSummary::of(&[
+            agent(true, Status::Ok, 0),
+            agent(true, Status::Crit, 2),
+            agent(false, Status::Unknown, 0),
+        ]);
+        assert_eq!(
+            s,
+            FleetSummary {
+                machines: 3,
+                online: 2,
+                ok: 1,
+                warn: 0,
+                crit: 1,
+                unknown: 1,
+                open_incidents: 2,
+                open_tickets: 3,
+            }
         );
     }
 

@@ -302,11 +302,21 @@ fn audited<T>(
 /// Create an enrollment token; prints nothing, returns the token text.
 /// Audited with the token's id, never its secret.
 pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<(String, i64)> {
+    token_create_tagged(dir, uses, ttl, &[])
+}
+
+/// [`token_create`] of a token whose agents start with `tags`.
+pub fn token_create_tagged(
+    dir: &RelayDir,
+    uses: u32,
+    ttl: Option<Duration>,
+    tags: &[String],
+) -> Result<(String, i64)> {
     let ttl = ttl.unwrap_or(Duration::from_secs(dir.config.token_ttl_secs));
     let store = dir.open_store()?;
     let created = (|| -> Result<(Token, i64)> {
         let ca = Ca::load(&dir.ca_cert(), &dir.ca_key())?;
-        wait(new_token(&store, &ca, uses, ttl)).map_err(offline)
+        wait(new_token(&store, &ca, uses, ttl, tags)).map_err(offline)
     })();
     let id = created.as_ref().map_or("-", |(t, _)| t.id.as_str());
     let outcome = created
@@ -317,7 +327,7 @@ pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<
         &dir.audit_paths(),
         "token create",
         None,
-        &token_args(id, uses, ttl),
+        &token_args(id, uses, ttl, tags),
         outcome,
     );
     let (token, expires) = created?;
@@ -325,19 +335,28 @@ pub fn token_create(dir: &RelayDir, uses: u32, ttl: Option<Duration>) -> Result<
 }
 
 /// What the audit log says of a `token create`: the id, never the secret.
-pub fn token_args(id: &str, uses: u32, ttl: Duration) -> String {
+pub fn token_args(id: &str, uses: u32, ttl: Duration, tags: &[String]) -> String {
     format!(
-        "id {id} --uses {uses} --ttl {}",
-        humantime::format_duration(ttl)
+        "id {id} --uses {uses} --ttl {}{}",
+        humantime::format_duration(ttl),
+        tag_flags(tags)
     )
 }
 
-/// A new token of `ca` for `uses` enrollments within `ttl`, stored hashed.
+/// ` --tag A --tag B` (nothing without tags), for audit lines.
+pub fn tag_flags(tags: &[String]) -> String {
+    tags.iter().map(|t| format!(" --tag {t}")).collect()
+}
+
+/// A new token of `ca` for `uses` enrollments within `ttl`, stored hashed,
+/// its agents to start with `tags` (kept with the token's id in the store,
+/// not in the token).
 pub async fn new_token(
     store: &Store,
     ca: &Ca,
     uses: u32,
     ttl: Duration,
+    tags: &[String],
 ) -> Result<(Token, i64), RelayError> {
     if uses == 0 {
         return Err(RelayError::bad_request("--uses must be at least 1"));
@@ -345,11 +364,59 @@ pub async fn new_token(
     if ttl.is_zero() {
         return Err(RelayError::bad_request("--ttl must be more than 0s"));
     }
+    let tags = crate::store::fleet::tidy_tags(tags)
+        .map_err(|e| RelayError::bad_request(format!("--tag: {e}")))?;
     let token = Token::generate(&ca.fingerprint().map_err(RelayError::internal)?);
     let expires = store
-        .add_token(&token.id, &token.secret_sha256(), uses, ttl)
+        .add_token_tagged(&token.id, &token.secret_sha256(), uses, ttl, tags)
         .await?;
     Ok((token, expires))
+}
+
+/// Add and remove an agent's tags ([`crate::store::fleet::tag`]): its tags
+/// after. An unknown agent's refusal lists the enrolled ones.
+pub async fn tag_agent(
+    store: &Store,
+    name: &str,
+    add: Vec<String>,
+    remove: Vec<String>,
+) -> Result<Vec<String>, RelayError> {
+    if add.is_empty() && remove.is_empty() {
+        return Err(RelayError::bad_request(
+            "nothing to change: give +TAG to add a tag, -TAG to remove one",
+        ));
+    }
+    match store.tag_agent(name, add, remove).await {
+        Ok(tags) => Ok(tags),
+        Err(crate::store::StoreError::NotFound(crate::store::Missing::Agent(_))) => {
+            Err(RelayError::new(
+                ErrorCode::UnknownAgent,
+                unknown_agent_text(name, &store.agent_names().await?),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `NAME +A -B`, as `agent tag` is audited.
+pub fn tag_args(name: &str, add: &[String], remove: &[String]) -> String {
+    let mut args = name.to_string();
+    for t in add {
+        args.push_str(&format!(" +{t}"));
+    }
+    for t in remove {
+        args.push_str(&format!(" -{t}"));
+    }
+    args
+}
+
+/// The audit outcome of `agent tag`: the tags after.
+pub fn tags_outcome(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "ok: no tags".into()
+    } else {
+        format!("ok: tags {}", tags.join(","))
+    }
 }
 
 /// `token list`: every enrollment token, never a secret.

@@ -4,7 +4,8 @@
 //! protocol version, answers `welcome` and marks the agent online. After
 //! that the relay opens streams to the agent for each routed request, and the
 //! agent opens streams to the relay for its own requests (certificate
-//! renewal today; monitoring events later).
+//! renewal, monitoring events, and the facts it reads of its machine —
+//! kernel, addresses, uptime — once after `welcome`).
 
 use crate::state::{close, Relay};
 use crate::store::{AuditEntry, EnrollRefusal, Presence, Signed};
@@ -194,6 +195,19 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                 Err((code, why)) => send.fail(code, why).await,
             }
         }
+        Message::Facts(facts) => match relay.store.agent_facts(name, facts.bounded()).await {
+            Ok(()) => {
+                let _ = send.finish_with(Message::Done {}).await;
+            }
+            Err(e) => {
+                tracing::error!(agent = %name, "cannot record facts: {e:#}");
+                send.fail(
+                    ErrorCode::Internal,
+                    format!("relay cannot store facts: {e}"),
+                )
+                .await;
+            }
+        },
         other => {
             send.fail(
                 ErrorCode::BadRequest,

@@ -114,6 +114,10 @@ enum TokenCommand {
         /// Lifetime, e.g. `24h`, `30m`, `7d` (default: token_ttl_secs of relay.toml).
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// A tag every agent enrolled with it starts with (`floor2`); may be
+        /// given several times, or as `--tag a,b`.
+        #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+        tags: Vec<String>,
     },
     /// List enrollment tokens: id, state (active, expired, used, revoked), uses, expiry.
     List {
@@ -260,16 +264,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{}: ok", config.display());
         }
-        Command::Token(TokenCommand::Create { config, uses, ttl }) => {
+        Command::Token(TokenCommand::Create {
+            config,
+            uses,
+            ttl,
+            tags,
+        }) => {
             let dir = RelayDir::load(&config)?;
-            let (token, expires) = admin::token_create(&dir, uses, ttl)?;
+            let (token, expires) = admin::token_create_tagged(&dir, uses, ttl, &tags)?;
             println!("{token}");
             let relay = dir
                 .config
                 .dialable_public_addr()
                 .unwrap_or_else(|| "HOST:PORT".into());
+            let tagged = if tags.is_empty() {
+                String::new()
+            } else {
+                format!(", agents tagged {}", tags.join(","))
+            };
             eprintln!(
-                "valid for {uses} enrollment(s) until {}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay}",
+                "valid for {uses} enrollment(s) until {}{tagged}; on the agent (the token by file or environment, not on the command line): FIRSTLINE_TOKEN=… firstline-agent enroll --relay {relay}",
                 firstline_relay::clock::rfc3339(expires),
             );
             if dir.config.dialable_public_addr().is_none() {
@@ -283,7 +297,15 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let rows = tokens.iter().map(token_row).collect::<Vec<_>>();
                 table(
-                    &["ID", "STATE", "USES LEFT", "EXPIRES", "CREATED", "REVOKED"],
+                    &[
+                        "ID",
+                        "STATE",
+                        "USES LEFT",
+                        "EXPIRES",
+                        "CREATED",
+                        "REVOKED",
+                        "TAGS",
+                    ],
                     &rows,
                 );
             }
@@ -407,6 +429,11 @@ fn token_row(t: &firstline_proto::message::TokenInfo) -> Vec<String> {
         t.expires_at.clone(),
         t.created_at.clone(),
         t.revoked_at.clone().unwrap_or_else(|| "-".into()),
+        if t.tags.is_empty() {
+            "-".into()
+        } else {
+            t.tags.join(",")
+        },
     ]
 }
 

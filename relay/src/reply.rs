@@ -55,6 +55,18 @@ impl Reply {
         items: Vec<T>,
         wrap: impl Fn(Vec<T>) -> Message,
     ) -> Result<(), LinkError> {
+        self.parts_then(head, items, wrap, None).await
+    }
+
+    /// [`Reply::parts`] with `tail` (if any) after the last part, before
+    /// `done` (a summary of the list).
+    pub async fn parts_then<T: Serialize>(
+        &mut self,
+        head: Option<Message>,
+        items: Vec<T>,
+        wrap: impl Fn(Vec<T>) -> Message,
+        tail: Option<Message>,
+    ) -> Result<(), LinkError> {
         if let Some(h) = head {
             self.send(h).await?;
         }
@@ -71,6 +83,9 @@ impl Reply {
         }
         if !part.is_empty() {
             self.send(wrap(part)).await?;
+        }
+        if let Some(t) = tail {
+            self.send(t).await?;
         }
         self.finish_with(Message::Done {}).await
     }

@@ -13,7 +13,7 @@
 //!
 //! | file | requests |
 //! |---|---|
-//! | [`agents`] | `list_agents` |
+//! | [`agents`] | `list_agents`, `select_agents` |
 //! | [`remote`] | `run`, `fix`, `runbook`, `list_runbooks`, `list_checks` (routed to the agent) |
 //! | [`tickets`] | `list_tickets`, `ticket_new`, `ticket_show`, `ticket_update` |
 //! | [`watch`] | `watch` |
@@ -21,8 +21,10 @@
 //! | [`tokens`] | `list_tokens`, `token_create`, `token_revoke` |
 //! | [`operators`] | `list_operators`, `operator_role` |
 //! | [`agent_records`] | `list_agent_records`, `agent_remove` |
+//! | [`agent_tag`] | `agent_tag` |
 
 pub mod agent_records;
+pub mod agent_tag;
 pub mod agents;
 pub mod audit;
 pub mod operators;
@@ -111,6 +113,7 @@ pub enum ConsoleRequest {
     OperatorRole(operators::OperatorRole),
     ListAgentRecords(agent_records::ListAgentRecords),
     AgentRemove(agent_records::AgentRemove),
+    AgentTag(agent_tag::AgentTag),
 }
 
 impl ConsoleRequest {
@@ -118,17 +121,23 @@ impl ConsoleRequest {
     pub fn parse(msg: Message) -> Result<ConsoleRequest, RelayError> {
         use ConsoleRequest as R;
         Ok(match msg {
-            Message::ListAgents {} => R::ListAgents(agents::ListAgents),
+            Message::ListAgents {} => R::ListAgents(agents::ListAgents::default()),
+            Message::SelectAgents { select } => R::ListAgents(agents::ListAgents {
+                select,
+                summary: true,
+            }),
             Message::Run {
                 agent,
                 check,
                 args,
                 ticket,
+                queue_for_secs,
             } => R::Run(remote::Run {
                 agent,
                 check,
                 args,
                 ticket,
+                queue_for_secs,
             }),
             Message::Fix {
                 agent,
@@ -136,12 +145,14 @@ impl ConsoleRequest {
                 args,
                 dry_run,
                 ticket,
+                queue_for_secs,
             } => R::Fix(remote::Fix {
                 agent,
                 action,
                 args,
                 dry_run,
                 ticket,
+                queue_for_secs,
             }),
             Message::Runbook {
                 agent,
@@ -149,12 +160,14 @@ impl ConsoleRequest {
                 params,
                 dry_run,
                 ticket,
+                queue_for_secs,
             } => R::Runbook(remote::Runbook {
                 agent,
                 name,
                 params,
                 dry_run,
                 ticket,
+                queue_for_secs,
             }),
             Message::ListRunbooks { agent } => R::ListRunbooks(remote::ListRunbooks { agent }),
             Message::ListChecks { agent } => R::ListChecks(remote::ListChecks { agent }),
@@ -193,9 +206,15 @@ impl ConsoleRequest {
             Message::Watch {} => R::Watch(watch::Watch),
             Message::ListAudit { agent, limit } => R::ListAudit(audit::ListAudit { agent, limit }),
             Message::ListTokens {} => R::ListTokens(tokens::ListTokens),
-            Message::TokenCreate { uses, ttl_secs } => {
-                R::TokenCreate(tokens::TokenCreate { uses, ttl_secs })
-            }
+            Message::TokenCreate {
+                uses,
+                ttl_secs,
+                tags,
+            } => R::TokenCreate(tokens::TokenCreate {
+                uses,
+                ttl_secs,
+                tags,
+            }),
             Message::TokenRevoke { id } => R::TokenRevoke(tokens::TokenRevoke { id }),
             Message::ListOperators {} => R::ListOperators(operators::ListOperators),
             Message::OperatorRole { name, role } => {
@@ -203,6 +222,9 @@ impl ConsoleRequest {
             }
             Message::ListAgentRecords {} => R::ListAgentRecords(agent_records::ListAgentRecords),
             Message::AgentRemove { name } => R::AgentRemove(agent_records::AgentRemove { name }),
+            Message::AgentTag { agent, add, remove } => {
+                R::AgentTag(agent_tag::AgentTag { agent, add, remove })
+            }
             other => {
                 return Err(RelayError::bad_request(format!(
                     "`{}` is not a console request",
@@ -235,6 +257,7 @@ impl ConsoleRequest {
             R::OperatorRole(r) => r.role(),
             R::ListAgentRecords(r) => r.role(),
             R::AgentRemove(r) => r.role(),
+            R::AgentTag(r) => r.role(),
         }
     }
 
@@ -261,6 +284,7 @@ impl ConsoleRequest {
             R::OperatorRole(r) => r.audit(),
             R::ListAgentRecords(r) => r.audit(),
             R::AgentRemove(r) => r.audit(),
+            R::AgentTag(r) => r.audit(),
         }
     }
 
@@ -287,6 +311,7 @@ impl ConsoleRequest {
             R::OperatorRole(r) => r.handle(ctx, reply).await,
             R::ListAgentRecords(r) => r.handle(ctx, reply).await,
             R::AgentRemove(r) => r.handle(ctx, reply).await,
+            R::AgentTag(r) => r.handle(ctx, reply).await,
         }
     }
 }
@@ -324,6 +349,7 @@ mod tests {
             check: "disk".into(),
             args: vec![],
             ticket,
+            queue_for_secs: None,
         };
         assert_eq!(role(run(None)), Role::Viewer);
         assert_eq!(
@@ -336,9 +362,16 @@ mod tests {
             check: "plugin".into(),
             args: vec!["negate".into()],
             ticket: None,
+            queue_for_secs: None,
         };
         assert_eq!(role(plugin), Role::Technician);
         assert_eq!(role(Message::ListAgents {}), Role::Viewer);
+        assert_eq!(
+            role(Message::SelectAgents {
+                select: Some("tag=x".into())
+            }),
+            Role::Viewer
+        );
         assert_eq!(role(Message::Watch {}), Role::Viewer);
         assert_eq!(role(Message::TicketShow { id: 1 }), Role::Viewer);
         let fix = |action: &str| Message::Fix {
@@ -347,6 +380,7 @@ mod tests {
             args: vec![],
             dry_run: false,
             ticket: None,
+            queue_for_secs: None,
         };
         assert_eq!(role(fix("flush-dns")), Role::Technician);
         assert_eq!(role(fix("script")), Role::Admin);
@@ -356,6 +390,7 @@ mod tests {
             params: vec![],
             dry_run: false,
             ticket: None,
+            queue_for_secs: None,
         };
         assert_eq!(role(runbook), Role::Technician);
         assert_eq!(
@@ -370,6 +405,7 @@ mod tests {
             Message::TokenCreate {
                 uses: 1,
                 ttl_secs: None,
+                tags: vec![],
             },
             Message::TokenRevoke { id: "x".into() },
             Message::ListOperators {},
@@ -379,6 +415,11 @@ mod tests {
             },
             Message::ListAgentRecords {},
             Message::AgentRemove { name: "x".into() },
+            Message::AgentTag {
+                agent: "x".into(),
+                add: vec!["a".into()],
+                remove: vec![],
+            },
         ] {
             assert_eq!(role(admin_only), Role::Admin);
         }
@@ -406,6 +447,7 @@ mod tests {
             args: vec![],
             dry_run: true,
             ticket: Some(4),
+            queue_for_secs: None,
         })
         .unwrap()
         .audit();
@@ -415,6 +457,7 @@ mod tests {
         let line = ConsoleRequest::parse(Message::TokenCreate {
             uses: 2,
             ttl_secs: Some(60),
+            tags: vec![],
         })
         .unwrap()
         .audit();
@@ -422,5 +465,31 @@ mod tests {
             (line.action.as_str(), line.args.as_str()),
             ("token create", "--uses 2 --ttl 60s")
         );
+        let line = ConsoleRequest::parse(Message::TokenCreate {
+            uses: 1,
+            ttl_secs: None,
+            tags: vec!["floor2".into(), "lab".into()],
+        })
+        .unwrap()
+        .audit();
+        assert_eq!(line.args, "--uses 1 --tag floor2 --tag lab");
+        let line = ConsoleRequest::parse(Message::AgentTag {
+            agent: "pc1".into(),
+            add: vec!["floor2".into()],
+            remove: vec!["lab".into()],
+        })
+        .unwrap()
+        .audit();
+        assert_eq!(line.agent.as_deref(), Some("pc1"));
+        assert_eq!(
+            (line.action.as_str(), line.args.as_str()),
+            ("agent tag", "pc1 +floor2 -lab")
+        );
+        let line = ConsoleRequest::parse(Message::SelectAgents {
+            select: Some("tag=floor2".into()),
+        })
+        .unwrap()
+        .audit();
+        assert_eq!(line.args, "--select tag=floor2");
     }
 }

@@ -17,6 +17,8 @@ pub struct Run {
     pub check: String,
     pub args: Vec<String>,
     pub ticket: Option<u64>,
+    /// Offline: keep it for the agent this many seconds (`--queue-for`).
+    pub queue_for_secs: Option<u64>,
 }
 
 impl Request for Run {
@@ -54,6 +56,8 @@ pub struct Fix {
     pub args: Vec<String>,
     pub dry_run: bool,
     pub ticket: Option<u64>,
+    /// Offline: keep it for the agent this many seconds (`--queue-for`).
+    pub queue_for_secs: Option<u64>,
 }
 
 impl Request for Fix {
@@ -90,6 +94,8 @@ pub struct Runbook {
     pub params: Vec<String>,
     pub dry_run: bool,
     pub ticket: Option<u64>,
+    /// Offline: keep it for the agent this many seconds (`--queue-for`).
+    pub queue_for_secs: Option<u64>,
 }
 
 impl Request for Runbook {

@@ -36,6 +36,8 @@ impl Request for ListTokens {
 pub struct TokenCreate {
     pub uses: u32,
     pub ttl_secs: Option<u64>,
+    /// Tags every agent enrolled with it starts with.
+    pub tags: Vec<String>,
 }
 
 impl Request for TokenCreate {
@@ -44,17 +46,20 @@ impl Request for TokenCreate {
     }
 
     fn audit(&self) -> AuditLine {
-        AuditLine::new("token create").args(match self.ttl_secs {
+        let mut args = match self.ttl_secs {
             Some(t) => format!("--uses {} --ttl {t}s", self.uses),
             None => format!("--uses {}", self.uses),
-        })
+        };
+        args.push_str(&admin::tag_flags(&self.tags));
+        AuditLine::new("token create").args(args)
     }
 
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
         let relay = ctx.relay;
         let config = &relay.dir.config;
         let ttl = Duration::from_secs(self.ttl_secs.unwrap_or(config.token_ttl_secs));
-        let (token, _) = admin::new_token(&relay.store, &relay.ca, self.uses, ttl).await?;
+        let (token, _) =
+            admin::new_token(&relay.store, &relay.ca, self.uses, ttl, &self.tags).await?;
         let info = relay
             .store
             .tokens()
@@ -62,7 +67,7 @@ impl Request for TokenCreate {
             .into_iter()
             .find(|t| t.id == token.id)
             .ok_or_else(|| RelayError::internal(format!("token {} vanished", token.id)))?;
-        let args = admin::token_args(&info.id, self.uses, ttl);
+        let args = admin::token_args(&info.id, self.uses, ttl, &info.tags);
         let (done, relay_addr) = match config.dialable_public_addr() {
             Some(addr) => (format!("ok: {args}, valid until {}", info.expires_at), addr),
             None => {

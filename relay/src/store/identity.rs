@@ -91,7 +91,15 @@ pub fn token_info(t: &TokenRow, now: i64) -> TokenInfo {
         created_at: rfc3339(t.created_at),
         expires_at: rfc3339(t.expires_at),
         revoked_at: t.revoked_at.map(rfc3339),
+        tags: Vec::new(),
     }
+}
+
+/// [`token_info`] with the token's tags.
+pub fn token_info_tagged(tx: &mut dyn Tx, t: &TokenRow, now: i64) -> StoreResult<TokenInfo> {
+    let mut info = token_info(t, now);
+    info.tags = tx.token_tags(&t.id)?;
+    Ok(info)
 }
 
 /// Why token `id` with secret hash `secret` cannot enroll at `now`, if it
@@ -108,7 +116,8 @@ fn token_refusal(t: Option<&TokenRow>, secret: &str, now: i64) -> Option<TokenEr
 }
 
 /// Enroll an agent: check the token, check the name is free, spend one use
-/// of the token, sign, record agent and certificate.
+/// of the token, sign, record agent and certificate, and give the agent the
+/// token's tags.
 pub fn enroll<T>(
     tx: &mut dyn Tx,
     token_id: &str,
@@ -140,6 +149,8 @@ pub fn enroll<T>(
             "agent name `{name}` taken by a concurrent enrollment"
         )));
     }
+    let tags = tx.token_tags(token_id)?;
+    tx.add_agent_tags(name, &tags)?;
     let signed = sign().map_err(|e| super::StoreError::Invalid(format!("{e:#}")))?;
     tx.insert_cert(&signed.serial, PeerKind::Agent, name, signed.not_after, now)?;
     Ok(Ok(signed.out))

@@ -10,7 +10,8 @@
 //! * the rules, written once on `&mut dyn Tx`: [`tickets`], [`incidents`]
 //!   (the alert → ticket engine), [`audit`] (the hash chain), [`identity`]
 //!   (tokens, enrollment, certificates, revocation, operators),
-//!   [`webhooks`] (the outbox);
+//!   [`fleet`] (tags, facts, listings by selector), [`webhooks`] (the
+//!   outbox);
 //! * [`Store`]: each use case runs its rules in one transaction as a job
 //!   on the backend's own threads — never on the async workers — and
 //!   awaits the answer, which comes after the commit.
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod fleet;
 pub mod identity;
 pub mod incidents;
 pub mod migrations;
@@ -34,13 +36,13 @@ pub use audit::AuditEntry;
 pub use error::{Missing, StoreError, StoreResult};
 pub use identity::{CertStatus, EnrollRefusal, Removed, RoleRefusal, Signed, TokenError};
 pub use incidents::Ingested;
-pub use tx::{Delivery, PeerKind, Presence, Revocation, StoredAudit};
+pub use tx::{AgentFilter, Delivery, PeerKind, Presence, Revocation, StoredAudit};
 pub use webhooks::Sent;
 
 use crate::clock::SharedClock;
 use crate::ticket::{Change, NewTicket, Ticket, TicketEdit, TicketFilter};
 use firstline_proto::message::{AgentRecord, OperatorInfo, TokenInfo};
-use firstline_proto::{AgentEvent, AgentInfo, AuditRecord, Role, TicketEntry};
+use firstline_proto::{AgentEvent, AgentInfo, AuditRecord, Facts, Role, Selector, TicketEntry};
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
@@ -323,6 +325,20 @@ impl Store {
         uses: u32,
         ttl: Duration,
     ) -> StoreResult<i64> {
+        self.add_token_tagged(id, secret_sha256, uses, ttl, Vec::new())
+            .await
+    }
+
+    /// [`Store::add_token`] with the tags its agents start with (checked
+    /// by the caller: [`fleet::tidy_tags`]).
+    pub async fn add_token_tagged(
+        &self,
+        id: &str,
+        secret_sha256: &str,
+        uses: u32,
+        ttl: Duration,
+        tags: Vec<String>,
+    ) -> StoreResult<i64> {
         let now = self.now();
         let row = TokenRow {
             id: id.into(),
@@ -334,7 +350,11 @@ impl Store {
             revoked_at: None,
         };
         let expires = row.expires_at;
-        self.write(move |tx| tx.insert_token(&row)).await?;
+        self.write(move |tx| {
+            tx.insert_token(&row)?;
+            tx.insert_token_tags(&row.id, &tags)
+        })
+        .await?;
         Ok(expires)
     }
 
@@ -342,11 +362,10 @@ impl Store {
     pub async fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
         let now = self.now();
         self.read(move |tx| {
-            Ok(tx
-                .tokens()?
+            tx.tokens()?
                 .iter()
-                .map(|t| identity::token_info(t, now))
-                .collect())
+                .map(|t| identity::token_info_tagged(tx, t, now))
+                .collect()
         })
         .await
     }
@@ -357,9 +376,10 @@ impl Store {
         let (id, now) = (id.to_string(), self.now());
         self.write(move |tx| {
             let newly = tx.revoke_token(&id, now)?;
-            Ok(tx
-                .token(&id)?
-                .map(|t| (identity::token_info(&t, now), newly)))
+            match tx.token(&id)? {
+                Some(t) => Ok(Some((identity::token_info_tagged(tx, &t, now)?, newly))),
+                None => Ok(None),
+            }
         })
         .await
     }
@@ -447,6 +467,33 @@ impl Store {
     pub async fn agent_seen(&self, name: &str, presence: Presence) -> StoreResult<()> {
         let (name, now) = (name.to_string(), self.now());
         self.write(move |tx| tx.agent_seen(&name, &presence, now))
+            .await
+    }
+
+    /// What an agent reported of its machine.
+    pub async fn agent_facts(&self, name: &str, facts: Facts) -> StoreResult<()> {
+        let (name, now) = (name.to_string(), self.now());
+        self.write(move |tx| tx.set_agent_facts(&name, &facts, now))
+            .await
+    }
+
+    /// The agents (not removed) `sel` picks, by name, with their tags,
+    /// facts, health and open tickets — every term checked but `online`,
+    /// the caller's to fill and check (see [`fleet::select`]).
+    pub async fn select_agents(&self, sel: &Selector) -> StoreResult<Vec<AgentInfo>> {
+        let sel = sel.clone();
+        self.read(move |tx| fleet::select(tx, &sel)).await
+    }
+
+    /// Add and remove an agent's tags (see [`fleet::tag`]): its tags after.
+    pub async fn tag_agent(
+        &self,
+        name: &str,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> StoreResult<Vec<String>> {
+        let name = name.to_string();
+        self.write(move |tx| fleet::tag(tx, &name, &add, &remove))
             .await
     }
 

@@ -19,7 +19,7 @@
 use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::ticket::{Priority, Source, TicketStatus};
-use firstline_proto::{CheckResult, EventKind, Status, TicketChange};
+use firstline_proto::{CheckResult, EventKind, Facts, Status, TicketChange};
 
 /// Every case, by name (the macro makes a test of each).
 #[macro_export]
@@ -37,7 +37,10 @@ macro_rules! store_suite {
             the_reopen_window_is_read_on_the_clock,
             configuration_problems_open_no_ticket,
             concurrent_audit_appends_make_one_chain,
-            a_webhook_delivery_is_claimed_once
+            a_webhook_delivery_is_claimed_once,
+            tags_from_tokens_and_admins,
+            facts_are_kept_per_agent,
+            selection_health_and_open_tickets
         );
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -891,4 +894,295 @@ pub async fn a_webhook_delivery_is_claimed_once(s: &Store, clock: &ManualClock) 
     assert!(left.iter().all(|x| x.id != d.id), "delivered: gone");
     // Queued once per event id, whatever happens to the change after.
     assert!(s.webhook_backlog().await.unwrap() >= left.len() as u64);
+}
+
+// ---- tags, facts, listings (store/fleet.rs) ----
+
+fn select(text: &str) -> firstline_proto::Selector {
+    firstline_proto::Selector::parse(text).unwrap()
+}
+
+async fn selected(s: &Store, text: &str) -> Vec<String> {
+    s.select_agents(&select(text))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect()
+}
+
+pub async fn tags_from_tokens_and_admins(s: &Store, _: &ManualClock) {
+    let (floor, lab) = (unique("floor"), unique("lab"));
+    let token = unique("t");
+    let tags = vec![lab.clone(), floor.clone()];
+    s.add_token_tagged(&token, "secret", 2, Duration::from_secs(60), tags)
+        .await
+        .unwrap();
+    let listed = s.tokens().await.unwrap();
+    let info = listed.iter().find(|t| t.id == token).unwrap();
+    let mut sorted = vec![floor.clone(), lab.clone()];
+    sorted.sort();
+    assert_eq!(info.tags, sorted, "a token's tags, sorted");
+    let (pc1, pc2, pc3) = (unique("pc"), unique("pc"), unique("pc"));
+    enroll(s, &token, &pc1).await.unwrap();
+    enroll(s, &token, &pc2).await.unwrap();
+    agent(s, &pc3).await;
+    let a = s.agent(&pc1).await.unwrap().unwrap();
+    assert!(a.tags.is_empty(), "`agent` reads no tags: listings do");
+    let tagged = selected(s, &format!("tag={floor}")).await;
+    assert_eq!(tagged, sorted_names(&[&pc1, &pc2]), "copied at enrollment");
+    // Admins add and remove; the tags after come back sorted.
+    let extra = unique("extra");
+    let after = s
+        .tag_agent(&pc1, vec![extra.clone()], vec![lab.clone()])
+        .await
+        .unwrap();
+    let mut want = vec![floor.clone(), extra.clone()];
+    want.sort();
+    assert_eq!(after, want);
+    assert_eq!(
+        selected(s, &format!("tag={lab}")).await,
+        std::slice::from_ref(&pc2)
+    );
+    assert_eq!(
+        selected(s, &format!("tag={floor},tag={extra}")).await,
+        std::slice::from_ref(&pc1),
+        "terms are ANDed"
+    );
+    // Adding what it has, removing what it has not: no change, no error.
+    let same = s
+        .tag_agent(&pc1, vec![floor.clone()], vec![unique("never")])
+        .await
+        .unwrap();
+    assert_eq!(same, want);
+    // Refusals change nothing.
+    let invalid = s
+        .tag_agent(&pc1, vec!["no good".into()], vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(invalid, StoreError::Invalid(_)), "{invalid}");
+    let both = s
+        .tag_agent(&pc1, vec![extra.clone()], vec![extra.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        both.to_string().contains("both added and removed"),
+        "{both}"
+    );
+    let many: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    let too_many = s.tag_agent(&pc3, many.clone(), vec![]).await.unwrap_err();
+    assert!(too_many.to_string().contains("at most 32"), "{too_many}");
+    let filled = s
+        .tag_agent(&pc3, many[..32].to_vec(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(filled.len(), 32);
+    let over = s
+        .tag_agent(&pc3, vec!["one-more".into()], vec![])
+        .await
+        .unwrap_err();
+    assert!(over.to_string().contains("33 tags"), "{over}");
+    let ghost = s
+        .tag_agent(&unique("ghost"), vec!["x".into()], vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(ghost, StoreError::NotFound(Missing::Agent(_))));
+    // Removed, its name freed: enrolled again, it starts from its new
+    // token's tags.
+    s.remove_agent(&pc1).await.unwrap().unwrap();
+    assert!(s.tag_agent(&pc1, vec!["x".into()], vec![]).await.is_err());
+    agent(s, &pc1).await;
+    let again = s
+        .select_agents(&select(&format!("name={pc1}")))
+        .await
+        .unwrap();
+    assert!(again[0].tags.is_empty(), "{again:?}");
+}
+
+fn sorted_names(names: &[&String]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    v.sort();
+    v
+}
+
+pub async fn facts_are_kept_per_agent(s: &Store, clock: &ManualClock) {
+    let pc = unique("pc");
+    agent(s, &pc).await;
+    let listed = |s: &Store, pc: &str| {
+        let (s, sel) = (s.clone(), select(&format!("name={pc}")));
+        async move { s.select_agents(&sel).await.unwrap().remove(0) }
+    };
+    assert_eq!(listed(s, &pc).await.facts, Facts::default(), "none yet");
+    let facts = Facts {
+        kernel: Some("6.1.0-18-amd64".into()),
+        addresses: vec!["192.0.2.7/24".into(), "2001:db8::7/64".into()],
+        uptime_secs: Some(3600),
+        reported_at: Some("ignored".into()),
+    };
+    s.agent_facts(&pc, facts.clone()).await.unwrap();
+    let a = listed(s, &pc).await;
+    assert_eq!(
+        a.facts,
+        Facts {
+            reported_at: Some(crate::clock::rfc3339(clock.now())),
+            ..facts
+        }
+    );
+    // The next connection's report replaces it.
+    clock.advance(Duration::from_secs(10));
+    let newer = Facts {
+        kernel: Some("6.12.0".into()),
+        addresses: vec![],
+        uptime_secs: Some(5),
+        reported_at: None,
+    };
+    s.agent_facts(&pc, newer.clone()).await.unwrap();
+    let a = listed(s, &pc).await;
+    assert_eq!(a.facts.kernel, newer.kernel);
+    assert!(a.facts.addresses.is_empty());
+    assert_eq!(a.facts.uptime_secs, Some(5));
+}
+
+pub async fn selection_health_and_open_tickets(s: &Store, _: &ManualClock) {
+    // One run's agents: names of a prefix of their own.
+    let run = format!("{:08x}", rand::random::<u32>());
+    let name = |n: &str| format!("sel{run}-{n}");
+    let (quiet, sick, warm, ok) = (name("quiet"), name("sick"), name("warm"), name("ok"));
+    for a in [&quiet, &sick, &warm, &ok] {
+        agent(s, a).await;
+    }
+    let hello = |os: &str| Presence {
+        version: "1".into(),
+        os: os.into(),
+        hostname: "h".into(),
+    };
+    s.agent_seen(&sick, hello("Debian GNU/Linux 12"))
+        .await
+        .unwrap();
+    s.agent_seen(&warm, hello("Fedora Linux 40 [Workstation]"))
+        .await
+        .unwrap();
+    s.agent_seen(&ok, hello("debian 13")).await.unwrap();
+    // sick: one monitor crit (an incident), one ok; warm: warn and unknown;
+    // ok: ok; quiet: no monitor at all.
+    let ingest = |agent: &str, events| {
+        let (s, agent) = (s.clone(), agent.to_string());
+        async move { s.ingest_events(&agent, events, 3600).await.unwrap() }
+    };
+    ingest(
+        &sick,
+        vec![
+            event(1, EventKind::IncidentOpened, Status::Crit, "disk /"),
+            event(2, EventKind::Result, Status::Ok, "cpu"),
+        ],
+    )
+    .await;
+    ingest(
+        &warm,
+        vec![
+            event(1, EventKind::Result, Status::Warn, "disk /"),
+            event(2, EventKind::Result, Status::Unknown, "cpu"),
+        ],
+    )
+    .await;
+    ingest(&ok, vec![event(1, EventKind::Result, Status::Ok, "cpu")]).await;
+    // A person's ticket on sick, another on ok that is closed.
+    let person = |agent: &str| NewTicket {
+        title: "user cannot print".into(),
+        agent: Some(agent.to_string()),
+        check: None,
+        monitor: None,
+        priority: Priority::Normal,
+        source: Source::Technician,
+        author: "tina".into(),
+        body: None,
+    };
+    s.create_ticket(person(&sick)).await.unwrap();
+    let closed = s.create_ticket(person(&ok)).await.unwrap();
+    let close = crate::ticket::TicketEdit::Status {
+        to: TicketStatus::Closed,
+        note: String::new(),
+    };
+    s.change_ticket(closed.ticket.id, close, "tina")
+        .await
+        .unwrap();
+
+    let all = s
+        .select_agents(&select(&format!("name=sel{run}-*")))
+        .await
+        .unwrap();
+    let row = |n: &str| all.iter().find(|a| a.name == n).unwrap().clone();
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        all.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        sorted_names(&[&quiet, &sick, &warm, &ok]),
+        "by name"
+    );
+    assert_eq!(row(&quiet).health, Status::Unknown, "no monitor");
+    assert_eq!(row(&sick).health, Status::Crit);
+    assert_eq!(
+        row(&warm).health,
+        Status::Warn,
+        "warn is worse than unknown"
+    );
+    assert_eq!(row(&ok).health, Status::Ok);
+    assert_eq!((row(&sick).open_incidents, row(&sick).open_tickets), (1, 1));
+    assert_eq!((row(&ok).open_incidents, row(&ok).open_tickets), (0, 0));
+    assert!(
+        all.iter().all(|a| !a.online),
+        "online is the relay's to fill"
+    );
+
+    let pick = |text: String| async move { selected(s, &text).await };
+    assert_eq!(
+        pick(format!("name=sel{run}-*,health=crit")).await,
+        std::slice::from_ref(&sick)
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}-*,health=unknown")).await,
+        std::slice::from_ref(&quiet)
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}-*,os=debian*")).await,
+        sorted_names(&[&sick, &ok]),
+        "OS globs ignore case"
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}-*,os=*[workstation]")).await,
+        std::slice::from_ref(&warm),
+        "`[` is itself"
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}-?ick")).await,
+        std::slice::from_ref(&sick)
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}-sick,name=*ok")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}_*")).await,
+        Vec::<String>::new(),
+        "`_` is itself, not any character"
+    );
+    // `online` is not the store's: it lets every agent through.
+    assert_eq!(
+        pick(format!("name=sel{run}-ok,online=true")).await,
+        std::slice::from_ref(&ok)
+    );
+    assert_eq!(
+        pick(format!("name=sel{run}-ok,online=false")).await,
+        std::slice::from_ref(&ok)
+    );
+    // Resolved, the incident counts no more; the monitor's status does.
+    ingest(
+        &sick,
+        vec![event(3, EventKind::IncidentResolved, Status::Ok, "disk /")],
+    )
+    .await;
+    let after = s
+        .select_agents(&select(&format!("name={sick}")))
+        .await
+        .unwrap();
+    assert_eq!((after[0].health, after[0].open_incidents), (Status::Ok, 0));
 }

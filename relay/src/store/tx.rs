@@ -28,7 +28,7 @@
 use super::error::StoreResult;
 use crate::ticket::{NewTicket, Priority, Ticket, TicketFilter, TicketStatus};
 use firstline_proto::message::{AgentRecord, OperatorInfo};
-use firstline_proto::{AgentInfo, AuditRecord, Role, TicketEntry};
+use firstline_proto::{AgentInfo, AuditRecord, Facts, Role, Status, TicketEntry};
 
 /// Who a certificate, a revocation or an identity is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +112,71 @@ pub struct Presence {
     pub hostname: String,
 }
 
+/// What a listing of agents asks of the database: every pattern and tag
+/// must hold (empty lists: no condition). The patterns are globs (`*` any
+/// run, `?` one character; [`firstline_proto::select::Glob`]) each backend
+/// turns into its own SQL; a backend may let through more than they say —
+/// never less —, as the caller checks every agent again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    /// Globs on the name, case as it is.
+    pub names: Vec<String>,
+    /// Globs on the OS line, ASCII lowercase, matched against the OS line
+    /// in ASCII lowercase.
+    pub oses: Vec<String>,
+    /// Tags it must carry, each.
+    pub tags: Vec<String>,
+}
+
+/// The columns of a listed agent beyond those of its record, as a backend
+/// reads them ([`Tx::select_agents`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub kernel: Option<String>,
+    /// A JSON array of strings.
+    pub addresses: Option<String>,
+    pub uptime_secs: Option<i64>,
+    /// When the facts were stored.
+    pub reported_at: Option<i64>,
+    /// Tags joined by commas (no tag holds one), in any order.
+    pub tags: Option<String>,
+    /// The highest [`firstline_proto::select::health_rank`] of its
+    /// monitors' statuses; `None`: no monitor.
+    pub health: Option<i64>,
+    pub open_incidents: i64,
+    pub open_tickets: i64,
+}
+
+impl Listed {
+    /// `a` with these columns.
+    pub fn into_agent(self, mut a: AgentInfo) -> AgentInfo {
+        let mut tags: Vec<String> = self
+            .tags
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
+        tags.sort();
+        a.tags = tags;
+        a.facts = Facts {
+            kernel: self.kernel,
+            addresses: self
+                .addresses
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            uptime_secs: self.uptime_secs.map(|u| u.max(0) as u64),
+            reported_at: self.reported_at.map(crate::clock::rfc3339),
+        };
+        a.health = self.health.map_or(Status::Unknown, |r| {
+            firstline_proto::select::health_of_rank(r.clamp(0, 3) as u8)
+        });
+        a.open_incidents = self.open_incidents.max(0) as u64;
+        a.open_tickets = self.open_tickets.max(0) as u64;
+        a
+    }
+}
+
 /// The hashed fields of an audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
@@ -191,6 +256,7 @@ pub trait Tx {
     fn agent_names(&mut self) -> StoreResult<Vec<String>>;
     /// Enrolled (even revoked or removed) or named by a ticket.
     fn agent_known(&mut self, name: &str) -> StoreResult<bool>;
+    /// Delete an agent's record, with its tags and facts.
     fn delete_agent(&mut self, name: &str) -> StoreResult<()>;
     fn mark_agent_removed(&mut self, name: &str, now: i64) -> StoreResult<()>;
     /// The agent's highest ingested event sequence, its row locked until
@@ -212,6 +278,28 @@ pub trait Tx {
         monitor: &str,
     ) -> StoreResult<Option<(String, String)>>;
     fn delete_monitor_status(&mut self, agent: &str) -> StoreResult<()>;
+
+    // ---- tags, facts, listings ----
+    /// Give a token tags (once, as it is created).
+    fn insert_token_tags(&mut self, token: &str, tags: &[String]) -> StoreResult<()>;
+    /// A token's tags, sorted.
+    fn token_tags(&mut self, token: &str) -> StoreResult<Vec<String>>;
+    /// An agent's tags, sorted.
+    fn agent_tags(&mut self, agent: &str) -> StoreResult<Vec<String>>;
+    /// Add tags to an agent (those it has stay, once).
+    fn add_agent_tags(&mut self, agent: &str, tags: &[String]) -> StoreResult<()>;
+    /// Take tags off an agent (those it has not: nothing).
+    fn remove_agent_tags(&mut self, agent: &str, tags: &[String]) -> StoreResult<()>;
+    /// Record what an agent reported of its machine (its `reported_at`
+    /// ignored: `now` is stored).
+    fn set_agent_facts(&mut self, agent: &str, facts: &Facts, now: i64) -> StoreResult<()>;
+    /// The agents (not removed) `filter` lets through, by name, each with
+    /// its tags, facts (`reported_at` the time stored), health (the worst
+    /// latest status of its monitors in the order of
+    /// [`firstline_proto::select::health_rank`]; `unknown` when none) and
+    /// open tickets: alert ones (`open_incidents`) and the others, open or
+    /// in progress. `online` false: the caller knows.
+    fn select_agents(&mut self, filter: &AgentFilter) -> StoreResult<Vec<AgentInfo>>;
 
     // ---- operators ----
     /// Insert an operator; false when the name is taken.

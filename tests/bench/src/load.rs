@@ -1,5 +1,7 @@
 //! `firstline-bench load`: N simulated agents against a release
-//! `firstline-relay serve` running as its own process.
+//! `firstline-relay serve` running as its own process — or against several
+//! relays of one deployment (`--relays N`), on SQLite or PostgreSQL
+//! (`--store`; see `crate::deploy`).
 //!
 //! Phases, each measured on its own:
 //! 1. **enroll** — N identities issued in bulk through the relay's CA code
@@ -16,19 +18,24 @@
 //!    the sustained rate, then paced at half that rate for latency. Latency
 //!    is from sending the event until the ticket is visible to another
 //!    reader of the relay database (polled every 2 ms).
+//!
+//! With `--relays N` the agents are spread over the relays round-robin
+//! (agent i on relay `i mod N`), the operator connections of the fan-out
+//! all go to relay 1 (requests for agents held by the others are forwarded
+//! over NATS: their latencies are also given apart), and the alerts of
+//! every relay land in the one shared store, where they are counted.
 
+use crate::deploy::{self, Cpu, StoreKind, TicketWatcher};
 use crate::procfs;
 use crate::sim;
 use crate::stats::{ms, Latency, Table};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use firstline_net::credential::Credential;
 use firstline_proto::Role;
-use firstline_relay::{admin, RelayDir};
+use firstline_relay::admin;
 use quinn::{Connection, Endpoint};
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,9 +80,25 @@ pub struct LoadArgs {
     /// Keep the temporary relay folder (its log and database).
     #[arg(long)]
     pub keep: bool,
+    /// Where the relays keep their data: a SQLite file beside relay.toml,
+    /// or a fresh database of a private PostgreSQL 15 started for the run.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// Connections (and threads) of each relay's PostgreSQL pool: `?pool=N`
+    /// on the store URL (default: the relay's own default).
+    #[arg(long, value_name = "N")]
+    pub pool: Option<usize>,
+    /// Relays of one deployment: the first made with `init`, the others
+    /// with `init --join`, sharing the store and a private nats-server;
+    /// agents spread over them round-robin, the fan-out sent through
+    /// relay 1 only. With --store sqlite they share one SQLite file (one
+    /// machine only: not a production layout).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub relays: usize,
 }
 
 pub fn main(args: LoadArgs) -> Result<()> {
+    layout(&args).check()?;
     let fd_limit = crate::raise_fd_limit(args.agents as u64 * 2 + 4096);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -84,63 +107,11 @@ pub fn main(args: LoadArgs) -> Result<()> {
     rt.block_on(run(args, fd_limit))
 }
 
-/// The relay process, stopped on drop.
-struct RelayProc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl RelayProc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-    fn stop(&mut self) {
-        crate::world::terminate(&mut self.child);
-    }
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_udp_port() -> Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn start_relay(bin: &Path, config: &Path, log: PathBuf) -> Result<RelayProc> {
-    let file = std::fs::File::create(&log)?;
-    let child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (build it: cargo build --release -p firstline-relay)",
-                bin.display()
-            )
-        })?;
-    let mut relay = RelayProc { child, log };
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&relay.log).unwrap_or_default();
-        if text.contains("relay listening") {
-            return Ok(relay);
-        }
-        if !relay.alive() || Instant::now() > end {
-            bail!("the relay did not start:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn layout(args: &LoadArgs) -> deploy::Layout {
+    deploy::Layout {
+        store: args.store,
+        relays: args.relays,
+        pool: args.pool,
     }
 }
 
@@ -151,41 +122,8 @@ struct Sim {
     /// Next event sequence number; the lock keeps one message in flight
     /// per agent, as the real outbox does, so sequences arrive in order.
     seq: tokio::sync::Mutex<u64>,
-}
-
-/// CPU seconds of the relay, of this process and of the whole machine.
-#[derive(Clone, Copy)]
-struct Cpu {
-    relay: f64,
-    me: f64,
-    machine: f64,
-    at: Instant,
-}
-
-impl Cpu {
-    fn now(relay: u32) -> Cpu {
-        Cpu {
-            relay: procfs::cpu_secs(relay).unwrap_or(0.0),
-            me: procfs::cpu_secs(std::process::id()).unwrap_or(0.0),
-            machine: procfs::machine_busy_secs().unwrap_or(0.0),
-            at: Instant::now(),
-        }
-    }
-    /// `relay % · generator % · others %` of one core between `self` and
-    /// now ("others": the rest of the machine, which should be ~0).
-    fn since(&self, relay: u32) -> String {
-        let now = Cpu::now(relay);
-        let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
-        let (r, g) = (now.relay - self.relay, now.me - self.me);
-        let others = (now.machine - self.machine - r - g).max(0.0);
-        format!(
-            "relay {:.0}% · generator {:.0}% · other processes {:.0}% of one core ({:.1} s wall)",
-            100.0 * r / wall,
-            100.0 * g / wall,
-            100.0 * others / wall,
-            wall
-        )
-    }
+    /// The relay it is connected to (0: relay 1).
+    relay: usize,
 }
 
 async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
@@ -198,15 +136,16 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
         eprintln!("firstline-bench: {e:#}");
     }
     if outcome.is_err() || keep {
-        // The relay's log and database, for the post-mortem.
-        eprintln!("relay folder and log kept in {}", tmp.keep().display());
+        // The relays' folders, logs and SQLite database (PostgreSQL's log
+        // is copied there: its server is removed with the run), for the
+        // post-mortem.
+        eprintln!("relay folders and logs kept in {}", tmp.keep().display());
     }
     outcome
 }
 
 async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     let mut table = Table::default();
-    let n = args.agents;
     table.row(
         "machine",
         format!(
@@ -230,32 +169,50 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         ),
     );
 
-    // ---- relay folder, operator, bulk enrollment ----
-    let port = free_udp_port()?;
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let config = admin::init(&tmp.join("relay"), listen, "firstline-relay")?;
-    for line in &args.relay_config {
-        let key = line.split('=').next().unwrap_or_default().trim();
-        let text = std::fs::read_to_string(&config)?;
-        let mut kept: String = text
-            .lines()
-            .filter(|l| l.split('=').next().map(str::trim) != Some(key))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        kept.push_str(line);
-        kept.push('\n');
-        std::fs::write(&config, kept)?;
+    // ---- deployment: peers, relay folders, operator, bulk enrollment ----
+    let layout = layout(&args);
+    table.row("deployment", layout.describe());
+    let mut deployment = deploy::make(tmp, &layout, &args.relay_bin, &args.relay_config)?;
+    let outcome = measure_deployment(&args, &mut deployment, &mut table, tmp).await;
+    if outcome.is_err() || args.keep {
+        let log = deployment.postgres_log();
+        if !log.is_empty() {
+            let _ = std::fs::write(tmp.join("postgres.log"), log);
+        }
     }
-    let dir = RelayDir::load(&config)?;
+    outcome
+}
+
+async fn measure_deployment(
+    args: &LoadArgs,
+    deployment: &mut deploy::Deployment,
+    table: &mut Table,
+    tmp: &Path,
+) -> Result<()> {
+    let n = args.agents;
+    let relays = deployment.nodes.len();
+    for (what, value) in deployment.notes.clone() {
+        table.row(what, value);
+    }
+    let dir = deployment.dir.clone();
+    let listen = deployment.nodes[0].listen;
+    let relay_addrs: Vec<_> = deployment.nodes.iter().map(|node| node.listen).collect();
     let cred_path = tmp.join("bench.credential.toml");
-    admin::operator_add(&dir, "bench", Role::Technician, &cred_path)?;
+    // The offline admin commands run outside the async runtime: with
+    // [cluster] nats they publish their audit checkpoint with a runtime of
+    // their own.
+    off_runtime({
+        let (dir, cred_path) = (dir.clone(), cred_path.clone());
+        move || admin::operator_add(&dir, "bench", Role::Technician, &cred_path)
+    })
+    .await?;
     let cred = Credential::load(&cred_path)?;
     let t = Instant::now();
-    let identities = tokio::task::spawn_blocking({
+    let identities = off_runtime({
         let dir = dir.clone();
         move || admin::bulk_agents(&dir, "sim-", n, Duration::from_secs(86_400))
     })
-    .await??;
+    .await?;
     table.row(
         "bulk enrollment",
         format!(
@@ -265,13 +222,22 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     );
     let ca = firstline_net::pem::certs(&cred.ca)?;
 
-    // ---- relay process ----
-    let mut relay = start_relay(&args.relay_bin, &config, tmp.join("relay.log"))?;
-    let pid = relay.pid();
+    // ---- relay processes ----
+    deployment.start(&args.relay_bin, tmp)?;
+    let pids = deployment.pids();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_base = procfs::rss_kib(pid).unwrap_or(0);
-    table.row("relay RSS at start", format!("{rss_base} KiB"));
-    eprintln!("relay pid {pid} on {listen}, RSS {rss_base} KiB; ramping {n} agents…");
+    let rss_bases: Vec<u64> = pids
+        .relays
+        .iter()
+        .map(|&p| procfs::rss_kib(p).unwrap_or(0))
+        .collect();
+    let rss_base: u64 = rss_bases.iter().sum();
+    table.row("relay RSS at start", kib_list(&rss_bases));
+    eprintln!(
+        "relay pid(s) {:?} on {relay_addrs:?}, RSS {}; ramping {n} agents…",
+        pids.relays,
+        kib_list(&rss_bases)
+    );
 
     // ---- ramp ----
     let endpoints: Vec<Endpoint> = (0..if args.endpoints == 0 {
@@ -292,11 +258,14 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         Duration::from_secs(args.keep_alive),
         Duration::from_secs(args.idle_timeout),
     );
-    let cpu = Cpu::now(pid);
+    let cpu = Cpu::now(&pids);
     let ramp_start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (name, pem)) in identities.into_iter().enumerate() {
         let ep = endpoints[i % endpoints.len()].clone();
+        // Round-robin over the relays.
+        let relay = i % relays;
+        let addr = relay_addrs[relay];
         let gave_up = gave_up.clone();
         let transport = transport.clone();
         let (ca, sims, failures, last_error, handshake_ms, permits) = (
@@ -314,7 +283,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
             for attempt in 0..3 {
                 let t = Instant::now();
                 let outcome = match sim::client_config(&pem, &ca, transport.clone()) {
-                    Ok(cfg) => sim::connect(&ep, listen, cfg, &name).await,
+                    Ok(cfg) => sim::connect(&ep, addr, cfg, &name).await,
                     Err(e) => Err(e),
                 };
                 match outcome {
@@ -327,6 +296,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
                             name,
                             conn: conn.clone(),
                             seq: tokio::sync::Mutex::new(1),
+                            relay,
                         });
                         if let Ok(mut v) = sims.lock() {
                             v.push(sim);
@@ -373,16 +343,21 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         }
     }
     let ramp = ramp_start.elapsed();
-    let ramp_cpu = cpu.since(pid);
+    let ramp_cpu = cpu.since(&pids);
     let connected = connected_count();
     let handshakes_per_s = connected as f64 / ramp.as_secs_f64();
     table.row(
         "ramp",
         format!(
-            "{connected}/{n} connected in {:.2} s over {} client endpoint(s), {} in flight",
+            "{connected}/{n} connected in {:.2} s over {} client endpoint(s), {} in flight{}",
             ramp.as_secs_f64(),
             endpoints.len(),
-            args.concurrency
+            args.concurrency,
+            if relays > 1 {
+                format!(", round-robin over {relays} relays")
+            } else {
+                String::new()
+            }
         ),
     );
     table.row(
@@ -407,15 +382,59 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         );
     }
 
+    // ---- operator connections (to relay 1), presence ----
+    let op_tls = cred.client_config().map_err(anyhow::Error::msg)?;
+    let op_ep = firstline_net::endpoint::client(op_tls, listen, Default::default())?;
+    let mut ops: Vec<Connection> = Vec::new();
+    if relays > 1 {
+        ops.push(
+            firstline_net::endpoint::connect(&op_ep, listen)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        );
+        // Relay 1 must know where every agent is before the fan-out: the
+        // other relays announce their agents over NATS.
+        let names: HashSet<String> = sims
+            .lock()
+            .map(|v| v.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        let t = Instant::now();
+        let mut online = 0;
+        while t.elapsed() < Duration::from_secs(60) {
+            online = sim::list_agents(&ops[0])
+                .await?
+                .iter()
+                .filter(|a| a.online && names.contains(&a.name))
+                .count();
+            if online >= names.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        table.row(
+            "presence on relay 1",
+            format!(
+                "{online}/{} connected agents shown online by relay 1 ({:.1} s after the ramp)",
+                names.len(),
+                t.elapsed().as_secs_f64()
+            ),
+        );
+    }
+
     // ---- hold ----
-    let cpu = Cpu::now(pid);
+    let cpu = Cpu::now(&pids);
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    let hold_cpu = cpu.since(pid);
+    let hold_cpu = cpu.since(&pids);
     let alive = sims
         .lock()
         .map(|v| v.iter().filter(|s| s.conn.close_reason().is_none()).count())
         .unwrap_or(0);
-    let rss = procfs::rss_kib(pid).unwrap_or(0);
+    let rss_each: Vec<u64> = pids
+        .relays
+        .iter()
+        .map(|&p| procfs::rss_kib(p).unwrap_or(0))
+        .collect();
+    let rss: u64 = rss_each.iter().sum();
     let per_agent = rss.saturating_sub(rss_base) as f64 / alive.max(1) as f64;
     table.row(
         "connections held",
@@ -424,8 +443,13 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     table.row(
         "relay RSS",
         format!(
-            "{rss} KiB = {per_agent:.1} KiB per connected agent above the {rss_base} KiB at start; {} threads",
-            procfs::threads(pid).unwrap_or(0)
+            "{} = {per_agent:.1} KiB per connected agent above the {rss_base} KiB at start; {} threads",
+            kib_list(&rss_each),
+            pids.relays
+                .iter()
+                .map(|&p| procfs::threads(p).unwrap_or(0).to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
         ),
     );
     table.row("idle CPU (keep-alives)", hold_cpu);
@@ -437,10 +461,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     // ---- fan-out ----
     let all: Vec<Arc<Sim>> = sims.lock().map(|v| v.clone()).unwrap_or_default();
     let ops_needed = all.len().div_ceil(64).max(1);
-    let op_tls = cred.client_config().map_err(anyhow::Error::msg)?;
-    let op_ep = firstline_net::endpoint::client(op_tls, listen, Default::default())?;
-    let mut ops = Vec::with_capacity(ops_needed);
-    for _ in 0..ops_needed {
+    while ops.len() < ops_needed {
         ops.push(
             firstline_net::endpoint::connect(&op_ep, listen)
                 .await
@@ -448,27 +469,35 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         );
     }
     eprintln!(
-        "fan-out: `run disk /` on {} agents over {ops_needed} operator connections…",
+        "fan-out: `run disk /` on {} agents over {ops_needed} operator connections to relay 1…",
         all.len()
     );
-    let cpu = Cpu::now(pid);
+    let cpu = Cpu::now(&pids);
     let t0 = Instant::now();
     let mut runs = tokio::task::JoinSet::new();
     for (i, s) in all.iter().enumerate() {
         let op = ops[i % ops.len()].clone();
-        let name = s.name.clone();
+        let (name, forwarded) = (s.name.clone(), s.relay != 0);
         runs.spawn(async move {
             let outcome = sim::run_check(&op, &name, "disk", &["/"]).await;
-            (outcome.map(|_| ()), t0.elapsed())
+            (outcome.map(|_| ()), t0.elapsed(), forwarded)
         });
     }
     let mut fan_ms = Vec::with_capacity(all.len());
+    let (mut local_ms, mut forwarded_ms) = (Vec::new(), Vec::new());
     let mut fan_fail = 0;
     let mut fan_err = None;
     while let Some(r) = runs.join_next().await {
         match r {
-            Ok((Ok(()), d)) => fan_ms.push(ms(d)),
-            Ok((Err(e), _)) => {
+            Ok((Ok(()), d, forwarded)) => {
+                fan_ms.push(ms(d));
+                if forwarded {
+                    forwarded_ms.push(ms(d));
+                } else {
+                    local_ms.push(ms(d));
+                }
+            }
+            Ok((Err(e), _, _)) => {
                 fan_fail += 1;
                 fan_err = Some(format!("{e:#}"));
             }
@@ -477,6 +506,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     }
     let fan_total = t0.elapsed();
     let fan = Latency::of(fan_ms);
+    let forwarded = Latency::of(forwarded_ms);
     table.row(
         "fan-out (run disk / on every agent)",
         format!(
@@ -490,13 +520,26 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
             }
         ),
     );
-    table.row("fan-out CPU", cpu.since(pid));
-    let rss_after = procfs::rss_kib(pid).unwrap_or(0);
-    table.row("relay RSS after fan-out", format!("{rss_after} KiB"));
+    if relays > 1 {
+        table.row(
+            "  agents on relay 1 (local)",
+            Latency::of(local_ms).to_string(),
+        );
+        table.row(
+            "  agents on other relays (forwarded over NATS)",
+            forwarded.to_string(),
+        );
+    }
+    table.row("fan-out CPU", cpu.since(&pids));
+    let rss_after: Vec<u64> = pids
+        .relays
+        .iter()
+        .map(|&p| procfs::rss_kib(p).unwrap_or(0))
+        .collect();
+    table.row("relay RSS after fan-out", kib_list(&rss_after));
 
     // ---- alerts ----
-    let db = dir.database();
-    let watcher = TicketWatcher::start(&db)?;
+    let watcher = TicketWatcher::start(deployment.ticket_source()?)?;
     let sent: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
     let ack_ms: Arc<Mutex<Vec<f64>>> = Arc::default();
     let alert_fail = Arc::new(AtomicUsize::new(0));
@@ -508,7 +551,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         half.as_secs_f64(),
         half.as_secs_f64()
     );
-    let cpu = Cpu::now(pid);
+    let cpu = Cpu::now(&pids);
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -542,7 +585,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     let sustained_n = acked.load(Ordering::Relaxed);
     let sustained_wall = start.elapsed();
     let alerts_per_s = sustained_n as f64 / sustained_wall.as_secs_f64();
-    let sustained_cpu = cpu.since(pid);
+    let sustained_cpu = cpu.since(&pids);
     let sustained_ack = Latency::of(std::mem::take(
         &mut *ack_ms.lock().map_err(|_| anyhow::anyhow!("lock"))?,
     ));
@@ -558,7 +601,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     // Paced: open loop at half the sustained rate.
     sent.lock().map(|mut m| m.clear()).ok();
     let rate = (alerts_per_s / 2.0).max(1.0);
-    let cpu = Cpu::now(pid);
+    let cpu = Cpu::now(&pids);
     let start = Instant::now();
     let mut pacer = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -576,7 +619,7 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         });
     }
     while paced.join_next().await.is_some() {}
-    let paced_cpu = cpu.since(pid);
+    let paced_cpu = cpu.since(&pids);
     let paced_ack = Latency::of(std::mem::take(
         &mut *ack_ms.lock().map_err(|_| anyhow::anyhow!("lock"))?,
     ));
@@ -604,13 +647,19 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
         .lock()
         .map(|v| v.iter().filter(|s| s.conn.close_reason().is_none()).count())
         .unwrap_or(0);
-    let relay_up = relay.alive();
+    let relay_up = deployment.all_up();
+    let peaks: Vec<u64> = pids
+        .relays
+        .iter()
+        .map(|&p| procfs::peak_rss_kib(p).unwrap_or(0))
+        .collect();
     table.row(
         "at the end",
         format!(
-            "{still} connections alive; relay {}; relay peak RSS {} KiB; generator peak RSS {} KiB",
+            "{still} connections alive; {} {}; relay peak RSS {}; generator peak RSS {} KiB",
+            if relays > 1 { "relays" } else { "relay" },
             if relay_up { "up" } else { "DOWN" },
-            procfs::peak_rss_kib(pid).unwrap_or(0),
+            kib_list(&peaks),
             procfs::peak_rss_kib(std::process::id()).unwrap_or(0)
         ),
     );
@@ -620,26 +669,39 @@ async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
     for op in &ops {
         op.close(0u32.into(), b"bench over");
     }
-    relay.stop();
-    let log = std::fs::read_to_string(&relay.log).unwrap_or_default();
-    let errors = log.lines().filter(|l| l.contains("ERROR")).count();
-    if errors > 0 {
-        table.row(
-            "relay log errors",
-            format!(
-                "{errors}; first: {}",
-                log.lines()
-                    .find(|l| l.contains("ERROR"))
-                    .unwrap_or_default()
-            ),
-        );
+    deployment.stop_relays();
+    if let Some((totals, tables)) = deployment.postgres_stats() {
+        table.row("PostgreSQL over the run", totals);
+        table.row("  rows inserted/updated by table", tables);
+    }
+    for (i, log) in deployment.logs() {
+        let errors = log.lines().filter(|l| l.contains("ERROR")).count();
+        if errors > 0 {
+            table.row(
+                format!("relay {i} log errors"),
+                format!(
+                    "{errors}; first: {}",
+                    log.lines()
+                        .find(|l| l.contains("ERROR"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
     }
 
     println!();
     table.print();
+    let forwarded_keys = if relays > 1 {
+        format!(
+            " fanout_forwarded_p50_ms={:.1} fanout_forwarded_p99_ms={:.1}",
+            forwarded.p50, forwarded.p99
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "agents={n} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_p99_ms={:.1}",
-        fan.p50, fan.p99, paced_visible.p99
+        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}",
+        deployment.layout.store, fan.p50, fan.p99, paced_visible.p50, paced_visible.p99
     );
     tasks.abort_all();
     Ok(())
@@ -670,100 +732,29 @@ async fn send_alert(
     }
 }
 
-/// Another reader of the relay database, polling for new tickets every
-/// 2 ms and noting when each (agent, monitor) first became visible.
-struct TicketWatcher {
-    seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    db: PathBuf,
+/// `1234 KiB`, or `1234 + 5678 = 6912 KiB` for several relays.
+fn kib_list(values: &[u64]) -> String {
+    match values {
+        [one] => format!("{one} KiB"),
+        many => format!(
+            "{} = {} KiB",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" + "),
+            many.iter().sum::<u64>()
+        ),
+    }
 }
 
-impl TicketWatcher {
-    fn start(db: &Path) -> Result<TicketWatcher> {
-        let conn = rusqlite::Connection::open_with_flags(
-            db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let mut last: i64 =
-            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM tickets", [], |r| r.get(0))?;
-        let seen: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let (seen, stop) = (seen.clone(), stop.clone());
-            move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let rows: Vec<(i64, String, String)> = conn
-                        .prepare_cached(
-                            "SELECT id, COALESCE(agent, ''), COALESCE(monitor, '') FROM tickets WHERE id > ?1 ORDER BY id",
-                        )
-                        .and_then(|mut st| {
-                            st.query_map([last], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let now = Instant::now();
-                    if let Ok(mut m) = seen.lock() {
-                        for (id, agent, monitor) in rows {
-                            last = last.max(id);
-                            m.entry((agent, monitor)).or_insert(now);
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        });
-        Ok(TicketWatcher {
-            seen,
-            stop,
-            thread: Some(thread),
-            db: db.to_path_buf(),
-        })
-    }
-
-    /// Send → visible latencies of the alerts in `sent` (waits up to 10 s
-    /// for stragglers).
-    fn latencies(&self, sent: &Mutex<HashMap<(String, String), Instant>>) -> Latency {
-        let sent = sent.lock().map(|m| m.clone()).unwrap_or_default();
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = self.seen.lock().map(|m| m.clone()).unwrap_or_default();
-            let missing = sent.keys().filter(|k| !seen.contains_key(*k)).count();
-            if missing == 0 || Instant::now() > end {
-                return Latency::of(
-                    sent.iter()
-                        .filter_map(|(k, t)| Some(ms(seen.get(k)?.saturating_duration_since(*t))))
-                        .collect(),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Alert tickets stored, and (agent, monitor) pairs with more than one.
-    fn totals(&self) -> Result<(i64, i64)> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
-        let tickets = conn.query_row(
-            "SELECT COUNT(*) FROM tickets WHERE source = 'alert'",
-            [],
-            |r| r.get(0),
-        )?;
-        let dups = conn.query_row(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM tickets WHERE source = 'alert' GROUP BY agent, monitor HAVING COUNT(*) > 1)",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok((tickets, dups))
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Run blocking `f` on a thread of its own, outside the async runtime.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await
+        .map_err(|_| anyhow::anyhow!("an admin command panicked"))?
 }

@@ -12,6 +12,7 @@
 //!
 //! Traffic goes to loopback only, bounded in count and time.
 
+mod deploy;
 mod footprint;
 mod load;
 mod procfs;

@@ -187,6 +187,7 @@ pub async fn run_check(
             check: check.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
             ticket: None,
+            queue_for_secs: None,
         },
     )
     .await?;
@@ -201,4 +202,19 @@ pub async fn run_check(
         }
     }
     result.ok_or_else(|| anyhow!("no result"))
+}
+
+/// `list_agents`, as a console asks it: every agent, in parts.
+pub async fn list_agents(conn: &Connection) -> Result<Vec<firstline_proto::AgentInfo>> {
+    let (_send, mut recv) = request(conn, Message::ListAgents {}).await?;
+    let mut all = Vec::new();
+    loop {
+        match recv.recv_within(ANSWER_TIMEOUT).await? {
+            Some(Message::Agents { agents }) => all.extend(agents),
+            Some(Message::Done {}) | None => break,
+            Some(Message::Error { message, .. }) => bail!("{message}"),
+            Some(other) => bail!("unexpected `{}`", other.kind()),
+        }
+    }
+    Ok(all)
 }

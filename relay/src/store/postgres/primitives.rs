@@ -13,7 +13,7 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::tx::*;
 use crate::ticket::{entry_body, NewTicket, Priority, Ticket, TicketFilter, TicketStatus};
 use firstline_proto::message::{AgentRecord, OperatorInfo};
-use firstline_proto::{AgentInfo, AuditRecord, Role, TicketEntry};
+use firstline_proto::{AgentInfo, AuditRecord, Facts, Role, Status, TicketEntry};
 use postgres::types::{FromSql, ToSql};
 use postgres::{Row, Statement, Transaction};
 use std::collections::HashMap;
@@ -142,7 +142,30 @@ fn agent_row(r: &Row) -> StoreResult<AgentInfo> {
         os: get(r, 3)?,
         hostname: get(r, 4)?,
         revoked: get::<Option<i64>>(r, 5)?.is_some(),
+        tags: Vec::new(),
+        facts: Facts::default(),
+        health: Status::Unknown,
+        open_incidents: 0,
+        open_tickets: 0,
     })
+}
+
+/// A glob ([`AgentFilter`]) as a `LIKE` pattern: `*` → `%`, `?` → `_`,
+/// and `%`, `_`, `\` of the glob taken as themselves.
+fn like_pattern(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 4);
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 const AGENT_RECORD_COLUMNS: &str = "a.name, a.enrolled_at, a.last_seen, a.revoked_at,
@@ -458,6 +481,8 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn delete_agent(&mut self, name: &str) -> StoreResult<()> {
+        self.exec("DELETE FROM agent_tags WHERE agent = $1", &[&name])?;
+        self.exec("DELETE FROM agent_facts WHERE agent = $1", &[&name])?;
         self.exec("DELETE FROM agents WHERE name = $1", &[&name])?;
         Ok(())
     }
@@ -521,6 +546,103 @@ impl Tx for PgTx<'_, '_> {
     fn delete_monitor_status(&mut self, agent: &str) -> StoreResult<()> {
         self.exec("DELETE FROM monitor_status WHERE agent = $1", &[&agent])?;
         Ok(())
+    }
+
+    fn insert_token_tags(&mut self, token: &str, tags: &[String]) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO token_tags (token_id, tag) SELECT $1, unnest($2::text[])
+             ON CONFLICT DO NOTHING",
+            &[&token, &tags],
+        )?;
+        Ok(())
+    }
+
+    fn token_tags(&mut self, token: &str) -> StoreResult<Vec<String>> {
+        self.all(
+            "SELECT tag FROM token_tags WHERE token_id = $1 ORDER BY tag",
+            &[&token],
+            |r| get(r, 0),
+        )
+    }
+
+    fn agent_tags(&mut self, agent: &str) -> StoreResult<Vec<String>> {
+        self.all(
+            "SELECT tag FROM agent_tags WHERE agent = $1 ORDER BY tag",
+            &[&agent],
+            |r| get(r, 0),
+        )
+    }
+
+    fn add_agent_tags(&mut self, agent: &str, tags: &[String]) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO agent_tags (agent, tag) SELECT $1, unnest($2::text[])
+             ON CONFLICT DO NOTHING",
+            &[&agent, &tags],
+        )?;
+        Ok(())
+    }
+
+    fn remove_agent_tags(&mut self, agent: &str, tags: &[String]) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM agent_tags WHERE agent = $1 AND tag = ANY($2::text[])",
+            &[&agent, &tags],
+        )?;
+        Ok(())
+    }
+
+    fn set_agent_facts(&mut self, agent: &str, facts: &Facts, now: i64) -> StoreResult<()> {
+        let addresses = serde_json::to_string(&facts.addresses)?;
+        let uptime = facts
+            .uptime_secs
+            .map(|u| i64::try_from(u).unwrap_or(i64::MAX));
+        self.exec(
+            "INSERT INTO agent_facts (agent, kernel, addresses, uptime_secs, at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (agent) DO UPDATE SET kernel = excluded.kernel, addresses = excluded.addresses,
+                 uptime_secs = excluded.uptime_secs, at = excluded.at",
+            &[&agent, &facts.kernel, &addresses, &uptime, &now],
+        )?;
+        Ok(())
+    }
+
+    fn select_agents(&mut self, filter: &AgentFilter) -> StoreResult<Vec<AgentInfo>> {
+        // LIKE with the globs' wildcards; the OS folded to ASCII lowercase
+        // by translate() — not lower(), whose folding of other letters
+        // depends on the locale and would differ from the globs'.
+        let names: Vec<String> = filter.names.iter().map(|g| like_pattern(g)).collect();
+        let oses: Vec<String> = filter.oses.iter().map(|g| like_pattern(g)).collect();
+        self.all(
+            "SELECT a.name, a.last_seen, a.version, a.os, a.hostname, a.revoked_at,
+                    f.kernel, f.addresses, f.uptime_secs, f.at,
+                    (SELECT string_agg(t.tag, ',') FROM agent_tags t WHERE t.agent = a.name),
+                    (SELECT MAX(CASE m.status WHEN 'ok' THEN 0 WHEN 'warn' THEN 2 WHEN 'crit' THEN 3 ELSE 1 END)::BIGINT
+                       FROM monitor_status m WHERE m.agent = a.name),
+                    (SELECT COUNT(*) FROM tickets k WHERE k.agent = a.name
+                       AND k.status IN ('open', 'in_progress') AND k.source = 'alert'),
+                    (SELECT COUNT(*) FROM tickets k WHERE k.agent = a.name
+                       AND k.status IN ('open', 'in_progress') AND k.source <> 'alert')
+             FROM agents a LEFT JOIN agent_facts f ON f.agent = a.name
+             WHERE a.removed_at IS NULL
+               AND a.name LIKE ALL ($1::text[])
+               AND translate(COALESCE(a.os, ''), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                   LIKE ALL ($2::text[])
+               AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) w(tag) WHERE NOT EXISTS
+                               (SELECT 1 FROM agent_tags t WHERE t.agent = a.name AND t.tag = w.tag))
+             ORDER BY a.name",
+            &[&names, &oses, &filter.tags],
+            |r| {
+                let listed = Listed {
+                    kernel: get(r, 6)?,
+                    addresses: get(r, 7)?,
+                    uptime_secs: get(r, 8)?,
+                    reported_at: get(r, 9)?,
+                    tags: get(r, 10)?,
+                    health: get(r, 11)?,
+                    open_incidents: get(r, 12)?,
+                    open_tickets: get(r, 13)?,
+                };
+                Ok(listed.into_agent(agent_row(r)?))
+            },
+        )
     }
 
     fn insert_operator(&mut self, name: &str, role: Role, now: i64) -> StoreResult<bool> {

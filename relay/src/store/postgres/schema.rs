@@ -11,11 +11,18 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::migrations::{self, Migration};
 use postgres::Client;
 
-pub const MIGRATIONS: &[Migration<&str>] = &[Migration {
-    version: 1,
-    name: "tokens, agents, operators, certs, revocations, audit with its head, monitor status, tickets, webhook outbox with leases",
-    apply: V1,
-}];
+pub const MIGRATIONS: &[Migration<&str>] = &[
+    Migration {
+        version: 1,
+        name: "tokens, agents, operators, certs, revocations, audit with its head, monitor status, tickets, webhook outbox with leases",
+        apply: V1,
+    },
+    Migration {
+        version: 2,
+        name: "tags of tokens and agents, agents' facts, open tickets counted by agent",
+        apply: V2_FLEET,
+    },
+];
 
 /// Key of the session advisory lock a relay holds while it migrates: two
 /// relays starting at once on an empty database do not both create it.
@@ -177,4 +184,28 @@ CREATE TABLE ticket_entries (
     observed_at BIGINT
 );
 CREATE INDEX entries_by_ticket ON ticket_entries (ticket_id, id);
+"#;
+
+/// Tags and facts (`crate::store::fleet`): tables of their own, so the
+/// migration touches no existing table but for an index on `tickets`.
+const V2_FLEET: &str = r#"
+CREATE TABLE token_tags (
+    token_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (token_id, tag)
+);
+CREATE TABLE agent_tags (
+    agent TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (agent, tag)
+);
+CREATE INDEX agent_tags_by_tag ON agent_tags (tag, agent);
+CREATE TABLE agent_facts (
+    agent TEXT PRIMARY KEY,
+    kernel TEXT,
+    addresses TEXT NOT NULL DEFAULT '[]',
+    uptime_secs BIGINT,
+    at BIGINT NOT NULL
+);
+CREATE INDEX tickets_by_agent_status ON tickets (agent, status, source);
 "#;

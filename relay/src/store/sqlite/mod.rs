@@ -303,10 +303,11 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         assert!(raw
             .prepare("SELECT claimed_until FROM webhook_outbox")
             .is_ok());
+        assert!(raw.prepare("SELECT agent, tag FROM agent_tags").is_ok());
         drop(s);
         // Opened again: nothing left to do.
         let s = Store::open_sqlite(&path).unwrap();

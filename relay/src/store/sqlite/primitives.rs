@@ -6,7 +6,7 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::tx::*;
 use crate::ticket::{entry_body, NewTicket, Priority, Ticket, TicketFilter, TicketStatus};
 use firstline_proto::message::{AgentRecord, OperatorInfo};
-use firstline_proto::{AgentInfo, AuditRecord, Role, TicketEntry};
+use firstline_proto::{AgentInfo, AuditRecord, Facts, Role, Status, TicketEntry};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// One transaction's connection.
@@ -52,6 +52,11 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentInfo> {
         os: r.get(3)?,
         hostname: r.get(4)?,
         revoked: r.get::<_, Option<i64>>(5)?.is_some(),
+        tags: Vec::new(),
+        facts: Facts::default(),
+        health: Status::Unknown,
+        open_incidents: 0,
+        open_tickets: 0,
     })
 }
 
@@ -391,6 +396,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn delete_agent(&mut self, name: &str) -> StoreResult<()> {
+        self.exec("DELETE FROM agent_tags WHERE agent = ?1", [name])?;
+        self.exec("DELETE FROM agent_facts WHERE agent = ?1", [name])?;
         self.exec("DELETE FROM agents WHERE name = ?1", [name])?;
         Ok(())
     }
@@ -452,6 +459,109 @@ impl Tx for SqliteTx<'_> {
     fn delete_monitor_status(&mut self, agent: &str) -> StoreResult<()> {
         self.exec("DELETE FROM monitor_status WHERE agent = ?1", [agent])?;
         Ok(())
+    }
+
+    fn insert_token_tags(&mut self, token: &str, tags: &[String]) -> StoreResult<()> {
+        for tag in tags {
+            self.exec(
+                "INSERT INTO token_tags (token_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![token, tag],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn token_tags(&mut self, token: &str) -> StoreResult<Vec<String>> {
+        self.all(
+            "SELECT tag FROM token_tags WHERE token_id = ?1 ORDER BY tag",
+            [token],
+            |r| r.get(0),
+        )
+    }
+
+    fn agent_tags(&mut self, agent: &str) -> StoreResult<Vec<String>> {
+        self.all(
+            "SELECT tag FROM agent_tags WHERE agent = ?1 ORDER BY tag",
+            [agent],
+            |r| r.get(0),
+        )
+    }
+
+    fn add_agent_tags(&mut self, agent: &str, tags: &[String]) -> StoreResult<()> {
+        for tag in tags {
+            self.exec(
+                "INSERT INTO agent_tags (agent, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![agent, tag],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn remove_agent_tags(&mut self, agent: &str, tags: &[String]) -> StoreResult<()> {
+        for tag in tags {
+            self.exec(
+                "DELETE FROM agent_tags WHERE agent = ?1 AND tag = ?2",
+                params![agent, tag],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set_agent_facts(&mut self, agent: &str, facts: &Facts, now: i64) -> StoreResult<()> {
+        let addresses = serde_json::to_string(&facts.addresses)?;
+        let uptime = facts.uptime_secs.map(|u| u.min(i64::MAX as u64) as i64);
+        self.exec(
+            "INSERT INTO agent_facts (agent, kernel, addresses, uptime_secs, at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (agent) DO UPDATE SET kernel = excluded.kernel, addresses = excluded.addresses,
+                 uptime_secs = excluded.uptime_secs, at = excluded.at",
+            params![agent, facts.kernel, addresses, uptime, now],
+        )?;
+        Ok(())
+    }
+
+    fn select_agents(&mut self, filter: &AgentFilter) -> StoreResult<Vec<AgentInfo>> {
+        // SQLite's GLOB has `*` and `?` as ours, and classes (`[…]`) we do
+        // not: a `[` stands for itself as `[[]`. Its lower() folds ASCII
+        // only, as our globs do.
+        let globs = |g: &[String]| {
+            let g: Vec<String> = g.iter().map(|p| p.replace('[', "[[]")).collect();
+            serde_json::to_string(&g)
+        };
+        let (names, oses) = (globs(&filter.names)?, globs(&filter.oses)?);
+        let tags = serde_json::to_string(&filter.tags)?;
+        self.all(
+            "SELECT a.name, a.last_seen, a.version, a.os, a.hostname, a.revoked_at,
+                    f.kernel, f.addresses, f.uptime_secs, f.at,
+                    (SELECT group_concat(t.tag, ',') FROM agent_tags t WHERE t.agent = a.name),
+                    (SELECT MAX(CASE m.status WHEN 'ok' THEN 0 WHEN 'warn' THEN 2 WHEN 'crit' THEN 3 ELSE 1 END)
+                       FROM monitor_status m WHERE m.agent = a.name),
+                    (SELECT COUNT(*) FROM tickets k WHERE k.agent = a.name
+                       AND k.status IN ('open', 'in_progress') AND k.source = 'alert'),
+                    (SELECT COUNT(*) FROM tickets k WHERE k.agent = a.name
+                       AND k.status IN ('open', 'in_progress') AND k.source <> 'alert')
+             FROM agents a LEFT JOIN agent_facts f ON f.agent = a.name
+             WHERE a.removed_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM json_each(?1) g WHERE NOT (a.name GLOB g.value))
+               AND NOT EXISTS (SELECT 1 FROM json_each(?2) g
+                               WHERE NOT (lower(COALESCE(a.os, '')) GLOB g.value))
+               AND NOT EXISTS (SELECT 1 FROM json_each(?3) w WHERE NOT EXISTS
+                               (SELECT 1 FROM agent_tags t WHERE t.agent = a.name AND t.tag = w.value))
+             ORDER BY a.name",
+            params![names, oses, tags],
+            |r| {
+                let listed = Listed {
+                    kernel: r.get(6)?,
+                    addresses: r.get(7)?,
+                    uptime_secs: r.get(8)?,
+                    reported_at: r.get(9)?,
+                    tags: r.get(10)?,
+                    health: r.get(11)?,
+                    open_incidents: r.get(12)?,
+                    open_tickets: r.get(13)?,
+                };
+                Ok(listed.into_agent(agent_row(r)?))
+            },
+        )
     }
 
     fn insert_operator(&mut self, name: &str, role: Role, now: i64) -> StoreResult<bool> {

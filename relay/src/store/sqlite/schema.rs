@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration<Step>] = &[
         name: "webhook deliveries claimed with a lease; certificates looked up by identity",
         apply: v2_claims,
     },
+    Migration {
+        version: 3,
+        name: "tags of tokens and agents, agents' facts, open tickets counted by agent",
+        apply: v3_fleet,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -180,6 +185,32 @@ fn v2_claims(db: &Connection) -> rusqlite::Result<()> {
     db.execute_batch(
         "CREATE INDEX IF NOT EXISTS certs_by_identity ON certs (kind, name);
          CREATE INDEX IF NOT EXISTS webhook_due ON webhook_outbox (next_at, id);",
+    )
+}
+
+/// Tags and facts (`crate::store::fleet`): tables of their own, so the
+/// migration touches no existing table but for an index on `tickets`.
+fn v3_fleet(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS token_tags (
+             token_id TEXT NOT NULL,
+             tag TEXT NOT NULL,
+             PRIMARY KEY (token_id, tag)
+         );
+         CREATE TABLE IF NOT EXISTS agent_tags (
+             agent TEXT NOT NULL,
+             tag TEXT NOT NULL,
+             PRIMARY KEY (agent, tag)
+         );
+         CREATE INDEX IF NOT EXISTS agent_tags_by_tag ON agent_tags (tag, agent);
+         CREATE TABLE IF NOT EXISTS agent_facts (
+             agent TEXT PRIMARY KEY,
+             kernel TEXT,
+             addresses TEXT NOT NULL DEFAULT '[]',
+             uptime_secs INTEGER,
+             at INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS tickets_by_agent_status ON tickets (agent, status, source);",
     )
 }
 
