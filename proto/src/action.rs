@@ -13,6 +13,8 @@
 //! * A queued action is a [`QueuedAction`]: `pending` until delivered
 //!   (`delivered`, at most once), `expired`, or `cancelled`.
 
+use crate::effect::{check_role, fix_role};
+use crate::message::{Message, Role};
 use crate::result::{CheckResult, Status};
 use crate::runbook::Verdict;
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,42 @@ pub enum Action {
 }
 
 impl Action {
+    /// The least role it needs (the agent checks it again): a check's or
+    /// fix's by its effect ([`crate::effect`]), a technician's for a
+    /// runbook (whose agent refuses any step beyond the requester's role).
+    /// Writing its results into a ticket needs a technician too: the
+    /// caller's to add.
+    pub fn role(&self) -> Role {
+        match self {
+            Action::Run { check, args } => check_role(check, args),
+            Action::Fix { fix, .. } => fix_role(fix),
+            Action::Runbook { .. } => Role::Technician,
+        }
+    }
+
+    /// The request the agent gets, with the requester's `role`.
+    pub fn exec(&self, role: Role) -> Message {
+        match self.clone() {
+            Action::Run { check, args } => Message::Exec { check, args, role },
+            Action::Fix { fix, args, dry_run } => Message::ExecFix {
+                action: fix,
+                args,
+                dry_run,
+                role,
+            },
+            Action::Runbook {
+                name,
+                params,
+                dry_run,
+            } => Message::ExecRunbook {
+                name,
+                params,
+                dry_run,
+                role,
+            },
+        }
+    }
+
     /// As a person writes it: `run disk /var`, `fix clean-temp /tmp (dry
     /// run)`, `runbook cant-print printer=…`.
     pub fn describe(&self) -> String {
@@ -207,7 +245,7 @@ pub struct QueuedAction {
     /// Who queued it, and the role they had then (the agent checks the
     /// action against it when it is delivered).
     pub operator: String,
-    pub role: crate::message::Role,
+    pub role: Role,
     /// RFC 3339.
     pub queued_at: String,
     pub expires_at: String,
