@@ -285,34 +285,60 @@ fn default_runbooks_dir() -> PathBuf {
 }
 
 /// One `[[monitor]]` table: the check's own command line, and how often.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorConfig {
-    /// Stable id of the monitor (default: `check args…`).
-    #[serde(default)]
-    pub name: Option<String>,
-    pub check: String,
-    /// The check's arguments, thresholds included: `["/var", "--warn", "80"]`.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// `30s`, `5m`, `1h`…
-    pub every: String,
-    #[serde(default)]
-    pub fail_after: Option<u32>,
-    #[serde(default)]
-    pub recover_after: Option<u32>,
+/// The type lives in the wire contract: central monitor sets
+/// ([`firstline_proto::central`]) are the same tables.
+pub type MonitorConfig = firstline_proto::central::MonitorSpec;
+
+/// What keeps a `[[monitor]]` from running on this agent, whatever its
+/// policy says, beyond what any table is held to
+/// ([`firstline_net::monitors::spec_problems`]: `every`, the counters): a
+/// check this agent does not have, arguments the check's parser or its own
+/// rules reject. `(key, message)`; local tables and central sets are
+/// checked alike (`firstline monitors set` runs it on the console too).
+pub fn check_monitor(m: &MonitorConfig) -> Vec<(&'static str, String)> {
+    let mut errors = Vec::new();
+    if !crate::checks::NAMES.contains(&m.check.as_str()) {
+        errors.push((
+            "check",
+            format!(
+                "unknown check `{}` (this agent offers: {})",
+                firstline_proto::text::printable(&m.check),
+                crate::checks::NAMES.join(", ")
+            ),
+        ));
+        return errors;
+    }
+    if let Err(e) = crate::checks::validate_args(&m.check, &m.args) {
+        let why = match e {
+            crate::checks::CheckError::Usage(msg) => crate::checks::usage_line(&msg),
+            other => other.to_string(),
+        };
+        errors.push((
+            "args",
+            format!(
+                "monitor `{}`: bad arguments for `{}`: {why}",
+                m.id(),
+                m.check
+            ),
+        ));
+    }
+    errors
 }
 
-impl MonitorConfig {
-    /// Stable id of the monitor: its `name`, or `check args…`.
-    pub fn id(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            std::iter::once(self.check.as_str())
-                .chain(self.args.iter().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+/// Whether this agent's `[policy]` lets the monitor `m` run: its plugin
+/// in the allow-list (the only check the policy names).
+pub fn policy_allows_monitor(
+    policy: &crate::policy::Policy,
+    m: &MonitorConfig,
+) -> Result<(), String> {
+    if m.check == "plugin" {
+        let plugin: Result<crate::checks::plugin::PluginArgs, _> =
+            crate::checks::parse_args("plugin", &m.args);
+        if let Ok(p) = plugin {
+            return policy.allows_plugin(&p.name);
+        }
     }
+    Ok(())
 }
 
 fn default_true() -> bool {
@@ -416,15 +442,22 @@ impl Loaded {
         configured
             .into_iter()
             .filter(|m| crate::checks::NAMES.contains(&m.check.as_str()))
-            .map(|m| crate::monitor::Monitor {
-                id: m.id(),
-                every: humantime::parse_duration(&m.every).unwrap_or(Duration::from_secs(300)),
-                fail_after: m.fail_after.unwrap_or(c.fail_after),
-                recover_after: m.recover_after.unwrap_or(c.recover_after),
-                check: m.check,
-                args: m.args,
-            })
+            .map(|m| self.monitor_of(m))
             .collect()
+    }
+
+    /// A `[[monitor]]` table ready to run, with this agent's defaults
+    /// (`fail_after`, `recover_after`).
+    pub fn monitor_of(&self, m: MonitorConfig) -> crate::monitor::Monitor {
+        let c = &self.config;
+        crate::monitor::Monitor {
+            id: m.id(),
+            every: humantime::parse_duration(&m.every).unwrap_or(Duration::from_secs(300)),
+            fail_after: m.fail_after.unwrap_or(c.fail_after),
+            recover_after: m.recover_after.unwrap_or(c.recover_after),
+            check: m.check,
+            args: m.args,
+        }
     }
 
     /// Disk on `/`, memory, DNS of the relay's name, and the CUPS default
@@ -581,45 +614,20 @@ fn problems(config: &AgentConfig, name: &str, text: &str) -> Vec<ConfigError> {
         ));
     }
     for (i, m) in config.monitors.iter().enumerate() {
-        let at = |key: &str, msg: String| monitor_key(name, text, i, key, msg);
-        match humantime::parse_duration(&m.every) {
-            Ok(d) if d >= Duration::from_secs(1) => {}
-            Ok(_) => errors.push(at("every", "every must be at least 1s".into())),
-            Err(e) => errors.push(at(
-                "every",
-                format!("every = \"{}\": {e} (use 30s, 5m, 1h…)", m.every),
-            )),
+        let at = |key: &str, msg: String| {
+            firstline_net::config::table_key(name, text, "monitor", i, key, msg)
+        };
+        let problems = check_monitor(m);
+        let valid = problems.is_empty();
+        for (key, msg) in firstline_net::monitors::spec_problems(m)
+            .into_iter()
+            .chain(problems)
+        {
+            errors.push(at(key, msg));
         }
-        if !crate::checks::NAMES.contains(&m.check.as_str()) {
-            errors.push(at(
-                "check",
-                format!(
-                    "unknown check `{}` (this agent offers: {})",
-                    m.check,
-                    crate::checks::NAMES.join(", ")
-                ),
-            ));
-            continue;
-        }
-        let id = m.id();
-        if let Err(e) = crate::checks::validate_args(&m.check, &m.args) {
-            let why = match e {
-                crate::checks::CheckError::Usage(msg) => crate::checks::usage_line(&msg),
-                other => other.to_string(),
-            };
-            errors.push(at(
-                "args",
-                format!("monitor `{id}`: bad arguments for `{}`: {why}", m.check),
-            ));
-            continue;
-        }
-        if m.check == "plugin" {
-            let plugin: Result<crate::checks::plugin::PluginArgs, _> =
-                crate::checks::parse_args("plugin", &m.args);
-            if let Ok(p) = plugin {
-                if let Err(why) = config.policy.allows_plugin(&p.name) {
-                    errors.push(at("args", why));
-                }
+        if valid {
+            if let Err(why) = policy_allows_monitor(&config.policy, m) {
+                errors.push(at("args", why));
             }
         }
     }
@@ -650,41 +658,6 @@ fn combine(mut errors: Vec<ConfigError>) -> ConfigError {
             message: format!("{message}\n{}", rest.join("\n")),
         },
         read => read,
-    }
-}
-
-/// An error about `key` of the `index`-th (0-based) `[[monitor]]` table:
-/// the line of `key =` inside that table, else the table's `[[monitor]]`
-/// line. (A key only some monitors have, such as `args`, cannot be found by
-/// counting its occurrences in the file.)
-fn monitor_key(name: &str, text: &str, index: usize, key: &str, message: String) -> ConfigError {
-    let lines: Vec<&str> = text.lines().collect();
-    let squeezed = |l: &str| l.chars().filter(|c| !c.is_whitespace()).collect::<String>();
-    let header = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| squeezed(l).starts_with("[[monitor]]"))
-        .nth(index)
-        .map(|(n, _)| n);
-    let Some(header) = header else {
-        return firstline_net::config::invalid_key_at(name, text, key, index, message);
-    };
-    let found = lines
-        .iter()
-        .enumerate()
-        .skip(header + 1)
-        .take_while(|(_, l)| !l.trim_start().starts_with('['))
-        .find(|(_, l)| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-        });
-    let (line, text_line) = found.map_or((header, lines[header]), |(n, l)| (n, *l));
-    ConfigError::Invalid {
-        path: name.to_string(),
-        line: line + 1,
-        column: text_line.len() - text_line.trim_start().len() + 1,
-        message,
     }
 }
 

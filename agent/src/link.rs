@@ -16,6 +16,7 @@ use crate::checks;
 use crate::config::Loaded;
 use crate::enroll::new_key_and_csr;
 use crate::monitor;
+use crate::monitor::central::Central;
 use crate::outbox::Outbox;
 use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::cli::UsageError;
@@ -102,8 +103,10 @@ pub async fn run(
         outbox.clone(),
         shutdown.clone(),
     );
-    let result = connect_forever(&cfg, outbox, shutdown, state).await;
+    let central = Central::start(&cfg, cfg.check_context(), outbox.clone(), shutdown.clone());
+    let result = connect_forever(&cfg, outbox, &central, shutdown, state).await;
     tasks.shutdown().await;
+    central.stop();
     result
 }
 
@@ -132,6 +135,7 @@ fn not_enrolled(cfg: &Loaded) -> Result<()> {
 async fn connect_forever(
     cfg: &Loaded,
     outbox: Arc<Outbox>,
+    central: &Arc<Central>,
     mut shutdown: watch::Receiver<bool>,
     state: watch::Sender<LinkState>,
 ) -> Result<()> {
@@ -166,7 +170,7 @@ async fn connect_forever(
         // `reason` for the state and the one-relay log; `entry` names the
         // relay, for the logs that say why the agent moved.
         let (outcome, reason, entry) =
-            match session(cfg, &place, &outbox, &mut shutdown, &state).await {
+            match session(cfg, &place, &outbox, central, &mut shutdown, &state).await {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost { reason, held }) => {
                     last_session = Some(index);
@@ -255,6 +259,7 @@ async fn session(
     cfg: &Loaded,
     place: &Place<'_>,
     outbox: &Arc<Outbox>,
+    central: &Arc<Central>,
     shutdown: &mut watch::Receiver<bool>,
     state: &watch::Sender<LinkState>,
 ) -> Result<SessionEnd> {
@@ -291,7 +296,7 @@ async fn session(
     });
     let sender = tokio::spawn(deliver(conn.clone(), outbox.clone()));
     let reporter = tokio::spawn(report_facts(conn.clone()));
-    let end = serve(cfg, &conn, shutdown).await;
+    let end = serve(cfg, &conn, central, shutdown).await;
     sender.abort();
     reporter.abort();
     if matches!(end, Ok(SessionEnd::Shutdown)) {
@@ -393,6 +398,7 @@ async fn greet(conn: &Connection) -> Result<()> {
 async fn serve(
     cfg: &Loaded,
     conn: &Connection,
+    central: &Arc<Central>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
     let mut renew_timer =
@@ -403,10 +409,19 @@ async fn serve(
             // is read and served in its own task.
             accepted = stream::accept(conn) => match accepted {
                 Ok(incoming) => {
-                    let cfg = cfg.clone();
+                    let (cfg, central) = (cfg.clone(), central.clone());
                     tokio::spawn(async move {
-                        if let Some((msg, send, _recv)) = incoming.first(FIRST_MESSAGE_TIMEOUT).await {
-                            crate::requests::handle(cfg, msg, send).await;
+                        match incoming.first(FIRST_MESSAGE_TIMEOUT).await {
+                            // The relay's central monitor sets: the wall
+                            // is applied in `monitor::central`.
+                            Some((Message::CentralMonitors { digest, sets }, send, _recv)) => {
+                                let report = central.apply(digest, sets);
+                                let _ = send
+                                    .finish_with(Message::CentralMonitorsReport(report))
+                                    .await;
+                            }
+                            Some((msg, send, _recv)) => crate::requests::handle(cfg, msg, send).await,
+                            None => {}
                         }
                     });
                 }

@@ -98,6 +98,11 @@ pub struct Policy {
     /// the agent's own; they never inherit the agent's capabilities.
     #[serde(default)]
     pub run_as: Option<String>,
+    /// Whether monitor sets defined on the relay (`firstline monitors
+    /// set`) may run here at all; each one is still checked against the
+    /// rest of this policy (`crate::monitor::central`).
+    #[serde(default = "yes")]
+    pub central_monitors: bool,
 }
 
 fn all_builtins() -> Vec<String> {
@@ -153,6 +158,7 @@ impl Default for Policy {
             services: default_services(),
             journal_keep_min: default_journal_keep_min(),
             run_as: None,
+            central_monitors: true,
         }
     }
 }

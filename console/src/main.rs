@@ -1,15 +1,19 @@
 //! `firstline`: the technician's console.
 
 mod admin;
+mod bulk;
 mod client;
 mod demo;
 mod fleet;
+mod monitors;
 mod output;
+mod queue;
 mod remote;
 mod tickets;
 mod watch;
 
 use anyhow::{Context, Result};
+use bulk::Target;
 use clap::{Parser, Subcommand};
 use client::credential_path;
 use firstline_net::cli::{exit_with, UsageError};
@@ -49,34 +53,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a check on an agent and stream its result: `firstline run pc42 disk /var`.
+    /// Run a check on an agent and stream its result: `firstline run pc42 disk /var`;
+    /// on many, paced: `firstline run --select tag=floor2 disk /var`.
     #[command(
         disable_help_flag = true,
-        override_usage = "firstline run <AGENT> <CHECK> [ARGS]... [--ticket N] [--json]\n       firstline run <AGENT> <CHECK> --help"
+        override_usage = "firstline run <AGENT> <CHECK> [ARGS]... [--ticket N] [--queue-for DUR] [--json]\n       firstline run --select SEL <CHECK> [ARGS]... [--max-in-flight N] [--ticket N] [--queue-for DUR] [--json]\n       firstline run <AGENT> <CHECK> --help"
     )]
     Run {
-        #[arg(required_unless_present = "help")]
+        /// The machine (none with --select).
+        #[arg(required_unless_present_any = ["help", "select"])]
         agent: Option<String>,
         /// The check (`firstline checks AGENT` lists them).
-        #[arg(required_unless_present = "help")]
+        #[arg(required_unless_present_any = ["help", "select"], allow_hyphen_values = true)]
         check: Option<String>,
-        /// The check's own arguments; `--json` and `--ticket N` are the console's.
+        /// The check's own arguments; `--json`, `--ticket N` and `--queue-for DUR` (offline: queue
+        /// it for when the machine reconnects, up to 30d) are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
         /// Print help (after CHECK: the check's own help, from the agent).
         #[arg(short = 'h', long)]
         help: bool,
+        #[command(flatten)]
+        bulk: bulk::BulkArgs,
     },
-    /// Run a fix on an agent: `firstline fix pc42 clean-temp /tmp --older-than 7d [--dry-run]`.
+    /// Run a fix on an agent: `firstline fix pc42 clean-temp /tmp --older-than 7d [--dry-run]`;
+    /// on many, paced: `firstline fix --select tag=floor2 flush-dns`.
     #[command(
         disable_help_flag = true,
-        override_usage = "firstline fix <AGENT> <ACTION> [ARGS]... [--dry-run] [--ticket N] [--json]\n       firstline fix <AGENT> <ACTION> --help"
+        override_usage = "firstline fix <AGENT> <ACTION> [ARGS]... [--dry-run] [--ticket N] [--queue-for DUR] [--json]\n       firstline fix --select SEL <ACTION> [ARGS]... [--max-in-flight N] [--dry-run] [--ticket N] [--queue-for DUR] [--json]\n       firstline fix <AGENT> <ACTION> --help"
     )]
     Fix {
-        #[arg(required_unless_present = "help")]
+        /// The machine (none with --select).
+        #[arg(required_unless_present_any = ["help", "select"])]
         agent: Option<String>,
         /// flush-dns, restart-service, resume-printer, cancel-print-jobs, clean-temp, vacuum-journal, script.
-        #[arg(required_unless_present = "help")]
+        #[arg(required_unless_present_any = ["help", "select"], allow_hyphen_values = true)]
         action: Option<String>,
         /// The fix's own arguments; `--dry-run`, `--json` and `--ticket N` are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -84,17 +95,21 @@ enum Command {
         /// Print help (after ACTION: the fix's own help, from the agent).
         #[arg(short = 'h', long)]
         help: bool,
+        #[command(flatten)]
+        bulk: bulk::BulkArgs,
     },
-    /// Run a runbook on an agent: `firstline runbook pc42 cant-print printer=ipp://…`.
+    /// Run a runbook on an agent: `firstline runbook pc42 cant-print printer=ipp://…`;
+    /// on many, paced: `firstline runbook --select tag=floor2 cant-print`.
     #[command(
         disable_help_flag = true,
-        override_usage = "firstline runbook <AGENT> <NAME> [KEY=VALUE]... [--dry-run] [--ticket N] [--json]\n       firstline runbook <AGENT> <NAME> --help"
+        override_usage = "firstline runbook <AGENT> <NAME> [KEY=VALUE]... [--dry-run] [--ticket N] [--queue-for DUR] [--json]\n       firstline runbook --select SEL <NAME> [KEY=VALUE]... [--max-in-flight N] [--dry-run] [--ticket N] [--queue-for DUR] [--json]\n       firstline runbook <AGENT> <NAME> --help"
     )]
     Runbook {
-        #[arg(required_unless_present = "help")]
+        /// The machine (none with --select).
+        #[arg(required_unless_present_any = ["help", "select"])]
         agent: Option<String>,
         /// The runbook (`firstline runbooks AGENT` lists them).
-        #[arg(required_unless_present = "help")]
+        #[arg(required_unless_present_any = ["help", "select"], allow_hyphen_values = true)]
         name: Option<String>,
         /// NAME=VALUE parameters; `--dry-run`, `--json` and `--ticket N` are the console's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -102,6 +117,8 @@ enum Command {
         /// Print help (after NAME: the runbook's parameters, from the agent).
         #[arg(short = 'h', long)]
         help: bool,
+        #[command(flatten)]
+        bulk: bulk::BulkArgs,
     },
     /// The runbooks an agent has (shipped and its admin's).
     Runbooks {
@@ -133,6 +150,14 @@ enum Command {
     /// Agents' enrollment records: list, remove, tag (admins).
     #[command(subcommand)]
     Agent(admin::AgentCommand),
+    /// Actions queued for offline machines (`run|fix|runbook … --queue-for 2h`):
+    /// pending ones (`--all`: delivered, expired, cancelled too); `queue cancel ID`.
+    Queue(queue::QueueArgs),
+    /// Central monitor sets: `[[monitor]]` tables defined on the relay for
+    /// the agents a selector picks (`set`, `remove`: admins), and per agent
+    /// which run and which its policy refused (`show`).
+    #[command(subcommand)]
+    Monitors(monitors::MonitorsCommand),
     /// Follow alerts and ticket changes live; reconnects by itself.
     Watch(watch::WatchArgs),
     /// A first run: embedded relay and agent on loopback, real enrollment, the checks on this machine.
@@ -169,8 +194,12 @@ fn run(cli: Cli) -> Result<i32> {
             check,
             args,
             help,
-        } => match (agent, check) {
-            (Some(agent), Some(check)) => rt.block_on(remote::run(cred, agent, check, args, help)),
+            bulk,
+        } => match bulk.split(agent, check, args, help)? {
+            Target::Many(many) => rt.block_on(bulk::run(cred, bulk::Kind::Run, many)),
+            Target::One(Some(agent), Some(check), args) => {
+                rt.block_on(remote::run(cred, agent, check, args, help))
+            }
             _ => subcommand_help("run"),
         },
         Command::Fix {
@@ -178,8 +207,10 @@ fn run(cli: Cli) -> Result<i32> {
             action,
             args,
             help,
-        } => match (agent, action) {
-            (Some(agent), Some(action)) => {
+            bulk,
+        } => match bulk.split(agent, action, args, help)? {
+            Target::Many(many) => rt.block_on(bulk::run(cred, bulk::Kind::Fix, many)),
+            Target::One(Some(agent), Some(action), args) => {
                 rt.block_on(remote::fix(cred, agent, action, args, help))
             }
             _ => subcommand_help("fix"),
@@ -189,8 +220,10 @@ fn run(cli: Cli) -> Result<i32> {
             name,
             params,
             help,
-        } => match (agent, name) {
-            (Some(agent), Some(name)) => {
+            bulk,
+        } => match bulk.split(agent, name, params, help)? {
+            Target::Many(many) => rt.block_on(bulk::run(cred, bulk::Kind::Runbook, many)),
+            Target::One(Some(agent), Some(name), params) => {
                 rt.block_on(remote::runbook(cred, agent, name, params, help))
             }
             _ => subcommand_help("runbook"),
@@ -204,6 +237,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Token(cmd) => rt.block_on(admin::token(cred, cmd)),
         Command::Operator(cmd) => rt.block_on(admin::operator(cred, cmd)),
         Command::Agent(cmd) => rt.block_on(admin::agent(cred, cmd)),
+        Command::Queue(args) => rt.block_on(queue::run(cred, args)),
+        Command::Monitors(cmd) => rt.block_on(monitors::run(cred, cmd)),
         Command::Watch(args) => rt.block_on(watch::run(cred, args)),
         Command::Demo { keep } => rt.block_on(demo::run(keep)),
         Command::Completions { shell } => {

@@ -1,8 +1,8 @@
 //! `firstline run`, `fix`, `runbook`, `runbooks`, `checks`: requests
 //! executed on an agent through the relay, with progress and results
 //! streamed as they arrive. Console flags (`--json`, `--ticket N`,
-//! `--dry-run`, `--help`) may sit anywhere among the check's or fix's own
-//! arguments.
+//! `--dry-run`, `--queue-for DUR`, `--help`) may sit anywhere among the
+//! check's or fix's own arguments.
 //!
 //! `--help` after a check or a fix asks the agent for that check's or
 //! fix's own help (its clap definition answers, as it does locally);
@@ -26,6 +26,12 @@ pub struct Flags {
     pub dry_run: bool,
     /// `--help` or `-h`: the agent's help for the check or fix.
     pub help: bool,
+    /// `--select SEL` and `--max-in-flight N`: many machines ([`crate::bulk`]).
+    pub select: Option<String>,
+    pub max_in_flight: Option<u32>,
+    /// `--queue-for DUR`: offline machines get it when they reconnect
+    /// within DUR, in seconds ([`crate::queue`]).
+    pub queue_for: Option<u64>,
 }
 
 /// Take the console's flags out of `args`, leaving the rest in order.
@@ -52,6 +58,16 @@ pub fn take_flags(args: &mut Vec<String>) -> Result<Flags> {
                     .ok_or_else(|| UsageError("--ticket needs a ticket number".into()))?;
                 flags.ticket = Some(number(&n)?);
             }
+            "--queue-for" => flags.queue_for = Some(crate::queue::ttl(it.next())?),
+            _ if a.starts_with("--queue-for=") => {
+                flags.queue_for = Some(crate::queue::ttl(Some(a[12..].to_string()))?)
+            }
+            "--select" => flags.select = Some(crate::bulk::selector(it.next())?),
+            "--max-in-flight" => flags.max_in_flight = Some(crate::bulk::in_flight(it.next())?),
+            _ if a.starts_with("--select=") => flags.select = Some(a[9..].to_string()),
+            _ if a.starts_with("--max-in-flight=") => {
+                flags.max_in_flight = Some(crate::bulk::in_flight(Some(a[16..].to_string()))?)
+            }
             _ => match a.strip_prefix("--ticket=") {
                 Some(n) => flags.ticket = Some(number(n)?),
                 None => rest.push(a),
@@ -68,11 +84,16 @@ pub struct Outcome {
     pub results: Vec<CheckResult>,
     /// A runbook's verdict.
     pub verdict: Option<Verdict>,
+    /// Queued for the offline machine instead (`--queue-for`).
+    pub queued: Option<u64>,
 }
 
 impl Outcome {
     /// Exit code: 0 when every result is ok (or the runbook resolved).
     pub fn exit_code(&self) -> i32 {
+        if self.queued.is_some() {
+            return 0;
+        }
         let ok = match &self.verdict {
             Some(v) => v.verdict == VerdictKind::Resolved,
             None => !self.results.is_empty() && self.results.iter().all(|r| r.status == Status::Ok),
@@ -113,6 +134,14 @@ pub async fn stream(client: &Client, request: Message, agent: &str, json: bool) 
                     }
                 }
                 out.verdict = Some(v);
+            }
+            Message::Queued(q) => {
+                if json {
+                    output::json(&q);
+                } else {
+                    output::line(crate::queue::queued_line(&q));
+                }
+                out.queued = Some(q.id);
             }
             Message::Done {} => break,
             _ => {}
@@ -244,7 +273,7 @@ pub async fn run(
         check,
         args,
         ticket: f.ticket,
-        queue_for_secs: None,
+        queue_for_secs: f.queue_for,
     };
     once(cred, request, &agent, f.json, &command, Hint::Checks).await
 }
@@ -275,7 +304,7 @@ pub async fn fix(
         args,
         dry_run: f.dry_run,
         ticket: f.ticket,
-        queue_for_secs: None,
+        queue_for_secs: f.queue_for,
     };
     once(cred, request, &agent, f.json, &command, Hint::None).await
 }
@@ -298,7 +327,7 @@ pub async fn runbook(
         params,
         dry_run: f.dry_run,
         ticket: f.ticket,
-        queue_for_secs: None,
+        queue_for_secs: f.queue_for,
     };
     once(cred, request, &agent, f.json, &command, Hint::Runbook(name)).await
 }

@@ -23,8 +23,9 @@ pub struct WatchArgs {
     /// Only notices about this ticket (`12` or `#12`).
     #[arg(long, value_name = "N", value_parser = ticket_number)]
     pub ticket: Option<u64>,
-    /// Only notices of this kind: `alert`, `ticket`, or one kind such as
-    /// `ticket_result` or `alert_incident_opened`; may be repeated.
+    /// Only notices of this kind: `alert`, `ticket`, `queued` (queued
+    /// actions delivered or expired), or one kind such as `ticket_result`
+    /// or `alert_incident_opened`; may be repeated.
     #[arg(long, value_name = "KIND")]
     pub kind: Vec<String>,
     /// One JSON object per notice.
@@ -49,6 +50,9 @@ const KINDS: &[&str] = &[
     "ticket_priority",
     "ticket_diagnostics",
     "ticket_verdict",
+    "queued",
+    "queued_delivered",
+    "queued_expired",
     "lagged",
 ];
 
@@ -71,8 +75,10 @@ struct Filter {
 impl Filter {
     fn new(args: &WatchArgs) -> Result<Filter> {
         for k in &args.kind {
-            let known =
-                KINDS.contains(&k.as_str()) || k.starts_with("alert_") || k.starts_with("ticket_");
+            let known = KINDS.contains(&k.as_str())
+                || k.starts_with("alert_")
+                || k.starts_with("ticket_")
+                || k.starts_with("queued_");
             if !known {
                 return Err(UsageError(format!(
                     "--kind {k}: not a kind of notice (kinds: {})",

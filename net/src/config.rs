@@ -84,6 +84,77 @@ pub fn invalid_key_at(
     }
 }
 
+/// An error about `key` of the `index`-th (0-based) `[[table]]` of an
+/// array of tables (`[[monitor]]`): the line of `key =` inside that table,
+/// else the table's `[[table]]` line. (A key only some tables have, such
+/// as `args`, cannot be found by counting its occurrences in the file.)
+pub fn table_key(
+    name: &str,
+    text: &str,
+    table: &str,
+    index: usize,
+    key: &str,
+    message: String,
+) -> ConfigError {
+    let lines: Vec<&str> = text.lines().collect();
+    let squeezed = |l: &str| l.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let header_text = format!("[[{table}]]");
+    let header = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| squeezed(l).starts_with(&header_text))
+        .nth(index)
+        .map(|(n, _)| n);
+    let Some(header) = header else {
+        return invalid_key_at(name, text, key, index, message);
+    };
+    let found = lines
+        .iter()
+        .enumerate()
+        .skip(header + 1)
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        });
+    let (line, text_line) = found.map_or((header, lines[header]), |(n, l)| (n, *l));
+    ConfigError::Invalid {
+        path: name.to_string(),
+        line: line + 1,
+        column: text_line.len() - text_line.trim_start().len() + 1,
+        message,
+    }
+}
+
+/// Several errors as one: the first, then each of the others on a line of
+/// its own (`FILE:LINE:COL: …`), so a command prints them all. `None` when
+/// there are none.
+pub fn combine(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+    if errors.is_empty() {
+        return None;
+    }
+    let rest: Vec<String> = errors.drain(1..).map(|e| e.to_string()).collect();
+    let first = errors.remove(0);
+    if rest.is_empty() {
+        return Some(first);
+    }
+    Some(match first {
+        ConfigError::Invalid {
+            path,
+            line,
+            column,
+            message,
+        } => ConfigError::Invalid {
+            path,
+            line,
+            column,
+            message: format!("{message}\n{}", rest.join("\n")),
+        },
+        read => read,
+    })
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;

@@ -15,6 +15,7 @@
 //! * [`private`] — owner-only files: keys, databases, configs with secrets.
 //! * [`cli`] — logging and exit codes shared by the binaries.
 //! * [`config`] — TOML config files whose errors name the file and line.
+//! * [`monitors`] — files of `[[monitor]]` tables (central monitor sets).
 //! * [`notify`] — systemd readiness, status, watchdog and stopping notices.
 
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod credential;
 pub mod endpoint;
 pub mod identity;
+pub mod monitors;
 pub mod notify;
 pub mod pem;
 pub mod private;

@@ -17,8 +17,10 @@
 //! * [`runbook`] — a runbook run's step records and verdict.
 //! * [`select`] — selectors (`tag=floor2,os=debian*`) and agents' health.
 //! * [`action`] — actions on many machines, and queued for offline ones.
+//! * [`central`] — monitor sets defined on the relay for the agents a selector picks.
 
 pub mod action;
+pub mod central;
 pub mod effect;
 pub mod event;
 pub mod frame;

@@ -657,7 +657,8 @@ pub enum Message {
         selected: u64,
         max_in_flight: u32,
     },
-    BulkItem(crate::action::BulkItem),
+    /// Boxed: a result and a verdict make it the largest message by far.
+    BulkItem(Box<crate::action::BulkItem>),
     /// An action kept for an offline agent (answer to `run`, `fix`,
     /// `runbook` with `queue_for_secs`, and to `queue_cancel`).
     Queued(crate::action::QueuedAction),
@@ -770,6 +771,32 @@ pub enum Message {
         tags: Vec<String>,
     },
 
+    // --- console → relay: central monitors ([`crate::central`]) ---
+    /// Define or replace the monitor set `name`: the `[[monitor]]` tables
+    /// of `toml`, for the agents `select` picks (admins); answered by
+    /// `monitor_set`.
+    MonitorsSet {
+        name: String,
+        select: String,
+        toml: String,
+    },
+    /// A set as stored (answer to `monitors_set` and `monitors_remove`).
+    MonitorSet(crate::central::MonitorSetInfo),
+    /// Remove the monitor set `name` (admins); answered by `monitor_set`
+    /// (the set removed).
+    MonitorsRemove {
+        name: String,
+    },
+    /// The sets, one `monitor_sets` message each, then each agent's
+    /// central monitors in `agent_monitors` parts, then `done`.
+    MonitorsShow {},
+    MonitorSets {
+        sets: Vec<crate::central::MonitorSetInfo>,
+    },
+    AgentMonitors {
+        agents: Vec<crate::central::AgentMonitorReport>,
+    },
+
     // --- agent → relay, after `welcome` ---
     /// What the agent reads of its machine; answered by `done`.
     Facts(Facts),
@@ -815,6 +842,15 @@ pub enum Message {
     },
     /// The end of a runbook: the leaf it reached, with every step.
     Verdict(crate::runbook::Verdict),
+    /// The central monitor sets that select this agent (relay → agent,
+    /// after `welcome` and whenever they change); answered by
+    /// `central_monitors_report`.
+    CentralMonitors {
+        /// Of the sets' content: the same sets, the same digest.
+        digest: String,
+        sets: Vec<crate::central::CentralSet>,
+    },
+    CentralMonitorsReport(crate::central::CentralReport),
 
     // --- answers on any request stream ---
     Progress {
@@ -899,6 +935,14 @@ impl Message {
             Message::AgentRemoved { .. } => "agent_removed",
             Message::AgentTag { .. } => "agent_tag",
             Message::AgentTagged { .. } => "agent_tagged",
+            Message::MonitorsSet { .. } => "monitors_set",
+            Message::MonitorSet(_) => "monitor_set",
+            Message::MonitorsRemove { .. } => "monitors_remove",
+            Message::MonitorsShow {} => "monitors_show",
+            Message::MonitorSets { .. } => "monitor_sets",
+            Message::AgentMonitors { .. } => "agent_monitors",
+            Message::CentralMonitors { .. } => "central_monitors",
+            Message::CentralMonitorsReport(_) => "central_monitors_report",
             Message::Facts(_) => "facts",
             Message::Exec { .. } => "exec",
             Message::ExecFix { .. } => "exec_fix",

@@ -5,7 +5,10 @@
 //! that the relay opens streams to the agent for each routed request, and the
 //! agent opens streams to the relay for its own requests (certificate
 //! renewal, monitoring events, and the facts it reads of its machine —
-//! kernel, addresses, uptime — once after `welcome`).
+//! kernel, addresses, uptime — once after `welcome`). The relay's first
+//! stream carries the agent's central monitor sets ([`crate::central`]). Once it is
+//! welcomed, what was queued for it while offline is delivered
+//! ([`crate::queue::deliver`]).
 
 use crate::state::{close, Relay};
 use crate::store::{AuditEntry, EnrollRefusal, Presence, Signed};
@@ -23,6 +26,13 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
         return;
     };
     tracing::info!(agent = %name, version = %hello.software, remote = %conn.remote_address(), "agent online");
+    // Its central monitor sets, on a stream of their own.
+    crate::central::push_soon(&relay, &name, &conn);
+    // What was queued for it while it was offline (`--queue-for`).
+    {
+        let (relay, name) = (relay.clone(), name.clone());
+        tokio::spawn(async move { crate::queue::deliver(&relay, &name).await });
+    }
     loop {
         match stream::accept(&conn).await {
             Ok(incoming) => {

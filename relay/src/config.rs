@@ -60,6 +60,11 @@ pub struct RelayConfig {
     /// How often `serve` looks for revocations made by the admin commands.
     #[serde(default = "default_revocation_poll")]
     pub revocation_poll_ms: u64,
+    /// How often the relay expires actions queued for offline machines
+    /// past their `--queue-for` (and delivers pending ones to machines
+    /// connected here that missed them: `crate::queue`).
+    #[serde(default = "default_queue_sweep")]
+    pub queue_sweep_ms: u64,
     /// Default lifetime of enrollment tokens.
     #[serde(default = "default_token_ttl")]
     pub token_ttl_secs: u64,
@@ -216,6 +221,9 @@ fn default_operator_cert() -> u64 {
 }
 fn default_revocation_poll() -> u64 {
     500
+}
+fn default_queue_sweep() -> u64 {
+    30_000
 }
 fn default_token_ttl() -> u64 {
     86_400

@@ -12,11 +12,14 @@
 //!   operator's connection);
 //! * console requests: [`requests`] (one file per request or small group:
 //!   role, audit line, handler), [`routing`] (requests forwarded to
-//!   agents), [`reply`] (answer streams, lists in parts);
+//!   agents), [`reply`] (answer streams, lists in parts), [`queue`]
+//!   (actions queued for offline machines: delivered when they connect,
+//!   expired by a sweep);
 //! * shared state: [`state`] (the [`state::Relay`] every handler gets),
 //!   [`registry`] (who is connected here), [`cluster`] (the other relays
 //!   of the deployment, over NATS: presence, forwarded requests, notices,
 //!   revocations, audit checkpoints), [`notices`] (live notices),
+//!   [`central`] (central monitor sets sent to agents, their reports),
 //!   [`clock`] (time, passed in), [`error`] (errors with their wire code);
 //! * storage: [`store`] (one async interface, SQLite and PostgreSQL
 //!   backends, the ticket rules, the incident engine, the audit chain, the
@@ -32,6 +35,7 @@ pub mod admission;
 pub mod agent_link;
 pub mod audit;
 pub mod ca;
+pub mod central;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -39,6 +43,7 @@ pub mod console;
 pub mod enroll;
 pub mod error;
 pub mod notices;
+pub mod queue;
 pub mod registry;
 pub mod reply;
 pub mod requests;

@@ -66,6 +66,15 @@ impl Registry {
         self.lock().agents.get(name).cloned()
     }
 
+    /// Every agent connected here, with its connection.
+    pub fn agents(&self) -> Vec<(String, Connection)> {
+        self.lock()
+            .agents
+            .iter()
+            .map(|(n, (c, _))| (n.clone(), c.clone()))
+            .collect()
+    }
+
     pub fn is_online(&self, name: &str) -> bool {
         self.lock().agents.contains_key(name)
     }

@@ -17,6 +17,13 @@
 //! the holding relay is a pipe. A holding relay that dies mid-request is
 //! reported within `presence_ttl_ms` (its heartbeats stop); one that does
 //! not answer within `request_timeout_secs` (and a few seconds) too.
+//!
+//! **One machine of many** ([`collect`]): a bulk action, or an action
+//! queued for a machine and delivered when it reconnects, has no console
+//! stream per machine; the same answer loop writes into a [`Sink`] that
+//! keeps the last result and verdict instead, and the answers become one
+//! [`BulkItem`]. Routing, forwarding and ticket entries are the same as
+//! for one machine: there is one way of talking to an agent.
 
 use crate::clock::parse_rfc3339;
 use crate::cluster::{ForwardError, Forwarded, RemoteAnswers};
@@ -24,8 +31,10 @@ use crate::error::RelayError;
 use crate::reply::{Outcome, Reply};
 use crate::state::{Holder, Relay};
 use firstline_net::stream::request;
-use firstline_net::{FramedRecv, FramedSend};
-use firstline_proto::{ErrorCode, Message};
+use firstline_net::{FramedRecv, FramedSend, LinkError};
+use firstline_proto::action::{Action, BulkItem, ItemOutcome};
+use firstline_proto::runbook::{Verdict, VerdictKind};
+use firstline_proto::{CheckResult, ErrorCode, Message, Role};
 use std::time::Duration;
 
 /// A request on its way to an agent.
@@ -80,9 +89,129 @@ pub async fn route(
             return Err(RelayError::no_ticket(t));
         }
     }
-    let mut answers = match holder {
+    let mut answers = open(relay, agent, holder, routed.request).await?;
+    let record = routed.ticket.map(|ticket| Record {
+        ticket,
+        operator: ctx.operator(),
+        runbook: routed.runbook,
+    });
+    let text = relay_answers(relay, agent, record, &mut answers, reply).await?;
+    reply.finish();
+    Ok(Outcome(text))
+}
+
+/// Run `action` on `agent` (here or through the relay that holds it) for
+/// `operator` with `role`, record its results in `ticket` as [`route`]
+/// does, and say how it ended as one [`BulkItem`]: the last result's
+/// status, or the verdict's (resolved → ok, user-action → warn, escalate
+/// → crit); refused by a role or the agent's policy; offline; or failed.
+/// The caller checks first that `ticket` exists (once for many machines).
+pub async fn collect(
+    relay: &Relay,
+    operator: &str,
+    role: Role,
+    agent: &str,
+    action: &Action,
+    ticket: Option<u64>,
+) -> BulkItem {
+    let mut got = Collected::default();
+    let ran = async {
+        let holder = live_holder(relay, agent).await?;
+        let mut answers = open(relay, agent, holder, action.exec(role)).await?;
+        let record = ticket.map(|ticket| Record {
+            ticket,
+            operator,
+            runbook: matches!(action, Action::Runbook { .. }),
+        });
+        relay_answers(relay, agent, record, &mut answers, &mut got).await
+    }
+    .await;
+    got.item(agent, ran)
+}
+
+/// What [`collect`] keeps of an agent's answers: the last result and the
+/// verdict, nothing else (a bulk action holds one of these per machine in
+/// flight, never one per machine selected).
+#[derive(Default)]
+struct Collected {
+    result: Option<CheckResult>,
+    verdict: Option<Verdict>,
+}
+
+impl Collected {
+    fn item(self, agent: &str, ran: Result<String, RelayError>) -> BulkItem {
+        let mut item = BulkItem {
+            agent: agent.to_string(),
+            outcome: ItemOutcome::Failed,
+            summary: String::new(),
+            result: None,
+            verdict: None,
+            queued: None,
+        };
+        match (ran, self.verdict, self.result) {
+            (Err(e), _, _) => {
+                item.outcome = match e.code {
+                    ErrorCode::Forbidden | ErrorCode::Refused => ItemOutcome::Refused,
+                    ErrorCode::AgentOffline => ItemOutcome::Offline,
+                    _ => ItemOutcome::Failed,
+                };
+                item.summary = e.message;
+            }
+            (Ok(_), Some(v), _) => {
+                item.outcome = match v.verdict {
+                    VerdictKind::Resolved => ItemOutcome::Ok,
+                    VerdictKind::UserAction => ItemOutcome::Warn,
+                    VerdictKind::Escalate => ItemOutcome::Crit,
+                };
+                item.summary = format!("{} ({}): {}", v.verdict, v.cause, v.message);
+                item.verdict = Some(v);
+            }
+            (Ok(_), None, Some(r)) => {
+                item.outcome = ItemOutcome::of_status(r.status);
+                item.summary = r.summary.clone();
+                item.result = Some(r);
+            }
+            (Ok(text), None, None) => item.summary = format!("ended without a result ({text})"),
+        }
+        item
+    }
+}
+
+/// Where the answers of an agent go as they arrive: the console's stream
+/// ([`route`]) or a [`Collected`] ([`collect`]).
+#[allow(async_fn_in_trait)] // static dispatch only, in this crate
+pub trait Sink {
+    async fn send(&mut self, msg: Message) -> Result<(), LinkError>;
+}
+
+impl Sink for Reply {
+    async fn send(&mut self, msg: Message) -> Result<(), LinkError> {
+        Reply::send(self, msg).await
+    }
+}
+
+impl Sink for Collected {
+    async fn send(&mut self, msg: Message) -> Result<(), LinkError> {
+        match msg {
+            Message::Result { result } => self.result = Some(result),
+            Message::Verdict(v) => self.verdict = Some(v),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Open the request on the agent's connection here, or forward it to the
+/// relay that holds the agent.
+async fn open(
+    relay: &Relay,
+    agent: &str,
+    holder: Holder,
+    request_msg: Message,
+) -> Result<Answers, RelayError> {
+    Ok(match holder {
         Holder::Here(conn) => {
-            let (to, from) = request(&conn, routed.request).await.map_err(|e| {
+            let (to, from) = request(&conn, request_msg).await.map_err(|e| {
                 RelayError::new(
                     ErrorCode::AgentOffline,
                     format!("agent `{agent}` could not be reached: {e}"),
@@ -93,20 +222,12 @@ pub async fn route(
         Holder::Relay(id) => {
             let remote = relay
                 .cluster
-                .forward(&id, agent, routed.request)
+                .forward(&id, agent, request_msg)
                 .await
                 .map_err(|e| forward_error(agent, &id, e))?;
             Answers::Relay(remote)
         }
-    };
-    let record = routed.ticket.map(|ticket| Record {
-        ticket,
-        operator: ctx.operator(),
-        runbook: routed.runbook,
-    });
-    let text = relay_answers(relay, agent, record, &mut answers, reply).await?;
-    reply.finish();
-    Ok(Outcome(text))
+    })
 }
 
 /// Where the agent's live connection is, or why there is none.
@@ -218,13 +339,14 @@ impl Record<'_> {
     }
 }
 
-/// Copy the agent's answers to the console until the final message.
+/// Copy the agent's answers to the console (or a collector) until the
+/// final message.
 async fn relay_answers(
     relay: &Relay,
     agent: &str,
     record: Option<Record<'_>>,
     answers: &mut Answers,
-    to_console: &mut Reply,
+    to_console: &mut impl Sink,
 ) -> Result<String, RelayError> {
     let mut last_status = String::from("no result");
     let internal =

@@ -92,7 +92,9 @@ async fn run(
 ) {
     let mut handlers = JoinSet::new();
     let poller = tokio::spawn(poll_revocations(relay.clone()));
+    let queue_sweep = tokio::spawn(crate::queue::sweep(relay.clone()));
     let cluster = tokio::spawn(from_other_relays(relay.clone(), inbound));
+    let central = tokio::spawn(crate::central::follow(relay.clone()));
     let webhook = tokio::spawn(crate::webhook::deliver(
         relay.store.clone(),
         relay.dir.config.clone(),
@@ -113,8 +115,10 @@ async fn run(
         }
     }
     poller.abort();
+    queue_sweep.abort();
     webhook.abort();
     cluster.abort();
+    central.abort();
     relay.cluster.shutdown().await;
     endpoint.close(VarInt::from_u32(0), b"relay shutting down");
     while handlers.join_next().await.is_some() {}

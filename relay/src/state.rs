@@ -46,6 +46,9 @@ pub struct Relay {
     pub event_pace: RateLimiter<String>,
     /// Refused connections are audited, at most one entry per identity a minute.
     pub refusals: RefusalLog,
+    /// Agents whose queued actions are being delivered here now (one
+    /// delivery loop per agent: `crate::queue::deliver`).
+    pub delivering: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Notices kept for a slow watcher before it starts missing some.
@@ -76,6 +79,7 @@ impl Relay {
             enroll_rate,
             event_pace,
             refusals: RefusalLog::default(),
+            delivering: Default::default(),
         })
     }
 

@@ -1,4 +1,5 @@
-//! Proactive monitoring: the `[[monitor]]` schedule of `agent.toml`.
+//! Proactive monitoring: the `[[monitor]]` schedule of `agent.toml`, and
+//! the central monitor sets the relay sends ([`central`]).
 //!
 //! Each monitor is a task that runs its check every `every` (the first run
 //! jittered over one period, so ten thousand agents started together do not
@@ -16,6 +17,7 @@
 //! run, never an incident. `firstline-agent validate` catches most of these
 //! before the agent starts ([`crate::checks::validate_args`]).
 
+pub mod central;
 pub mod diagnostics;
 pub mod incident;
 
@@ -54,7 +56,8 @@ pub fn start(
     set
 }
 
-async fn run(
+/// Run one monitor until `shutdown` (also the central ones: [`central`]).
+pub(crate) async fn run(
     m: Monitor,
     ctx: CheckContext,
     outbox: Arc<Outbox>,

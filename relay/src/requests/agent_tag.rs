@@ -28,6 +28,9 @@ impl Request for AgentTag {
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
         let tags = admin::tag_agent(&ctx.relay.store, &self.agent, self.add, self.remove).await?;
         let outcome = admin::tags_outcome(&tags);
+        // Its central monitor sets may select it now, or no longer.
+        ctx.relay
+            .notify(crate::central::tagged_notice(ctx.relay, &self.agent, &tags));
         let msg = Message::AgentTagged {
             agent: self.agent,
             tags,

@@ -22,12 +22,18 @@
 //! | [`operators`] | `list_operators`, `operator_role` |
 //! | [`agent_records`] | `list_agent_records`, `agent_remove` |
 //! | [`agent_tag`] | `agent_tag` |
+//! | [`monitors`] | `monitors_set`, `monitors_remove`, `monitors_show` (central monitor sets) |
+//! | [`queue`] | `list_queue`, `queue_cancel` (actions queued for offline machines) |
+//! | [`bulk`] | `bulk` (run, fix or runbook on every machine a selector picks) |
 
 pub mod agent_records;
 pub mod agent_tag;
 pub mod agents;
 pub mod audit;
+pub mod bulk;
+pub mod monitors;
 pub mod operators;
+pub mod queue;
 pub mod remote;
 pub mod tickets;
 pub mod tokens;
@@ -114,6 +120,12 @@ pub enum ConsoleRequest {
     ListAgentRecords(agent_records::ListAgentRecords),
     AgentRemove(agent_records::AgentRemove),
     AgentTag(agent_tag::AgentTag),
+    MonitorsSet(monitors::MonitorsSet),
+    MonitorsRemove(monitors::MonitorsRemove),
+    MonitorsShow(monitors::MonitorsShow),
+    Bulk(bulk::Bulk),
+    ListQueue(queue::ListQueue),
+    QueueCancel(queue::QueueCancel),
 }
 
 impl ConsoleRequest {
@@ -225,6 +237,28 @@ impl ConsoleRequest {
             Message::AgentTag { agent, add, remove } => {
                 R::AgentTag(agent_tag::AgentTag { agent, add, remove })
             }
+            Message::MonitorsSet { name, select, toml } => {
+                R::MonitorsSet(monitors::MonitorsSet { name, select, toml })
+            }
+            Message::MonitorsRemove { name } => {
+                R::MonitorsRemove(monitors::MonitorsRemove { name })
+            }
+            Message::MonitorsShow {} => R::MonitorsShow(monitors::MonitorsShow),
+            Message::Bulk {
+                select,
+                action,
+                ticket,
+                max_in_flight,
+                queue_for_secs,
+            } => R::Bulk(bulk::Bulk {
+                select,
+                action,
+                ticket,
+                max_in_flight,
+                queue_for_secs,
+            }),
+            Message::ListQueue { all } => R::ListQueue(queue::ListQueue { all }),
+            Message::QueueCancel { id } => R::QueueCancel(queue::QueueCancel { id }),
             other => {
                 return Err(RelayError::bad_request(format!(
                     "`{}` is not a console request",
@@ -258,6 +292,12 @@ impl ConsoleRequest {
             R::ListAgentRecords(r) => r.role(),
             R::AgentRemove(r) => r.role(),
             R::AgentTag(r) => r.role(),
+            R::MonitorsSet(r) => r.role(),
+            R::MonitorsRemove(r) => r.role(),
+            R::MonitorsShow(r) => r.role(),
+            R::Bulk(r) => r.role(),
+            R::ListQueue(r) => r.role(),
+            R::QueueCancel(r) => r.role(),
         }
     }
 
@@ -285,6 +325,12 @@ impl ConsoleRequest {
             R::ListAgentRecords(r) => r.audit(),
             R::AgentRemove(r) => r.audit(),
             R::AgentTag(r) => r.audit(),
+            R::MonitorsSet(r) => r.audit(),
+            R::MonitorsRemove(r) => r.audit(),
+            R::MonitorsShow(r) => r.audit(),
+            R::Bulk(r) => r.audit(),
+            R::ListQueue(r) => r.audit(),
+            R::QueueCancel(r) => r.audit(),
         }
     }
 
@@ -312,6 +358,12 @@ impl ConsoleRequest {
             R::ListAgentRecords(r) => r.handle(ctx, reply).await,
             R::AgentRemove(r) => r.handle(ctx, reply).await,
             R::AgentTag(r) => r.handle(ctx, reply).await,
+            R::MonitorsSet(r) => r.handle(ctx, reply).await,
+            R::MonitorsRemove(r) => r.handle(ctx, reply).await,
+            R::MonitorsShow(r) => r.handle(ctx, reply).await,
+            R::Bulk(r) => r.handle(ctx, reply).await,
+            R::ListQueue(r) => r.handle(ctx, reply).await,
+            R::QueueCancel(r) => r.handle(ctx, reply).await,
         }
     }
 }
@@ -373,6 +425,7 @@ mod tests {
             Role::Viewer
         );
         assert_eq!(role(Message::Watch {}), Role::Viewer);
+        assert_eq!(role(Message::MonitorsShow {}), Role::Viewer);
         assert_eq!(role(Message::TicketShow { id: 1 }), Role::Viewer);
         let fix = |action: &str| Message::Fix {
             agent: "a".into(),
@@ -420,6 +473,12 @@ mod tests {
                 add: vec!["a".into()],
                 remove: vec![],
             },
+            Message::MonitorsSet {
+                name: "s".into(),
+                select: "tag=x".into(),
+                toml: String::new(),
+            },
+            Message::MonitorsRemove { name: "s".into() },
         ] {
             assert_eq!(role(admin_only), Role::Admin);
         }

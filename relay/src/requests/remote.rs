@@ -2,11 +2,14 @@
 //! `list_runbooks`, `list_checks`. The role a check or fix needs comes
 //! from what it does ([`firstline_proto::effect`]); the agent checks it
 //! again, and applies its own policy. The routing itself is
-//! [`crate::routing`]'s.
+//! [`crate::routing`]'s. With `--queue-for`, a run, fix or runbook for an
+//! offline machine is queued for it instead ([`super::queue::queue_offline`]).
 
+use super::queue::queue_offline;
 use super::{with_ticket, AuditLine, Ctx, Outcome, Reply, Request};
 use crate::error::RelayError;
 use crate::routing::{route, Routed};
+use firstline_proto::action::Action;
 use firstline_proto::effect::{check_role, fix_role};
 use firstline_proto::{Message, Role};
 
@@ -38,6 +41,13 @@ impl Request for Run {
     }
 
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
+        if let Some(ttl) = offline_queue(ctx, &self.agent, self.queue_for_secs) {
+            let action = Action::Run {
+                check: self.check,
+                args: self.args,
+            };
+            return queue_offline(ctx, &self.agent, action, self.ticket, ttl, reply).await;
+        }
         let request = Message::Exec {
             check: self.check,
             args: self.args,
@@ -73,6 +83,14 @@ impl Request for Fix {
     }
 
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
+        if let Some(ttl) = offline_queue(ctx, &self.agent, self.queue_for_secs) {
+            let action = Action::Fix {
+                fix: self.action,
+                args: self.args,
+                dry_run: self.dry_run,
+            };
+            return queue_offline(ctx, &self.agent, action, self.ticket, ttl, reply).await;
+        }
         let request = Message::ExecFix {
             action: self.action,
             args: self.args,
@@ -111,6 +129,14 @@ impl Request for Runbook {
     }
 
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
+        if let Some(ttl) = offline_queue(ctx, &self.agent, self.queue_for_secs) {
+            let action = Action::Runbook {
+                name: self.name,
+                params: self.params,
+                dry_run: self.dry_run,
+            };
+            return queue_offline(ctx, &self.agent, action, self.ticket, ttl, reply).await;
+        }
         let request = Message::ExecRunbook {
             name: self.name,
             params: self.params,
@@ -122,6 +148,13 @@ impl Request for Runbook {
             .runbook();
         route(ctx, routed, reply).await
     }
+}
+
+/// `Some(ttl)` when the request is to be queued: `--queue-for` given and
+/// the agent connected to no relay of the deployment (an unknown or
+/// revoked one is refused by the queue, never queued).
+fn offline_queue(ctx: &Ctx<'_>, agent: &str, queue_for_secs: Option<u64>) -> Option<u64> {
+    queue_for_secs.filter(|_| ctx.relay.holder(agent).is_none())
 }
 
 /// `runbooks AGENT`.

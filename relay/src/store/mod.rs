@@ -10,8 +10,9 @@
 //! * the rules, written once on `&mut dyn Tx`: [`tickets`], [`incidents`]
 //!   (the alert → ticket engine), [`audit`] (the hash chain), [`identity`]
 //!   (tokens, enrollment, certificates, revocation, operators),
-//!   [`fleet`] (tags, facts, listings by selector), [`webhooks`] (the
-//!   outbox);
+//!   [`fleet`] (tags, facts, listings by selector), [`monitors`] (central
+//!   monitor sets and agents' reports of them), [`webhooks`] (the
+//!   outbox), [`queue`] (actions queued for offline agents);
 //! * [`Store`]: each use case runs its rules in one transaction as a job
 //!   on the backend's own threads — never on the async workers — and
 //!   awaits the answer, which comes after the commit.
@@ -25,7 +26,9 @@ pub mod fleet;
 pub mod identity;
 pub mod incidents;
 pub mod migrations;
+pub mod monitors;
 pub mod postgres;
+pub mod queue;
 pub mod sqlite;
 pub mod suite;
 pub mod tickets;
@@ -36,6 +39,7 @@ pub use audit::AuditEntry;
 pub use error::{Missing, StoreError, StoreResult};
 pub use identity::{CertStatus, EnrollRefusal, Removed, RoleRefusal, Signed, TokenError};
 pub use incidents::Ingested;
+pub use queue::NewQueued;
 pub use tx::{AgentFilter, Delivery, PeerKind, Presence, Revocation, StoredAudit};
 pub use webhooks::Sent;
 
@@ -548,6 +552,58 @@ impl Store {
             .await
     }
 
+    // ---- central monitors ----
+
+    /// Store a central monitor set, replacing the one of its name (see
+    /// [`monitors::put`]): the set as stored, and whether one was replaced.
+    pub async fn put_monitor_set(
+        &self,
+        set: monitors::NewSet,
+    ) -> StoreResult<(firstline_proto::central::MonitorSetInfo, bool)> {
+        let now = self.now();
+        self.write(move |tx| monitors::put(tx, &set, now)).await
+    }
+
+    /// Remove a central monitor set: the set removed, if there was one.
+    pub async fn remove_monitor_set(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<firstline_proto::central::MonitorSetInfo>> {
+        let name = name.to_string();
+        self.write(move |tx| monitors::remove(tx, &name)).await
+    }
+
+    /// The central monitor sets that select `agent`, and their digest.
+    pub async fn central_monitors(
+        &self,
+        agent: &str,
+    ) -> StoreResult<(Vec<firstline_proto::central::CentralSet>, String)> {
+        let agent = agent.to_string();
+        self.read(move |tx| monitors::for_agent(tx, &agent)).await
+    }
+
+    /// Keep what `agent` reported of its central monitors.
+    pub async fn record_monitor_report(
+        &self,
+        agent: &str,
+        report: firstline_proto::central::CentralReport,
+    ) -> StoreResult<()> {
+        let (agent, now) = (agent.to_string(), self.now());
+        self.write(move |tx| monitors::record_report(tx, &agent, &report, now))
+            .await
+    }
+
+    /// The sets, and each agent's central monitors (see
+    /// [`monitors::overview`]; `online` is the caller's to fill).
+    pub async fn monitors_overview(
+        &self,
+    ) -> StoreResult<(
+        Vec<firstline_proto::central::MonitorSetInfo>,
+        Vec<firstline_proto::central::AgentMonitorReport>,
+    )> {
+        self.read(monitors::overview).await
+    }
+
     // ---- operators ----
 
     /// Add an operator; false when the name is taken (revoked names stay taken).
@@ -715,6 +771,67 @@ impl Store {
     /// Deliveries still queued.
     pub async fn webhook_backlog(&self) -> StoreResult<u64> {
         self.read(|tx| tx.webhook_backlog()).await
+    }
+
+    // ---- actions queued for offline agents (see [`queue`]) ----
+
+    /// Queue an action for an offline agent.
+    pub async fn enqueue_action(
+        &self,
+        new: NewQueued,
+    ) -> StoreResult<firstline_proto::action::QueuedAction> {
+        let now = self.now();
+        self.write(move |tx| queue::enqueue(tx, &new, now)).await
+    }
+
+    /// Pending queued actions, then (`all`) the newest ended ones.
+    pub async fn queued_actions(
+        &self,
+        all: bool,
+    ) -> StoreResult<Vec<firstline_proto::action::QueuedAction>> {
+        self.read(move |tx| queue::list(tx, all)).await
+    }
+
+    /// Cancel a pending queued action (see [`queue::cancel`]).
+    pub async fn cancel_queued(
+        &self,
+        id: u64,
+    ) -> StoreResult<Option<firstline_proto::action::QueuedAction>> {
+        let now = self.now();
+        self.write(move |tx| queue::cancel(tx, id, now)).await
+    }
+
+    /// Claim up to `limit` of an agent's pending actions, once (see
+    /// [`queue::claim`]).
+    pub async fn claim_queued(
+        &self,
+        agent: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<firstline_proto::action::QueuedAction>> {
+        let (agent, now) = (agent.to_string(), self.now());
+        self.write(move |tx| queue::claim(tx, &agent, now, limit))
+            .await
+    }
+
+    /// The agents with an action pending.
+    pub async fn pending_agents(&self) -> StoreResult<Vec<String>> {
+        self.read(|tx| tx.pending_agents()).await
+    }
+
+    /// Record how a delivered action ended.
+    pub async fn finish_queued(&self, id: u64, outcome: &str) -> StoreResult<()> {
+        let outcome = outcome.to_string();
+        self.write(move |tx| queue::finish(tx, id, &outcome)).await
+    }
+
+    /// Expire up to `limit` pending actions past their time (see
+    /// [`queue::expire`]): those this call expired.
+    pub async fn expire_queued(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<firstline_proto::action::QueuedAction>> {
+        let now = self.now();
+        self.write(move |tx| queue::expire(tx, now, limit)).await
     }
 }
 

@@ -40,7 +40,9 @@ macro_rules! store_suite {
             a_webhook_delivery_is_claimed_once,
             tags_from_tokens_and_admins,
             facts_are_kept_per_agent,
-            selection_health_and_open_tickets
+            selection_health_and_open_tickets,
+            queued_actions_are_delivered_once_expire_or_are_cancelled,
+            central_monitor_sets_and_reports
         );
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -1185,4 +1187,254 @@ pub async fn selection_health_and_open_tickets(s: &Store, _: &ManualClock) {
         .await
         .unwrap();
     assert_eq!((after[0].health, after[0].open_incidents), (Status::Ok, 0));
+}
+
+// ---- actions queued for offline agents (store/queue.rs) ----
+
+fn queued_run(agent: &str, ttl_secs: u64) -> NewQueued {
+    NewQueued {
+        agent: agent.into(),
+        action: firstline_proto::action::Action::Run {
+            check: "disk".into(),
+            args: vec!["/var".into()],
+        },
+        ticket: Some(7),
+        operator: "alice".into(),
+        role: Role::Technician,
+        ttl_secs,
+    }
+}
+
+pub async fn queued_actions_are_delivered_once_expire_or_are_cancelled(
+    s: &Store,
+    clock: &ManualClock,
+) {
+    use firstline_proto::action::QueueState;
+    let (a, b, c) = (unique("pc"), unique("pc"), unique("pc"));
+    for n in [&a, &b, &c] {
+        agent(s, n).await;
+    }
+    fn err<T: std::fmt::Debug>(r: StoreResult<T>) -> StoreError {
+        r.unwrap_err()
+    }
+    assert!(matches!(
+        err(s.enqueue_action(queued_run(&unique("nobody"), 60)).await),
+        StoreError::NotFound(Missing::Agent(_))
+    ));
+    for ttl in [0, super::queue::MAX_TTL_SECS + 1] {
+        assert!(matches!(
+            err(s.enqueue_action(queued_run(&a, ttl)).await),
+            StoreError::Invalid(_)
+        ));
+    }
+    assert!(s.revoke(PeerKind::Agent, &c).await.unwrap());
+    let e = err(s.enqueue_action(queued_run(&c, 60)).await);
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("revoked")),
+        "{e}"
+    );
+
+    let q1 = s.enqueue_action(queued_run(&a, 60)).await.unwrap();
+    assert_eq!(q1.state, QueueState::Pending);
+    assert_eq!((q1.ticket, q1.role), (Some(7), Role::Technician));
+    assert_eq!(q1.expires_at, crate::clock::rfc3339(clock.now() + 60));
+    let q2 = s.enqueue_action(queued_run(&a, 3600)).await.unwrap();
+    let q3 = s.enqueue_action(queued_run(&b, 60)).await.unwrap();
+    let agents = s.pending_agents().await.unwrap();
+    assert!(agents.contains(&a) && agents.contains(&b), "{agents:?}");
+    let pending = s.queued_actions(false).await.unwrap();
+    for q in [&q1, &q2, &q3] {
+        assert!(pending.contains(q), "{pending:?}");
+    }
+
+    // Cancel: once, and only a pending one.
+    let cancelled = s.cancel_queued(q2.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, QueueState::Cancelled);
+    assert!(cancelled.ended_at.is_some());
+    let e = err(s.cancel_queued(q2.id).await);
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("cancelled")),
+        "{e}"
+    );
+    assert_eq!(s.cancel_queued(i64::MAX as u64).await.unwrap(), None);
+
+    // Two relays claim at once: q1 is delivered to one of them only.
+    let claimers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, a) = (s.clone(), a.clone());
+            tokio::spawn(async move { s.claim_queued(&a, 100).await.unwrap() })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in claimers {
+        claimed.extend(c.await.unwrap());
+    }
+    let ids: Vec<u64> = claimed.iter().map(|q| q.id).collect();
+    assert_eq!(ids, vec![q1.id], "{claimed:?}");
+    assert_eq!(claimed[0].state, QueueState::Delivered);
+    assert!(
+        s.claim_queued(&a, 100).await.unwrap().is_empty(),
+        "at most once"
+    );
+    s.finish_queued(q1.id, "ok: /var 40% used").await.unwrap();
+    let all = s.queued_actions(true).await.unwrap();
+    let d = all.iter().find(|q| q.id == q1.id).unwrap();
+    assert_eq!(d.state, QueueState::Delivered);
+    assert_eq!(d.outcome.as_deref(), Some("ok: /var 40% used"));
+    assert!(!s
+        .queued_actions(false)
+        .await
+        .unwrap()
+        .iter()
+        .any(|q| q.id == q1.id || q.id == q2.id));
+
+    // Past its time: never claimed; the sweep expires it once.
+    clock.advance(Duration::from_secs(61));
+    assert!(s.claim_queued(&b, 100).await.unwrap().is_empty());
+    let expired = s.expire_queued(1000).await.unwrap();
+    let ours: Vec<_> = expired.iter().filter(|q| q.agent == b).collect();
+    assert_eq!(ours.len(), 1, "{expired:?}");
+    assert_eq!(ours[0].id, q3.id);
+    assert_eq!(ours[0].state, QueueState::Expired);
+    assert!(!s
+        .expire_queued(1000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|q| q.id == q3.id));
+    let e = err(s.cancel_queued(q3.id).await);
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+
+    // A bound on what waits for one agent.
+    for _ in 0..super::queue::MAX_PENDING_PER_AGENT {
+        s.enqueue_action(queued_run(&b, 60)).await.unwrap();
+    }
+    let e = err(s.enqueue_action(queued_run(&b, 60)).await);
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("at most")),
+        "{e}"
+    );
+}
+
+pub async fn central_monitor_sets_and_reports(s: &Store, clock: &ManualClock) {
+    use firstline_proto::central::{CentralMonitor, CentralReport, MonitorSpec, MonitorState};
+    let (tag, set) = (unique("cm"), unique("set"));
+    let (pc1, pc2) = (unique("pc"), unique("pc"));
+    agent(s, &pc1).await;
+    agent(s, &pc2).await;
+    s.tag_agent(&pc1, vec![tag.clone()], vec![]).await.unwrap();
+    let spec = |port: u16| MonitorSpec {
+        name: None,
+        check: "tcp".into(),
+        args: vec![format!("127.0.0.1:{port}")],
+        every: "5s".into(),
+        fail_after: Some(1),
+        recover_after: None,
+    };
+    let new = |select: &str, port: u16| monitors::NewSet {
+        name: set.clone(),
+        selector: select.into(),
+        toml: format!("# port {port}"),
+        monitors: vec![spec(port)],
+        role: Role::Admin,
+        author: "alice".into(),
+    };
+    // Refused: what a set may not select by, a bad name, no monitor.
+    let e = s
+        .put_monitor_set(new(&format!("tag={tag},online=true"), 9))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("online")),
+        "{e}"
+    );
+    let mut bad = new(&format!("tag={tag}"), 9);
+    bad.name = "no spaces".into();
+    assert!(matches!(
+        s.put_monitor_set(bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let mut empty = new(&format!("tag={tag}"), 9);
+    empty.monitors.clear();
+    assert!(matches!(
+        s.put_monitor_set(empty).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let (info, replaced) = s
+        .put_monitor_set(new(&format!("tag={tag}"), 9))
+        .await
+        .unwrap();
+    assert!(!replaced);
+    assert_eq!(
+        (info.select.as_str(), info.updated_by.as_str()),
+        (format!("tag={tag}").as_str(), "alice")
+    );
+    let (sets, digest) = s.central_monitors(&pc1).await.unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(
+        (sets[0].name.as_str(), sets[0].role),
+        (set.as_str(), Role::Admin)
+    );
+    assert_eq!(sets[0].monitors, vec![spec(9)]);
+    assert_ne!(digest, "-");
+    let (none, nothing) = s.central_monitors(&pc2).await.unwrap();
+    assert!(none.is_empty() && nothing == "-", "not selected");
+    assert!(s.central_monitors("nobody").await.unwrap().0.is_empty());
+
+    // Not reported yet: listed, not current.
+    let mine = |all: Vec<firstline_proto::central::AgentMonitorReport>| {
+        all.into_iter()
+            .filter(|a| a.agent == pc1 || a.agent == pc2)
+            .collect::<Vec<_>>()
+    };
+    let (listed, agents) = s.monitors_overview().await.unwrap();
+    assert!(listed.iter().any(|l| l.name == set && l.toml == "# port 9"));
+    let agents = mine(agents);
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0].sets, vec![set.clone()]);
+    assert!(!agents[0].current && agents[0].reported_at.is_none());
+
+    // Its report, kept (escaped to one line) and current.
+    clock.advance(Duration::from_secs(5));
+    let report = CentralReport {
+        digest: digest.clone(),
+        monitors: vec![CentralMonitor {
+            set: set.clone(),
+            monitor: "tcp 127.0.0.1:9".into(),
+            check: "tcp".into(),
+            state: MonitorState::Refused,
+            reason: Some("no\nway".into()),
+        }],
+    };
+    s.record_monitor_report(&pc1, report).await.unwrap();
+    let agents = mine(s.monitors_overview().await.unwrap().1);
+    assert!(agents[0].current, "{agents:?}");
+    assert_eq!(agents[0].monitors[0].state, MonitorState::Refused);
+    assert!(!agents[0].monitors[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains('\n'));
+
+    // Replaced: a new digest, the report no longer current.
+    let (_, replaced) = s
+        .put_monitor_set(new(&format!("tag={tag}"), 10))
+        .await
+        .unwrap();
+    assert!(replaced);
+    let (_, changed) = s.central_monitors(&pc1).await.unwrap();
+    assert_ne!(changed, digest);
+    let agents = mine(s.monitors_overview().await.unwrap().1);
+    assert!(!agents[0].current && agents[0].reported_at.is_some());
+
+    // Removed: once.
+    let gone = s.remove_monitor_set(&set).await.unwrap().unwrap();
+    assert_eq!(gone.monitors, vec![spec(10)]);
+    assert!(s.remove_monitor_set(&set).await.unwrap().is_none());
+    assert!(s.central_monitors(&pc1).await.unwrap().0.is_empty());
+    // The report (of monitors) keeps it listed, no longer current.
+    let agents = mine(s.monitors_overview().await.unwrap().1);
+    assert_eq!(agents.len(), 1);
+    assert!(agents[0].sets.is_empty() && !agents[0].current);
 }

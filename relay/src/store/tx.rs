@@ -19,6 +19,9 @@
 //!   relay polling [`Tx::revocations_since`] its last seen `seq` skips none
 //!   (PostgreSQL: numbered under an advisory lock held to the commit;
 //!   SQLite: one writer);
+//! * [`Tx::claim_queued`] and [`Tx::expire_queued`] hand a queued action
+//!   to one caller only: one conditional update on `state = 'pending'`
+//!   (PostgreSQL adds `FOR UPDATE SKIP LOCKED`);
 //! * a lost race surfaces as [`super::StoreError::Retry`], and the store
 //!   runs the whole use case again.
 //!
@@ -177,6 +180,32 @@ impl Listed {
     }
 }
 
+/// A row of `monitor_sets` (`super::monitors`): a central monitor set.
+/// `selector` in canonical form; `monitors` its
+/// [`firstline_proto::central::MonitorSpec`]s as JSON; `role` the wire
+/// name of its author's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorSetRow {
+    pub name: String,
+    pub selector: String,
+    pub toml: String,
+    pub monitors: String,
+    pub role: String,
+    pub updated_by: String,
+    pub updated_at: i64,
+}
+
+/// A row of `monitor_reports`: an agent's last answer to its central
+/// monitors (`report`: a [`firstline_proto::central::CentralReport`] as
+/// JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorReportRow {
+    pub agent: String,
+    pub digest: String,
+    pub report: String,
+    pub at: i64,
+}
+
 /// The hashed fields of an audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
@@ -206,6 +235,24 @@ pub struct Delivery {
     pub body: String,
     /// Failed attempts so far.
     pub attempts: i64,
+}
+
+/// A row of `queued_actions` (`super::queue`): an action kept for an
+/// offline agent. `action` is the [`firstline_proto::action::Action`] as
+/// JSON; `role` and `state` their wire names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    pub id: i64,
+    pub agent: String,
+    pub action: String,
+    pub ticket: Option<i64>,
+    pub operator: String,
+    pub role: String,
+    pub queued_at: i64,
+    pub expires_at: i64,
+    pub state: String,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<String>,
 }
 
 /// The storage primitives of one transaction. See the module's doc for
@@ -301,6 +348,21 @@ pub trait Tx {
     /// in progress. `online` false: the caller knows.
     fn select_agents(&mut self, filter: &AgentFilter) -> StoreResult<Vec<AgentInfo>>;
 
+    // ---- central monitors ----
+    /// One set, its row locked until the transaction ends (in a write
+    /// transaction).
+    fn monitor_set(&mut self, name: &str) -> StoreResult<Option<MonitorSetRow>>;
+    /// Every set, by name.
+    fn monitor_sets(&mut self) -> StoreResult<Vec<MonitorSetRow>>;
+    /// Insert the set, or replace the one of its name.
+    fn put_monitor_set(&mut self, row: &MonitorSetRow) -> StoreResult<()>;
+    /// Delete a set; whether there was one.
+    fn delete_monitor_set(&mut self, name: &str) -> StoreResult<bool>;
+    /// Insert an agent's report, or replace its last one.
+    fn put_monitor_report(&mut self, row: &MonitorReportRow) -> StoreResult<()>;
+    /// Every agent's last report, by agent.
+    fn monitor_reports(&mut self) -> StoreResult<Vec<MonitorReportRow>>;
+
     // ---- operators ----
     /// Insert an operator; false when the name is taken.
     fn insert_operator(&mut self, name: &str, role: Role, now: i64) -> StoreResult<bool>;
@@ -366,4 +428,31 @@ pub trait Tx {
     fn retry_webhook(&mut self, id: i64, next_at: i64) -> StoreResult<()>;
     /// Deliveries queued (for tests and metrics).
     fn webhook_backlog(&mut self) -> StoreResult<u64>;
+
+    // ---- actions queued for offline agents ----
+    /// Insert a queued action (its `id` ignored): its id.
+    fn insert_queued(&mut self, row: &QueueRow) -> StoreResult<i64>;
+    /// One queued action, its row locked until the transaction ends (in a
+    /// write transaction).
+    fn queued(&mut self, id: i64) -> StoreResult<Option<QueueRow>>;
+    /// Pending ones by id, then (`all`) the newest `limit` others, newest
+    /// first.
+    fn queued_list(&mut self, all: bool, limit: u32) -> StoreResult<Vec<QueueRow>>;
+    /// How many of `agent`'s are pending.
+    fn count_pending(&mut self, agent: &str) -> StoreResult<u64>;
+    /// The agents with an action pending, by name.
+    fn pending_agents(&mut self) -> StoreResult<Vec<String>>;
+    /// Mark up to `limit` of `agent`'s pending ones not expired at `now`
+    /// `delivered` (`ended_at` = `now`) in one conditional update, and
+    /// return them by id: each is claimed by one caller only (PostgreSQL:
+    /// row locks, `SKIP LOCKED`, `state = 'pending'` checked again).
+    fn claim_queued(&mut self, agent: &str, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>>;
+    /// Move a pending one to `state` (`ended_at` = `now`); false when it
+    /// is not pending (or not there).
+    fn end_queued(&mut self, id: i64, state: &str, now: i64) -> StoreResult<bool>;
+    /// Record how a delivered one ended.
+    fn set_queued_outcome(&mut self, id: i64, outcome: &str) -> StoreResult<()>;
+    /// Mark up to `limit` pending ones with `expires_at <= now` `expired`
+    /// and return them (claimed as [`Tx::claim_queued`] does).
+    fn expire_queued(&mut self, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>>;
 }

@@ -10,10 +10,15 @@
 //!    at most `--concurrency` in flight: handshake rate.
 //! 3. **hold** — idle connections (keep-alives only): relay RSS per
 //!    connected agent, relay and generator CPU at rest.
-//! 4. **fan-out** — one `run disk /` per connected agent, all issued at
+//! 4. **bulk** — `run disk / --select name=sim-*` through the relay's bulk
+//!    path (one request; the relay paces it, `--bulk-max-in-flight`): wall
+//!    time, each agent's item time from the start, how many answered, the
+//!    relay's RSS sampled during it.
+//! 5. **fan-out** — one `run disk /` per connected agent, all issued at
 //!    once through operator connections (64 request streams each, the
 //!    relay's per-peer limit): time from the start until each result is back.
-//! 5. **alerts** — `incident_opened` events, one per `events` message, each
+//!    The unpaced broadcast, for comparison with the bulk phase.
+//! 6. **alerts** — `incident_opened` events, one per `events` message, each
 //!    a new ticket: first closed-loop (`--alert-concurrency` in flight) for
 //!    the sustained rate, then paced at half that rate for latency. Latency
 //!    is from sending the event until the ticket is visible to another
@@ -95,6 +100,13 @@ pub struct LoadArgs {
     /// machine only: not a production layout).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub relays: usize,
+    /// In-flight bound of the bulk phase (`firstline run --select …
+    /// --max-in-flight N`; default: the relay's default).
+    #[arg(long, value_name = "N")]
+    pub bulk_max_in_flight: Option<u32>,
+    /// Skip the bulk phase (relays older than bulk actions).
+    #[arg(long)]
+    pub no_bulk: bool,
 }
 
 pub fn main(args: LoadArgs) -> Result<()> {
@@ -458,8 +470,22 @@ async fn measure_deployment(
         format!("{} KiB", procfs::rss_kib(std::process::id()).unwrap_or(0)),
     );
 
-    // ---- fan-out ----
+    // ---- bulk ----
     let all: Vec<Arc<Sim>> = sims.lock().map(|v| v.clone()).unwrap_or_default();
+    let bulk_keys = if args.no_bulk {
+        String::new()
+    } else {
+        if ops.is_empty() {
+            ops.push(
+                firstline_net::endpoint::connect(&op_ep, listen)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            );
+        }
+        bulk_phase(&ops[0], &all, &pids, args.bulk_max_in_flight, table).await?
+    };
+
+    // ---- fan-out ----
     let ops_needed = all.len().div_ceil(64).max(1);
     while ops.len() < ops_needed {
         ops.push(
@@ -700,7 +726,7 @@ async fn measure_deployment(
         String::new()
     };
     println!(
-        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}",
+        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}{bulk_keys}",
         deployment.layout.store, fan.p50, fan.p99, paced_visible.p50, paced_visible.p99
     );
     tasks.abort_all();
@@ -708,6 +734,84 @@ async fn measure_deployment(
 }
 
 /// One alert from `s`: returns whether the relay acknowledged it.
+/// The bulk phase: one `bulk` request for every simulated agent, paced by
+/// the relay; the relays' RSS sampled every 50 ms while it runs. Returns
+/// its `key=value` pairs for the last line.
+async fn bulk_phase(
+    op: &Connection,
+    all: &[Arc<Sim>],
+    pids: &deploy::Pids,
+    max_in_flight: Option<u32>,
+    table: &mut Table,
+) -> Result<String> {
+    eprintln!(
+        "bulk: `run disk / --select name=sim-*` on {} agents, paced by relay 1…",
+        all.len()
+    );
+    let cpu = Cpu::now(pids);
+    let sampling = Arc::new(AtomicBool::new(true));
+    let relay_pids = pids.relays.clone();
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut peak = vec![0u64; relay_pids.len()];
+            while sampling.load(Ordering::Relaxed) {
+                for (p, pid) in peak.iter_mut().zip(&relay_pids) {
+                    *p = (*p).max(procfs::rss_kib(*pid).unwrap_or(0));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            peak
+        })
+    };
+    let t0 = Instant::now();
+    let answer = sim::bulk_check(op, "name=sim-*", "disk", &["/"], max_in_flight).await;
+    let wall = t0.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.await.unwrap_or_default();
+    let answer = answer?;
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut answered = HashSet::new();
+    let mut item_ms = Vec::with_capacity(answer.items.len());
+    for (item, at) in &answer.items {
+        *outcomes.entry(item.outcome.to_string()).or_default() += 1;
+        if item.outcome == firstline_proto::action::ItemOutcome::Ok {
+            answered.insert(item.agent.clone());
+            item_ms.push(ms(*at));
+        }
+    }
+    let lost = all.iter().filter(|s| !answered.contains(&s.name)).count();
+    let lat = Latency::of(item_ms);
+    let counts = outcomes
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    table.row(
+        "bulk (run disk / --select, paced)",
+        format!(
+            "{} selected, {} in flight at most; {} items ({counts}) in {:.2} s; {lost} of {} connected agents without an ok result",
+            answer.selected,
+            answer.max_in_flight,
+            answer.items.len(),
+            wall.as_secs_f64(),
+            all.len()
+        ),
+    );
+    table.row("  item time from the start", lat.to_string());
+    table.row("  CPU", cpu.since(pids));
+    table.row("  relay RSS, peak sampled during it", kib_list(&peak));
+    Ok(format!(
+        " bulk_selected={} bulk_ok={} bulk_lost={lost} bulk_wall_s={:.2} bulk_p50_ms={:.1} bulk_p99_ms={:.1} bulk_relay_peak_rss_kib={}",
+        answer.selected,
+        outcomes.get("ok").copied().unwrap_or(0),
+        wall.as_secs_f64(),
+        lat.p50,
+        lat.p99,
+        peak.iter().sum::<u64>()
+    ))
+}
+
 async fn send_alert(
     s: &Sim,
     sent: &Mutex<HashMap<(String, String), Instant>>,

@@ -204,6 +204,64 @@ pub async fn run_check(
     result.ok_or_else(|| anyhow!("no result"))
 }
 
+/// What a bulk action told: how many agents were selected, the in-flight
+/// bound the relay used, and each agent's item with the time it came.
+pub struct BulkAnswer {
+    pub selected: u64,
+    pub max_in_flight: u32,
+    pub items: Vec<(firstline_proto::action::BulkItem, std::time::Duration)>,
+}
+
+/// `run CHECK ARGS… --select SEL` through the relay's bulk path, as the
+/// console sends it: `bulk_started`, one `bulk_item` per agent, `done`.
+/// Each item's time is from the start of the request.
+pub async fn bulk_check(
+    conn: &Connection,
+    select: &str,
+    check: &str,
+    args: &[&str],
+    max_in_flight: Option<u32>,
+) -> Result<BulkAnswer> {
+    let t0 = std::time::Instant::now();
+    let action = firstline_proto::action::Action::Run {
+        check: check.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+    };
+    let (_send, mut recv) = request(
+        conn,
+        Message::Bulk {
+            select: select.into(),
+            action,
+            ticket: None,
+            max_in_flight,
+            queue_for_secs: None,
+        },
+    )
+    .await?;
+    let mut answer = BulkAnswer {
+        selected: 0,
+        max_in_flight: 0,
+        items: Vec::new(),
+    };
+    loop {
+        match recv.recv_within(ANSWER_TIMEOUT).await? {
+            Some(Message::BulkStarted {
+                selected,
+                max_in_flight,
+            }) => {
+                answer.selected = selected;
+                answer.max_in_flight = max_in_flight;
+                answer.items.reserve(selected as usize);
+            }
+            Some(Message::BulkItem(item)) => answer.items.push((*item, t0.elapsed())),
+            Some(Message::Done {}) | None => break,
+            Some(Message::Error { message, .. }) => bail!("{message}"),
+            Some(other) => bail!("unexpected `{}`", other.kind()),
+        }
+    }
+    Ok(answer)
+}
+
 /// `list_agents`, as a console asks it: every agent, in parts.
 pub async fn list_agents(conn: &Connection) -> Result<Vec<firstline_proto::AgentInfo>> {
     let (_send, mut recv) = request(conn, Message::ListAgents {}).await?;

@@ -239,6 +239,25 @@ fn delivery_row(r: &Row) -> StoreResult<Delivery> {
     })
 }
 
+const QUEUE_COLUMNS: &str =
+    "id, agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome";
+
+fn queue_row(r: &Row) -> StoreResult<QueueRow> {
+    Ok(QueueRow {
+        id: get(r, 0)?,
+        agent: get(r, 1)?,
+        action: get(r, 2)?,
+        ticket: get(r, 3)?,
+        operator: get(r, 4)?,
+        role: get(r, 5)?,
+        queued_at: get(r, 6)?,
+        expires_at: get(r, 7)?,
+        state: get(r, 8)?,
+        ended_at: get(r, 9)?,
+        outcome: get(r, 10)?,
+    })
+}
+
 fn identity_table(kind: PeerKind) -> StoreResult<&'static str> {
     match kind {
         PeerKind::Agent => Ok("agents"),
@@ -252,6 +271,20 @@ fn identity_table(kind: PeerKind) -> StoreResult<&'static str> {
 /// A ticket id as stored (`BIGINT`).
 fn ticket_id(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+const MONITOR_SET_COLUMNS: &str = "name, selector, toml, monitors, role, updated_by, updated_at";
+
+fn monitor_set_row(r: &Row) -> StoreResult<MonitorSetRow> {
+    Ok(MonitorSetRow {
+        name: get(r, 0)?,
+        selector: get(r, 1)?,
+        toml: get(r, 2)?,
+        monitors: get(r, 3)?,
+        role: get(r, 4)?,
+        updated_by: get(r, 5)?,
+        updated_at: get(r, 6)?,
+    })
 }
 
 impl Tx for PgTx<'_, '_> {
@@ -645,6 +678,71 @@ impl Tx for PgTx<'_, '_> {
         )
     }
 
+    fn monitor_set(&mut self, name: &str) -> StoreResult<Option<MonitorSetRow>> {
+        let sql = format!(
+            "SELECT {MONITOR_SET_COLUMNS} FROM monitor_sets WHERE name = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&name], monitor_set_row)
+    }
+
+    fn monitor_sets(&mut self) -> StoreResult<Vec<MonitorSetRow>> {
+        self.all(
+            &format!("SELECT {MONITOR_SET_COLUMNS} FROM monitor_sets ORDER BY name"),
+            &[],
+            monitor_set_row,
+        )
+    }
+
+    fn put_monitor_set(&mut self, row: &MonitorSetRow) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO monitor_sets (name, selector, toml, monitors, role, updated_by, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (name) DO UPDATE SET selector = excluded.selector, toml = excluded.toml,
+                 monitors = excluded.monitors, role = excluded.role,
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            &[
+                &row.name,
+                &row.selector,
+                &row.toml,
+                &row.monitors,
+                &row.role,
+                &row.updated_by,
+                &row.updated_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_monitor_set(&mut self, name: &str) -> StoreResult<bool> {
+        Ok(self.exec("DELETE FROM monitor_sets WHERE name = $1", &[&name])? > 0)
+    }
+
+    fn put_monitor_report(&mut self, row: &MonitorReportRow) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO monitor_reports (agent, digest, report, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (agent) DO UPDATE SET digest = excluded.digest,
+                 report = excluded.report, at = excluded.at",
+            &[&row.agent, &row.digest, &row.report, &row.at],
+        )?;
+        Ok(())
+    }
+
+    fn monitor_reports(&mut self) -> StoreResult<Vec<MonitorReportRow>> {
+        self.all(
+            "SELECT agent, digest, report, at FROM monitor_reports ORDER BY agent",
+            &[],
+            |r| {
+                Ok(MonitorReportRow {
+                    agent: get(r, 0)?,
+                    digest: get(r, 1)?,
+                    report: get(r, 2)?,
+                    at: get(r, 3)?,
+                })
+            },
+        )
+    }
+
     fn insert_operator(&mut self, name: &str, role: Role, now: i64) -> StoreResult<bool> {
         let n = self.exec(
             "INSERT INTO operators (name, role, created_at) VALUES ($1, $2, $3)
@@ -955,5 +1053,122 @@ impl Tx for PgTx<'_, '_> {
             .one("SELECT COUNT(*) FROM webhook_outbox", &[], |r| get(r, 0))?
             .unwrap_or(0);
         Ok(n.max(0) as u64)
+    }
+
+    fn insert_queued(&mut self, q: &QueueRow) -> StoreResult<i64> {
+        let id = self.one(
+            "INSERT INTO queued_actions (agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &[
+                &q.agent, &q.action, &q.ticket, &q.operator, &q.role, &q.queued_at,
+                &q.expires_at, &q.state, &q.ended_at, &q.outcome,
+            ],
+            |r| get::<i64>(r, 0),
+        )?;
+        id.ok_or_else(|| StoreError::Backend("INSERT … RETURNING id returned no row".into()))
+    }
+
+    fn queued(&mut self, id: i64) -> StoreResult<Option<QueueRow>> {
+        let sql = format!(
+            "SELECT {QUEUE_COLUMNS} FROM queued_actions WHERE id = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&id], queue_row)
+    }
+
+    fn queued_list(&mut self, all: bool, limit: u32) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "SELECT {QUEUE_COLUMNS} FROM queued_actions WHERE state = 'pending' ORDER BY id"
+            ),
+            &[],
+            queue_row,
+        )?;
+        if all {
+            out.extend(self.all(
+                &format!(
+                    "SELECT {QUEUE_COLUMNS} FROM queued_actions WHERE state <> 'pending'
+                     ORDER BY id DESC LIMIT $1"
+                ),
+                &[&i64::from(limit)],
+                queue_row,
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn count_pending(&mut self, agent: &str) -> StoreResult<u64> {
+        let n: i64 = self
+            .one(
+                "SELECT COUNT(*) FROM queued_actions WHERE agent = $1 AND state = 'pending'",
+                &[&agent],
+                |r| get(r, 0),
+            )?
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
+
+    fn pending_agents(&mut self) -> StoreResult<Vec<String>> {
+        self.all(
+            "SELECT DISTINCT agent FROM queued_actions WHERE state = 'pending' ORDER BY agent",
+            &[],
+            |r| get(r, 0),
+        )
+    }
+
+    fn claim_queued(&mut self, agent: &str, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>> {
+        // Row locks: a pending action another relay is claiming right now
+        // is skipped (it is theirs); `state = 'pending'` is checked again on
+        // the row as committed, so one claimed and committed is not taken
+        // twice.
+        let mut out = self.all(
+            &format!(
+                "UPDATE queued_actions SET state = 'delivered', ended_at = $2
+                 WHERE id IN (SELECT id FROM queued_actions
+                              WHERE agent = $1 AND state = 'pending' AND expires_at > $2
+                              ORDER BY id LIMIT $3
+                              FOR UPDATE SKIP LOCKED)
+                   AND state = 'pending'
+                 RETURNING {QUEUE_COLUMNS}"
+            ),
+            &[&agent, &now, &i64::from(limit)],
+            queue_row,
+        )?;
+        out.sort_by_key(|q| q.id);
+        Ok(out)
+    }
+
+    fn end_queued(&mut self, id: i64, state: &str, now: i64) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE queued_actions SET state = $2, ended_at = $3 WHERE id = $1 AND state = 'pending'",
+            &[&id, &state, &now],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn set_queued_outcome(&mut self, id: i64, outcome: &str) -> StoreResult<()> {
+        self.exec(
+            "UPDATE queued_actions SET outcome = $2 WHERE id = $1",
+            &[&id, &outcome],
+        )?;
+        Ok(())
+    }
+
+    fn expire_queued(&mut self, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "UPDATE queued_actions SET state = 'expired', ended_at = $1
+                 WHERE id IN (SELECT id FROM queued_actions
+                              WHERE state = 'pending' AND expires_at <= $1
+                              ORDER BY id LIMIT $2
+                              FOR UPDATE SKIP LOCKED)
+                   AND state = 'pending'
+                 RETURNING {QUEUE_COLUMNS}"
+            ),
+            &[&now, &i64::from(limit)],
+            queue_row,
+        )?;
+        out.sort_by_key(|q| q.id);
+        Ok(out)
     }
 }

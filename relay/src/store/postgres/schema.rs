@@ -22,6 +22,16 @@ pub const MIGRATIONS: &[Migration<&str>] = &[
         name: "tags of tokens and agents, agents' facts, open tickets counted by agent",
         apply: V2_FLEET,
     },
+    Migration {
+        version: 3,
+        name: "actions queued for offline agents",
+        apply: V3_QUEUED_ACTIONS,
+    },
+    Migration {
+        version: 4,
+        name: "central monitor sets, and what each agent reported of them",
+        apply: V4_CENTRAL_MONITORS,
+    },
 ];
 
 /// Key of the session advisory lock a relay holds while it migrates: two
@@ -208,4 +218,44 @@ CREATE TABLE agent_facts (
     at BIGINT NOT NULL
 );
 CREATE INDEX tickets_by_agent_status ON tickets (agent, status, source);
+"#;
+
+/// Actions queued for offline agents (`crate::store::queue`): a table of
+/// its own.
+const V3_QUEUED_ACTIONS: &str = r#"
+CREATE TABLE queued_actions (
+    id BIGSERIAL PRIMARY KEY,
+    agent TEXT NOT NULL,
+    action TEXT NOT NULL,
+    ticket BIGINT,
+    operator TEXT NOT NULL,
+    role TEXT NOT NULL,
+    queued_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    ended_at BIGINT,
+    outcome TEXT
+);
+CREATE INDEX queued_by_agent ON queued_actions (agent, state, id);
+CREATE INDEX queued_by_expiry ON queued_actions (state, expires_at);
+"#;
+
+/// Central monitor sets (`crate::store::monitors`) and each agent's last
+/// report of them: tables of their own.
+const V4_CENTRAL_MONITORS: &str = r#"
+CREATE TABLE monitor_sets (
+    name TEXT PRIMARY KEY,
+    selector TEXT NOT NULL,
+    toml TEXT NOT NULL,
+    monitors TEXT NOT NULL,
+    role TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE monitor_reports (
+    agent TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    report TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
 "#;

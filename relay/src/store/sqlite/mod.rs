@@ -303,11 +303,18 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        let all: Vec<i64> = schema::MIGRATIONS
+            .iter()
+            .map(|m| i64::from(m.version))
+            .collect();
+        assert_eq!(versions, all, "every migration applied, in order");
         assert!(raw
             .prepare("SELECT claimed_until FROM webhook_outbox")
             .is_ok());
         assert!(raw.prepare("SELECT agent, tag FROM agent_tags").is_ok());
+        assert!(raw
+            .prepare("SELECT agent, state FROM queued_actions")
+            .is_ok());
         drop(s);
         // Opened again: nothing left to do.
         let s = Store::open_sqlite(&path).unwrap();

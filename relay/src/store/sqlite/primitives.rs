@@ -145,6 +145,39 @@ fn identity_table(kind: PeerKind) -> StoreResult<&'static str> {
     }
 }
 
+const QUEUE_COLUMNS: &str =
+    "id, agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome";
+
+fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
+    Ok(QueueRow {
+        id: r.get(0)?,
+        agent: r.get(1)?,
+        action: r.get(2)?,
+        ticket: r.get(3)?,
+        operator: r.get(4)?,
+        role: r.get(5)?,
+        queued_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        state: r.get(8)?,
+        ended_at: r.get(9)?,
+        outcome: r.get(10)?,
+    })
+}
+
+const MONITOR_SET_COLUMNS: &str = "name, selector, toml, monitors, role, updated_by, updated_at";
+
+fn monitor_set_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MonitorSetRow> {
+    Ok(MonitorSetRow {
+        name: r.get(0)?,
+        selector: r.get(1)?,
+        toml: r.get(2)?,
+        monitors: r.get(3)?,
+        role: r.get(4)?,
+        updated_by: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
 impl SqliteTx<'_> {
     fn all<T>(
         &self,
@@ -564,6 +597,71 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn monitor_set(&mut self, name: &str) -> StoreResult<Option<MonitorSetRow>> {
+        self.one(
+            &format!("SELECT {MONITOR_SET_COLUMNS} FROM monitor_sets WHERE name = ?1"),
+            [name],
+            monitor_set_row,
+        )
+    }
+
+    fn monitor_sets(&mut self) -> StoreResult<Vec<MonitorSetRow>> {
+        self.all(
+            &format!("SELECT {MONITOR_SET_COLUMNS} FROM monitor_sets ORDER BY name"),
+            [],
+            monitor_set_row,
+        )
+    }
+
+    fn put_monitor_set(&mut self, row: &MonitorSetRow) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO monitor_sets (name, selector, toml, monitors, role, updated_by, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (name) DO UPDATE SET selector = excluded.selector, toml = excluded.toml,
+                 monitors = excluded.monitors, role = excluded.role,
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            params![
+                row.name,
+                row.selector,
+                row.toml,
+                row.monitors,
+                row.role,
+                row.updated_by,
+                row.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_monitor_set(&mut self, name: &str) -> StoreResult<bool> {
+        Ok(self.exec("DELETE FROM monitor_sets WHERE name = ?1", [name])? > 0)
+    }
+
+    fn put_monitor_report(&mut self, row: &MonitorReportRow) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO monitor_reports (agent, digest, report, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (agent) DO UPDATE SET digest = excluded.digest,
+                 report = excluded.report, at = excluded.at",
+            params![row.agent, row.digest, row.report, row.at],
+        )?;
+        Ok(())
+    }
+
+    fn monitor_reports(&mut self) -> StoreResult<Vec<MonitorReportRow>> {
+        self.all(
+            "SELECT agent, digest, report, at FROM monitor_reports ORDER BY agent",
+            [],
+            |r| {
+                Ok(MonitorReportRow {
+                    agent: r.get(0)?,
+                    digest: r.get(1)?,
+                    report: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            },
+        )
+    }
+
     fn insert_operator(&mut self, name: &str, role: Role, now: i64) -> StoreResult<bool> {
         let n = self.exec(
             "INSERT INTO operators (name, role, created_at) VALUES (?1, ?2, ?3)
@@ -866,5 +964,115 @@ impl Tx for SqliteTx<'_> {
             .one("SELECT COUNT(*) FROM webhook_outbox", [], |r| r.get(0))?
             .unwrap_or(0);
         Ok(n.max(0) as u64)
+    }
+
+    fn insert_queued(&mut self, q: &QueueRow) -> StoreResult<i64> {
+        self.exec(
+            "INSERT INTO queued_actions (agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                q.agent, q.action, q.ticket, q.operator, q.role, q.queued_at, q.expires_at,
+                q.state, q.ended_at, q.outcome
+            ],
+        )?;
+        Ok(self.c.last_insert_rowid())
+    }
+
+    fn queued(&mut self, id: i64) -> StoreResult<Option<QueueRow>> {
+        self.one(
+            &format!("SELECT {QUEUE_COLUMNS} FROM queued_actions WHERE id = ?1"),
+            [id],
+            queue_row,
+        )
+    }
+
+    fn queued_list(&mut self, all: bool, limit: u32) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "SELECT {QUEUE_COLUMNS} FROM queued_actions WHERE state = 'pending' ORDER BY id"
+            ),
+            [],
+            queue_row,
+        )?;
+        if all {
+            out.extend(self.all(
+                &format!(
+                    "SELECT {QUEUE_COLUMNS} FROM queued_actions WHERE state <> 'pending'
+                     ORDER BY id DESC LIMIT ?1"
+                ),
+                [limit],
+                queue_row,
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn count_pending(&mut self, agent: &str) -> StoreResult<u64> {
+        let n: i64 = self
+            .one(
+                "SELECT COUNT(*) FROM queued_actions WHERE agent = ?1 AND state = 'pending'",
+                [agent],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
+
+    fn pending_agents(&mut self) -> StoreResult<Vec<String>> {
+        self.all(
+            "SELECT DISTINCT agent FROM queued_actions WHERE state = 'pending' ORDER BY agent",
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    fn claim_queued(&mut self, agent: &str, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "UPDATE queued_actions SET state = 'delivered', ended_at = ?2
+                 WHERE id IN (SELECT id FROM queued_actions
+                              WHERE agent = ?1 AND state = 'pending' AND expires_at > ?2
+                              ORDER BY id LIMIT ?3)
+                   AND state = 'pending'
+                 RETURNING {QUEUE_COLUMNS}"
+            ),
+            params![agent, now, limit],
+            queue_row,
+        )?;
+        out.sort_by_key(|q| q.id);
+        Ok(out)
+    }
+
+    fn end_queued(&mut self, id: i64, state: &str, now: i64) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE queued_actions SET state = ?2, ended_at = ?3 WHERE id = ?1 AND state = 'pending'",
+            params![id, state, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn set_queued_outcome(&mut self, id: i64, outcome: &str) -> StoreResult<()> {
+        self.exec(
+            "UPDATE queued_actions SET outcome = ?2 WHERE id = ?1",
+            params![id, outcome],
+        )?;
+        Ok(())
+    }
+
+    fn expire_queued(&mut self, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "UPDATE queued_actions SET state = 'expired', ended_at = ?1
+                 WHERE id IN (SELECT id FROM queued_actions
+                              WHERE state = 'pending' AND expires_at <= ?1
+                              ORDER BY id LIMIT ?2)
+                   AND state = 'pending'
+                 RETURNING {QUEUE_COLUMNS}"
+            ),
+            params![now, limit],
+            queue_row,
+        )?;
+        out.sort_by_key(|q| q.id);
+        Ok(out)
     }
 }

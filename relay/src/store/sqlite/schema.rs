@@ -27,6 +27,16 @@ pub const MIGRATIONS: &[Migration<Step>] = &[
         name: "tags of tokens and agents, agents' facts, open tickets counted by agent",
         apply: v3_fleet,
     },
+    Migration {
+        version: 4,
+        name: "actions queued for offline agents",
+        apply: v4_queued_actions,
+    },
+    Migration {
+        version: 5,
+        name: "central monitor sets, and what each agent reported of them",
+        apply: v5_central_monitors,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -211,6 +221,50 @@ fn v3_fleet(db: &Connection) -> rusqlite::Result<()> {
              at INTEGER NOT NULL
          );
          CREATE INDEX IF NOT EXISTS tickets_by_agent_status ON tickets (agent, status, source);",
+    )
+}
+
+/// Actions queued for offline agents (`crate::store::queue`): a table of
+/// its own.
+fn v4_queued_actions(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS queued_actions (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             agent TEXT NOT NULL,
+             action TEXT NOT NULL,
+             ticket INTEGER,
+             operator TEXT NOT NULL,
+             role TEXT NOT NULL,
+             queued_at INTEGER NOT NULL,
+             expires_at INTEGER NOT NULL,
+             state TEXT NOT NULL,
+             ended_at INTEGER,
+             outcome TEXT
+         );
+         CREATE INDEX IF NOT EXISTS queued_by_agent ON queued_actions (agent, state, id);
+         CREATE INDEX IF NOT EXISTS queued_by_expiry ON queued_actions (state, expires_at);",
+    )
+}
+
+/// Central monitor sets (`crate::store::monitors`) and each agent's last
+/// report of them: tables of their own.
+fn v5_central_monitors(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS monitor_sets (
+             name TEXT PRIMARY KEY,
+             selector TEXT NOT NULL,
+             toml TEXT NOT NULL,
+             monitors TEXT NOT NULL,
+             role TEXT NOT NULL,
+             updated_by TEXT NOT NULL,
+             updated_at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS monitor_reports (
+             agent TEXT PRIMARY KEY,
+             digest TEXT NOT NULL,
+             report TEXT NOT NULL,
+             at INTEGER NOT NULL
+         );",
     )
 }
 

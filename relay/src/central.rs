@@ -1,0 +1,150 @@
+//! Central monitors, relay side: sending each agent the monitor sets that
+//! select it ([`crate::store::monitors`]) and keeping what it answers.
+//!
+//! **When.** On the stream the relay opens after `welcome` (every
+//! connection: an agent that was offline, or held by another relay, when a
+//! set changed gets the current sets on its next connect), and again when
+//! they may have changed: a set set or removed, an agent's tags changed.
+//! Those changes are announced as `watch` notices (`monitors_changed`,
+//! `agent_tagged`), which already reach every relay of the deployment once
+//! ([`crate::cluster`]); [`follow`] listens to them on each relay and
+//! pushes to the agents held *there* — so one mechanism serves a relay on
+//! its own and many relays, and `firstline watch` shows the changes too. A
+//! watcher that fell behind (missed notices) pushes to all its agents.
+//!
+//! **Order.** Pushes to one agent take turns (a lock per agent name), and
+//! each reads the store as it starts: the last one to reach the agent
+//! carries the sets as they are now, however changes and connections
+//! interleave.
+//!
+//! **The answer** (`central_monitors_report`: which monitors are active,
+//! which refused and why — the agent's wall decides, see the agent's
+//! `monitor::central`) is stored for `firstline monitors show`. An agent
+//! too old to know central monitors answers an error: logged, nothing
+//! stored (`monitors show` then lists it as not current).
+
+use crate::state::Relay;
+use firstline_net::stream::request;
+use firstline_proto::{Message, Notice};
+use quinn::Connection;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use tokio::sync::broadcast::error::RecvError;
+
+/// The notice kind of a set set or removed.
+pub const CHANGED: &str = "monitors_changed";
+/// The notice kind of an agent's tags changed.
+pub const TAGGED: &str = "agent_tagged";
+
+type Turn = tokio::sync::Mutex<()>;
+
+/// One lock per agent name, alive while a push holds or waits for it.
+static TURNS: LazyLock<Mutex<HashMap<String, Weak<Turn>>>> = LazyLock::new(Default::default);
+
+fn turn(agent: &str) -> Arc<Turn> {
+    let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = turns.get(agent).and_then(Weak::upgrade) {
+        return t;
+    }
+    turns.retain(|_, w| w.strong_count() > 0);
+    let t = Arc::new(Turn::default());
+    turns.insert(agent.to_string(), Arc::downgrade(&t));
+    t
+}
+
+/// Send `agent` (on `conn`) the sets that select it, and store its report.
+pub async fn push(relay: &Relay, agent: &str, conn: &Connection) {
+    let turn = turn(agent);
+    let _held = turn.lock().await;
+    let (sets, digest) = match relay.store.central_monitors(agent).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(agent = %agent, "cannot read the central monitors: {e}");
+            return;
+        }
+    };
+    let count = sets.len();
+    let answer = async {
+        let (_send, mut recv) = request(conn, Message::CentralMonitors { digest, sets }).await?;
+        recv.recv_within(relay.request_timeout()).await
+    }
+    .await;
+    match answer {
+        Ok(Some(Message::CentralMonitorsReport(report))) => {
+            let refused = report
+                .monitors
+                .iter()
+                .filter(|m| m.state != firstline_proto::central::MonitorState::Active)
+                .count();
+            tracing::debug!(agent = %agent, sets = count, refused, "central monitors sent");
+            if let Err(e) = relay.store.record_monitor_report(agent, report).await {
+                tracing::error!(agent = %agent, "cannot store the central monitors' report: {e}");
+            }
+        }
+        Ok(Some(Message::Error { message, .. })) => tracing::info!(
+            agent = %agent,
+            "the agent did not take central monitors (an older agent?): {}",
+            firstline_proto::text::printable(&message)
+        ),
+        Ok(other) => tracing::debug!(
+            agent = %agent,
+            "no answer to central monitors: {:?}",
+            other.map(|m| m.kind())
+        ),
+        Err(e) => tracing::debug!(agent = %agent, "sending central monitors failed: {e}"),
+    }
+}
+
+/// [`push`] in a task of its own.
+pub fn push_soon(relay: &Arc<Relay>, agent: &str, conn: &Connection) {
+    let (relay, agent, conn) = (relay.clone(), agent.to_string(), conn.clone());
+    tokio::spawn(async move { push(&relay, &agent, &conn).await });
+}
+
+/// Push to every agent connected here.
+fn push_all(relay: &Arc<Relay>) {
+    for (agent, conn) in relay.registry.agents() {
+        push_soon(relay, &agent, &conn);
+    }
+}
+
+/// The notice of a change of the central monitor sets.
+pub fn changed_notice(relay: &Relay, text: String) -> Notice {
+    Notice {
+        at: crate::clock::rfc3339(relay.store.now()),
+        kind: CHANGED.into(),
+        agent: None,
+        ticket: None,
+        text,
+    }
+}
+
+/// The notice of a change of an agent's tags.
+pub fn tagged_notice(relay: &Relay, agent: &str, tags: &[String]) -> Notice {
+    Notice {
+        at: crate::clock::rfc3339(relay.store.now()),
+        kind: TAGGED.into(),
+        agent: Some(agent.to_string()),
+        ticket: None,
+        text: format!("{agent}: tags now {}", tags.join(", ")),
+    }
+}
+
+/// Follow this relay's notices (its own and the other relays'), and push
+/// to the agents held here when their sets may have changed.
+pub async fn follow(relay: Arc<Relay>) {
+    let mut notices = relay.notices.subscribe();
+    loop {
+        match notices.recv().await {
+            Ok(n) if n.kind == CHANGED => push_all(&relay),
+            Ok(n) if n.kind == TAGGED => {
+                if let Some(conn) = n.agent.as_deref().and_then(|a| relay.registry.agent(a)) {
+                    push_soon(&relay, n.agent.as_deref().unwrap_or_default(), &conn);
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => push_all(&relay),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
