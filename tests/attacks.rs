@@ -42,14 +42,6 @@ const NAGIOS_PLUGINS: &str = "/usr/lib/nagios/plugins";
 
 // ---------------------------------------------------------------- helpers
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// A real plugin of the Debian monitoring-plugins packages, in the agent's
 /// default plugins folder, or a failure naming the package to install.
 fn require_plugin(name: &str, package: &str) -> PathBuf {
@@ -61,13 +53,6 @@ fn require_plugin(name: &str, package: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A console of its own, logged in as a new operator `name` with `role`.
-fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
-    let console = Console::new(&root.join(format!("console-{name}")));
-    console.login(&relay.operator(name, role));
-    console
 }
 
 /// A relay with nothing else, its `relay.toml` set with `keys`.

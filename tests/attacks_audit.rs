@@ -14,10 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn verify(config: &Path) -> Output {
     run(Command::new(bin("firstline-relay"))
         .args(["audit", "verify", "--config"])

@@ -29,10 +29,6 @@ fn assert_private(path: &Path) {
     );
 }
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn databases_keys_and_configs_are_owner_only() {
     let s = Setup::new("viewer");

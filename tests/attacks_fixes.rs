@@ -27,14 +27,6 @@ use std::time::{Duration, SystemTime};
 
 const SLOW: Duration = Duration::from_secs(30);
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn restart(s: &mut Setup) {
     s.agent.proc.as_mut().unwrap().kill();
     s.agent.start();

@@ -28,29 +28,6 @@ use std::time::{Duration, Instant};
 
 const SLOW: Duration = Duration::from_secs(30);
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
-}
-
-/// A console with its own config home, logged in as a new operator.
-fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
-    let console = Console {
-        home: root.join(format!("home-{name}")),
-    };
-    std::fs::create_dir_all(&console.home).unwrap();
-    console.login(&relay.operator(name, role));
-    console
-}
-
 /// A plugin `check_nap SECONDS` that logs `start NANOS` and `end NANOS`
 /// into `naps` beside it: what was running when, seen from the machines.
 fn nap_plugin(plugins: &Path) -> std::path::PathBuf {

@@ -27,24 +27,10 @@ use firstline_tests::plugin::StatePlugin;
 use firstline_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Output;
+
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(40);
-
-fn ok_json(out: Output) -> Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
-}
-
-fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
-    let console = Console {
-        home: root.join(format!("home-{name}")),
-    };
-    std::fs::create_dir_all(&console.home).unwrap();
-    console.login(&relay.operator(name, role));
-    console
-}
 
 /// Enroll `name` with `token`, its plugins in `plugins`, optionally the
 /// policy that allows `check_state`, and start it.

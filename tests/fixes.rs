@@ -12,14 +12,10 @@ use firstline_proto::{ErrorCode, Message, Role, Welcome};
 use firstline_tests::*;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Output;
+
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(30);
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// An agent whose scripts folder holds `hello` and whose policy is `policy`.
 fn setup(policy: &str) -> Setup {

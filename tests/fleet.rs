@@ -19,34 +19,10 @@ use firstline_tests::plugin::StatePlugin;
 use firstline_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(30);
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Exit 0 and JSON on stdout.
-fn ok_json(out: Output) -> Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
-}
-
-/// A console with its own config home, logged in as a new operator.
-fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
-    let console = Console {
-        home: root.join(format!("home-{name}")),
-    };
-    std::fs::create_dir_all(&console.home).unwrap();
-    console.login(&relay.operator(name, role));
-    console
-}
 
 /// `agents --json [--select SEL]`: the agents, by name.
 fn listed(console: &Console, select: Option<&str>) -> Vec<Value> {

@@ -20,34 +20,10 @@ use firstline_proto::{ErrorCode, Message};
 use firstline_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SLOW: Duration = Duration::from_secs(20);
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
-}
-
-/// Exit 0 and JSON on stdout.
-fn ok_json(out: Output) -> Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    json(&out)
-}
-
-/// A console with its own config home, logged in as a new operator.
-fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
-    let console = Console {
-        home: root.join(format!("home-{name}")),
-    };
-    std::fs::create_dir_all(&console.home).unwrap();
-    console.login(&relay.operator(name, role));
-    console
-}
 
 /// The names in a JSON array of objects.
 fn names(list: &Value, key: &str) -> Vec<String> {

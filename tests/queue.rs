@@ -18,23 +18,10 @@
 use firstline_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(30);
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
-}
 
 /// A relay whose queue sweep runs every 200 ms, serving.
 fn relay(root: &Path) -> Relay {
@@ -42,15 +29,6 @@ fn relay(root: &Path) -> Relay {
     relay.configure("queue_sweep_ms = 200");
     relay.serve();
     relay
-}
-
-fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
-    let console = Console {
-        home: root.join(format!("home-{name}")),
-    };
-    std::fs::create_dir_all(&console.home).unwrap();
-    console.login(&relay.operator(name, role));
-    console
 }
 
 /// `queue --all --json`: every queued action.

@@ -24,7 +24,8 @@
 //! must come up (the relay listening, the agent connected, watch still
 //! running after two seconds); every other line must exit 0, except
 //! `firstline run` and `runbook` lines, whose status is the check's own (0
-//! ok, 1 a problem found) and which must print a result or a verdict.
+//! ok, 1 a problem found) and which must print a result or a verdict (or,
+//! with `--select`, the summary of every machine's).
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -202,7 +203,8 @@ fn the_readme_setup_runs_as_written() {
             assert!(
                 printed.contains("\"verdict\"")
                     || printed.contains("VERDICT")
-                    || printed.contains(" disk "),
+                    || printed.contains(" disk ")
+                    || printed.contains(" selected: "),
                 "a result or verdict: {shown}"
             );
         } else {

@@ -14,10 +14,6 @@ use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(20);
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn remote_disk_check_end_to_end() {
     let s = Setup::new("viewer");

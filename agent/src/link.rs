@@ -275,7 +275,7 @@ async fn session(
             )
         })?
         .map_err(|e| anyhow!("cannot connect to {relay}: {e}"))?;
-    greet(&conn).await?;
+    greet(&conn, central).await?;
     let welcomed = Instant::now();
     if place.count > 1 {
         tracing::info!(
@@ -369,7 +369,8 @@ async fn report_facts(conn: Connection) {
     }
 }
 
-async fn greet(conn: &Connection) -> Result<()> {
+async fn greet(conn: &Connection, central: &Central) -> Result<()> {
+    let digest = central.report().digest;
     let hello = Hello {
         version_min: PROTOCOL_VERSION_MIN,
         version_max: PROTOCOL_VERSION,
@@ -377,6 +378,7 @@ async fn greet(conn: &Connection) -> Result<()> {
         os: os_line(),
         hostname: sysinfo::System::host_name().unwrap_or_default(),
         capabilities: checks::NAMES.iter().map(|s| s.to_string()).collect(),
+        central_digest: (!digest.is_empty()).then_some(digest),
     };
     let answer = async {
         let (_send, mut recv) = request(conn, Message::Hello(hello)).await?;

@@ -154,6 +154,11 @@ pub struct Hello {
     /// Checks and features this agent offers.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The digest of the central monitor sets it runs, as last received
+    /// ([`crate::central`]); none if it never received any. The relay
+    /// sends the sets again only when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central_digest: Option<String>,
 }
 
 /// The relay's answer to [`Hello`].

@@ -27,7 +27,8 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
     };
     tracing::info!(agent = %name, version = %hello.software, remote = %conn.remote_address(), "agent online");
     // Its central monitor sets, on a stream of their own.
-    crate::central::push_soon(&relay, &name, &conn);
+    let runs = crate::central::Runs::Said(hello.central_digest.clone());
+    crate::central::push_soon(&relay, &name, &conn, runs);
     // What was queued for it while it was offline (`--queue-for`).
     {
         let (relay, name) = (relay.clone(), name.clone());

@@ -52,8 +52,21 @@ fn turn(agent: &str) -> Arc<Turn> {
     t
 }
 
-/// Send `agent` (on `conn`) the sets that select it, and store its report.
-pub async fn push(relay: &Relay, agent: &str, conn: &Connection) {
+/// What the relay knows of the sets an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    /// Nothing (the sets changed): send them.
+    Unknown,
+    /// What its `hello` said: the digest of its sets, none if it never
+    /// received any.
+    Said(Option<String>),
+}
+
+/// Send `agent` (on `conn`) the sets that select it, and store its report
+/// — unless the agent said it runs them already (its `hello`: the same
+/// digest; or none received and none to send). Every connection asks, so
+/// that case costs one read of the sets and no stream.
+pub async fn push(relay: &Relay, agent: &str, conn: &Connection, runs: Runs) {
     let turn = turn(agent);
     let _held = turn.lock().await;
     let (sets, digest) = match relay.store.central_monitors(agent).await {
@@ -63,6 +76,15 @@ pub async fn push(relay: &Relay, agent: &str, conn: &Connection) {
             return;
         }
     };
+    let current = match &runs {
+        Runs::Unknown => false,
+        Runs::Said(Some(k)) => *k == digest,
+        Runs::Said(None) => sets.is_empty(),
+    };
+    if current {
+        tracing::debug!(agent = %agent, sets = sets.len(), "central monitors current");
+        return;
+    }
     let count = sets.len();
     let answer = async {
         let (_send, mut recv) = request(conn, Message::CentralMonitors { digest, sets }).await?;
@@ -96,15 +118,15 @@ pub async fn push(relay: &Relay, agent: &str, conn: &Connection) {
 }
 
 /// [`push`] in a task of its own.
-pub fn push_soon(relay: &Arc<Relay>, agent: &str, conn: &Connection) {
+pub fn push_soon(relay: &Arc<Relay>, agent: &str, conn: &Connection, runs: Runs) {
     let (relay, agent, conn) = (relay.clone(), agent.to_string(), conn.clone());
-    tokio::spawn(async move { push(&relay, &agent, &conn).await });
+    tokio::spawn(async move { push(&relay, &agent, &conn, runs).await });
 }
 
 /// Push to every agent connected here.
 fn push_all(relay: &Arc<Relay>) {
     for (agent, conn) in relay.registry.agents() {
-        push_soon(relay, &agent, &conn);
+        push_soon(relay, &agent, &conn, Runs::Unknown);
     }
 }
 
@@ -139,7 +161,8 @@ pub async fn follow(relay: Arc<Relay>) {
             Ok(n) if n.kind == CHANGED => push_all(&relay),
             Ok(n) if n.kind == TAGGED => {
                 if let Some(conn) = n.agent.as_deref().and_then(|a| relay.registry.agent(a)) {
-                    push_soon(&relay, n.agent.as_deref().unwrap_or_default(), &conn);
+                    let agent = n.agent.as_deref().unwrap_or_default();
+                    push_soon(&relay, agent, &conn, Runs::Unknown);
                 }
             }
             Ok(_) => {}

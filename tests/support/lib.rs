@@ -112,6 +112,30 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// A command's standard output, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit 0 and JSON on stdout, parsed; a failure shows the whole output.
+pub fn ok_json(out: Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
+}
+
+/// A console with its own config home, logged in as a new operator
+/// `name` with `role`.
+pub fn console_as(relay: &Relay, root: &Path, name: &str, role: &str) -> Console {
+    let console = Console::new(&root.join(format!("console-{name}")));
+    console.login(&relay.operator(name, role));
+    console
+}
+
 /// A relay directory and, when serving, its process.
 pub struct Relay {
     pub dir: PathBuf,

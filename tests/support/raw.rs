@@ -181,6 +181,7 @@ impl Peer {
             os: os.into(),
             hostname: hostname.into(),
             capabilities: vec![],
+            central_digest: None,
         }))
         .await
     }

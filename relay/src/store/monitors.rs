@@ -139,20 +139,21 @@ fn selects(row: &MonitorSetRow, agent: &AgentInfo) -> bool {
 
 /// The sets that select `agent` (none when it is unknown), by name, and
 /// their digest.
+///
+/// Asked on every agent connection, so it costs what a connection can
+/// afford: no set, no other query; else the agent's row by its key and its
+/// tags (a set selects by name, tag and OS only) — never a scan of the
+/// agents, which made a ramp of 50,000 agents quadratic.
 pub fn for_agent(tx: &mut dyn Tx, agent: &str) -> StoreResult<(Vec<CentralSet>, String)> {
-    let filter = super::tx::AgentFilter {
-        names: vec![agent.to_string()],
-        ..Default::default()
-    };
-    let Some(a) = tx
-        .select_agents(&filter)?
-        .into_iter()
-        .find(|a| a.name == agent)
-    else {
+    let rows = tx.monitor_sets()?;
+    if rows.is_empty() {
+        return Ok((Vec::new(), digest(&[])));
+    }
+    let Some(mut a) = tx.agent(agent)? else {
         return Ok((Vec::new(), digest(&[])));
     };
-    let sets: Vec<CentralSet> = tx
-        .monitor_sets()?
+    a.tags = tx.agent_tags(agent)?;
+    let sets: Vec<CentralSet> = rows
         .iter()
         .filter(|r| selects(r, &a))
         .map(central_set)

@@ -86,6 +86,7 @@ pub async fn connect(
         os: "simulated".into(),
         hostname: name.into(),
         capabilities: vec!["disk".into()],
+        central_digest: None,
     };
     let (_send, mut recv) = request(&conn, Message::Hello(hello)).await?;
     match recv.recv_within(ANSWER_TIMEOUT).await? {
