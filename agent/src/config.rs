@@ -74,6 +74,13 @@ pub struct AgentConfig {
     /// Admin runbooks (`*.toml`), in addition to the shipped ones.
     #[serde(default = "default_runbooks_dir")]
     pub runbooks_dir: PathBuf,
+    /// The local socket of `firstline-help` (created by the agent, mode
+    /// 0666, in a folder it creates 0755; see `crate::help`).
+    #[serde(default = "default_help_socket")]
+    pub help_socket: PathBuf,
+    /// `firstline-help run` and `ask` allowed per local user per minute.
+    #[serde(default = "default_help_rate")]
+    pub help_rate_per_minute: u32,
 }
 
 /// The relays this agent dials: `relay = "HOST:PORT"` or
@@ -280,6 +287,12 @@ fn default_scripts_dir() -> PathBuf {
     PathBuf::from("/etc/firstline/scripts")
 }
 
+fn default_help_socket() -> PathBuf {
+    PathBuf::from(crate::help::DEFAULT_SOCKET)
+}
+fn default_help_rate() -> u32 {
+    6
+}
 fn default_runbooks_dir() -> PathBuf {
     PathBuf::from("/etc/firstline/runbooks")
 }
@@ -514,8 +527,29 @@ impl Loaded {
     }
 
     /// Shipped runbooks plus the admin's; invalid files as errors.
+    /// A self-service runbook that asks for more than `[policy]` allows
+    /// the person at the machine is refused whole, like an invalid file.
     pub fn runbooks(&self) -> (Vec<crate::runbook::Runbook>, Vec<String>) {
-        crate::runbook::load_all(&resolve(&self.path, &self.config.runbooks_dir))
+        let (books, mut errors) =
+            crate::runbook::load_all(&resolve(&self.path, &self.config.runbooks_dir));
+        let books = books
+            .into_iter()
+            .filter(
+                |b| match crate::runbook::self_service_error(b, &self.config.policy) {
+                    Some(e) => {
+                        errors.push(e);
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
+        (books, errors)
+    }
+
+    /// The socket `firstline-help` reaches the agent on.
+    pub fn help_socket(&self) -> PathBuf {
+        resolve(&self.path, &self.config.help_socket)
     }
 
     pub fn limits(&self) -> firstline_net::endpoint::Limits {

@@ -9,13 +9,15 @@
 //! connection to the relay, request serving, certificate renewal),
 //! [`enroll`] (first contact), [`backoff`] (reconnect delays), [`config`]
 //! (`agent.toml`), [`monitor`] (the schedule and incident state machine),
-//! [`outbox`] (durable events until the relay acknowledges them).
+//! [`outbox`] (durable events until the relay acknowledges them), [`help`]
+//! (the local socket of `firstline-help`, for the person at the machine).
 
 pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod enroll;
 pub mod fixes;
+pub mod help;
 pub mod link;
 pub mod monitor;
 pub mod outbox;

@@ -104,7 +104,18 @@ pub async fn run(
         shutdown.clone(),
     );
     let central = Central::start(&cfg, cfg.check_context(), outbox.clone(), shutdown.clone());
-    let result = connect_forever(&cfg, outbox, &central, shutdown, state).await;
+    // `firstline-help`: the person at the machine, on a local socket.
+    let live = Arc::new(crate::help::Live::default());
+    {
+        let (cfg, outbox, live, shutdown) =
+            (cfg.clone(), outbox.clone(), live.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::help::serve(cfg, outbox, live, shutdown).await {
+                tracing::error!("no firstline-help socket (self-service is off): {e:#}");
+            }
+        });
+    }
+    let result = connect_forever(&cfg, outbox, &central, &live, shutdown, state).await;
     tasks.shutdown().await;
     central.stop();
     result
@@ -136,6 +147,7 @@ async fn connect_forever(
     cfg: &Loaded,
     outbox: Arc<Outbox>,
     central: &Arc<Central>,
+    live: &crate::help::Live,
     mut shutdown: watch::Receiver<bool>,
     state: watch::Sender<LinkState>,
 ) -> Result<()> {
@@ -170,7 +182,7 @@ async fn connect_forever(
         // `reason` for the state and the one-relay log; `entry` names the
         // relay, for the logs that say why the agent moved.
         let (outcome, reason, entry) =
-            match session(cfg, &place, &outbox, central, &mut shutdown, &state).await {
+            match session(cfg, &place, &outbox, central, live, &mut shutdown, &state).await {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost { reason, held }) => {
                     last_session = Some(index);
@@ -260,6 +272,7 @@ async fn session(
     place: &Place<'_>,
     outbox: &Arc<Outbox>,
     central: &Arc<Central>,
+    live: &crate::help::Live,
     shutdown: &mut watch::Receiver<bool>,
     state: &watch::Sender<LinkState>,
 ) -> Result<SessionEnd> {
@@ -296,7 +309,9 @@ async fn session(
     });
     let sender = tokio::spawn(deliver(conn.clone(), outbox.clone()));
     let reporter = tokio::spawn(report_facts(conn.clone()));
+    live.set(Some(conn.clone()));
     let end = serve(cfg, &conn, central, shutdown).await;
+    live.set(None);
     sender.abort();
     reporter.abort();
     if matches!(end, Ok(SessionEnd::Shutdown)) {

@@ -132,6 +132,37 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Whether the event `seq` still waits for the relay.
+    pub fn holds(&self, seq: u64) -> Result<bool> {
+        let n: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM events WHERE seq = ?1",
+            [seq as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The `firstline-help ask` requests of `user` still waiting, oldest
+    /// first.
+    pub fn help_requests(&self, user: &str) -> Result<Vec<AgentEvent>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT body FROM events WHERE droppable = 0 AND body LIKE '%\"help_request\"%' ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows.flatten() {
+            let mut value: serde_json::Value = serde_json::from_str(&body)?;
+            value["seq"] = 0.into();
+            if let Ok(ev) = serde_json::from_value::<AgentEvent>(value) {
+                if ev.help.as_ref().is_some_and(|h| h.user == user) {
+                    out.push(ev);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The relay stored everything up to `upto`.
     pub fn ack(&self, upto: u64) -> Result<usize> {
         Ok(self
@@ -198,6 +229,7 @@ mod tests {
             in_incident: kind != EventKind::Result,
             result: CheckResult::new("disk", "/", Status::Crit, "full"),
             diagnostics: None,
+            help: None,
         }
     }
 

@@ -103,6 +103,11 @@ pub struct Policy {
     /// rest of this policy (`crate::monitor::central`).
     #[serde(default = "yes")]
     pub central_monitors: bool,
+    /// Fixes a self-service runbook (`self_service = true`, run by the
+    /// person at the machine with `firstline-help run`) may contain; none by
+    /// default. Each must also be in `fixes`; `script` never may.
+    #[serde(default)]
+    pub self_service_fixes: Vec<String>,
 }
 
 fn all_builtins() -> Vec<String> {
@@ -159,6 +164,7 @@ impl Default for Policy {
             journal_keep_min: default_journal_keep_min(),
             run_as: None,
             central_monitors: true,
+            self_service_fixes: Vec::new(),
         }
     }
 }
@@ -182,6 +188,32 @@ impl Policy {
         match self.runbooks {
             true => Ok(()),
             false => Err("this agent's policy does not allow runbooks ([policy] runbooks = false in agent.toml)".into()),
+        }
+    }
+
+    /// The policy a self-service run (`firstline-help run`) runs under:
+    /// this one with its fixes cut to those also in `self_service_fixes`,
+    /// and no scripts.
+    pub fn self_service(&self) -> Policy {
+        Policy {
+            fixes: self
+                .fixes
+                .iter()
+                .filter(|f| self.self_service_fixes.contains(f))
+                .cloned()
+                .collect(),
+            scripts: false,
+            ..self.clone()
+        }
+    }
+
+    /// Ok, or why a self-service runbook may not contain the fix `action`.
+    pub fn allows_self_service_fix(&self, action: &str) -> Result<(), String> {
+        match self.self_service().allows_fix(action) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(format!(
+                "the fix `{action}` is not allowed for self-service ([policy] self_service_fixes in agent.toml, and it must be in [policy] fixes)"
+            )),
         }
     }
 
@@ -295,6 +327,16 @@ impl Policy {
             out.push((
                 "services",
                 format!("[policy] services: `{s}` is not a service unit"),
+            ));
+        }
+        if let Some(bad) = self
+            .self_service_fixes
+            .iter()
+            .find(|f| !crate::fixes::BUILTIN.contains(&f.as_str()))
+        {
+            out.push((
+                "self_service_fixes",
+                format!("[policy] self_service_fixes: `{bad}` is not a built-in fix (scripts are never self-service; built-in: {})", crate::fixes::BUILTIN.join(", ")),
             ));
         }
         if let Err(e) = self.journal_keep_min_bytes() {

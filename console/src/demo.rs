@@ -30,7 +30,7 @@ const DEMO_CHECKS: &[(&str, &[&str])] = &[
     ("printer", &[]),
 ];
 
-pub async fn run(keep: bool) -> Result<i32> {
+pub async fn run(keep: bool, web: bool) -> Result<i32> {
     let tmp = tempfile::Builder::new()
         .prefix("firstline-demo-")
         .tempdir()?;
@@ -158,6 +158,16 @@ pub async fn run(keep: bool) -> Result<i32> {
     }
 
     client.close().await;
+    if web {
+        output::line("the web console, as the demo's admin (Ctrl-C stops the demo):");
+        let credential = Credential::load(&cred_path)?;
+        crate::web::serve(
+            credential,
+            Default::default(),
+            crate::web::serve::shutdown(),
+        )
+        .await?;
+    }
     let _ = stop_agent.send(true);
     let _ = agent_task.await;
     relay.shutdown().await;

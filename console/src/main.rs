@@ -9,8 +9,10 @@ mod monitors;
 mod output;
 mod queue;
 mod remote;
+mod report;
 mod tickets;
 mod watch;
+mod web;
 
 use anyhow::{Context, Result};
 use bulk::Target;
@@ -160,11 +162,22 @@ enum Command {
     Monitors(monitors::MonitorsCommand),
     /// Follow alerts and ticket changes live; reconnects by itself.
     Watch(watch::WatchArgs),
+    /// Support metrics: tickets opened by source, first-contact resolution rate, share
+    /// resolved with no human, response and resolution times, backlog, escalations.
+    #[command(long_about = None, after_long_help = report::REPORT_HELP)]
+    Report(report::ReportArgs),
+    /// Serve the web console on this machine (loopback): the fleet, machines,
+    /// tickets, live notices and audit in a browser, as this operator. Prints
+    /// a URL with a secret for this launch; Ctrl-C stops it.
+    Web(web::WebArgs),
     /// A first run: embedded relay and agent on loopback, real enrollment, the checks on this machine.
     Demo {
         /// Keep the demo's folder (relay, agent, credential) instead of deleting it.
         #[arg(long)]
         keep: bool,
+        /// Then serve the web console as the demo's admin, until Ctrl-C.
+        #[arg(long)]
+        web: bool,
     },
     /// Print the shell completion script: `firstline completions bash > /etc/bash_completion.d/firstline`.
     Completions {
@@ -240,7 +253,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Queue(args) => rt.block_on(queue::run(cred, args)),
         Command::Monitors(cmd) => rt.block_on(monitors::run(cred, cmd)),
         Command::Watch(args) => rt.block_on(watch::run(cred, args)),
-        Command::Demo { keep } => rt.block_on(demo::run(keep)),
+        Command::Report(args) => rt.block_on(report::run(cred, args)),
+        Command::Web(args) => rt.block_on(web::run(cred, args)),
+        Command::Demo { keep, web } => rt.block_on(demo::run(keep, web)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             firstline_net::cli::print_completions(Cli::command(), shell);

@@ -19,6 +19,9 @@ pub enum EventKind {
     IncidentUpdated,
     /// M consecutive ok results: the incident is over.
     IncidentResolved,
+    /// The person at the machine asked for help (`firstline-help ask`):
+    /// the relay opens a ticket of source `user` ([`AgentEvent::help`]).
+    HelpRequest,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             EventKind::IncidentOpened => "incident_opened",
             EventKind::IncidentUpdated => "incident_updated",
             EventKind::IncidentResolved => "incident_resolved",
+            EventKind::HelpRequest => "help_request",
         }
     }
 }
@@ -51,6 +55,38 @@ pub struct AgentEvent {
     /// Gathered when an incident opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Diagnostics>,
+    /// What the person asked, for a `help_request` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<HelpRequest>,
+}
+
+/// Longest text of a `firstline-help ask`, in bytes.
+pub const HELP_TEXT: usize = 4 * 1024;
+/// Longest local user name carried in a help request.
+pub const HELP_USER: usize = 64;
+/// Most steps of the evidence a help request carries.
+pub const HELP_STEPS: usize = 64;
+
+/// A request for help from the person at the machine (`firstline-help
+/// ask`): who (the local account the agent read from the socket's peer
+/// credentials, never what the client said), what they wrote, and — with
+/// `--after NAME` — the verdict of the self-service runbook they had just
+/// run, with its steps: the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelpRequest {
+    pub user: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<crate::runbook::Verdict>,
+}
+
+/// One of a user's tickets as `firstline-help tickets` shows it: the
+/// ticket and the technicians' public replies (its comments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelpTicket {
+    pub ticket: crate::message::TicketSummary,
+    #[serde(default)]
+    pub replies: Vec<crate::message::TicketEntry>,
 }
 
 /// The state of the machine at the moment a failure became an incident.
@@ -108,6 +144,18 @@ impl AgentEvent {
                 *r = crate::text::truncate(r, 128).into_owned();
             }
         }
+        if let Some(h) = &mut self.help {
+            h.user = crate::text::truncate(&h.user, HELP_USER).into_owned();
+            h.text = crate::text::truncate(&h.text, HELP_TEXT).into_owned();
+            if let Some(v) = &mut h.after {
+                v.steps.truncate(HELP_STEPS);
+                for step in &mut v.steps {
+                    if let Some(r) = step.result.take() {
+                        step.result = Some(r.bounded());
+                    }
+                }
+            }
+        }
         self
     }
 }
@@ -132,6 +180,7 @@ mod tests {
             EventKind::IncidentOpened,
             EventKind::IncidentUpdated,
             EventKind::IncidentResolved,
+            EventKind::HelpRequest,
         ] {
             assert!(!k.droppable());
         }

@@ -26,17 +26,18 @@ pub mod event;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod report;
 pub mod result;
 pub mod runbook;
 pub mod select;
 pub mod text;
 pub mod version;
 
-pub use event::{AgentEvent, Diagnostics, EventKind};
+pub use event::{AgentEvent, Diagnostics, EventKind, HelpRequest, HelpTicket};
 pub use frame::{encode, FrameDecoder, FrameError, MAX_FRAME_LEN};
 pub use message::{
-    AgentInfo, AuditRecord, Envelope, ErrorCode, Facts, FleetSummary, Hello, Message, Notice, Role,
-    RunbookInfo, TicketChange, TicketEntry, TicketSummary, Welcome,
+    AgentInfo, AuditRecord, AuditVerification, Envelope, ErrorCode, Facts, FleetSummary, Hello,
+    Message, Notice, Role, RunbookInfo, TicketChange, TicketEntry, TicketSummary, Welcome,
 };
 pub use result::{CheckResult, Status};
 pub use select::Selector;

@@ -255,6 +255,20 @@ impl Facts {
     }
 }
 
+/// One monitor of an agent with its latest status, as the relay stored it
+/// from the agent's results (`list_monitor_status`): what `health` is the
+/// worst of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorStatusInfo {
+    /// The monitor's id (`disk /var`, or the id a `[[monitor]]` gave).
+    pub monitor: String,
+    pub status: Status,
+    /// Its latest result's summary, one line.
+    pub summary: String,
+    /// RFC 3339 time the relay stored it.
+    pub at: String,
+}
+
 /// The fleet at a glance: the counts of a listing (`firstline agents`'s
 /// last line), over the agents it selected.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +400,25 @@ pub struct AuditRecord {
     pub outcome: String,
     /// SHA-256 chaining this entry to the previous one.
     pub hash: String,
+}
+
+/// What `audit_verify` found: the relay walked its audit log's hash chain
+/// and compared it with its signed anchor (`firstline-relay audit verify`
+/// without other relays' anchor files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Entries in the database.
+    pub entries: u64,
+    /// Entries whose hash matches a signed checkpoint of this relay's anchor.
+    pub anchored: u64,
+    /// The newest entry's hash.
+    pub head: String,
+    /// No error: the chain holds and matches the anchor (warnings allowed).
+    pub holds: bool,
+    /// What is wrong, one line each.
+    pub errors: Vec<String>,
+    /// What is worth knowing but proves nothing wrong, one line each.
+    pub warnings: Vec<String>,
 }
 
 /// Ticket priorities, lowest first.
@@ -681,6 +714,12 @@ pub enum Message {
     QueueCancel {
         id: u64,
     },
+    /// Support metrics over the tickets opened in the last `since_secs`
+    /// (viewers): answered by `support_report`.
+    Report {
+        since_secs: u64,
+    },
+    SupportReport(crate::report::SupportReport),
     /// The runbooks an agent has.
     ListRunbooks {
         agent: String,
@@ -701,6 +740,28 @@ pub enum Message {
     Audit {
         entries: Vec<AuditRecord>,
     },
+
+    /// An agent's monitors with their latest status (viewers): one
+    /// `monitor_statuses` message (possibly in parts), then `done`.
+    ListMonitorStatus {
+        agent: String,
+    },
+    MonitorStatuses {
+        agent: String,
+        monitors: Vec<MonitorStatusInfo>,
+    },
+
+    /// Who the sender is as the relay authorizes them now: the name from
+    /// their certificate, the role its database holds (any operator);
+    /// answered by `operator`.
+    WhoAmI {},
+    Operator {
+        operator: OperatorInfo,
+    },
+    /// Check the audit log's hash chain against this relay's signed anchor
+    /// (admins): answered by `audit_verified`.
+    AuditVerify {},
+    AuditVerified(AuditVerification),
 
     // --- console → relay: lifecycle, for admins ---
     /// Enrollment tokens: `tokens` parts, then `done`.
@@ -805,6 +866,15 @@ pub enum Message {
     // --- agent → relay, after `welcome` ---
     /// What the agent reads of its machine; answered by `done`.
     Facts(Facts),
+    /// `firstline-help tickets`: the tickets the local user `user` opened
+    /// on this agent (the relay filters by the agent of the certificate
+    /// *and* this user); answered by one `help_tickets_list`.
+    HelpTickets {
+        user: String,
+    },
+    HelpTicketsList {
+        tickets: Vec<crate::event::HelpTicket>,
+    },
 
     // --- relay → agent requests ---
     // `role` is the requester's role as the relay read it from the verified
@@ -920,10 +990,18 @@ impl Message {
             Message::ListQueue { .. } => "list_queue",
             Message::QueuedActions { .. } => "queued_actions",
             Message::QueueCancel { .. } => "queue_cancel",
+            Message::Report { .. } => "report",
+            Message::SupportReport(_) => "support_report",
             Message::ListRunbooks { .. } => "list_runbooks",
             Message::Runbooks { .. } => "runbooks",
             Message::ListAudit { .. } => "list_audit",
             Message::Audit { .. } => "audit",
+            Message::ListMonitorStatus { .. } => "list_monitor_status",
+            Message::MonitorStatuses { .. } => "monitor_statuses",
+            Message::WhoAmI {} => "who_am_i",
+            Message::Operator { .. } => "operator",
+            Message::AuditVerify {} => "audit_verify",
+            Message::AuditVerified(_) => "audit_verified",
             Message::ListTokens {} => "list_tokens",
             Message::Tokens { .. } => "tokens",
             Message::TokenCreate { .. } => "token_create",
@@ -949,6 +1027,8 @@ impl Message {
             Message::CentralMonitors { .. } => "central_monitors",
             Message::CentralMonitorsReport(_) => "central_monitors_report",
             Message::Facts(_) => "facts",
+            Message::HelpTickets { .. } => "help_tickets",
+            Message::HelpTicketsList { .. } => "help_tickets_list",
             Message::Exec { .. } => "exec",
             Message::ExecFix { .. } => "exec_fix",
             Message::ExecRunbook { .. } => "exec_runbook",
@@ -1084,6 +1164,33 @@ mod tests {
         assert!(
             s.starts_with(r#"{"v":1,"type":"fleet_summary","machines":2,"#),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn monitor_statuses_are_flat() {
+        let e = Envelope::new(Message::MonitorStatuses {
+            agent: "pc1".into(),
+            monitors: vec![MonitorStatusInfo {
+                monitor: "disk /".into(),
+                status: Status::Warn,
+                summary: "81% used".into(),
+                at: "2026-01-01T00:00:00Z".into(),
+            }],
+        });
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"type":"monitor_statuses","agent":"pc1","monitors":[{"monitor":"disk /","status":"warn","summary":"81% used","at":"2026-01-01T00:00:00Z"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
+        let ask = r#"{"v":1,"type":"list_monitor_status","agent":"pc1"}"#;
+        let e: Envelope = serde_json::from_str(ask).unwrap();
+        assert_eq!(
+            e.msg,
+            Message::ListMonitorStatus {
+                agent: "pc1".into()
+            }
         );
     }
 

@@ -9,7 +9,7 @@
 //!
 //! | key | value | holds when |
 //! |---|---|---|
-//! | `name` | a glob of the name alphabet (`pc-*`, `pc-0??`) | the agent's name matches it (case matters, as in names) |
+//! | `name` | a glob of the name alphabet (`pc-*`, `pc-0??`), or several separated by `\|` (`pc1\|pc2\|lab-*`) | the agent's name matches it — one of them (case matters, as in names) |
 //! | `tag` | a tag (`floor2`), matched exactly | the agent carries that tag |
 //! | `os` | a glob (`debian*`, `*bookworm*`) | its OS line matches it, ASCII case ignored (`Debian GNU/Linux 12`) |
 //! | `online` | `true` or `false` | it is connected to a relay of the deployment right now |
@@ -19,6 +19,14 @@
 //! `?` exactly one; nothing else is special (no classes, no escapes). A key
 //! may come back (`tag=a,tag=b`: both tags). Commas separate terms, so no
 //! value holds one.
+//!
+//! **Alternatives** (`name=pc1|pc2|pc7`): a `name` term may list several
+//! globs, any one of which must match — "one of these machines", as the web
+//! console's fleet page sends a hand-picked set. `|` was never part of the
+//! name alphabet, so no selector an older console wrote changes meaning,
+//! and an older relay refuses such a selector instead of picking other
+//! machines. Only plain `name` terms (one glob) are pushed into a
+//! database query ([`Selector::names`]); every term is checked after.
 //!
 //! **Health** is the worst latest status of the agent's monitors, in the
 //! order `ok` < `unknown` < `warn` < `crit`; an agent whose relay has no
@@ -159,6 +167,8 @@ impl fmt::Display for Glob {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Term {
     Name(Glob),
+    /// `name=a|b|c`: one of several globs (at least two).
+    NameAny(Vec<Glob>),
     Tag(String),
     Os(Glob),
     Online(bool),
@@ -168,7 +178,7 @@ pub enum Term {
 impl Term {
     pub fn key(&self) -> Key {
         match self {
-            Term::Name(_) => Key::Name,
+            Term::Name(_) | Term::NameAny(_) => Key::Name,
             Term::Tag(_) => Key::Tag,
             Term::Os(_) => Key::Os,
             Term::Online(_) => Key::Online,
@@ -180,6 +190,7 @@ impl Term {
     pub fn matches(&self, agent: &AgentView<'_>) -> bool {
         match self {
             Term::Name(g) => g.matches(agent.name),
+            Term::NameAny(gs) => gs.iter().any(|g| g.matches(agent.name)),
             Term::Tag(t) => agent.tags.iter().any(|x| x == t),
             Term::Os(g) => g.matches(agent.os),
             Term::Online(o) => agent.online == *o,
@@ -203,18 +214,14 @@ impl Term {
             return Err(format!("selector term `{key}=` has no value"));
         }
         Ok(match k {
-            Key::Name => {
-                if !value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-*?".contains(&b))
-                    || value.len() > MAX_TAG_LEN
-                {
-                    return Err(format!(
-                        "name=`{value}`: a name glob is up to {MAX_TAG_LEN} letters, digits, `.`, `_`, `-`, with `*` (any run) and `?` (one character)"
-                    ));
-                }
-                Term::Name(Glob::new(value))
+            Key::Name if value.contains('|') => {
+                let globs = value
+                    .split('|')
+                    .map(|alt| name_glob(alt.trim(), value))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Term::NameAny(globs)
             }
+            Key::Name => Term::Name(name_glob(value, value)?),
             Key::Tag => {
                 check_tag(value).map_err(|e| {
                     let exact = if value.contains(['*', '?']) {
@@ -253,11 +260,39 @@ impl fmt::Display for Term {
         write!(f, "{}=", self.key().as_str())?;
         match self {
             Term::Name(g) | Term::Os(g) => write!(f, "{g}"),
+            Term::NameAny(gs) => {
+                for (i, g) in gs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("|")?;
+                    }
+                    write!(f, "{g}")?;
+                }
+                Ok(())
+            }
             Term::Tag(t) => f.write_str(t),
             Term::Online(o) => write!(f, "{o}"),
             Term::Health(h) => f.write_str(h.as_str()),
         }
     }
+}
+
+/// One name glob (`alt`) of the `name=` value `whole`.
+fn name_glob(alt: &str, whole: &str) -> Result<Glob, String> {
+    if alt.is_empty() {
+        return Err(format!(
+            "name=`{whole}`: an empty alternative; write name=pc1|pc2 (globs separated by single `|`)"
+        ));
+    }
+    if !alt
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-*?".contains(&b))
+        || alt.len() > MAX_TAG_LEN
+    {
+        return Err(format!(
+            "name=`{whole}`: a name glob is up to {MAX_TAG_LEN} letters, digits, `.`, `_`, `-`, with `*` (any run) and `?` (one character); `|` separates alternatives"
+        ));
+    }
+    Ok(Glob::new(alt))
 }
 
 fn parse_health(s: &str) -> Option<Status> {
@@ -368,7 +403,9 @@ impl Selector {
         }
     }
 
-    /// The globs of the `name` terms.
+    /// The globs of the plain `name` terms (one glob each: what must hold
+    /// of every agent picked). Terms of alternatives are left out: a
+    /// database filter that ANDs these stays a superset.
     pub fn names(&self) -> impl Iterator<Item = &Glob> {
         self.terms.iter().filter_map(|t| match t {
             Term::Name(g) => Some(g),
@@ -547,6 +584,47 @@ mod tests {
     }
 
     #[test]
+    fn name_alternatives() {
+        let s = Selector::parse("name=pc1|pc2 | lab-*").unwrap();
+        assert_eq!(s.to_string(), "name=pc1|pc2|lab-*");
+        let none: Vec<String> = vec![];
+        for (name, picked) in [
+            ("pc1", true),
+            ("pc2", true),
+            ("lab-3", true),
+            ("pc3", false),
+        ] {
+            assert_eq!(s.matches(&view(name, &none, "")), picked, "{name}");
+        }
+        // Not pushed into a database filter: only plain globs are.
+        assert_eq!(s.names().count(), 0);
+        let mixed = Selector::parse("name=pc*,name=pc1|pc9").unwrap();
+        assert_eq!(
+            mixed.names().map(Glob::pattern).collect::<Vec<_>>(),
+            ["pc*"]
+        );
+        assert!(mixed.matches(&view("pc1", &none, "")));
+        assert!(!mixed.matches(&view("lab1", &none, "")));
+        // A plain name is what it was.
+        assert_eq!(
+            Selector::parse("name=pc1").unwrap().terms(),
+            [Term::Name(Glob::new("pc1"))]
+        );
+        let e = |s: &str| Selector::parse(s).unwrap_err();
+        assert!(
+            e("name=pc1||pc2").contains("empty alternative"),
+            "{}",
+            e("name=pc1||pc2")
+        );
+        assert!(e("name=|pc2").contains("empty alternative"));
+        assert!(e("name=pc1|pc 2").contains("name glob"));
+        assert!(
+            e("tag=a|b").contains("a tag is"),
+            "alternatives are for names only"
+        );
+    }
+
+    #[test]
     fn errors_say_what_to_write() {
         let e = |s: &str| Selector::parse(s).unwrap_err();
         assert!(e("").contains("empty selector"), "{}", e(""));
@@ -616,6 +694,8 @@ mod tests {
     fn term() -> impl Strategy<Value = Term> {
         prop_oneof![
             name_glob().prop_map(|g| Term::Name(Glob::new(&g))),
+            proptest::collection::vec(name_glob(), 2..5)
+                .prop_map(|gs| Term::NameAny(gs.iter().map(|g| Glob::new(g)).collect())),
             "[a-z0-9][a-z0-9._-]{0,10}".prop_map(Term::Tag),
             "[A-Za-z0-9*?/ ()._-]{0,20}[A-Za-z0-9*?/()._-]"
                 .prop_filter("no blank ends", |s| s.trim() == s)

@@ -5,7 +5,8 @@
 //! that the relay opens streams to the agent for each routed request, and the
 //! agent opens streams to the relay for its own requests (certificate
 //! renewal, monitoring events, and the facts it reads of its machine —
-//! kernel, addresses, uptime — once after `welcome`). The relay's first
+//! kernel, addresses, uptime — once after `welcome` — and, for
+//! `firstline-help tickets`, the tickets of one of its local users). The relay's first
 //! stream carries the agent's central monitor sets ([`crate::central`]). Once it is
 //! welcomed, what was queued for it while offline is delivered
 //! ([`crate::queue::deliver`]).
@@ -137,8 +138,13 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
             }
             let events: Vec<_> = events.into_iter().map(|e| e.bounded()).collect();
             let window = relay.dir.config.reopen_window_secs as i64;
+            let started = std::time::Instant::now();
             match relay.store.ingest_events(name, events, window).await {
                 Ok(ingested) => {
+                    let kinds: Vec<&'static str> =
+                        ingested.alerts.iter().map(|e| e.kind.as_str()).collect();
+                    let took = started.elapsed();
+                    relay.metrics.ingested(ingested.applied, &kinds, took);
                     relay.announce(&ingested.changes);
                     for ev in &ingested.alerts {
                         relay.notify(crate::notices::of_alert(name, ev));
@@ -219,6 +225,31 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                 .await;
             }
         },
+        // `firstline-help tickets`: only this agent's (the certificate's
+        // name, never one the agent says) tickets of that local user.
+        Message::HelpTickets { user } => {
+            if user.is_empty() || user.len() > firstline_proto::event::HELP_USER {
+                send.fail(
+                    ErrorCode::BadRequest,
+                    "help_tickets: a local user name of 1 to 64 bytes",
+                )
+                .await;
+                return;
+            }
+            match relay.store.help_tickets(name, &user, HELP_TICKETS).await {
+                Ok(tickets) => {
+                    let _ = send.finish_with(Message::HelpTicketsList { tickets }).await;
+                }
+                Err(e) => {
+                    tracing::error!(agent = %name, "cannot list a user's tickets: {e:#}");
+                    send.fail(
+                        ErrorCode::Internal,
+                        format!("relay cannot list tickets: {e}"),
+                    )
+                    .await;
+                }
+            }
+        }
         other => {
             send.fail(
                 ErrorCode::BadRequest,
@@ -228,6 +259,9 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
         }
     }
 }
+
+/// Most tickets `firstline-help tickets` gets (the newest).
+const HELP_TICKETS: usize = 20;
 
 fn refusal_code(r: &EnrollRefusal) -> ErrorCode {
     match r {

@@ -95,6 +95,12 @@ pub struct RelayConfig {
     /// writes the joined relay's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
+    /// `ADDR:PORT` of the Prometheus `/metrics` endpoint (plain HTTP; see
+    /// `crate::metrics`). Unset: no listener. Meant for loopback (or a
+    /// private address the scraper reaches); any other is served with a
+    /// warning in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where tickets, agents and the audit log are stored.
     #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
     pub store: StoreConfig,

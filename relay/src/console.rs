@@ -33,25 +33,34 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String, role: Role) 
         tokio::spawn(async move {
             let incoming = incoming.limit(limits::CONSOLE_REQUEST_FRAME);
             if let Some((msg, send, _recv)) = incoming.first(relay.first_message_timeout()).await {
-                handle(&relay, op, msg, send).await;
+                let (kind, started) = (msg.kind(), std::time::Instant::now());
+                let outcome = handle(&relay, op, msg, send).await;
+                relay
+                    .metrics
+                    .console_request(kind, outcome, started.elapsed());
             }
         });
     }
     relay.registry.operator_offline(&conn);
 }
 
-async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) {
+/// Answer one request; how it ended, for the metrics.
+async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) -> &'static str {
     let mut reply = Reply::new(send);
     let request = match ConsoleRequest::parse(msg) {
         Ok(r) => r,
-        Err(e) => return reply.fail(e.code, e.message).await,
+        Err(e) => {
+            reply.fail(e.code, e.message).await;
+            return "bad_request";
+        }
     };
     let line = request.audit();
     let op = match current_role(relay, &op).await {
         Ok(op) => op,
         Err(e) => {
             audit(relay, &op, line, format!("refused: {}", e.message)).await;
-            return reply.fail(e.code, e.message).await;
+            reply.fail(e.code, e.message).await;
+            return "refused";
         }
     };
     let needed = request.role();
@@ -61,17 +70,22 @@ async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) {
             op.name, line.action, op.name, op.role
         );
         audit(relay, &op, line, format!("forbidden: {why}")).await;
-        return reply.fail(ErrorCode::Forbidden, why).await;
+        reply.fail(ErrorCode::Forbidden, why).await;
+        return "forbidden";
     }
     let ctx = Ctx {
         relay,
         operator: &op,
     };
     match request.handle(&ctx, &mut reply).await {
-        Ok(outcome) => audit(relay, &op, line, outcome.0).await,
+        Ok(outcome) => {
+            audit(relay, &op, line, outcome.0).await;
+            "ok"
+        }
         Err(e) => {
             audit(relay, &op, line, e.audit_text()).await;
             reply.fail(e.code, e.message).await;
+            "error"
         }
     }
 }

@@ -42,6 +42,7 @@ pub mod config;
 pub mod console;
 pub mod enroll;
 pub mod error;
+pub mod metrics;
 pub mod notices;
 pub mod queue;
 pub mod registry;

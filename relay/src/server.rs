@@ -56,8 +56,18 @@ pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
         }
     };
     let addr = endpoint.local_addr()?;
+    let metrics = match relay.dir.config.metrics_listen {
+        Some(at) => match crate::metrics::bind(at).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                relay.cluster.shutdown().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(run(relay.clone(), endpoint, rx, inbound));
+    let task = tokio::spawn(run(relay.clone(), endpoint, rx, inbound, metrics));
     Ok(RelayHandle {
         addr,
         relay,
@@ -89,8 +99,20 @@ async fn run(
     endpoint: Endpoint,
     mut shutdown: watch::Receiver<bool>,
     inbound: Inbound,
+    metrics: Option<tokio::net::TcpListener>,
 ) {
     let mut handlers = JoinSet::new();
+    let metrics = metrics.map(|listener| {
+        let counted = relay.clone();
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            crate::metrics::Source {
+                metrics: relay.metrics.clone(),
+                store: relay.store.clone(),
+                agents_online: Box::new(move || counted.registry.agents().len()),
+            },
+        ))
+    });
     let poller = tokio::spawn(poll_revocations(relay.clone()));
     let queue_sweep = tokio::spawn(crate::queue::sweep(relay.clone()));
     let cluster = tokio::spawn(from_other_relays(relay.clone(), inbound));
@@ -119,6 +141,9 @@ async fn run(
     webhook.abort();
     cluster.abort();
     central.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     relay.cluster.shutdown().await;
     endpoint.close(VarInt::from_u32(0), b"relay shutting down");
     while handlers.join_next().await.is_some() {}

@@ -49,6 +49,8 @@ pub struct Relay {
     /// Agents whose queued actions are being delivered here now (one
     /// delivery loop per agent: `crate::queue::deliver`).
     pub delivering: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Counters and histograms for `/metrics` (`metrics_listen`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Notices kept for a slow watcher before it starts missing some.
@@ -80,6 +82,7 @@ impl Relay {
             event_pace,
             refusals: RefusalLog::default(),
             delivering: Default::default(),
+            metrics: Arc::default(),
         })
     }
 

@@ -119,6 +119,9 @@ pub enum Source {
     Alert,
     /// A person, through the console.
     Technician,
+    /// The person at the machine, through `firstline-help ask` (the
+    /// agent's `help_request` event).
+    User,
 }
 
 impl Source {
@@ -126,6 +129,7 @@ impl Source {
         match self {
             Source::Alert => "alert",
             Source::Technician => "technician",
+            Source::User => "user",
         }
     }
 }
@@ -157,7 +161,7 @@ macro_rules! wire_names {
 }
 
 impl Source {
-    pub const ALL: [Source; 2] = [Source::Alert, Source::Technician];
+    pub const ALL: [Source; 3] = [Source::Alert, Source::Technician, Source::User];
 }
 
 wire_names!(TicketStatus, "status");

@@ -151,6 +151,7 @@ fn event(seq: u64, kind: EventKind, status: Status, monitor: &str) -> AgentEvent
         in_incident: kind != EventKind::IncidentResolved && kind != EventKind::Result,
         result,
         diagnostics: None,
+        help: None,
     }
 }
 

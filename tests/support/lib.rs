@@ -2,6 +2,7 @@
 //! `firstline-agent` and `firstline` processes, each test in its own temp
 //! folder on loopback ports, killed for real when the test ends.
 
+pub mod browser;
 pub mod diagnosis;
 pub mod dns;
 pub mod hub;

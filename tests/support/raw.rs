@@ -234,5 +234,6 @@ pub fn incident(seq: u64, monitor: &str, summary: &str) -> AgentEvent {
         in_incident: true,
         result,
         diagnostics: None,
+        help: None,
     }
 }

@@ -142,6 +142,7 @@ pub fn report_config_problem(
         in_incident: state.in_incident(),
         result,
         diagnostics: None,
+        help: None,
     };
     outbox.push(&event, None)?;
     Ok(())
@@ -170,6 +171,7 @@ pub async fn record(
         in_incident: state.in_incident() || kind == EventKind::IncidentResolved,
         result,
         diagnostics,
+        help: None,
     };
     outbox.push(&event, Some(&serde_json::to_string(state)?))?;
     Ok(kind)

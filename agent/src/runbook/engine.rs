@@ -88,6 +88,28 @@ pub fn required_role(rb: &Runbook, vars: &BTreeMap<String, String>) -> (Role, St
     most
 }
 
+/// The first step a self-service run may not take, with why: a check a
+/// viewer may not run, or a fix outside the policy's self-service fixes.
+pub fn self_service_refusal(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    policy: &Policy,
+) -> Option<(usize, String)> {
+    rb.steps.iter().enumerate().find_map(|(i, step)| {
+        let args = step_args(step, vars);
+        let why = match &step.action {
+            Action::Check(c) if effect::check_role(c, &args) > Role::Viewer => format!(
+                "step `{}`: `check {c} {}` needs a technician; a self-service runbook may only run checks a viewer may",
+                step.id,
+                args.join(" ")
+            ),
+            Action::Check(_) => return None,
+            Action::Fix(f) => format!("step `{}`: {}", step.id, policy.allows_self_service_fix(f).err()?),
+        };
+        Some((i, why))
+    })
+}
+
 /// A step's arguments with placeholders filled. An argument left empty is
 /// dropped, with the `--option` right before it (`--server {server}` with
 /// no server means: no `--server`).

@@ -63,6 +63,9 @@ struct File {
     steps: Vec<StepSpec>,
     #[serde(rename = "verdict", default)]
     verdicts: BTreeMap<String, VerdictSpec>,
+    /// Offered to the person at the machine (`firstline-help`).
+    #[serde(default)]
+    self_service: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +166,14 @@ pub struct Runbook {
     pub verdicts: BTreeMap<String, VerdictSpec>,
     /// `shipped` or the file it came from.
     pub source: String,
+    /// Offered to the person at the machine by `firstline-help` (only
+    /// checks a viewer may run and `[policy] self_service_fixes`).
+    pub self_service: bool,
+    /// The file as named in errors, and the line of each step's
+    /// `[[step]]` and of `self_service`, for errors found after parsing.
+    pub file: String,
+    pub step_lines: Vec<usize>,
+    pub self_service_line: usize,
 }
 
 /// Parse and validate one runbook; errors read `FILE:LINE: reason`.
@@ -225,6 +236,10 @@ pub fn parse(file: &str, text: &str) -> Result<Runbook, String> {
         steps,
         verdicts: f.verdicts.clone(),
         source: file.to_string(),
+        self_service: f.self_service,
+        file: file.to_string(),
+        step_lines: (0..f.steps.len()).map(|i| step_line(text, i)).collect(),
+        self_service_line: key_line(text, "self_service"),
     };
     shape(&book).map_err(|(line_of, msg)| {
         let line = match line_of {
@@ -432,6 +447,35 @@ pub fn placeholders(arg: &str) -> Vec<String> {
     out
 }
 
+/// Why the self-service runbook `rb` may not be offered under `policy`
+/// (`FILE:LINE: reason`), if it may not: a step that needs more than a
+/// viewer or a fix outside `[policy] self_service_fixes`, or a parameter
+/// without a default (the person at the machine gives none). Checked at
+/// load ([`crate::config::Loaded::runbooks`]) and again before each run.
+pub fn self_service_error(rb: &Runbook, policy: &crate::policy::Policy) -> Option<String> {
+    if !rb.self_service {
+        return None;
+    }
+    if let Some((name, _)) = rb.params.iter().find(|(_, p)| p.default.is_none()) {
+        return Some(format!(
+            "{}:{}: self-service runbook `{}`: its parameter `{name}` needs a default (the person at the machine gives none)",
+            rb.file, rb.self_service_line, rb.name
+        ));
+    }
+    let vars: BTreeMap<String, String> = rb
+        .params
+        .iter()
+        .map(|(k, p)| (k.clone(), p.default.clone().unwrap_or_default()))
+        .collect();
+    engine::self_service_refusal(rb, &vars, policy).map(|(i, why)| {
+        let line = rb.step_lines.get(i).copied().unwrap_or(1);
+        format!(
+            "{}:{line}: self-service runbook `{}`: {why}",
+            rb.file, rb.name
+        )
+    })
+}
+
 /// Every runbook this agent has: shipped ones, overridden by same-named
 /// files in `dir`. Invalid files come back as errors, with the file's name.
 pub fn load_all(dir: &Path) -> (Vec<Runbook>, Vec<String>) {
@@ -561,6 +605,52 @@ mod tests {
         assert_eq!(disk.description, "ours");
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("broken.toml"), "{errors:?}");
+    }
+
+    #[test]
+    fn self_service_runbooks_hold_only_viewer_checks_and_allowed_fixes() {
+        use crate::policy::Policy;
+        let book = |steps: &str| {
+            let text = format!("{HEAD}self_service = true\n{steps}{}", verdicts(&["v"]));
+            parse("s.toml", &text).unwrap()
+        };
+        let check = |c: &str, args: &str| {
+            format!("\n[[step]]\nid = \"a\"\ncheck = \"{c}\"\nargs = [{args}]\nnext = [{{ verdict = \"v\" }}]\n")
+        };
+        let fix = "\n[[step]]\nid = \"f\"\nfix = \"flush-dns\"\nnext = [{ verdict = \"v\" }]\n";
+        let none = Policy::default();
+        let allowed = Policy {
+            self_service_fixes: vec!["flush-dns".into()],
+            ..Policy::default()
+        };
+        assert_eq!(
+            self_service_error(&book(&check("disk", "\"/\"")), &none),
+            None
+        );
+        let err = self_service_error(&book(fix), &none).unwrap();
+        assert!(
+            err.starts_with(
+                "s.toml:5: self-service runbook `x`: step `f`: the fix `flush-dns` is not allowed"
+            ),
+            "{err}"
+        );
+        assert_eq!(self_service_error(&book(fix), &allowed), None);
+        // Allowed for self-service but not by [policy] fixes: still refused.
+        let cut = Policy {
+            fixes: vec![],
+            ..allowed.clone()
+        };
+        assert!(self_service_error(&book(fix), &cut).is_some());
+        let err = self_service_error(&book(&check("du", "\"/\"")), &allowed).unwrap();
+        assert!(err.contains("needs a technician"), "{err}");
+        let err = self_service_error(
+            &book(&check("http", "\"http://h/\", \"--contains\", \"x\"")),
+            &allowed,
+        )
+        .unwrap();
+        assert!(err.contains("needs a technician"), "{err}");
+        assert_eq!(allowed.self_service().fixes, ["flush-dns"]);
+        assert!(!allowed.self_service().scripts);
     }
 
     #[test]

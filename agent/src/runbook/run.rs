@@ -8,6 +8,7 @@ use super::engine::{self, Env};
 use super::Runbook;
 use crate::checks::Progress;
 use crate::config::Loaded;
+use crate::policy::Policy;
 use firstline_proto::runbook::Verdict;
 use firstline_proto::{ErrorCode, Message, Role};
 use std::collections::BTreeMap;
@@ -17,6 +18,9 @@ use tokio::sync::mpsc;
 pub struct Prepared {
     pub runbook: Runbook,
     pub vars: BTreeMap<String, String>,
+    /// The policy its steps run under: the agent's, or for self-service
+    /// its narrower [`crate::policy::Policy::self_service`].
+    pub policy: Policy,
 }
 
 /// Find `name`, bind `params`, and check that this agent runs runbooks and
@@ -53,7 +57,53 @@ pub fn prepare(
             ),
         ));
     }
-    Ok(Prepared { runbook, vars })
+    let policy = cfg.config.policy.clone();
+    Ok(Prepared {
+        runbook,
+        vars,
+        policy,
+    })
+}
+
+/// `firstline-help run NAME`: the self-service runbook `name` with its
+/// defaults, for the person at the machine — the viewer role plus the
+/// policy's self-service fixes, never more. Any other runbook is refused
+/// as unknown (the person sees only what is offered to them).
+pub fn prepare_self_service(cfg: &Loaded, name: &str) -> Result<Prepared, (ErrorCode, String)> {
+    cfg.config
+        .policy
+        .allows_runbooks()
+        .map_err(|why| (ErrorCode::Refused, why))?;
+    let offered: Vec<Runbook> = cfg
+        .runbooks()
+        .0
+        .into_iter()
+        .filter(|b| b.self_service)
+        .collect();
+    let Some(runbook) = offered.iter().find(|b| b.name == name).cloned() else {
+        let names: Vec<&str> = offered.iter().map(|b| b.name.as_str()).collect();
+        return Err((
+            ErrorCode::Refused,
+            format!(
+                "`{name}` is not offered for self-service on this computer (offered: {}); `firstline-help ask` reaches a technician",
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            ),
+        ));
+    };
+    let vars = engine::bind(&runbook, &[]).map_err(|e| (ErrorCode::BadRequest, e))?;
+    let policy = cfg.config.policy.self_service();
+    // Again with the values it runs with (`runbooks()` checked the defaults).
+    if let Some((_, why)) = engine::self_service_refusal(&runbook, &vars, &cfg.config.policy) {
+        return Err((
+            ErrorCode::Forbidden,
+            format!("`{name}` cannot run for self-service: {why}"),
+        ));
+    }
+    Ok(Prepared {
+        runbook,
+        vars,
+        policy,
+    })
 }
 
 /// Walk the runbook; every progress line, result and finally the verdict
@@ -72,9 +122,10 @@ pub async fn drive(
         fixes: {
             let mut f = cfg.fix_context(dry_run);
             f.progress = Progress::new(ptx);
+            f.policy = std::sync::Arc::new(p.policy.clone());
             f
         },
-        policy: cfg.config.policy.clone(),
+        policy: p.policy.clone(),
         agent: cfg.config.name.clone(),
     };
     let progress = out.clone();

@@ -17,27 +17,33 @@
 //! | [`remote`] | `run`, `fix`, `runbook`, `list_runbooks`, `list_checks` (routed to the agent) |
 //! | [`tickets`] | `list_tickets`, `ticket_new`, `ticket_show`, `ticket_update` |
 //! | [`watch`] | `watch` |
-//! | [`audit`] | `list_audit` |
+//! | [`audit`] | `list_audit`, `audit_verify` |
+//! | [`whoami`] | `who_am_i` (the operator's current role, for the web console) |
 //! | [`tokens`] | `list_tokens`, `token_create`, `token_revoke` |
 //! | [`operators`] | `list_operators`, `operator_role` |
 //! | [`agent_records`] | `list_agent_records`, `agent_remove` |
 //! | [`agent_tag`] | `agent_tag` |
 //! | [`monitors`] | `monitors_set`, `monitors_remove`, `monitors_show` (central monitor sets) |
+//! | [`monitor_status`] | `list_monitor_status` (an agent's monitors and their latest status) |
 //! | [`queue`] | `list_queue`, `queue_cancel` (actions queued for offline machines) |
 //! | [`bulk`] | `bulk` (run, fix or runbook on every machine a selector picks) |
+//! | [`report`] | `report` (support metrics over a window of tickets) |
 
 pub mod agent_records;
 pub mod agent_tag;
 pub mod agents;
 pub mod audit;
 pub mod bulk;
+pub mod monitor_status;
 pub mod monitors;
 pub mod operators;
 pub mod queue;
 pub mod remote;
+pub mod report;
 pub mod tickets;
 pub mod tokens;
 pub mod watch;
+pub mod whoami;
 
 pub use crate::reply::{Outcome, Reply};
 
@@ -112,6 +118,8 @@ pub enum ConsoleRequest {
     TicketUpdate(tickets::TicketUpdate),
     Watch(watch::Watch),
     ListAudit(audit::ListAudit),
+    AuditVerify(audit::AuditVerify),
+    WhoAmI(whoami::WhoAmI),
     ListTokens(tokens::ListTokens),
     TokenCreate(tokens::TokenCreate),
     TokenRevoke(tokens::TokenRevoke),
@@ -123,9 +131,11 @@ pub enum ConsoleRequest {
     MonitorsSet(monitors::MonitorsSet),
     MonitorsRemove(monitors::MonitorsRemove),
     MonitorsShow(monitors::MonitorsShow),
+    ListMonitorStatus(monitor_status::ListMonitorStatus),
     Bulk(bulk::Bulk),
     ListQueue(queue::ListQueue),
     QueueCancel(queue::QueueCancel),
+    Report(report::Report),
 }
 
 impl ConsoleRequest {
@@ -217,6 +227,8 @@ impl ConsoleRequest {
             }
             Message::Watch {} => R::Watch(watch::Watch),
             Message::ListAudit { agent, limit } => R::ListAudit(audit::ListAudit { agent, limit }),
+            Message::AuditVerify {} => R::AuditVerify(audit::AuditVerify),
+            Message::WhoAmI {} => R::WhoAmI(whoami::WhoAmI),
             Message::ListTokens {} => R::ListTokens(tokens::ListTokens),
             Message::TokenCreate {
                 uses,
@@ -244,6 +256,9 @@ impl ConsoleRequest {
                 R::MonitorsRemove(monitors::MonitorsRemove { name })
             }
             Message::MonitorsShow {} => R::MonitorsShow(monitors::MonitorsShow),
+            Message::ListMonitorStatus { agent } => {
+                R::ListMonitorStatus(monitor_status::ListMonitorStatus { agent })
+            }
             Message::Bulk {
                 select,
                 action,
@@ -259,6 +274,7 @@ impl ConsoleRequest {
             }),
             Message::ListQueue { all } => R::ListQueue(queue::ListQueue { all }),
             Message::QueueCancel { id } => R::QueueCancel(queue::QueueCancel { id }),
+            Message::Report { since_secs } => R::Report(report::Report { since_secs }),
             other => {
                 return Err(RelayError::bad_request(format!(
                     "`{}` is not a console request",
@@ -284,6 +300,8 @@ impl ConsoleRequest {
             R::TicketUpdate(r) => r.role(),
             R::Watch(r) => r.role(),
             R::ListAudit(r) => r.role(),
+            R::AuditVerify(r) => r.role(),
+            R::WhoAmI(r) => r.role(),
             R::ListTokens(r) => r.role(),
             R::TokenCreate(r) => r.role(),
             R::TokenRevoke(r) => r.role(),
@@ -295,9 +313,11 @@ impl ConsoleRequest {
             R::MonitorsSet(r) => r.role(),
             R::MonitorsRemove(r) => r.role(),
             R::MonitorsShow(r) => r.role(),
+            R::ListMonitorStatus(r) => r.role(),
             R::Bulk(r) => r.role(),
             R::ListQueue(r) => r.role(),
             R::QueueCancel(r) => r.role(),
+            R::Report(r) => r.role(),
         }
     }
 
@@ -317,6 +337,8 @@ impl ConsoleRequest {
             R::TicketUpdate(r) => r.audit(),
             R::Watch(r) => r.audit(),
             R::ListAudit(r) => r.audit(),
+            R::AuditVerify(r) => r.audit(),
+            R::WhoAmI(r) => r.audit(),
             R::ListTokens(r) => r.audit(),
             R::TokenCreate(r) => r.audit(),
             R::TokenRevoke(r) => r.audit(),
@@ -328,9 +350,11 @@ impl ConsoleRequest {
             R::MonitorsSet(r) => r.audit(),
             R::MonitorsRemove(r) => r.audit(),
             R::MonitorsShow(r) => r.audit(),
+            R::ListMonitorStatus(r) => r.audit(),
             R::Bulk(r) => r.audit(),
             R::ListQueue(r) => r.audit(),
             R::QueueCancel(r) => r.audit(),
+            R::Report(r) => r.audit(),
         }
     }
 
@@ -350,6 +374,8 @@ impl ConsoleRequest {
             R::TicketUpdate(r) => r.handle(ctx, reply).await,
             R::Watch(r) => r.handle(ctx, reply).await,
             R::ListAudit(r) => r.handle(ctx, reply).await,
+            R::AuditVerify(r) => r.handle(ctx, reply).await,
+            R::WhoAmI(r) => r.handle(ctx, reply).await,
             R::ListTokens(r) => r.handle(ctx, reply).await,
             R::TokenCreate(r) => r.handle(ctx, reply).await,
             R::TokenRevoke(r) => r.handle(ctx, reply).await,
@@ -361,9 +387,11 @@ impl ConsoleRequest {
             R::MonitorsSet(r) => r.handle(ctx, reply).await,
             R::MonitorsRemove(r) => r.handle(ctx, reply).await,
             R::MonitorsShow(r) => r.handle(ctx, reply).await,
+            R::ListMonitorStatus(r) => r.handle(ctx, reply).await,
             R::Bulk(r) => r.handle(ctx, reply).await,
             R::ListQueue(r) => r.handle(ctx, reply).await,
             R::QueueCancel(r) => r.handle(ctx, reply).await,
+            R::Report(r) => r.handle(ctx, reply).await,
         }
     }
 }
@@ -419,12 +447,18 @@ mod tests {
         assert_eq!(role(plugin), Role::Technician);
         assert_eq!(role(Message::ListAgents {}), Role::Viewer);
         assert_eq!(
+            role(Message::ListMonitorStatus { agent: "a".into() }),
+            Role::Viewer
+        );
+        assert_eq!(
             role(Message::SelectAgents {
                 select: Some("tag=x".into())
             }),
             Role::Viewer
         );
         assert_eq!(role(Message::Watch {}), Role::Viewer);
+        assert_eq!(role(Message::WhoAmI {}), Role::Viewer);
+        assert_eq!(role(Message::Report { since_secs: 60 }), Role::Viewer);
         assert_eq!(role(Message::MonitorsShow {}), Role::Viewer);
         assert_eq!(role(Message::TicketShow { id: 1 }), Role::Viewer);
         let fix = |action: &str| Message::Fix {
@@ -479,6 +513,7 @@ mod tests {
                 toml: String::new(),
             },
             Message::MonitorsRemove { name: "s".into() },
+            Message::AuditVerify {},
         ] {
             assert_eq!(role(admin_only), Role::Admin);
         }

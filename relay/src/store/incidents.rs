@@ -129,6 +129,9 @@ impl Engine<'_> {
     fn apply(&self, tx: &mut dyn Tx, ev: &AgentEvent) -> StoreResult<Vec<Change>> {
         let (agent, now) = (self.agent, self.now);
         let r = &ev.result;
+        if ev.kind == EventKind::HelpRequest {
+            return help_request(tx, agent, ev, now);
+        }
         if is_config_problem(r) {
             let summary = r.summary.lines().next().unwrap_or_default();
             let summary = format!("configuration problem: {summary}");
@@ -208,6 +211,8 @@ impl Engine<'_> {
                     changes.extend(append(tx, id, "diagnostics", &bundle)?);
                 }
             }
+            // Handled above, before any monitor status.
+            EventKind::HelpRequest => {}
             EventKind::IncidentResolved => {
                 if let Some(id) = open {
                     changes.extend(append(tx, id, "result", &result_json)?);
@@ -226,6 +231,75 @@ impl Engine<'_> {
         }
         Ok(changes)
     }
+}
+
+/// The `monitor` key of an end user's ticket: `user:NAME`. A help request
+/// is about no monitor, so the column names its requester instead; the
+/// relay answers `firstline-help tickets` with the tickets of that agent
+/// whose source is `user` and whose key is this ([`requested_by`]).
+pub fn requester_key(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// Whether `t` was opened by the local user `user` of `agent` with
+/// `firstline-help ask`.
+pub fn requested_by(t: &crate::ticket::Ticket, agent: &str, user: &str) -> bool {
+    t.source == Source::User
+        && t.agent.as_deref() == Some(agent)
+        && t.monitor.as_deref() == Some(requester_key(user).as_str())
+}
+
+/// `help_request` → a new ticket of source `user`: titled from the text,
+/// opened by `USER@AGENT` with the text, and — when the user had just run
+/// a self-service runbook — its verdict with every step as the next entry
+/// (the evidence). Each request is its own ticket.
+fn help_request(
+    tx: &mut dyn Tx,
+    agent: &str,
+    ev: &AgentEvent,
+    now: i64,
+) -> StoreResult<Vec<Change>> {
+    let Some(help) = &ev.help else {
+        tracing::warn!(agent = %printable(agent), "help_request without its request: ignored");
+        return Ok(Vec::new());
+    };
+    let observed = parse_rfc3339(&ev.result.at);
+    let first = help
+        .text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("help");
+    let line: String = first
+        .chars()
+        .map(|c| {
+            if firstline_proto::text::is_unsafe(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let author = format!("{}@{agent}", help.user);
+    let new = NewTicket {
+        title: truncate(line.trim(), limits::TITLE).into_owned(),
+        agent: Some(agent.into()),
+        check: None,
+        monitor: Some(requester_key(&help.user)),
+        priority: Priority::Normal,
+        source: Source::User,
+        author: author.clone(),
+        body: Some(help.text.clone()),
+    };
+    let change = tickets::create(tx, &new, observed, now)?;
+    let id = change.ticket.id;
+    let mut changes = vec![change];
+    if let Some(verdict) = &help.after {
+        let body = serde_json::to_string(verdict)?;
+        changes.extend(tickets::append(
+            tx, id, "verdict", &author, &body, observed, now,
+        )?);
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //!   (tokens, enrollment, certificates, revocation, operators),
 //!   [`fleet`] (tags, facts, listings by selector), [`monitors`] (central
 //!   monitor sets and agents' reports of them), [`webhooks`] (the
-//!   outbox), [`queue`] (actions queued for offline agents);
+//!   outbox), [`queue`] (actions queued for offline agents), [`report`]
+//!   (support metrics from the tickets' timelines);
 //! * [`Store`]: each use case runs its rules in one transaction as a job
 //!   on the backend's own threads — never on the async workers — and
 //!   awaits the answer, which comes after the commit.
@@ -29,6 +30,7 @@ pub mod migrations;
 pub mod monitors;
 pub mod postgres;
 pub mod queue;
+pub mod report;
 pub mod sqlite;
 pub mod suite;
 pub mod tickets;
@@ -40,7 +42,9 @@ pub use error::{Missing, StoreError, StoreResult};
 pub use identity::{CertStatus, EnrollRefusal, Removed, RoleRefusal, Signed, TokenError};
 pub use incidents::Ingested;
 pub use queue::NewQueued;
-pub use tx::{AgentFilter, Delivery, PeerKind, Presence, Revocation, StoredAudit};
+pub use tx::{
+    AgentFilter, Delivery, MonitorStatusRow, PeerKind, Presence, Revocation, StoredAudit,
+};
 pub use webhooks::Sent;
 
 use crate::clock::SharedClock;
@@ -552,6 +556,12 @@ impl Store {
             .await
     }
 
+    /// Every monitor of `agent` with its latest status, by monitor id.
+    pub async fn monitor_statuses(&self, agent: &str) -> StoreResult<Vec<MonitorStatusRow>> {
+        let agent = agent.to_string();
+        self.read(move |tx| tx.monitor_statuses(&agent)).await
+    }
+
     // ---- central monitors ----
 
     /// Store a central monitor set, replacing the one of its name (see
@@ -705,6 +715,22 @@ impl Store {
         .await
     }
 
+    /// Support metrics over the tickets opened in the last `since_secs`
+    /// (see [`report`]), by the store's clock.
+    pub async fn support_report(
+        &self,
+        since_secs: u64,
+    ) -> StoreResult<firstline_proto::report::SupportReport> {
+        let now = self.now();
+        let since = now.saturating_sub(i64::try_from(since_secs).unwrap_or(i64::MAX));
+        self.read(move |tx| report::report(tx, since, now)).await
+    }
+
+    /// How many tickets there are of each status (for `/metrics`).
+    pub async fn ticket_counts(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.read(|tx| tx.count_by_status()).await
+    }
+
     /// Ingest an agent's monitoring events, idempotently (see
     /// [`incidents`]); the ticket changes are in [`Ingested::changes`].
     pub async fn ingest_events(
@@ -723,6 +749,53 @@ impl Store {
             .await?;
         ingested.changes = changes;
         Ok(ingested)
+    }
+
+    /// `firstline-help tickets`: the tickets the local user `user` of
+    /// `agent` opened (see [`incidents::requested_by`]), newest first, at
+    /// most `limit`, each with the technicians' public replies (comments).
+    pub async fn help_tickets(
+        &self,
+        agent: &str,
+        user: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<firstline_proto::HelpTicket>> {
+        let (agent, user) = (agent.to_string(), user.to_string());
+        self.read(move |tx| {
+            let filter = crate::ticket::TicketFilter {
+                agent: Some(agent.clone()),
+                ..Default::default()
+            };
+            let mut mine: Vec<_> = tx
+                .tickets(&filter)?
+                .into_iter()
+                .filter(|t| incidents::requested_by(t, &agent, &user))
+                .collect();
+            mine.reverse();
+            mine.truncate(limit);
+            let mut out = Vec::new();
+            for t in mine {
+                // The last few replies, each cut short: the answer stays
+                // one frame whatever the timeline holds.
+                let mut replies: Vec<_> = tx
+                    .entries(t.id)?
+                    .into_iter()
+                    .filter(|e| e.kind == "comment")
+                    .collect();
+                replies.drain(..replies.len().saturating_sub(10));
+                for r in &mut replies {
+                    if let serde_json::Value::String(text) = &mut r.body {
+                        *text = firstline_proto::text::truncate(text, 4096).into_owned();
+                    }
+                }
+                out.push(firstline_proto::HelpTicket {
+                    ticket: t.summary(),
+                    replies,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     // ---- audit ----

@@ -42,7 +42,8 @@ macro_rules! store_suite {
             facts_are_kept_per_agent,
             selection_health_and_open_tickets,
             queued_actions_are_delivered_once_expire_or_are_cancelled,
-            central_monitor_sets_and_reports
+            central_monitor_sets_and_reports,
+            support_report_from_a_scripted_history
         );
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -611,6 +612,7 @@ fn event(seq: u64, kind: EventKind, status: Status, monitor: &str) -> firstline_
         in_incident: kind != EventKind::IncidentResolved && kind != EventKind::Result,
         result,
         diagnostics: None,
+        help: None,
     }
 }
 
@@ -767,6 +769,14 @@ pub async fn configuration_problems_open_no_ticket(s: &Store, _: &ManualClock) {
         summary,
         "configuration problem: --warn (95) must not be above --crit (90)"
     );
+    // Every monitor of the agent, for the machine's page.
+    let rows = s.monitor_statuses(&pc).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].monitor.as_str(), rows[0].status.as_str()),
+        ("disk /", "unknown")
+    );
+    assert!(s.monitor_statuses("nobody").await.unwrap().is_empty());
 }
 
 pub async fn concurrent_audit_appends_make_one_chain(s: &Store, _: &ManualClock) {
@@ -1437,4 +1447,322 @@ pub async fn central_monitor_sets_and_reports(s: &Store, clock: &ManualClock) {
     let agents = mine(s.monitors_overview().await.unwrap().1);
     assert_eq!(agents.len(), 1);
     assert!(agents[0].sets.is_empty() && !agents[0].current);
+}
+
+/// A runbook's verdict entry body.
+fn verdict_body(
+    kind: firstline_proto::runbook::VerdictKind,
+    cause: &str,
+    team: &str,
+    agent: &str,
+) -> String {
+    serde_json::to_string(&firstline_proto::runbook::Verdict {
+        runbook: "cant-print".into(),
+        agent: agent.into(),
+        verdict: kind,
+        cause: cause.into(),
+        team: team.into(),
+        message: "m".into(),
+        user_message: String::new(),
+        kb: None,
+        params: vec![],
+        dry_run: false,
+        steps: vec![],
+    })
+    .unwrap()
+}
+
+/// `firstline report` over a history whose figures are known: tickets
+/// opened, responded to, escalated, fixed, reopened and resolved at chosen
+/// times. Its clock is twenty years after the other cases' (which may share
+/// the database): the window holds this case's tickets only, and the
+/// others' open ones fall in the backlog's oldest bucket, not asserted.
+pub async fn support_report_from_a_scripted_history(s: &Store, clock: &ManualClock) {
+    use firstline_proto::runbook::VerdictKind;
+    const T0: i64 = 1_800_000_000 + 20 * 365 * 86_400;
+    const DAY: i64 = 86_400;
+    const END: i64 = T0 + 10 * DAY;
+    let at = |t: i64| clock.set(T0 + t);
+    let (pc, tina, bob, alice) = (unique("pc"), unique("tina"), unique("bob"), unique("alice"));
+    agent(s, &pc).await;
+    s.add_operator(&tina, Role::Technician).await.unwrap();
+    s.add_operator(&bob, Role::Technician).await.unwrap();
+    let mut seq = 0;
+    let mut incident = |kind, status, monitor: &str| {
+        seq += 1;
+        vec![event(seq, kind, status, monitor)]
+    };
+    let open = |title: &str, author: &str, priority| NewTicket {
+        title: title.into(),
+        agent: Some(pc.clone()),
+        check: None,
+        monitor: None,
+        priority,
+        source: Source::Technician,
+        author: author.into(),
+        body: None,
+    };
+    let edit = |c: TicketChange| TicketEdit::try_from(c).unwrap();
+    let resolve = || edit(TicketChange::Resolve { comment: None });
+    let comment = || {
+        edit(TicketChange::Comment {
+            text: "on it".into(),
+        })
+    };
+    let fix = {
+        let mut r = CheckResult::new("flush-dns", "", Status::Ok, "flushed");
+        r.changed = vec!["dns cache flushed".into()];
+        serde_json::to_string(&r).unwrap()
+    };
+    let window = 3600;
+
+    // H, before the window (31 days before its end): escalated, resolved;
+    // none of it counts.
+    clock.set(END - 31 * DAY);
+    let h = s
+        .create_ticket(open("old", &tina, Priority::Normal))
+        .await
+        .unwrap();
+    let v = verdict_body(VerdictKind::Escalate, "printer", "desktop", &pc);
+    s.append_to_ticket(h.ticket.id, "verdict", &tina, &v, None)
+        .await
+        .unwrap();
+    s.change_ticket(h.ticket.id, resolve(), &tina)
+        .await
+        .unwrap();
+
+    // A: an alert that recovered by itself after 600 s.
+    at(0);
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentOpened, Status::Crit, "disk /"),
+        window,
+    )
+    .await
+    .unwrap();
+    at(600);
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentResolved, Status::Ok, "disk /"),
+        window,
+    )
+    .await
+    .unwrap();
+
+    // B: comment at +300, one runbook at +600, resolved at +1000.
+    at(1000);
+    let b = s
+        .create_ticket(open("b", &tina, Priority::Normal))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    at(1300);
+    s.change_ticket(b, comment(), &tina).await.unwrap();
+    at(1600);
+    let v = verdict_body(VerdictKind::Resolved, "fixed", "", &pc);
+    s.append_to_ticket(b, "verdict", &tina, &v, None)
+        .await
+        .unwrap();
+    at(2000);
+    s.change_ticket(b, resolve(), &tina).await.unwrap();
+
+    // C: escalated at +60, started by bob, resolved at +7000.
+    at(3000);
+    let c = s
+        .create_ticket(open("c", &tina, Priority::High))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    at(3060);
+    let v = verdict_body(VerdictKind::Escalate, "no-default-route", "network", &pc);
+    s.append_to_ticket(c, "verdict", &tina, &v, None)
+        .await
+        .unwrap();
+    at(4000);
+    s.change_ticket(c, edit(TicketChange::Start {}), &bob)
+        .await
+        .unwrap();
+    at(10_000);
+    s.change_ticket(c, resolve(), &bob).await.unwrap();
+
+    // D: someone who is no operator helps themselves: a runbook at +30,
+    // resolved at +100.
+    at(20_000);
+    let d = s
+        .create_ticket(open("d", &alice, Priority::Low))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    at(20_030);
+    let v = verdict_body(VerdictKind::Resolved, "fixed", "", &pc);
+    s.append_to_ticket(d, "verdict", &alice, &v, None)
+        .await
+        .unwrap();
+    at(20_100);
+    s.change_ticket(d, resolve(), &alice).await.unwrap();
+
+    // E: an alert, a fix at +200, recovered at +500, back at +700
+    // (reopened), bob comments, recovered again at +2000.
+    at(30_000);
+    let e = s
+        .ingest_events(
+            &pc,
+            incident(EventKind::IncidentOpened, Status::Crit, "dns"),
+            window,
+        )
+        .await
+        .unwrap()
+        .changes[0]
+        .ticket
+        .id;
+    at(30_200);
+    s.append_to_ticket(e, "result", &pc, &fix, None)
+        .await
+        .unwrap();
+    at(30_500);
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentResolved, Status::Ok, "dns"),
+        window,
+    )
+    .await
+    .unwrap();
+    at(30_700);
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentOpened, Status::Warn, "dns"),
+        window,
+    )
+    .await
+    .unwrap();
+    at(31_000);
+    s.change_ticket(e, comment(), &bob).await.unwrap();
+    at(32_000);
+    s.ingest_events(
+        &pc,
+        incident(EventKind::IncidentResolved, Status::Ok, "dns"),
+        window,
+    )
+    .await
+    .unwrap();
+
+    // F: urgent, left open, never answered.
+    at(40_000);
+    s.create_ticket(open("f", &tina, Priority::Urgent))
+        .await
+        .unwrap();
+
+    // I: two actions (a runbook at +100, a fix at +200), resolved at +300,
+    // closed later (the resolution stays the first).
+    at(50_000);
+    let i = s
+        .create_ticket(open("i", &tina, Priority::Normal))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    at(50_100);
+    let v = verdict_body(VerdictKind::UserAction, "paper", "", &pc);
+    s.append_to_ticket(i, "verdict", &tina, &v, None)
+        .await
+        .unwrap();
+    at(50_200);
+    s.append_to_ticket(i, "result", &pc, &fix, None)
+        .await
+        .unwrap();
+    at(50_300);
+    s.change_ticket(i, resolve(), &tina).await.unwrap();
+    at(50_400);
+    s.change_ticket(i, edit(TicketChange::Close {}), &tina)
+        .await
+        .unwrap();
+
+    // J: closed by a technician at +50 without being resolved.
+    at(60_000);
+    let j = s
+        .create_ticket(open("j", &alice, Priority::Normal))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    at(60_050);
+    s.change_ticket(j, edit(TicketChange::Close {}), &tina)
+        .await
+        .unwrap();
+
+    // G: opened half an hour before the end, started at +100.
+    clock.set(END - 1800);
+    let g = s
+        .create_ticket(open("g", &bob, Priority::Normal))
+        .await
+        .unwrap()
+        .ticket
+        .id;
+    clock.set(END - 1700);
+    s.change_ticket(g, edit(TicketChange::Start {}), &bob)
+        .await
+        .unwrap();
+
+    clock.set(END);
+    let r = s.support_report(30 * DAY as u64).await.unwrap();
+    assert_eq!(r.until, crate::clock::rfc3339(END));
+    assert_eq!(r.opened, 9, "{r:#?}");
+    let sources: Vec<(&str, u64)> = r
+        .by_source
+        .iter()
+        .map(|x| (x.source.as_str(), x.count))
+        .collect();
+    assert_eq!(sources, [("alert", 2), ("technician", 7)]);
+    assert_eq!(r.resolved, 7);
+    assert_eq!(r.first_contact, 4, "A, B, D, J");
+    assert_eq!(r.first_contact_rate, Some(4.0 / 7.0));
+    assert_eq!(
+        (r.no_human, r.no_human_monitor, r.no_human_self_service),
+        (2, 1, 1),
+        "A by its monitor, D by self-service"
+    );
+    assert_eq!(r.no_human_share, Some(2.0 / 7.0));
+    // Responses: B 300, C 60, D 30, E 200, G 100, I 100, J 50.
+    let fr = &r.first_response;
+    assert_eq!(
+        (fr.count, fr.median_secs, fr.p90_secs),
+        (7, Some(100), Some(300))
+    );
+    // Resolutions: A 600, B 1000, C 7000, D 100, E 2000, I 300, J 50.
+    let rs = &r.resolution;
+    assert_eq!(
+        (rs.count, rs.median_secs, rs.p90_secs),
+        (7, Some(600), Some(7000))
+    );
+    let young: Vec<(&str, &str, u64)> = r
+        .backlog
+        .iter()
+        .filter(|b| b.age != ">30d")
+        .map(|b| (b.age.as_str(), b.priority.as_str(), b.count))
+        .collect();
+    assert_eq!(young, [("<1h", "normal", 1), ("7d-30d", "urgent", 1)]);
+    assert!(r.backlog_total >= 2);
+    let esc: Vec<(&str, &str, u64)> = r
+        .escalations
+        .iter()
+        .map(|x| (x.cause.as_str(), x.team.as_str(), x.count))
+        .collect();
+    assert_eq!(esc, [("no-default-route", "network", 1)]);
+
+    // A window of a day (from END - 1 d) holds G only.
+    let day = s.support_report(DAY as u64).await.unwrap();
+    assert_eq!(
+        (day.opened, day.resolved, day.first_contact_rate),
+        (1, 0, None)
+    );
+    // Tickets by state, for /metrics.
+    let counts = s.ticket_counts().await.unwrap();
+    let of = |st: &str| counts.iter().find(|(x, _)| x == st).map_or(0, |(_, n)| *n);
+    assert!(
+        of("open") >= 1 && of("in_progress") >= 1 && of("closed") >= 2,
+        "{counts:?}"
+    );
 }

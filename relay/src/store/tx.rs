@@ -68,6 +68,16 @@ impl std::fmt::Display for PeerKind {
     }
 }
 
+/// A row of `monitor_status`: a monitor's latest result of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorStatusRow {
+    pub monitor: String,
+    pub status: String,
+    pub summary: String,
+    /// Unix seconds it was stored.
+    pub at: i64,
+}
+
 /// A row of `tokens`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -255,6 +265,17 @@ pub struct QueueRow {
     pub outcome: Option<String>,
 }
 
+/// One timeline entry of [`Tx::timelines_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineRow {
+    pub ticket: u64,
+    /// Unix seconds the relay stored it.
+    pub at: i64,
+    pub kind: String,
+    pub author: String,
+    pub body: Option<String>,
+}
+
 /// The storage primitives of one transaction. See the module's doc for
 /// what each backend guarantees.
 pub trait Tx {
@@ -325,6 +346,9 @@ pub trait Tx {
         monitor: &str,
     ) -> StoreResult<Option<(String, String)>>;
     fn delete_monitor_status(&mut self, agent: &str) -> StoreResult<()>;
+    /// Every monitor of an agent with its latest `(status, summary, at)`,
+    /// by monitor id.
+    fn monitor_statuses(&mut self, agent: &str) -> StoreResult<Vec<MonitorStatusRow>>;
 
     // ---- tags, facts, listings ----
     /// Give a token tags (once, as it is created).
@@ -396,6 +420,14 @@ pub trait Tx {
     /// The most recent alert ticket of a monitor.
     fn latest_alert_ticket(&mut self, agent: &str, monitor: &str) -> StoreResult<Option<Ticket>>;
     fn count_tickets(&mut self, agent: &str) -> StoreResult<u64>;
+    /// The timeline entries of the tickets opened at or after `since`, by
+    /// ticket then entry id (for `super::report`). `body` is given only
+    /// where the rules read it — `verdict` and `status` entries, and
+    /// `result` entries whose body contains `"changed":` (a fix's may) —
+    /// and `None` elsewhere, so a month of monitor results stays cheap.
+    fn timelines_since(&mut self, since: i64) -> StoreResult<Vec<TimelineRow>>;
+    /// How many tickets there are of each status (those that have any).
+    fn count_by_status(&mut self) -> StoreResult<Vec<(String, u64)>>;
 
     // ---- audit ----
     /// Serialize audit appends until the transaction ends.

@@ -161,6 +161,7 @@ pub fn alert(seq: u64) -> AgentEvent {
         in_incident: true,
         result,
         diagnostics: None,
+        help: None,
     }
 }
 

@@ -581,6 +581,21 @@ impl Tx for PgTx<'_, '_> {
         Ok(())
     }
 
+    fn monitor_statuses(&mut self, agent: &str) -> StoreResult<Vec<MonitorStatusRow>> {
+        self.all(
+            "SELECT monitor, status, summary, at FROM monitor_status WHERE agent = $1 ORDER BY monitor",
+            &[&agent],
+            |r| {
+                Ok(MonitorStatusRow {
+                    monitor: get(r, 0)?,
+                    status: get(r, 1)?,
+                    summary: get(r, 2)?,
+                    at: get(r, 3)?,
+                })
+            },
+        )
+    }
+
     fn insert_token_tags(&mut self, token: &str, tags: &[String]) -> StoreResult<()> {
         self.exec(
             "INSERT INTO token_tags (token_id, tag) SELECT $1, unnest($2::text[])
@@ -915,6 +930,35 @@ impl Tx for PgTx<'_, '_> {
             )?
             .unwrap_or(0);
         Ok(n.max(0) as u64)
+    }
+
+    fn timelines_since(&mut self, since: i64) -> StoreResult<Vec<TimelineRow>> {
+        self.all(
+            r#"SELECT e.ticket_id, e.at, e.kind, e.author,
+                      CASE WHEN e.kind IN ('verdict', 'status')
+                             OR (e.kind = 'result' AND strpos(e.body, '"changed":') > 0)
+                           THEN e.body END
+               FROM ticket_entries e JOIN tickets t ON t.id = e.ticket_id
+               WHERE t.created_at >= $1 ORDER BY e.ticket_id, e.id"#,
+            &[&since],
+            |r| {
+                Ok(TimelineRow {
+                    ticket: get::<i64>(r, 0)?.max(0) as u64,
+                    at: get(r, 1)?,
+                    kind: get(r, 2)?,
+                    author: get(r, 3)?,
+                    body: get(r, 4)?,
+                })
+            },
+        )
+    }
+
+    fn count_by_status(&mut self) -> StoreResult<Vec<(String, u64)>> {
+        self.all(
+            "SELECT status, COUNT(*) FROM tickets GROUP BY status ORDER BY status",
+            &[],
+            |r| Ok((get(r, 0)?, get::<i64>(r, 1)?.max(0) as u64)),
+        )
     }
 
     fn lock_audit(&mut self) -> StoreResult<()> {

@@ -494,6 +494,21 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn monitor_statuses(&mut self, agent: &str) -> StoreResult<Vec<MonitorStatusRow>> {
+        self.all(
+            "SELECT monitor, status, summary, at FROM monitor_status WHERE agent = ?1 ORDER BY monitor",
+            [agent],
+            |r| {
+                Ok(MonitorStatusRow {
+                    monitor: r.get(0)?,
+                    status: r.get(1)?,
+                    summary: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            },
+        )
+    }
+
     fn insert_token_tags(&mut self, token: &str, tags: &[String]) -> StoreResult<()> {
         for tag in tags {
             self.exec(
@@ -834,6 +849,35 @@ impl Tx for SqliteTx<'_> {
             )?
             .unwrap_or(0);
         Ok(n.max(0) as u64)
+    }
+
+    fn timelines_since(&mut self, since: i64) -> StoreResult<Vec<TimelineRow>> {
+        self.all(
+            r#"SELECT e.ticket_id, e.at, e.kind, e.author,
+                      CASE WHEN e.kind IN ('verdict', 'status')
+                             OR (e.kind = 'result' AND instr(e.body, '"changed":') > 0)
+                           THEN e.body END
+               FROM ticket_entries e JOIN tickets t ON t.id = e.ticket_id
+               WHERE t.created_at >= ?1 ORDER BY e.ticket_id, e.id"#,
+            [since],
+            |r| {
+                Ok(TimelineRow {
+                    ticket: r.get::<_, i64>(0)?.max(0) as u64,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    author: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            },
+        )
+    }
+
+    fn count_by_status(&mut self) -> StoreResult<Vec<(String, u64)>> {
+        self.all(
+            "SELECT status, COUNT(*) FROM tickets GROUP BY status ORDER BY status",
+            [],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+        )
     }
 
     fn lock_audit(&mut self) -> StoreResult<()> {
