@@ -209,6 +209,11 @@ fn end_users_help_themselves_and_reach_the_help_desk() {
     assert!(stdout(&out).contains("sent"), "{}", text(&out));
     let t = user_ticket(&tech, "Word says the disk is full").expect("the user's ticket");
     assert_eq!(t["agent"], "pc1");
+    assert_eq!(t["requester"], alice.name.as_str(), "{t:#}");
+    assert!(
+        t["monitor"].is_null(),
+        "no monitor for a person's ticket: {t:#}"
+    );
     let id = t["id"].to_string();
     let shown = ok_json(tech.run(&["ticket", "show", &id, "--json"]));
     let entries = shown["entries"].as_array().expect("entries").clone();

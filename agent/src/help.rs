@@ -22,7 +22,9 @@
 //! survives a relay outage and an agent restart. `tickets` asks the relay
 //! over the live link for that user's tickets on this agent; the relay
 //! filters by the agent of the certificate and the user the agent read
-//! here. `run` and `ask` are limited per user (`help_rate_per_minute`).
+//! here. `run` ends with the knowledge-base article its verdict names,
+//! asked of the relay over the live link (`kb_show`; offline: the id and a
+//! note). `run` and `ask` are limited per user (`help_rate_per_minute`).
 //!
 //! **Protocol.** One request per connection: one JSON line of at most
 //! [`MAX_REQUEST`] bytes, `{"op":"list"}`, `{"op":"run","name":…}`,
@@ -35,6 +37,7 @@ use crate::outbox::Outbox;
 use crate::runbook::run;
 use anyhow::{bail, Context, Result};
 use firstline_proto::event::{HelpRequest, HelpTicket, HELP_TEXT};
+use firstline_proto::kb::KbArticle;
 use firstline_proto::runbook::Verdict;
 use firstline_proto::{AgentEvent, CheckResult, ErrorCode, EventKind, Message, Status};
 use quinn::Connection;
@@ -97,22 +100,20 @@ pub struct QueuedAsk {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
     /// Answer to `list`.
-    Offered {
-        user: String,
-        runbooks: Vec<Offer>,
-    },
+    Offered { user: String, runbooks: Vec<Offer> },
     /// A step of a run, in plain words (`run`: any number, then `verdict`).
-    Step {
-        text: String,
-    },
+    Step { text: String },
+    /// With the knowledge-base article the verdict names, when the relay
+    /// could be asked for it (`article`), else why not (`article_note`).
     Verdict {
         verdict: Box<Verdict>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        article: Option<Box<KbArticle>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        article_note: Option<String>,
     },
     /// Answer to `ask`: `delivered` when the relay acknowledged it.
-    Asked {
-        user: String,
-        delivered: bool,
-    },
+    Asked { user: String, delivered: bool },
     /// Answer to `tickets`: `reachable` false when the relay could not
     /// be asked (then only `queued` is known).
     Tickets {
@@ -125,10 +126,7 @@ pub enum Reply {
     },
     /// `code`: `usage` (a bad request), `refused`, `rate` (too many) or
     /// `internal`.
-    Error {
-        code: String,
-        message: String,
-    },
+    Error { code: String, message: String },
 }
 
 impl Reply {
@@ -416,8 +414,26 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(uid, verdict.clone());
+        let (article, article_note) = match &verdict.kb {
+            None => (None, None),
+            Some(id) => match self.live.get() {
+                None => (
+                    None,
+                    Some("it will be shown when the help desk can be reached".into()),
+                ),
+                Some(conn) => match ask_article(&conn, id).await {
+                    Ok(a) => (Some(Box::new(a)), None),
+                    Err(e) => (
+                        None,
+                        Some(format!("the help desk could not send it: {e:#}")),
+                    ),
+                },
+            },
+        };
         Some(Reply::Verdict {
             verdict: Box::new(verdict),
+            article,
+            article_note,
         })
     }
 
@@ -542,6 +558,17 @@ async fn ask_relay(conn: &Connection, user: &str) -> Result<Vec<HelpTicket>> {
     let (_send, mut recv) = firstline_net::stream::request(conn, msg).await?;
     match recv.recv_within(TICKETS_TIMEOUT).await? {
         Some(Message::HelpTicketsList { tickets }) => Ok(tickets),
+        Some(Message::Error { message, .. }) => bail!("{message}"),
+        other => bail!("unexpected answer: {:?}", other.map(|m| m.kind())),
+    }
+}
+
+/// The knowledge-base article `id`, from the relay's `kb/` folder.
+async fn ask_article(conn: &Connection, id: &str) -> Result<KbArticle> {
+    let msg = Message::KbShow { id: id.into() };
+    let (_send, mut recv) = firstline_net::stream::request(conn, msg).await?;
+    match recv.recv_within(TICKETS_TIMEOUT).await? {
+        Some(Message::KbArticle(a)) => Ok(a),
         Some(Message::Error { message, .. }) => bail!("{message}"),
         other => bail!("unexpected answer: {:?}", other.map(|m| m.kind())),
     }

@@ -135,7 +135,11 @@ fn show(reply: Reply) -> Result<i32> {
             print_line(format!("  {}", p(&text)));
             Ok(0)
         }
-        Reply::Verdict { verdict } => {
+        Reply::Verdict {
+            verdict,
+            article,
+            article_note,
+        } => {
             let head = match verdict.verdict {
                 VerdictKind::Resolved => "Done",
                 VerdictKind::UserAction => "What you can do",
@@ -143,7 +147,20 @@ fn show(reply: Reply) -> Result<i32> {
             };
             print_line(format!("{head}: {}", p(&verdict.user_message)));
             if let Some(kb) = &verdict.kb {
-                print_line(format!("Knowledge base article: {}", p(kb)));
+                match &article {
+                    Some(a) => {
+                        print_line(format!("\nKnowledge base: {} ({})", p(&a.title), p(&a.id)));
+                        for l in a.body.lines() {
+                            print_line(format!("  {}", p(l)));
+                        }
+                        print_line("");
+                    }
+                    None => print_line(format!(
+                        "Knowledge base article: {} ({})",
+                        p(kb),
+                        p(article_note.as_deref().unwrap_or("not available"))
+                    )),
+                }
             }
             if verdict.verdict != VerdictKind::Resolved {
                 print_line(format!(

@@ -5,6 +5,7 @@ mod bulk;
 mod client;
 mod demo;
 mod fleet;
+mod kb;
 mod monitors;
 mod output;
 mod queue;
@@ -166,6 +167,9 @@ enum Command {
     /// resolved with no human, response and resolution times, backlog, escalations.
     #[command(long_about = None, after_long_help = report::REPORT_HELP)]
     Report(report::ReportArgs),
+    /// The knowledge base: `kb search TEXT`, `kb show ID` (a verdict's `kb`).
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
     /// Serve the web console on this machine (loopback): the fleet, machines,
     /// tickets, live notices and audit in a browser, as this operator. Prints
     /// a URL with a secret for this launch; Ctrl-C stops it.
@@ -254,6 +258,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Monitors(cmd) => rt.block_on(monitors::run(cred, cmd)),
         Command::Watch(args) => rt.block_on(watch::run(cred, args)),
         Command::Report(args) => rt.block_on(report::run(cred, args)),
+        Command::Kb(cmd) => rt.block_on(kb::run(cred, cmd)),
         Command::Web(args) => rt.block_on(web::run(cred, args)),
         Command::Demo { keep, web } => rt.block_on(demo::run(keep, web)),
         Command::Completions { shell } => {

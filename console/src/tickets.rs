@@ -546,6 +546,15 @@ fn render_verdict(v: &firstline_proto::runbook::Verdict) -> (String, Vec<String>
         lines.next().unwrap_or_default()
     );
     let mut details: Vec<String> = lines.map(|l| l.trim_start().to_string()).collect();
+    // The article is one command away.
+    if let Some(kb) = v.kb.as_deref().filter(|k| firstline_proto::kb::valid_id(k)) {
+        for l in details
+            .iter_mut()
+            .filter(|l| l.starts_with("knowledge base: "))
+        {
+            l.push_str(&format!(" · firstline kb show {kb}"));
+        }
+    }
     for step in &v.steps {
         let what = match (&step.result, &step.skipped) {
             (Some(r), _) => format!(
@@ -618,6 +627,7 @@ mod tests {
             assignee: None,
             created_at: "2026-01-01T10:05:00Z".into(),
             updated_at: "2026-01-01T10:05:00Z".into(),
+            requester: None,
         }
     }
 

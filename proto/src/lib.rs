@@ -24,6 +24,7 @@ pub mod central;
 pub mod effect;
 pub mod event;
 pub mod frame;
+pub mod kb;
 pub mod limits;
 pub mod message;
 pub mod report;

@@ -320,6 +320,10 @@ pub struct TicketSummary {
     pub assignee: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The local user who asked, for an end user's ticket (source `user`,
+    /// `firstline-help ask`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
 }
 
 /// One entry of a ticket's timeline.
@@ -720,6 +724,20 @@ pub enum Message {
         since_secs: u64,
     },
     SupportReport(crate::report::SupportReport),
+    /// Knowledge-base articles whose title, tags or body contain `text`
+    /// (case-insensitive; title hits first): answered by `kb_hits`.
+    KbSearch {
+        text: String,
+    },
+    KbHits {
+        hits: Vec<crate::kb::KbHit>,
+    },
+    /// One knowledge-base article (consoles; agents too, for
+    /// `firstline-help`): answered by `kb_article`.
+    KbShow {
+        id: String,
+    },
+    KbArticle(crate::kb::KbArticle),
     /// The runbooks an agent has.
     ListRunbooks {
         agent: String,
@@ -992,6 +1010,10 @@ impl Message {
             Message::QueueCancel { .. } => "queue_cancel",
             Message::Report { .. } => "report",
             Message::SupportReport(_) => "support_report",
+            Message::KbSearch { .. } => "kb_search",
+            Message::KbHits { .. } => "kb_hits",
+            Message::KbShow { .. } => "kb_show",
+            Message::KbArticle(_) => "kb_article",
             Message::ListRunbooks { .. } => "list_runbooks",
             Message::Runbooks { .. } => "runbooks",
             Message::ListAudit { .. } => "list_audit",

@@ -251,6 +251,9 @@ fn finish_relay(relay_dir: &RelayDir, ca: &Ca, action: &str, args: &str) -> Resu
     write_private(&relay_dir.server_key(), server_key.as_bytes())?;
     std::fs::write(relay_dir.server_cert(), &server.cert_pem)?;
     relay_dir.load_reset_secret()?;
+    let kb = relay_dir.kb_dir();
+    crate::kb::install_shipped(&kb)
+        .with_context(|| format!("cannot write the knowledge base into {}", kb.display()))?;
     let store = relay_dir.open_store()?;
     wait(store.record_cert(&server.serial, PeerKind::Relay, &name, server.not_after))?;
     let mut paths = relay_dir.audit_paths();

@@ -250,6 +250,14 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                 }
             }
         }
+        // `firstline-help run`: the article a verdict names, for the
+        // person at the machine (articles are no secret; not audited).
+        Message::KbShow { id } => match crate::kb::article(relay.dir.kb_dir(), &id).await {
+            Ok(article) => {
+                let _ = send.finish_with(Message::KbArticle(article)).await;
+            }
+            Err(e) => send.fail(e.code, e.message).await,
+        },
         other => {
             send.fail(
                 ErrorCode::BadRequest,

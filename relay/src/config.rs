@@ -101,12 +101,62 @@ pub struct RelayConfig {
     /// warning in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The knowledge base's folder of Markdown articles (`crate::kb`),
+    /// relative to this file; unset: `kb` beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb_dir: Option<String>,
     /// Where tickets, agents and the audit log are stored.
     #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
     pub store: StoreConfig,
     /// The other relays of the deployment (`[cluster] nats`); none by default.
     #[serde(default, skip_serializing_if = "ClusterConfig::is_default")]
     pub cluster: ClusterConfig,
+    /// A help desk of record every ticket is mirrored into (`[helpdesk]`,
+    /// see `crate::helpdesk`); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helpdesk: Option<HelpdeskConfig>,
+}
+
+/// `[helpdesk]` of relay.toml: the help desk every ticket is mirrored into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelpdeskConfig {
+    /// The kind of help desk: `rt` (Request Tracker 5, its REST 2 API).
+    pub kind: HelpdeskKind,
+    /// Its base URL, e.g. `https://rt.example.org` (REST 2 is under
+    /// `URL/REST/2.0/`).
+    pub url: String,
+    /// File holding an RT auth token (relative to relay.toml's folder);
+    /// a secret: it must not be readable by others (0600).
+    pub token_file: String,
+    /// The RT queue tickets are created in.
+    #[serde(default = "default_helpdesk_queue")]
+    pub queue: String,
+    /// How often the relay asks the help desk whether mirrored tickets
+    /// were resolved there.
+    #[serde(default = "default_helpdesk_poll")]
+    pub poll_secs: u64,
+    /// Time one request to the help desk may take.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// Retries back off exponentially up to this delay.
+    #[serde(default = "default_webhook_backoff")]
+    pub max_backoff_secs: u64,
+}
+
+/// The help desks firstline mirrors tickets into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HelpdeskKind {
+    /// Request Tracker 5.
+    Rt,
+}
+
+fn default_helpdesk_queue() -> String {
+    "General".into()
+}
+fn default_helpdesk_poll() -> u64 {
+    30
 }
 
 /// `[cluster]` of relay.toml: the relays of one deployment share a store
@@ -383,6 +433,7 @@ impl RelayDir {
         let options = crate::store::Options {
             clock: crate::clock::system(),
             webhook_source: self.config.webhook_url.is_some().then(|| self.deployment()),
+            helpdesk: self.config.helpdesk.is_some(),
         };
         Ok(crate::store::Store::open(&self.store_location()?, options)?)
     }
@@ -408,6 +459,20 @@ impl RelayDir {
             }
             Err(_) => self.config.name.clone(),
         }
+    }
+
+    /// The knowledge base's folder: `kb_dir`, relative to this folder;
+    /// `kb` beside relay.toml when not set.
+    pub fn kb_dir(&self) -> PathBuf {
+        self.dir.join(self.config.kb_dir.as_deref().unwrap_or("kb"))
+    }
+
+    /// `[helpdesk] token_file`, relative to this folder.
+    pub fn helpdesk_token_file(&self) -> Option<PathBuf> {
+        self.config
+            .helpdesk
+            .as_ref()
+            .map(|h| self.dir.join(&h.token_file))
     }
 
     /// `[cluster] nats_ca`, relative to this folder.
@@ -545,6 +610,28 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
             );
         }
     }
+    if let Some(h) = &c.helpdesk {
+        if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+            return bad("url", "[helpdesk] url must be an http:// or https:// URL");
+        }
+        if h.queue.trim().is_empty() || h.queue.contains('\'') {
+            return bad("queue", "[helpdesk] queue must be the name of an RT queue");
+        }
+        if h.poll_secs == 0 || h.timeout_secs == 0 {
+            return bad(
+                "poll_secs",
+                "[helpdesk] poll_secs and timeout_secs must be at least 1",
+            );
+        }
+        let token = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(&h.token_file);
+        if let Err(problem) = read_helpdesk_token(&token) {
+            return bad("token_file", &problem);
+        }
+    }
     let k = &c.cluster;
     if let Some(nats) = &k.nats {
         if let Err(problem) = nats_servers(nats) {
@@ -561,6 +648,28 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The help desk token in `path`, trimmed; refused when the file is
+/// missing, empty, or readable by other users (it is a secret: 0600).
+pub fn read_helpdesk_token(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    match firstline_net::private::exposed(path, &[]) {
+        Ok(Some(mode)) => {
+            return Err(format!(
+                "{shown} (the help desk token) can be read by other users (mode {mode:04o}): chmod 600 it"
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("cannot read the help desk token {shown}: {e}")),
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the help desk token {shown}: {e}"))?;
+    let token = token.trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(format!("{shown} must hold one RT auth token"));
+    }
+    Ok(token)
 }
 
 /// The NATS servers of `[cluster] nats`: comma-separated `nats://` or

@@ -25,7 +25,7 @@
 //!   backends, the ticket rules, the incident engine, the audit chain, the
 //!   webhook outbox), [`ticket`] (what a ticket is), [`audit`] (the
 //!   anchor outside the database, `audit verify`), [`webhook`] (external
-//!   help desks);
+//!   help desks), [`helpdesk`] (tickets mirrored into Request Tracker);
 //! * the rest: [`ca`] (certificates), [`token`], [`admin`] (offline admin
 //!   commands and the lifecycle operations they share with the console's
 //!   requests), [`config`] (`relay.toml`).
@@ -42,6 +42,8 @@ pub mod config;
 pub mod console;
 pub mod enroll;
 pub mod error;
+pub mod helpdesk;
+pub mod kb;
 pub mod metrics;
 pub mod notices;
 pub mod queue;

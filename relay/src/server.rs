@@ -43,6 +43,9 @@ impl RelayHandle {
 pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
     let mut relay = Relay::load(dir)?;
     tracing::info!(store = %relay.store.describe(), "store open");
+    // The knowledge base read once now, so that its problems are in the
+    // log at start (again only when the folder changes).
+    crate::kb::current_async(relay.dir.kb_dir()).await;
     let fingerprint = relay.ca.fingerprint()?;
     let (cluster, inbound) =
         crate::cluster::Cluster::start(&relay.dir, &fingerprint, relay.notices.clone()).await?;
@@ -122,6 +125,10 @@ async fn run(
         relay.dir.config.clone(),
         relay.webhook_wake.clone(),
     ));
+    let helpdesk = tokio::spawn(crate::helpdesk::run(
+        relay.clone(),
+        relay.helpdesk_wake.clone(),
+    ));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -139,6 +146,7 @@ async fn run(
     poller.abort();
     queue_sweep.abort();
     webhook.abort();
+    helpdesk.abort();
     cluster.abort();
     central.abort();
     if let Some(m) = metrics {

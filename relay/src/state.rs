@@ -38,6 +38,8 @@ pub struct Relay {
     pub notices: broadcast::Sender<Notice>,
     /// Wakes the webhook sender when a delivery is queued.
     pub webhook_wake: Arc<Notify>,
+    /// Wakes the help desk mirror when a change was queued for it.
+    pub helpdesk_wake: Arc<Notify>,
     /// Live and not-yet-authenticated connections, bounded.
     pub gate: Arc<Gate>,
     /// Enrollment attempts per source address.
@@ -77,6 +79,7 @@ impl Relay {
             clock: crate::clock::system(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
             webhook_wake: Arc::new(Notify::new()),
+            helpdesk_wake: Arc::new(Notify::new()),
             gate: Arc::default(),
             enroll_rate,
             event_pace,
@@ -94,6 +97,9 @@ impl Relay {
         }
         if self.dir.config.webhook_url.is_some() {
             self.webhook_wake.notify_one();
+        }
+        if self.dir.config.helpdesk.is_some() {
+            self.helpdesk_wake.notify_one();
         }
         for c in changes {
             self.notify(crate::notices::of_change(c));

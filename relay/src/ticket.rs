@@ -190,6 +190,9 @@ pub struct Ticket {
     pub created_at: i64,
     pub updated_at: i64,
     pub resolved_at: Option<i64>,
+    /// The local user who asked, for an end user's ticket
+    /// (`firstline-help ask`, source `user`).
+    pub requester: Option<String>,
 }
 
 impl Ticket {
@@ -207,6 +210,7 @@ impl Ticket {
             assignee: self.assignee.clone(),
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
+            requester: self.requester.clone(),
         }
     }
 }
@@ -223,6 +227,8 @@ pub struct NewTicket {
     pub author: String,
     /// The opening entry's text (the title when none).
     pub body: Option<String>,
+    /// The local user who asked (`firstline-help ask`).
+    pub requester: Option<String>,
 }
 
 /// A change a person makes to a ticket (the wire's `TicketChange`, its

@@ -117,7 +117,9 @@ fn failed(event_id: &str, attempts: i64, why: &str, c: &RelayConfig) -> Sent {
     }
 }
 
-fn client(timeout: Duration) -> Result<reqwest::Client> {
+/// An HTTPS client with the `ring` provider and the platform's roots
+/// (also the help desk mirror's, `crate::helpdesk`).
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)

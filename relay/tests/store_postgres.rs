@@ -48,6 +48,7 @@ fn open(url: &str, clock: &SharedClock) -> Store {
     let options = Options {
         clock: clock.clone(),
         webhook_source: Some("pg".into()),
+        helpdesk: true,
     };
     Store::open(&Location::Postgres(url.into()), options).unwrap()
 }
@@ -271,6 +272,7 @@ async fn two_relays_claim_each_delivery_once() {
             source: Source::Technician,
             author: "tina".into(),
             body: None,
+            requester: None,
         };
         let c = relays[i % 2].create_ticket(t).await.unwrap();
         queued.insert(firstline_relay::store::webhooks::event_id("pg", &c));
@@ -320,6 +322,7 @@ async fn two_relays_move_a_ticket_once() {
         source: Source::Technician,
         author: "tina".into(),
         body: None,
+        requester: None,
     };
     let id = relays[0].create_ticket(t).await.unwrap().ticket.id;
     // Technicians on both relays resolve it at once, then close it at

@@ -12,6 +12,7 @@ pub mod peers;
 pub mod pg;
 pub mod plugin;
 pub mod raw;
+pub mod rt;
 pub mod tmpfs;
 
 use std::io::Read;

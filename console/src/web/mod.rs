@@ -24,6 +24,7 @@
 //! | [`fleet`] | `/` the fleet |
 //! | [`live`] | `/live`, `/live/events` (SSE) |
 //! | [`audit`] | `/audit` (admins) |
+//! | [`kb`] | `/kb/ID` (a knowledge-base article, escaped) |
 //! | [`assets`] | `/assets/app.css`, `/assets/app.js` |
 //! | machine.rs, tickets.rs, actions.rs | `/machines/NAME`, `/tickets…`, `POST /actions` + its stream |
 //!
@@ -51,6 +52,7 @@ pub mod serve;
 // W2: machine, tickets, actions (and their jobs and views).
 pub mod actions;
 pub mod jobs;
+pub mod kb;
 pub mod machine;
 pub mod tickets;
 pub mod view;
@@ -311,6 +313,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(machine::routes())
         .merge(tickets::routes())
+        .merge(kb::routes())
         .merge(actions::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -70,6 +70,8 @@ pub struct VerdictView {
     pub message: String,
     pub user_message: String,
     pub kb: String,
+    /// Whether `kb` is an article id, linked to `/kb/ID` (`super::kb`).
+    pub kb_link: bool,
     pub dry_run: bool,
     pub steps: Vec<StepView>,
 }
@@ -159,6 +161,7 @@ pub fn verdict(v: &Verdict) -> Item {
         message: text(&v.message),
         user_message: text(&v.user_message),
         kb: text(v.kb.as_deref().unwrap_or("")),
+        kb_link: v.kb.as_deref().is_some_and(firstline_proto::kb::valid_id),
         dry_run: v.dry_run,
         steps,
     });

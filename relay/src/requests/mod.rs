@@ -28,12 +28,14 @@
 //! | [`queue`] | `list_queue`, `queue_cancel` (actions queued for offline machines) |
 //! | [`bulk`] | `bulk` (run, fix or runbook on every machine a selector picks) |
 //! | [`report`] | `report` (support metrics over a window of tickets) |
+//! | [`kb`] | `kb_search`, `kb_show` (knowledge-base articles) |
 
 pub mod agent_records;
 pub mod agent_tag;
 pub mod agents;
 pub mod audit;
 pub mod bulk;
+pub mod kb;
 pub mod monitor_status;
 pub mod monitors;
 pub mod operators;
@@ -136,6 +138,8 @@ pub enum ConsoleRequest {
     ListQueue(queue::ListQueue),
     QueueCancel(queue::QueueCancel),
     Report(report::Report),
+    KbSearch(kb::KbSearch),
+    KbShow(kb::KbShow),
 }
 
 impl ConsoleRequest {
@@ -275,6 +279,8 @@ impl ConsoleRequest {
             Message::ListQueue { all } => R::ListQueue(queue::ListQueue { all }),
             Message::QueueCancel { id } => R::QueueCancel(queue::QueueCancel { id }),
             Message::Report { since_secs } => R::Report(report::Report { since_secs }),
+            Message::KbSearch { text } => R::KbSearch(kb::KbSearch { text }),
+            Message::KbShow { id } => R::KbShow(kb::KbShow { id }),
             other => {
                 return Err(RelayError::bad_request(format!(
                     "`{}` is not a console request",
@@ -318,6 +324,8 @@ impl ConsoleRequest {
             R::ListQueue(r) => r.role(),
             R::QueueCancel(r) => r.role(),
             R::Report(r) => r.role(),
+            R::KbSearch(r) => r.role(),
+            R::KbShow(r) => r.role(),
         }
     }
 
@@ -355,6 +363,8 @@ impl ConsoleRequest {
             R::ListQueue(r) => r.audit(),
             R::QueueCancel(r) => r.audit(),
             R::Report(r) => r.audit(),
+            R::KbSearch(r) => r.audit(),
+            R::KbShow(r) => r.audit(),
         }
     }
 
@@ -392,6 +402,8 @@ impl ConsoleRequest {
             R::ListQueue(r) => r.handle(ctx, reply).await,
             R::QueueCancel(r) => r.handle(ctx, reply).await,
             R::Report(r) => r.handle(ctx, reply).await,
+            R::KbSearch(r) => r.handle(ctx, reply).await,
+            R::KbShow(r) => r.handle(ctx, reply).await,
         }
     }
 }
@@ -459,6 +471,8 @@ mod tests {
         assert_eq!(role(Message::Watch {}), Role::Viewer);
         assert_eq!(role(Message::WhoAmI {}), Role::Viewer);
         assert_eq!(role(Message::Report { since_secs: 60 }), Role::Viewer);
+        assert_eq!(role(Message::KbSearch { text: "x".into() }), Role::Viewer);
+        assert_eq!(role(Message::KbShow { id: "x".into() }), Role::Viewer);
         assert_eq!(role(Message::MonitorsShow {}), Role::Viewer);
         assert_eq!(role(Message::TicketShow { id: 1 }), Role::Viewer);
         let fix = |action: &str| Message::Fix {

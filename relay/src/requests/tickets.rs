@@ -170,6 +170,7 @@ impl Request for TicketNew {
                 source: Source::Technician,
                 author: ctx.operator.name.clone(),
                 body: self.body,
+                requester: None,
             })
             .await?;
         relay.announce(std::slice::from_ref(&change));

@@ -195,6 +195,7 @@ impl Engine<'_> {
                             source: Source::Alert,
                             author: agent.into(),
                             body: Some(result_json.clone()),
+                            requester: None,
                         };
                         let change = tickets::create(tx, &new, observed, now)?;
                         let id = change.ticket.id;
@@ -233,20 +234,12 @@ impl Engine<'_> {
     }
 }
 
-/// The `monitor` key of an end user's ticket: `user:NAME`. A help request
-/// is about no monitor, so the column names its requester instead; the
-/// relay answers `firstline-help tickets` with the tickets of that agent
-/// whose source is `user` and whose key is this ([`requested_by`]).
-pub fn requester_key(user: &str) -> String {
-    format!("user:{user}")
-}
-
 /// Whether `t` was opened by the local user `user` of `agent` with
 /// `firstline-help ask`.
 pub fn requested_by(t: &crate::ticket::Ticket, agent: &str, user: &str) -> bool {
     t.source == Source::User
         && t.agent.as_deref() == Some(agent)
-        && t.monitor.as_deref() == Some(requester_key(user).as_str())
+        && t.requester.as_deref() == Some(user)
 }
 
 /// `help_request` → a new ticket of source `user`: titled from the text,
@@ -284,11 +277,12 @@ fn help_request(
         title: truncate(line.trim(), limits::TITLE).into_owned(),
         agent: Some(agent.into()),
         check: None,
-        monitor: Some(requester_key(&help.user)),
+        monitor: None,
         priority: Priority::Normal,
         source: Source::User,
         author: author.clone(),
         body: Some(help.text.clone()),
+        requester: Some(help.user.clone()),
     };
     let change = tickets::create(tx, &new, observed, now)?;
     let id = change.ticket.id;

@@ -13,7 +13,8 @@
 //!   [`fleet`] (tags, facts, listings by selector), [`monitors`] (central
 //!   monitor sets and agents' reports of them), [`webhooks`] (the
 //!   outbox), [`queue`] (actions queued for offline agents), [`report`]
-//!   (support metrics from the tickets' timelines);
+//!   (support metrics from the tickets' timelines), [`helpdesk`] (tickets
+//!   mirrored into an external help desk: claims and progress);
 //! * [`Store`]: each use case runs its rules in one transaction as a job
 //!   on the backend's own threads — never on the async workers — and
 //!   awaits the answer, which comes after the commit.
@@ -24,6 +25,7 @@
 pub mod audit;
 pub mod error;
 pub mod fleet;
+pub mod helpdesk;
 pub mod identity;
 pub mod incidents;
 pub mod migrations;
@@ -140,6 +142,9 @@ pub struct Options {
     /// The relay deployment's name when ticket changes are to be queued
     /// for the webhook (in the transaction of the change); `None`: not.
     pub webhook_source: Option<String>,
+    /// Ticket changes are queued for the help desk mirror (`[helpdesk]`,
+    /// see [`helpdesk`]) in the transaction of the change.
+    pub helpdesk: bool,
 }
 
 impl Default for Options {
@@ -147,6 +152,7 @@ impl Default for Options {
         Options {
             clock: crate::clock::system(),
             webhook_source: None,
+            helpdesk: false,
         }
     }
 }
@@ -227,6 +233,7 @@ struct Inner {
     backend: Box<dyn Backend>,
     clock: SharedClock,
     webhook_source: Option<String>,
+    helpdesk: bool,
 }
 
 impl fmt::Debug for Store {
@@ -247,6 +254,7 @@ impl Store {
                 backend,
                 clock: options.clock,
                 webhook_source: options.webhook_source,
+                helpdesk: options.helpdesk,
             }),
         })
     }
@@ -304,18 +312,25 @@ impl Store {
     }
 
     /// Change tickets in one transaction with `f`, the changes queued for
-    /// the webhook (when one is configured) in the same transaction.
+    /// the webhook and the help desk mirror (when configured) in the same
+    /// transaction.
     async fn change<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&mut dyn Tx, i64) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
     ) -> StoreResult<(T, Vec<Change>)> {
         let now = self.now();
         let source = self.inner.webhook_source.clone();
+        let helpdesk = self.inner.helpdesk;
         self.write(move |tx| {
             let (out, changes) = f(tx, now)?;
             if let Some(source) = &source {
                 for c in &changes {
                     webhooks::enqueue(tx, source, c, now)?;
+                }
+            }
+            if helpdesk {
+                for c in &changes {
+                    tx.enqueue_helpdesk(c.ticket.id, c.entry_id, now)?;
                 }
             }
             Ok((out, changes))

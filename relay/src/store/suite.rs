@@ -38,6 +38,7 @@ macro_rules! store_suite {
             configuration_problems_open_no_ticket,
             concurrent_audit_appends_make_one_chain,
             a_webhook_delivery_is_claimed_once,
+            a_helpdesk_link_is_claimed_once_and_resolved_once,
             tags_from_tokens_and_admins,
             facts_are_kept_per_agent,
             selection_health_and_open_tickets,
@@ -54,6 +55,7 @@ macro_rules! store_suite {
                 let options = $crate::store::Options {
                     clock: clock.clone(),
                     webhook_source: Some("suite".into()),
+                    helpdesk: true,
                 };
                 let (guard, store) = $open(options).await;
                 $crate::store::suite::$case(&store, &clock).await;
@@ -292,6 +294,7 @@ pub async fn agents_presence_and_removal(s: &Store, clock: &ManualClock) {
         source: Source::Technician,
         author: "tina".into(),
         body: None,
+        requester: None,
     };
     s.create_ticket(ticket).await.unwrap();
     let removed = s.remove_agent(&live).await.unwrap().unwrap();
@@ -371,6 +374,7 @@ fn new_ticket(title: &str, agent: &str, body: Option<&str>) -> NewTicket {
         source: Source::Technician,
         author: "tina".into(),
         body: body.map(str::to_string),
+        requester: None,
     }
 }
 
@@ -830,6 +834,115 @@ pub async fn concurrent_audit_appends_make_one_chain(s: &Store, _: &ManualClock)
     assert_eq!(ours.last().unwrap().id as i64, *ids.last().unwrap());
 }
 
+/// The help desk mirror's links (`super::helpdesk`): queued with each
+/// change, claimed by one sender, progress recorded only under the claim,
+/// a resolution in the help desk applied once.
+pub async fn a_helpdesk_link_is_claimed_once_and_resolved_once(s: &Store, _clock: &ManualClock) {
+    let pc = unique("pc");
+    let c = s
+        .create_ticket(new_ticket("printer jam", &pc, None))
+        .await
+        .unwrap();
+    let id = c.ticket.id;
+    s.change_ticket(id, TicketEdit::Comment("paper out".into()), "alice")
+        .await
+        .unwrap();
+    let link = s.helpdesk_link(id).await.unwrap().unwrap();
+    assert_eq!((link.remote_id, link.delivered_entry), (None, 0));
+    assert!(link.latest_entry > c.entry_id, "raised by the comment");
+    // Two claimers at once: one gets it (other cases' links come too).
+    let claimers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.claim_helpdesk(100_000, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut mine = Vec::new();
+    for c in claimers {
+        mine.extend(c.await.unwrap().into_iter().filter(|p| p.ticket.id == id));
+    }
+    assert_eq!(mine.len(), 1, "claimed once");
+    let p = mine.pop().unwrap();
+    assert_eq!(p.entries.len(), 2, "opened and the comment");
+    let mut link = p.link.clone();
+    link.remote_id = Some(42);
+    link.delivered_entry = p.entries[0].0;
+    assert_eq!(
+        s.save_helpdesk(link.clone(), p.lease_until - 1, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None,
+        "not under someone else's claim"
+    );
+    let lease = s
+        .save_helpdesk(link.clone(), p.lease_until, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("saved under its claim");
+    assert!(lease > p.lease_until, "renewed");
+    let again = s
+        .claim_helpdesk(100_000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(again.iter().all(|p| p.ticket.id != id), "still claimed");
+    assert!(s.release_helpdesk(id, lease, 0, 0).await.unwrap());
+    let again = s
+        .claim_helpdesk(100_000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let p = again
+        .into_iter()
+        .find(|p| p.ticket.id == id)
+        .expect("the comment is left");
+    assert_eq!(p.entries.len(), 1);
+    assert_eq!(p.entries[0].1.kind, "comment");
+    link.delivered_entry = p.entries[0].0;
+    link.remote_status = Some("open".into());
+    let lease = s
+        .save_helpdesk(link, p.lease_until, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let watched = |s: Store| async move { s.helpdesk_watched(0, 1_000_000).await.unwrap() };
+    assert!(
+        watched(s.clone()).await.iter().all(|l| l.ticket_id != id),
+        "not while claimed"
+    );
+    assert!(s.release_helpdesk(id, lease, 0, 0).await.unwrap());
+    assert!(watched(s.clone()).await.iter().any(|l| l.ticket_id == id));
+    // Resolved in the help desk, seen by two relays at once: once here.
+    let resolvers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.resolve_from_helpdesk(id, "rt:bob", "resolved in RT")
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut changes = Vec::new();
+    for r in resolvers {
+        changes.extend(r.await.unwrap());
+    }
+    assert_eq!(changes.len(), 1, "resolved once");
+    assert_eq!(changes[0].entry.author, "rt:bob");
+    let (t, entries) = s.ticket_detail(id).await.unwrap().unwrap();
+    assert_eq!(t.status, TicketStatus::Resolved);
+    assert_eq!(entries.iter().filter(|e| e.kind == "status").count(), 1);
+    assert!(watched(s.clone()).await.iter().all(|l| l.ticket_id != id));
+    let link = s.helpdesk_link(id).await.unwrap().unwrap();
+    assert_eq!(link.remote_status.as_deref(), Some("resolved"));
+    assert!(
+        link.latest_entry > link.delivered_entry,
+        "the resolution is queued too"
+    );
+}
+
 pub async fn a_webhook_delivery_is_claimed_once(s: &Store, clock: &ManualClock) {
     // Leases are per claim; make sure what earlier cases queued is gone.
     clock.advance(Duration::from_secs(7 * 86_400));
@@ -1108,6 +1221,7 @@ pub async fn selection_health_and_open_tickets(s: &Store, _: &ManualClock) {
         source: Source::Technician,
         author: "tina".into(),
         body: None,
+        requester: None,
     };
     s.create_ticket(person(&sick)).await.unwrap();
     let closed = s.create_ticket(person(&ok)).await.unwrap();
@@ -1501,6 +1615,7 @@ pub async fn support_report_from_a_scripted_history(s: &Store, clock: &ManualClo
         source: Source::Technician,
         author: author.into(),
         body: None,
+        requester: None,
     };
     let edit = |c: TicketChange| TicketEdit::try_from(c).unwrap();
     let resolve = || edit(TicketChange::Resolve { comment: None });

@@ -487,4 +487,76 @@ pub trait Tx {
     /// Mark up to `limit` pending ones with `expires_at <= now` `expired`
     /// and return them (claimed as [`Tx::claim_queued`] does).
     fn expire_queued(&mut self, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>>;
+
+    // ---- help desk mirror (`super::helpdesk`) ----
+
+    /// Entry `entry_id` of ticket `ticket_id` is to be mirrored: the
+    /// ticket's link made (due at `now`) or its `latest_entry` raised.
+    fn enqueue_helpdesk(&mut self, ticket_id: u64, entry_id: i64, now: i64) -> StoreResult<()>;
+    /// Up to `limit` links with entries not yet delivered, due at `now`
+    /// and not claimed by anyone else, claimed until `lease_until` (one
+    /// claimer only, as [`Tx::claim_webhooks`]).
+    fn claim_helpdesk(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<HelpdeskLink>>;
+    /// Record a claimed link's progress (`remote_id`, `delivered_entry`,
+    /// `sending_entry`, `remote_status`) and renew the claim to `renew_until`,
+    /// only while the claim `lease_until` is still the link's: false when
+    /// it was lost.
+    fn save_helpdesk(
+        &mut self,
+        link: &HelpdeskLink,
+        lease_until: i64,
+        renew_until: i64,
+    ) -> StoreResult<bool>;
+    /// End the claim `lease_until` of a link: due again at `next_at` with
+    /// `attempts` failed attempts; false when the claim was lost.
+    fn release_helpdesk(
+        &mut self,
+        ticket_id: u64,
+        lease_until: i64,
+        next_at: i64,
+        attempts: i64,
+    ) -> StoreResult<bool>;
+    fn helpdesk_link(&mut self, ticket_id: u64) -> StoreResult<Option<HelpdeskLink>>;
+    /// Links whose help desk ticket may be resolved there: created, every
+    /// entry delivered, not claimed at `now`, not known resolved there, and
+    /// the firstline ticket still open or in progress; by ticket id after
+    /// `after`, at most `limit`.
+    fn helpdesk_watched(
+        &mut self,
+        now: i64,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<HelpdeskLink>>;
+    /// Mark a watched link's help desk ticket resolved, in one conditional
+    /// update (the conditions of [`Tx::helpdesk_watched`] checked again):
+    /// false when it no longer qualifies (another relay did it first).
+    fn mark_helpdesk_resolved(&mut self, ticket_id: u64, now: i64) -> StoreResult<bool>;
+    /// A ticket's entries with ids above `after`, with their ids, in order.
+    fn entries_after(&mut self, ticket_id: u64, after: i64)
+        -> StoreResult<Vec<(i64, TicketEntry)>>;
+}
+
+/// A firstline ticket's mirror in the external help desk (a row of
+/// `helpdesk_links`, see `super::helpdesk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelpdeskLink {
+    pub ticket_id: u64,
+    /// The help desk's id of the ticket, once created there (or found).
+    pub remote_id: Option<i64>,
+    /// The highest timeline entry id queued for the help desk.
+    pub latest_entry: i64,
+    /// Every entry up to this id is in the help desk.
+    pub delivered_entry: i64,
+    /// The entry a sender was sending: it may or may not have arrived (the
+    /// sender died), so it is looked for before it is sent again.
+    pub sending_entry: Option<i64>,
+    /// The help desk status last set (or found resolved) there.
+    pub remote_status: Option<String>,
+    /// Failed attempts in a row.
+    pub attempts: i64,
 }

@@ -198,7 +198,7 @@ fn operator_row(r: &Row) -> StoreResult<OperatorInfo> {
     })
 }
 
-const TICKET_COLUMNS: &str = "id, title, agent, check_name, monitor, status, priority, source, assignee, created_at, updated_at, resolved_at";
+const TICKET_COLUMNS: &str = "id, title, agent, check_name, monitor, status, priority, source, assignee, created_at, updated_at, resolved_at, requester";
 
 fn ticket_row(r: &Row) -> StoreResult<Ticket> {
     Ok(Ticket {
@@ -214,6 +214,7 @@ fn ticket_row(r: &Row) -> StoreResult<Ticket> {
         created_at: get(r, 9)?,
         updated_at: get(r, 10)?,
         resolved_at: get(r, 11)?,
+        requester: get(r, 12)?,
     })
 }
 
@@ -794,9 +795,9 @@ impl Tx for PgTx<'_, '_> {
     fn insert_ticket(&mut self, t: &NewTicket, now: i64) -> StoreResult<u64> {
         let id: i64 = self
             .one(
-                "INSERT INTO tickets (title, agent, check_name, monitor, status, priority, source, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $7) RETURNING id",
-                &[&t.title, &t.agent, &t.check, &t.monitor, &t.priority.as_str(), &t.source.as_str(), &now],
+                "INSERT INTO tickets (title, agent, check_name, monitor, status, priority, source, created_at, updated_at, requester)
+                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $7, $8) RETURNING id",
+                &[&t.title, &t.agent, &t.check, &t.monitor, &t.priority.as_str(), &t.source.as_str(), &now, &t.requester],
                 |r| get(r, 0),
             )?
             .ok_or_else(|| StoreError::Backend("INSERT … RETURNING returned nothing".into()))?;
@@ -1215,4 +1216,171 @@ impl Tx for PgTx<'_, '_> {
         out.sort_by_key(|q| q.id);
         Ok(out)
     }
+
+    fn enqueue_helpdesk(&mut self, ticket_id: u64, entry_id: i64, now: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO helpdesk_links (ticket_id, latest_entry, next_at) VALUES ($1, $2, $3)
+             ON CONFLICT (ticket_id) DO UPDATE
+             SET latest_entry = GREATEST(helpdesk_links.latest_entry, EXCLUDED.latest_entry)",
+            &[&self::ticket_id(ticket_id), &entry_id, &now],
+        )?;
+        Ok(())
+    }
+
+    fn claim_helpdesk(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<HelpdeskLink>> {
+        // As `claim_webhooks`: SKIP LOCKED leaves a link another relay is
+        // claiming right now to it.
+        let mut out = self.all(
+            &format!(
+                "UPDATE helpdesk_links SET claimed_until = $2
+                 WHERE ticket_id IN (SELECT ticket_id FROM helpdesk_links
+                     WHERE latest_entry > delivered_entry AND next_at <= $1
+                       AND (claimed_until IS NULL OR claimed_until <= $1)
+                     ORDER BY ticket_id LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING {HELPDESK_COLUMNS}"
+            ),
+            &[&now, &lease_until, &i64::from(limit)],
+            helpdesk_row,
+        )?;
+        out.sort_by_key(|l| l.ticket_id);
+        Ok(out)
+    }
+
+    fn save_helpdesk(
+        &mut self,
+        l: &HelpdeskLink,
+        lease_until: i64,
+        renew_until: i64,
+    ) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE helpdesk_links SET remote_id = $2, delivered_entry = $3, sending_entry = $4,
+                 remote_status = $5, attempts = $6, claimed_until = $8
+             WHERE ticket_id = $1 AND claimed_until = $7",
+            &[
+                &self::ticket_id(l.ticket_id),
+                &l.remote_id,
+                &l.delivered_entry,
+                &l.sending_entry,
+                &l.remote_status,
+                &l.attempts,
+                &lease_until,
+                &renew_until,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn release_helpdesk(
+        &mut self,
+        ticket_id: u64,
+        lease_until: i64,
+        next_at: i64,
+        attempts: i64,
+    ) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE helpdesk_links SET claimed_until = NULL, next_at = $3, attempts = $4
+             WHERE ticket_id = $1 AND claimed_until = $2",
+            &[
+                &self::ticket_id(ticket_id),
+                &lease_until,
+                &next_at,
+                &attempts,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn helpdesk_link(&mut self, ticket_id: u64) -> StoreResult<Option<HelpdeskLink>> {
+        self.one(
+            &format!("SELECT {HELPDESK_COLUMNS} FROM helpdesk_links WHERE ticket_id = $1"),
+            &[&self::ticket_id(ticket_id)],
+            helpdesk_row,
+        )
+    }
+
+    fn helpdesk_watched(
+        &mut self,
+        now: i64,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<HelpdeskLink>> {
+        self.all(
+            &format!(
+                "SELECT {HELPDESK_COLUMNS} FROM helpdesk_links
+                 WHERE ticket_id > $2 AND {HELPDESK_WATCHED}
+                 ORDER BY ticket_id LIMIT $3"
+            ),
+            &[&now, &self::ticket_id(after), &i64::from(limit)],
+            helpdesk_row,
+        )
+    }
+
+    fn mark_helpdesk_resolved(&mut self, ticket_id: u64, now: i64) -> StoreResult<bool> {
+        // One conditional update: a second relay waits for the first's row
+        // lock, then finds the conditions no longer hold.
+        let n = self.exec(
+            &format!(
+                "UPDATE helpdesk_links SET remote_status = 'resolved'
+                 WHERE ticket_id = $2 AND {HELPDESK_WATCHED}"
+            ),
+            &[&now, &self::ticket_id(ticket_id)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn entries_after(
+        &mut self,
+        ticket_id: u64,
+        after: i64,
+    ) -> StoreResult<Vec<(i64, TicketEntry)>> {
+        self.all(
+            "SELECT e.at, e.kind, e.author, e.body, e.observed_at, t.source, e.id
+             FROM ticket_entries e JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.ticket_id = $1 AND e.id > $2 ORDER BY e.id",
+            &[&self::ticket_id(ticket_id), &after],
+            |r| {
+                let kind: String = get(r, 1)?;
+                let body: String = get(r, 3)?;
+                let source: String = get(r, 5)?;
+                Ok((
+                    get(r, 6)?,
+                    TicketEntry {
+                        at: rfc3339(get(r, 0)?),
+                        observed_at: get::<Option<i64>>(r, 4)?.map(rfc3339),
+                        body: entry_body(&kind, source == "alert", &body),
+                        kind,
+                        author: get(r, 2)?,
+                    },
+                ))
+            },
+        )
+    }
+}
+
+const HELPDESK_COLUMNS: &str =
+    "ticket_id, remote_id, latest_entry, delivered_entry, sending_entry, remote_status, attempts";
+
+/// What [`Tx::helpdesk_watched`] and [`Tx::mark_helpdesk_resolved`] ask of
+/// a link (`$1` is now).
+const HELPDESK_WATCHED: &str = "remote_id IS NOT NULL AND delivered_entry >= latest_entry
+     AND (claimed_until IS NULL OR claimed_until <= $1)
+     AND (remote_status IS NULL OR remote_status <> 'resolved')
+     AND ticket_id IN (SELECT id FROM tickets WHERE status IN ('open', 'in_progress'))";
+
+fn helpdesk_row(r: &Row) -> StoreResult<HelpdeskLink> {
+    Ok(HelpdeskLink {
+        ticket_id: get::<i64>(r, 0)?.max(0) as u64,
+        remote_id: get(r, 1)?,
+        latest_entry: get(r, 2)?,
+        delivered_entry: get(r, 3)?,
+        sending_entry: get(r, 4)?,
+        remote_status: get(r, 5)?,
+        attempts: get(r, 6)?,
+    })
 }

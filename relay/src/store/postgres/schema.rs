@@ -32,6 +32,16 @@ pub const MIGRATIONS: &[Migration<&str>] = &[
         name: "central monitor sets, and what each agent reported of them",
         apply: V4_CENTRAL_MONITORS,
     },
+    Migration {
+        version: 5,
+        name: "who asked, for an end user's ticket (`firstline-help ask`): its own column, no longer the monitor's",
+        apply: V5_REQUESTER,
+    },
+    Migration {
+        version: 6,
+        name: "tickets mirrored into an external help desk (`[helpdesk]`): the help desk's id and what was delivered",
+        apply: V6_HELPDESK_LINKS,
+    },
 ];
 
 /// Key of the session advisory lock a relay holds while it migrates: two
@@ -240,8 +250,32 @@ CREATE INDEX queued_by_agent ON queued_actions (agent, state, id);
 CREATE INDEX queued_by_expiry ON queued_actions (state, expires_at);
 "#;
 
+/// Tickets mirrored into an external help desk (`crate::store::helpdesk`):
+/// as SQLite's version 7.
+const V6_HELPDESK_LINKS: &str = r#"
+CREATE TABLE helpdesk_links (
+    ticket_id BIGINT PRIMARY KEY,
+    remote_id BIGINT,
+    latest_entry BIGINT NOT NULL,
+    delivered_entry BIGINT NOT NULL DEFAULT 0,
+    sending_entry BIGINT,
+    remote_status TEXT,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    claimed_until BIGINT
+);
+CREATE INDEX helpdesk_due ON helpdesk_links (next_at, ticket_id);
+"#;
+
 /// Central monitor sets (`crate::store::monitors`) and each agent's last
 /// report of them: tables of their own.
+/// As SQLite's version 6.
+const V5_REQUESTER: &str = r#"
+ALTER TABLE tickets ADD COLUMN requester TEXT;
+UPDATE tickets SET requester = substr(monitor, 6), monitor = NULL
+ WHERE source = 'user' AND monitor LIKE 'user:%';
+"#;
+
 const V4_CENTRAL_MONITORS: &str = r#"
 CREATE TABLE monitor_sets (
     name TEXT PRIMARY KEY,

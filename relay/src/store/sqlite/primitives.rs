@@ -103,7 +103,7 @@ where
     })
 }
 
-const TICKET_COLUMNS: &str = "id, title, agent, check_name, monitor, status, priority, source, assignee, created_at, updated_at, resolved_at";
+const TICKET_COLUMNS: &str = "id, title, agent, check_name, monitor, status, priority, source, assignee, created_at, updated_at, resolved_at, requester";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
     Ok(Ticket {
@@ -119,6 +119,7 @@ fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
         resolved_at: r.get(11)?,
+        requester: r.get(12)?,
     })
 }
 
@@ -713,9 +714,9 @@ impl Tx for SqliteTx<'_> {
     fn insert_ticket(&mut self, t: &NewTicket, now: i64) -> StoreResult<u64> {
         let id: i64 = self
             .one(
-                "INSERT INTO tickets (title, agent, check_name, monitor, status, priority, source, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?7) RETURNING id",
-                params![t.title, t.agent, t.check, t.monitor, t.priority.as_str(), t.source.as_str(), now],
+                "INSERT INTO tickets (title, agent, check_name, monitor, status, priority, source, created_at, updated_at, requester)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?7, ?8) RETURNING id",
+                params![t.title, t.agent, t.check, t.monitor, t.priority.as_str(), t.source.as_str(), now, t.requester],
                 |r| r.get(0),
             )?
             .ok_or_else(|| StoreError::Backend("INSERT … RETURNING returned nothing".into()))?;
@@ -1119,4 +1120,161 @@ impl Tx for SqliteTx<'_> {
         out.sort_by_key(|q| q.id);
         Ok(out)
     }
+
+    fn enqueue_helpdesk(&mut self, ticket_id: u64, entry_id: i64, now: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO helpdesk_links (ticket_id, latest_entry, next_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (ticket_id) DO UPDATE
+             SET latest_entry = MAX(helpdesk_links.latest_entry, excluded.latest_entry)",
+            params![ticket_id as i64, entry_id, now],
+        )?;
+        Ok(())
+    }
+
+    fn claim_helpdesk(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<HelpdeskLink>> {
+        let mut out = self.all(
+            &format!(
+                "UPDATE helpdesk_links SET claimed_until = ?2
+                 WHERE ticket_id IN (SELECT ticket_id FROM helpdesk_links
+                     WHERE latest_entry > delivered_entry AND next_at <= ?1
+                       AND (claimed_until IS NULL OR claimed_until <= ?1)
+                     ORDER BY ticket_id LIMIT ?3)
+                 RETURNING {HELPDESK_COLUMNS}"
+            ),
+            params![now, lease_until, limit],
+            helpdesk_row,
+        )?;
+        out.sort_by_key(|l| l.ticket_id);
+        Ok(out)
+    }
+
+    fn save_helpdesk(
+        &mut self,
+        l: &HelpdeskLink,
+        lease_until: i64,
+        renew_until: i64,
+    ) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE helpdesk_links SET remote_id = ?2, delivered_entry = ?3, sending_entry = ?4,
+                 remote_status = ?5, attempts = ?6, claimed_until = ?8
+             WHERE ticket_id = ?1 AND claimed_until = ?7",
+            params![
+                l.ticket_id as i64,
+                l.remote_id,
+                l.delivered_entry,
+                l.sending_entry,
+                l.remote_status,
+                l.attempts,
+                lease_until,
+                renew_until
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn release_helpdesk(
+        &mut self,
+        ticket_id: u64,
+        lease_until: i64,
+        next_at: i64,
+        attempts: i64,
+    ) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE helpdesk_links SET claimed_until = NULL, next_at = ?3, attempts = ?4
+             WHERE ticket_id = ?1 AND claimed_until = ?2",
+            params![ticket_id as i64, lease_until, next_at, attempts],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn helpdesk_link(&mut self, ticket_id: u64) -> StoreResult<Option<HelpdeskLink>> {
+        self.one(
+            &format!("SELECT {HELPDESK_COLUMNS} FROM helpdesk_links WHERE ticket_id = ?1"),
+            [ticket_id as i64],
+            helpdesk_row,
+        )
+    }
+
+    fn helpdesk_watched(
+        &mut self,
+        now: i64,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<HelpdeskLink>> {
+        self.all(
+            &format!(
+                "SELECT {HELPDESK_COLUMNS} FROM helpdesk_links
+                 WHERE ticket_id > ?2 AND {HELPDESK_WATCHED}
+                 ORDER BY ticket_id LIMIT ?3"
+            ),
+            params![now, after as i64, limit],
+            helpdesk_row,
+        )
+    }
+
+    fn mark_helpdesk_resolved(&mut self, ticket_id: u64, now: i64) -> StoreResult<bool> {
+        let n = self.exec(
+            &format!(
+                "UPDATE helpdesk_links SET remote_status = 'resolved'
+                 WHERE ticket_id = ?2 AND {HELPDESK_WATCHED}"
+            ),
+            params![now, ticket_id as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn entries_after(
+        &mut self,
+        ticket_id: u64,
+        after: i64,
+    ) -> StoreResult<Vec<(i64, TicketEntry)>> {
+        self.all(
+            "SELECT e.at, e.kind, e.author, e.body, e.observed_at, t.source, e.id
+             FROM ticket_entries e JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.ticket_id = ?1 AND e.id > ?2 ORDER BY e.id",
+            params![ticket_id as i64, after],
+            |r| {
+                let kind: String = r.get(1)?;
+                let body: String = r.get(3)?;
+                let source: String = r.get(5)?;
+                Ok((
+                    r.get(6)?,
+                    TicketEntry {
+                        at: rfc3339(r.get(0)?),
+                        observed_at: r.get::<_, Option<i64>>(4)?.map(rfc3339),
+                        body: entry_body(&kind, source == "alert", &body),
+                        kind,
+                        author: r.get(2)?,
+                    },
+                ))
+            },
+        )
+    }
+}
+
+const HELPDESK_COLUMNS: &str =
+    "ticket_id, remote_id, latest_entry, delivered_entry, sending_entry, remote_status, attempts";
+
+/// What [`Tx::helpdesk_watched`] and [`Tx::mark_helpdesk_resolved`] ask of
+/// a link (`?1` is now).
+const HELPDESK_WATCHED: &str = "remote_id IS NOT NULL AND delivered_entry >= latest_entry
+     AND (claimed_until IS NULL OR claimed_until <= ?1)
+     AND (remote_status IS NULL OR remote_status <> 'resolved')
+     AND ticket_id IN (SELECT id FROM tickets WHERE status IN ('open', 'in_progress'))";
+
+fn helpdesk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HelpdeskLink> {
+    Ok(HelpdeskLink {
+        ticket_id: r.get::<_, i64>(0)? as u64,
+        remote_id: r.get(1)?,
+        latest_entry: r.get(2)?,
+        delivered_entry: r.get(3)?,
+        sending_entry: r.get(4)?,
+        remote_status: r.get(5)?,
+        attempts: r.get(6)?,
+    })
 }

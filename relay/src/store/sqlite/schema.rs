@@ -37,6 +37,16 @@ pub const MIGRATIONS: &[Migration<Step>] = &[
         name: "central monitor sets, and what each agent reported of them",
         apply: v5_central_monitors,
     },
+    Migration {
+        version: 6,
+        name: "who asked, for an end user's ticket (`firstline-help ask`): its own column, no longer the monitor's",
+        apply: v6_requester,
+    },
+    Migration {
+        version: 7,
+        name: "tickets mirrored into an external help desk (`[helpdesk]`): the help desk's id and what was delivered",
+        apply: v7_helpdesk_links,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -248,6 +258,16 @@ fn v4_queued_actions(db: &Connection) -> rusqlite::Result<()> {
 
 /// Central monitor sets (`crate::store::monitors`) and each agent's last
 /// report of them: tables of their own.
+/// `tickets.requester`; the end users' tickets opened before it kept the
+/// requester in `monitor` as `user:NAME`: moved.
+fn v6_requester(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(
+        "ALTER TABLE tickets ADD COLUMN requester TEXT;
+         UPDATE tickets SET requester = substr(monitor, 6), monitor = NULL
+          WHERE source = 'user' AND monitor LIKE 'user:%';",
+    )
+}
+
 fn v5_central_monitors(db: &Connection) -> rusqlite::Result<()> {
     db.execute_batch(
         "CREATE TABLE IF NOT EXISTS monitor_sets (
@@ -267,6 +287,28 @@ fn v5_central_monitors(db: &Connection) -> rusqlite::Result<()> {
          );",
     )
 }
+
+/// Tickets mirrored into an external help desk (`crate::store::helpdesk`):
+/// one row per ticket, claimed with a lease like the webhook outbox.
+fn v7_helpdesk_links(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(HELPDESK_LINKS)
+}
+
+/// As PostgreSQL's version 6.
+const HELPDESK_LINKS: &str = "
+CREATE TABLE IF NOT EXISTS helpdesk_links (
+    ticket_id BIGINT PRIMARY KEY,
+    remote_id BIGINT,
+    latest_entry BIGINT NOT NULL,
+    delivered_entry BIGINT NOT NULL DEFAULT 0,
+    sending_entry BIGINT,
+    remote_status TEXT,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    claimed_until BIGINT
+);
+CREATE INDEX IF NOT EXISTS helpdesk_due ON helpdesk_links (next_at, ticket_id);
+";
 
 /// `ALTER TABLE … ADD COLUMN` unless the column is there.
 fn add_column(db: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
