@@ -301,6 +301,10 @@ fn loopback_only_unless_told() {
 }
 
 /// An address of this machine that is not loopback, if it has one.
+/// `connect` on a UDP socket only asks the routing table which source
+/// address it would use: no packet is sent (192.0.2.1 is TEST-NET-1), and
+/// the test then talks to that address of this machine, which the kernel
+/// delivers locally.
 fn outward_ip() -> Option<std::net::IpAddr> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     s.connect("192.0.2.1:9").ok()?;

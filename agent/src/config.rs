@@ -420,9 +420,8 @@ impl Loaded {
         let config: AgentConfig = firstline_net::config::load(path)?;
         let text = std::fs::read_to_string(path)?;
         let name = path.display().to_string();
-        let errors = problems(&config, &name, &text);
-        if !errors.is_empty() {
-            return Err(combine(errors).into());
+        if let Some(e) = firstline_net::config::combine(problems(&config, &name, &text)) {
+            return Err(e.into());
         }
         let state_dir = resolve(path, &config.state_dir);
         Ok(Loaded {
@@ -673,28 +672,6 @@ fn problems(config: &AgentConfig, name: &str, text: &str) -> Vec<ConfigError> {
 
 /// Several errors as one: the first, then each of the others on a line of
 /// its own (`FILE:LINE:COL: …`), so the command prints them all and exits 2.
-fn combine(mut errors: Vec<ConfigError>) -> ConfigError {
-    let rest: Vec<String> = errors.drain(1..).map(|e| e.to_string()).collect();
-    let first = errors.remove(0);
-    if rest.is_empty() {
-        return first;
-    }
-    match first {
-        ConfigError::Invalid {
-            path,
-            line,
-            column,
-            message,
-        } => ConfigError::Invalid {
-            path,
-            line,
-            column,
-            message: format!("{message}\n{}", rest.join("\n")),
-        },
-        read => read,
-    }
-}
-
 /// `p` relative to the folder of `config_path`, unless absolute.
 pub fn resolve(config_path: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {

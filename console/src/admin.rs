@@ -147,38 +147,9 @@ pub async fn token(cred: Option<PathBuf>, cmd: TokenCommand) -> Result<i32> {
             }
             let rows: Vec<Vec<String>> = tokens
                 .iter()
-                .map(|t| {
-                    let uses = match t.uses {
-                        Some(n) => format!("{}/{n}", t.uses_left),
-                        None => t.uses_left.to_string(),
-                    };
-                    vec![
-                        t.id.clone(),
-                        t.state.clone(),
-                        uses,
-                        t.expires_at.clone(),
-                        t.created_at.clone(),
-                        or_dash(&t.revoked_at),
-                        if t.tags.is_empty() {
-                            "-".into()
-                        } else {
-                            t.tags.join(",")
-                        },
-                    ]
-                })
+                .map(firstline_relay::admin::token_row)
                 .collect();
-            output::table(
-                &[
-                    "ID",
-                    "STATE",
-                    "USES LEFT",
-                    "EXPIRES",
-                    "CREATED",
-                    "REVOKED",
-                    "TAGS",
-                ],
-                &rows,
-            );
+            output::table(firstline_relay::admin::TOKEN_COLUMNS, &rows);
         }
         TokenCommand::Create {
             uses,

@@ -27,6 +27,41 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The columns of a token list (`token list`, offline and through the
+/// relay), for [`token_row`].
+pub const TOKEN_COLUMNS: &[&str] = &[
+    "ID",
+    "STATE",
+    "USES LEFT",
+    "EXPIRES",
+    "CREATED",
+    "REVOKED",
+    "TAGS",
+];
+
+/// One token as a row of [`TOKEN_COLUMNS`] (not yet escaped: the table
+/// printer escapes each cell).
+pub fn token_row(t: &TokenInfo) -> Vec<String> {
+    let uses = match t.uses {
+        Some(n) => format!("{}/{n}", t.uses_left),
+        None => t.uses_left.to_string(),
+    };
+    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    vec![
+        t.id.clone(),
+        t.state.clone(),
+        uses,
+        t.expires_at.clone(),
+        t.created_at.clone(),
+        or_dash(&t.revoked_at),
+        if t.tags.is_empty() {
+            "-".into()
+        } else {
+            t.tags.join(",")
+        },
+    ]
+}
+
 /// Server certificates are re-issued by `init` only; 5 years.
 const SERVER_CERT_TTL: Duration = Duration::from_secs(5 * 365 * 86_400);
 

@@ -41,15 +41,29 @@ type Turn = tokio::sync::Mutex<()>;
 /// One lock per agent name, alive while a push holds or waits for it.
 static TURNS: LazyLock<Mutex<HashMap<String, Weak<Turn>>>> = LazyLock::new(Default::default);
 
+fn turns() -> std::sync::MutexGuard<'static, HashMap<String, Weak<Turn>>> {
+    TURNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn turn(agent: &str) -> Arc<Turn> {
-    let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut turns = turns();
     if let Some(t) = turns.get(agent).and_then(Weak::upgrade) {
         return t;
     }
-    turns.retain(|_, w| w.strong_count() > 0);
     let t = Arc::new(Turn::default());
     turns.insert(agent.to_string(), Arc::downgrade(&t));
     t
+}
+
+/// Give up `agent`'s turn: its entry goes with the last holder, so the
+/// map holds only agents with a push under way — no sweep of the whole
+/// map per push (a set change pushes to every agent: that sweep made it
+/// quadratic in the agents held).
+fn done(agent: &str, t: Arc<Turn>) {
+    let mut turns = turns();
+    if Arc::strong_count(&t) == 1 {
+        turns.remove(agent);
+    }
 }
 
 /// What the relay knows of the sets an agent runs.
@@ -67,8 +81,16 @@ pub enum Runs {
 /// digest; or none received and none to send). Every connection asks, so
 /// that case costs one read of the sets and no stream.
 pub async fn push(relay: &Relay, agent: &str, conn: &Connection, runs: Runs) {
-    let turn = turn(agent);
-    let _held = turn.lock().await;
+    let t = turn(agent);
+    {
+        let _held = t.lock().await;
+        send(relay, agent, conn, runs).await;
+    }
+    done(agent, t);
+}
+
+/// [`push`], its turn held.
+async fn send(relay: &Relay, agent: &str, conn: &Connection, runs: Runs) {
     let (sets, digest) = match relay.store.central_monitors(agent).await {
         Ok(s) => s,
         Err(e) => {

@@ -77,20 +77,10 @@ async fn mirror(relay: &Relay, rt: &Rt, config: &HelpdeskConfig, wake: Arc<Notif
     // makes at most three requests.
     let lease = Duration::from_secs(config.timeout_secs * 4 + 2);
     loop {
-        let due = match relay.store.claim_helpdesk(BATCH, lease).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!("help desk mirror: {e}");
-                Vec::new()
-            }
-        };
-        if due.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            continue;
-        }
+        let due = crate::webhook::next_due("help desk mirror", &wake, || {
+            relay.store.claim_helpdesk(BATCH, lease)
+        })
+        .await;
         for p in due {
             let (id, attempts) = (p.ticket.id, p.link.attempts);
             let (lease_until, outcome) = deliver(relay, rt, p, lease).await;

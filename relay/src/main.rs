@@ -295,19 +295,8 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&tokens);
             } else {
-                let rows = tokens.iter().map(token_row).collect::<Vec<_>>();
-                table(
-                    &[
-                        "ID",
-                        "STATE",
-                        "USES LEFT",
-                        "EXPIRES",
-                        "CREATED",
-                        "REVOKED",
-                        "TAGS",
-                    ],
-                    &rows,
-                );
+                let rows = tokens.iter().map(admin::token_row).collect::<Vec<_>>();
+                table(admin::TOKEN_COLUMNS, &rows);
             }
         }
         Command::Token(TokenCommand::Revoke { id, config }) => {
@@ -415,26 +404,6 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn token_row(t: &firstline_proto::message::TokenInfo) -> Vec<String> {
-    let uses = match t.uses {
-        Some(n) => format!("{}/{n}", t.uses_left),
-        None => t.uses_left.to_string(),
-    };
-    vec![
-        t.id.clone(),
-        t.state.clone(),
-        uses,
-        t.expires_at.clone(),
-        t.created_at.clone(),
-        t.revoked_at.clone().unwrap_or_else(|| "-".into()),
-        if t.tags.is_empty() {
-            "-".into()
-        } else {
-            t.tags.join(",")
-        },
-    ]
 }
 
 /// Rows under a header, columns padded to fit; each cell escaped whole.

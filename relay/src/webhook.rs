@@ -45,6 +45,31 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(ctx.sign()))
 }
 
+/// The next batch an outbox sender claims (`claim`): while there is none,
+/// wait for `wake` or half a second (a claim another relay let lapse is
+/// found so). A store error is logged as `what`'s and waited out alike.
+/// One loop for the webhook outbox and the help desk mirror.
+pub(crate) async fn next_due<T, Fut>(
+    what: &str,
+    wake: &Notify,
+    mut claim: impl FnMut() -> Fut,
+) -> Vec<T>
+where
+    Fut: std::future::Future<Output = crate::store::StoreResult<Vec<T>>>,
+{
+    loop {
+        match claim().await {
+            Ok(due) if !due.is_empty() => return due,
+            Ok(_) => {}
+            Err(e) => tracing::error!("{what}: {e}"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 /// Deliver queued events forever (spawned by `serve` when a URL is set):
 /// claim what is due (a lease, so another relay on the same database does
 /// not send it too), send each, and record what became of it. `wake` is
@@ -66,20 +91,10 @@ pub async fn deliver(store: Store, config: RelayConfig, wake: Arc<Notify>) {
     // dies holding a claim delays those deliveries by this much.
     let lease = timeout * (BATCH + 1);
     loop {
-        let due = match store.claim_webhooks(BATCH, lease).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!("webhook outbox: {e}");
-                Vec::new()
-            }
-        };
-        if due.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            continue;
-        }
+        let due = next_due("webhook outbox", &wake, || {
+            store.claim_webhooks(BATCH, lease)
+        })
+        .await;
         for d in due {
             let at = store.now();
             let sent = client

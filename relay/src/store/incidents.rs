@@ -53,8 +53,13 @@ pub fn is_config_problem(r: &CheckResult) -> bool {
 /// spaces), at most [`limits::TITLE`] bytes.
 pub fn title_of(agent: &str, r: &CheckResult) -> String {
     let summary = r.summary.lines().next().unwrap_or_default();
-    let title = format!("{} {} on {agent}: {summary}", r.check, r.status);
-    let line: String = title
+    one_line_title(&format!("{} {} on {agent}: {summary}", r.check, r.status))
+}
+
+/// `text` as a ticket title: control characters and line breaks become
+/// spaces, trimmed, at most [`limits::TITLE`] bytes.
+fn one_line_title(text: &str) -> String {
+    let line: String = text
         .chars()
         .map(|c| {
             if firstline_proto::text::is_unsafe(c) {
@@ -262,19 +267,9 @@ fn help_request(
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("help");
-    let line: String = first
-        .chars()
-        .map(|c| {
-            if firstline_proto::text::is_unsafe(c) {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
     let author = format!("{}@{agent}", help.user);
     let new = NewTicket {
-        title: truncate(line.trim(), limits::TITLE).into_owned(),
+        title: one_line_title(first),
         agent: Some(agent.into()),
         check: None,
         monitor: None,
