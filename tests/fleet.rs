@@ -62,7 +62,10 @@ fn agent_with(root: &Path, relay: &Relay, name: &str, token: &str) -> Agent {
     let mut agent = Agent::new(root, name);
     let out = agent.enroll(&relay.addr, token);
     assert!(out.status.success(), "enroll {name}: {}", text(&out));
-    agent.configure("reconnect_max_ms = 1000");
+    // No built-in monitors: a machine without `[[monitor]]` stays of
+    // unknown health whatever the timing (their first results would make
+    // it `ok` some seconds after it starts).
+    agent.configure("reconnect_max_ms = 1000\ndefault_monitors = false");
     agent.start();
     agent
 }
