@@ -41,6 +41,9 @@ const STABLE_SESSION: Duration = Duration::from_secs(10);
 const EVENT_BATCH: usize = 256;
 /// Time the relay has to acknowledge a batch.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an empty outbox is looked at again without being told of a
+/// new event.
+const IDLE_OUTBOX_LOOK: Duration = Duration::from_secs(60);
 
 /// What the link is doing, for logs and the service manager's status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +280,18 @@ async fn session(
     state: &watch::Sender<LinkState>,
 ) -> Result<SessionEnd> {
     let relay = place.addr;
-    let remote = endpoint::resolve(relay).map_err(|e| anyhow!(e))?;
+    // A name goes to the system resolver, which blocks: off the runtime's
+    // only thread.
+    let remote = match relay.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let relay = relay.to_string();
+            tokio::task::spawn_blocking(move || endpoint::resolve(&relay))
+                .await
+                .map_err(|e| anyhow!("resolving the relay's address failed: {e}"))?
+                .map_err(|e| anyhow!(e))?
+        }
+    };
     let ep = endpoint::client(cfg.tls()?, remote, cfg.limits())?;
     let conn = tokio::time::timeout(cfg.connect_timeout(), endpoint::connect(&ep, remote))
         .await
@@ -476,9 +490,12 @@ async fn deliver(conn: Connection, outbox: Arc<Outbox>) {
             }
         };
         if batch.is_empty() {
+            // `push` wakes this (a wake-up while a batch is in flight is
+            // kept for the next wait); the timer is only a safety net, long
+            // so an idle agent does not read its outbox every few seconds.
             tokio::select! {
                 _ = outbox.arrived.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(IDLE_OUTBOX_LOOK) => {}
             }
             continue;
         }

@@ -118,8 +118,34 @@ fn main() {
     }
 }
 
+/// The agent's async runtime: one thread (tokio's current-thread runtime),
+/// plus the blocking pool that `spawn_blocking` starts on demand (statvfs,
+/// reads of /proc, the `cpu` window; such threads exit after
+/// [`BLOCKING_KEEP_ALIVE`] idle).
+///
+/// Why not the multi-thread runtime: the agent's work is I/O and timers —
+/// one QUIC link, ten or so monitors every few minutes, a request now and
+/// then — which one thread serves with room to spare, while each worker
+/// thread of a multi-thread runtime (one per core) costs a stack and a
+/// malloc arena that stay resident, and wakes other workers to steal work.
+/// Measured with 10 monitors every 30 s (BENCHMARKS.md, "Footprint
+/// against real peers"). Blocking work stays off this thread: checks use
+/// [`checks::blocking`], the outbox's SQLite writes are short appends.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// How long an idle thread of the blocking pool waits for more work before
+/// it exits (tokio's default is 10 s; monitors run every few seconds to
+/// minutes, so a thread kept a little longer is not recreated each run).
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn run(cli: Cli) -> Result<i32> {
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let rt = runtime()?;
     match cli.command {
         Command::Enroll {
             relay,

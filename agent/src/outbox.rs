@@ -1,12 +1,29 @@
-//! The durable outbox: monitoring events are written here (SQLite, WAL,
-//! `synchronous=FULL`, so a committed event survives kill -9 and power loss)
+//! The durable outbox: monitoring events are written here (SQLite, WAL)
 //! before anything is sent, and leave only when the relay acknowledges them.
 //!
+//! Durability: an event that must not be lost — an incident event, a
+//! `firstline-help ask` request — is committed with `synchronous=FULL`, so
+//! it survives kill -9 and power loss before the agent says it is queued. A
+//! plain scheduled result (the event a full outbox may drop anyway) and the
+//! trimming of acknowledged events are committed with `synchronous=NORMAL`:
+//! in WAL mode that survives kill -9 and an agent restart, and the next FULL
+//! commit (or checkpoint) makes it durable against power loss too. Why: an
+//! idle agent with every monitor ok produced two fsyncs per monitor run
+//! (the result, then its trimming) for events nobody is waiting for.
+//!
 //! Sequence numbers are the table's AUTOINCREMENT row ids: strictly
-//! increasing and never reused, even after deletes. The outbox is bounded:
-//! when full, the oldest plain results are dropped (and counted); incident
-//! events are never dropped. It also keeps each monitor's incident state so
-//! an agent restart neither forgets an open incident nor opens it twice.
+//! increasing and never reused, even after deletes. A plain result can be
+//! sent, and its number stored by the relay (which ignores numbers at or
+//! below the last it stored), and then be lost from disk with a power
+//! loss; so numbers are reserved ahead, [`SEQ_RESERVE`] at a time, in FULL
+//! commits, and after a restart the next number is above every reserved
+//! one: never a number the relay may already have seen.
+//!
+//! The outbox is bounded: when full, the oldest plain results are dropped
+//! (and counted); incident events are never dropped. It also keeps each
+//! monitor's incident state so an agent restart neither forgets an open
+//! incident nor opens it twice (the state changes that matter, opening and
+//! resolving, come with incident events, so they are FULL commits).
 
 use anyhow::{Context, Result};
 use firstline_proto::AgentEvent;
@@ -31,11 +48,37 @@ CREATE TABLE IF NOT EXISTS monitor_state (
 );
 "#;
 
+/// Sequence numbers reserved by one FULL commit.
+pub const SEQ_RESERVE: u64 = 1024;
+
 pub struct Outbox {
-    db: Mutex<Connection>,
+    db: Mutex<Db>,
     max_events: u64,
     /// Wakes the sender when an event arrives.
     pub arrived: Notify,
+}
+
+struct Db {
+    conn: Connection,
+    /// Whether the connection commits with `synchronous=FULL` now.
+    full: bool,
+    /// The highest sequence number handed out or, after a restart, the
+    /// highest that may have been (the reservation read at open).
+    last_seq: u64,
+    /// Sequence numbers up to this one are reserved on disk.
+    reserved: u64,
+}
+
+impl Db {
+    /// Commit the next transactions with `synchronous=FULL` (or NORMAL).
+    fn durable(&mut self, full: bool) -> Result<()> {
+        if self.full != full {
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.full = full;
+        }
+        Ok(())
+    }
 }
 
 impl Outbox {
@@ -49,34 +92,68 @@ impl Outbox {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        let handed_out: i64 = db.query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+            [],
+            |r| r.get(0),
+        )?;
+        let reserved: Option<i64> = db
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'seq_reserved'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let reserved = reserved.unwrap_or(0).max(0) as u64;
         Ok(Outbox {
-            db: Mutex::new(db),
+            db: Mutex::new(Db {
+                conn: db,
+                full: true,
+                // Numbers up to the reservation may have been handed out
+                // (and sent) in commits a power loss took back.
+                last_seq: (handed_out.max(0) as u64).max(reserved),
+                reserved,
+            }),
             max_events: max_events.max(1),
             arrived: Notify::new(),
         })
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Store an event (its `seq` is assigned here) and, in the same
-    /// transaction (one fsync, and no crash can leave them apart), the
-    /// monitor's incident state after it. Returns the sequence number, or
+    /// transaction (no crash can leave them apart), the monitor's incident
+    /// state after it; on disk before this returns unless the event is a
+    /// plain result (see the module's doc). Returns the sequence number, or
     /// `None` when a plain result was dropped because the outbox is full of
     /// events that must not be dropped.
     pub fn push(&self, event: &AgentEvent, state: Option<&str>) -> Result<Option<u64>> {
         let droppable = event.kind.droppable();
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        if let Some(state) = state {
+        let mut guard = self.db();
+        let db = &mut *guard;
+        let next = db.last_seq + 1;
+        let reserve = next > db.reserved;
+        db.durable(!droppable || reserve)?;
+        let tx = db.conn.transaction()?;
+        if reserve {
             tx.execute(
-                "INSERT INTO monitor_state (monitor, state) VALUES (?1, ?2)
-                 ON CONFLICT(monitor) DO UPDATE SET state = excluded.state",
-                params![event.monitor, state],
+                "INSERT INTO counters (name, value) VALUES ('seq_reserved', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(next - 1 + SEQ_RESERVE) as i64],
             )?;
         }
-        let count: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        if let Some(state) = state {
+            tx.prepare_cached(
+                "INSERT INTO monitor_state (monitor, state) VALUES (?1, ?2)
+                 ON CONFLICT(monitor) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![event.monitor, state])?;
+        }
+        let count: i64 = tx
+            .prepare_cached("SELECT COUNT(*) FROM events")?
+            .query_row([], |r| r.get(0))?;
         if count as u64 >= self.max_events {
             let oldest: Option<i64> = tx
                 .query_row("SELECT MIN(seq) FROM events WHERE droppable = 1", [], |r| {
@@ -101,21 +178,27 @@ impl Outbox {
         if let Some(obj) = body.as_object_mut() {
             obj.remove("seq");
         }
-        tx.execute(
-            "INSERT INTO events (droppable, body) VALUES (?1, ?2)",
-            params![droppable, body.to_string()],
-        )?;
-        let seq = tx.last_insert_rowid() as u64;
+        // Above every number handed out before, including those of commits
+        // a power loss may have taken back (AUTOINCREMENT alone would give
+        // one of them again).
+        tx.prepare_cached("INSERT INTO events (seq, droppable, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![next as i64, droppable, body.to_string()])?;
         tx.commit()?;
-        drop(db);
+        db.last_seq = next;
+        if reserve {
+            db.reserved = next - 1 + SEQ_RESERVE;
+        }
+        drop(guard);
         self.arrived.notify_one();
-        Ok(Some(seq))
+        Ok(Some(next))
     }
 
     /// The oldest `limit` events, in sequence order.
     pub fn peek(&self, limit: usize) -> Result<Vec<AgentEvent>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT seq, body FROM events ORDER BY seq LIMIT ?1")?;
+        let mut stmt = db
+            .conn
+            .prepare_cached("SELECT seq, body FROM events ORDER BY seq LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
@@ -134,7 +217,7 @@ impl Outbox {
 
     /// Whether the event `seq` still waits for the relay.
     pub fn holds(&self, seq: u64) -> Result<bool> {
-        let n: i64 = self.db().query_row(
+        let n: i64 = self.db().conn.query_row(
             "SELECT COUNT(*) FROM events WHERE seq = ?1",
             [seq as i64],
             |r| r.get(0),
@@ -146,7 +229,7 @@ impl Outbox {
     /// first.
     pub fn help_requests(&self, user: &str) -> Result<Vec<AgentEvent>> {
         let db = self.db();
-        let mut stmt = db.prepare(
+        let mut stmt = db.conn.prepare(
             "SELECT body FROM events WHERE droppable = 0 AND body LIKE '%\"help_request\"%' ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -163,16 +246,23 @@ impl Outbox {
         Ok(out)
     }
 
-    /// The relay stored everything up to `upto`.
+    /// The relay stored everything up to `upto`. Not a FULL commit: if a
+    /// power loss takes it back, those events are sent again and the relay
+    /// ignores them (at-least-once).
     pub fn ack(&self, upto: u64) -> Result<usize> {
-        Ok(self
-            .db()
-            .execute("DELETE FROM events WHERE seq <= ?1", [upto as i64])?)
+        let mut db = self.db();
+        db.durable(false)?;
+        let n = db
+            .conn
+            .prepare_cached("DELETE FROM events WHERE seq <= ?1")?
+            .execute([upto as i64])?;
+        Ok(n)
     }
 
     pub fn len(&self) -> Result<u64> {
         let n: i64 = self
             .db()
+            .conn
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         Ok(n as u64)
     }
@@ -185,6 +275,7 @@ impl Outbox {
     pub fn dropped(&self) -> Result<u64> {
         let n: Option<i64> = self
             .db()
+            .conn
             .query_row(
                 "SELECT value FROM counters WHERE name = 'dropped'",
                 [],
@@ -198,6 +289,7 @@ impl Outbox {
     pub fn load_state(&self, monitor: &str) -> Result<Option<String>> {
         Ok(self
             .db()
+            .conn
             .query_row(
                 "SELECT state FROM monitor_state WHERE monitor = ?1",
                 [monitor],
@@ -247,15 +339,76 @@ mod tests {
         drop(ob);
         let ob = Outbox::open(&path, 100).unwrap();
         assert!(ob.is_empty().unwrap());
+        // After a restart, above every reserved number.
+        let after = SEQ_RESERVE + 1;
         assert_eq!(
             ob.push(&event(EventKind::Result), None).unwrap(),
-            Some(3),
+            Some(after),
             "seq never reused"
         );
         let peeked = ob.peek(10).unwrap();
         assert_eq!(peeked.len(), 1);
-        assert_eq!(peeked[0].seq, 3);
+        assert_eq!(peeked[0].seq, after);
         assert_eq!(peeked[0].result.summary, "full");
+        assert_eq!(
+            ob.push(&event(EventKind::IncidentOpened), None).unwrap(),
+            Some(after + 1)
+        );
+    }
+
+    /// Plain results are not FULL commits: a power loss may take back the
+    /// last of them after the relay stored their numbers. Simulated here by
+    /// removing them from the file; the numbers that follow are still new.
+    #[test]
+    fn numbers_lost_with_a_power_loss_are_never_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let ob = Outbox::open(&path, 100_000).unwrap();
+        let mut last = 0;
+        for _ in 0..(SEQ_RESERVE + 10) {
+            last = ob.push(&event(EventKind::Result), None).unwrap().unwrap();
+        }
+        assert_eq!(last, SEQ_RESERVE + 10, "consecutive while running");
+        drop(ob);
+        // What the disk could hold after losing the commits since the last
+        // FULL one (the reservation at seq SEQ_RESERVE + 1).
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(&format!(
+            "DELETE FROM events WHERE seq > {r}; UPDATE sqlite_sequence SET seq = {r} WHERE name = 'events';",
+            r = SEQ_RESERVE + 1
+        ))
+        .unwrap();
+        drop(db);
+        let ob = Outbox::open(&path, 100_000).unwrap();
+        let next = ob.push(&event(EventKind::Result), None).unwrap().unwrap();
+        assert!(next > last, "{next} after {last}");
+        assert_eq!(next, 2 * SEQ_RESERVE + 1);
+    }
+
+    /// Incident events are FULL commits, plain results and trimming are not.
+    #[test]
+    fn only_what_must_not_be_lost_waits_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db"), 100).unwrap();
+        let full = |ob: &Outbox| {
+            let n: i64 = ob
+                .db()
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            n == 2
+        };
+        // The first number of a reservation is a FULL commit.
+        ob.push(&event(EventKind::Result), None).unwrap();
+        assert!(full(&ob));
+        ob.push(&event(EventKind::Result), None).unwrap();
+        assert!(!full(&ob), "a plain result");
+        ob.push(&event(EventKind::IncidentOpened), None).unwrap();
+        assert!(full(&ob), "an incident event");
+        ob.ack(3).unwrap();
+        assert!(!full(&ob), "trimming");
+        ob.push(&event(EventKind::HelpRequest), None).unwrap();
+        assert!(full(&ob), "a help request");
     }
 
     #[test]

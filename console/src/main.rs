@@ -198,9 +198,25 @@ fn main() {
     }
 }
 
+/// The async runtime of a command. Most commands are a few requests on
+/// one connection, I/O bound: one thread, started in microseconds (a
+/// multi-thread runtime starts a worker per core first, and every wake-up
+/// then crosses threads). `web` and `demo` serve (a browser; an embedded
+/// relay and agent) and get the worker pool.
+fn runtime(command: &Command) -> Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        Command::Web(_) | Command::Demo { .. } => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> Result<i32> {
     client::set_connect_timeout(cli.connect_timeout.as_deref())?;
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let rt = runtime(&cli.command)?;
     let cred = cli.credential.clone();
     match cli.command {
         Command::Login => login(cred),

@@ -36,7 +36,20 @@ pub const STREAM_RECEIVE_WINDOW: u32 = (firstline_proto::MAX_FRAME_LEN + 64 * 10
 /// could make us buffer one stream window per open stream.
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 2 * STREAM_RECEIVE_WINDOW;
 
-fn transport(limits: Limits) -> Arc<TransportConfig> {
+/// Concurrent streams a peer may open before it is authenticated, and an
+/// agent ever: its requests of the relay (events, facts, renewal, a local
+/// user's help) are few at a time, and more only wait for a free one.
+pub const AGENT_STREAMS: u32 = 8;
+
+/// Let an authenticated peer (an operator) open up to `limits.max_streams`
+/// request streams at once.
+pub fn allow_streams(conn: &Connection, limits: Limits) {
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(limits.max_streams));
+}
+
+/// The transport every firstline endpoint uses (the load generator's
+/// simulated agents too).
+pub fn transport(limits: Limits) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(limits.keep_alive));
     t.max_idle_timeout(limits.idle_timeout.try_into().ok());
@@ -44,6 +57,13 @@ fn transport(limits: Limits) -> Arc<TransportConfig> {
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW));
     t.receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
+    // No path MTU discovery: firstline's messages are small, so larger
+    // datagrams gain next to nothing, while every probe is a datagram of
+    // ~1,450 bytes of PADDING that the receiver parses frame by frame —
+    // quinn's frame parsing was ~8 % of the relay's CPU during a ramp of
+    // agents (BENCHMARKS.md "Profiles"). QUIC's 1,200-byte minimum works on
+    // every path QUIC works on.
+    t.mtu_discovery_config(None);
     Arc::new(t)
 }
 
@@ -73,7 +93,14 @@ pub fn server(
 ) -> Result<Endpoint, EndpointError> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport(limits));
+    // Until the relay knows who the peer is, and for agents, a few streams;
+    // operators get `max_streams` once authenticated ([`allow_streams`]).
+    // quinn keeps a slot per stream the peer may open (1.4 KiB for 64).
+    let first = Limits {
+        max_streams: limits.max_streams.min(AGENT_STREAMS),
+        ..limits
+    };
+    config.transport_config(transport(first));
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
     // Connection IDs must also validate across restarts, or packets of old
@@ -88,13 +115,54 @@ pub fn server(
     let socket =
         std::net::UdpSocket::bind(addr).map_err(|source| EndpointError::Bind { addr, source })?;
     enlarge_buffers(&socket);
-    Endpoint::new(
-        endpoint_config,
-        Some(config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| EndpointError::Bind { addr, source })
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let bind_error = |source| EndpointError::Bind { addr, source };
+    let socket =
+        OneDatagram(quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(bind_error)?);
+    Endpoint::new_with_abstract_socket(endpoint_config, Some(config), Arc::new(socket), runtime)
+        .map_err(bind_error)
+}
+
+/// The relay's UDP socket, sending one datagram per send call.
+///
+/// quinn gives every connection a send buffer that keeps the capacity of
+/// the largest batch it ever built: with segmentation offload (GSO) a
+/// handshake flight or a burst fills up to ~10 datagrams, and each held
+/// connection then kept ~13 KiB of the relay's ~41 KiB per idle agent
+/// (heaptrack, BENCHMARKS.md "Profiles"). One datagram per batch keeps it
+/// at one MTU (~1.4 KiB). What it costs is a `sendmsg` per datagram where
+/// GSO would batch several — firstline's requests and answers are a packet
+/// or two, and the ramp and fan-out figures did not get worse.
+#[derive(Debug)]
+struct OneDatagram(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for OneDatagram {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.0.try_send(transmit)
+    }
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+    fn max_receive_segments(&self) -> usize {
+        self.0.max_receive_segments()
+    }
+    fn may_fragment(&self) -> bool {
+        self.0.may_fragment()
+    }
 }
 
 /// UDP socket buffers the relay asks for. One socket carries every peer's

@@ -22,8 +22,11 @@ use quinn::Connection;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Held for as long as the agent is connected: the handshake's and the
+/// store's futures are boxed so that an idle agent's task keeps only the
+/// small state of the accept loop (BENCHMARKS.md "Profiles").
 pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
-    let Some(hello) = greet(&relay, &conn, &name).await else {
+    let Some(hello) = Box::pin(greet(&relay, &conn, &name)).await else {
         return;
     };
     tracing::info!(agent = %name, version = %hello.software, remote = %conn.remote_address(), "agent online");
@@ -54,7 +57,7 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
         }
     }
     relay.agent_offline(&name, &conn);
-    if let Err(e) = relay.store.agent_left(&name).await {
+    if let Err(e) = Box::pin(relay.store.agent_left(&name)).await {
         tracing::error!("cannot record agent {name} leaving: {e}");
     }
 }

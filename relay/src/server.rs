@@ -178,7 +178,9 @@ fn admit(relay: &Relay, remote: SocketAddr) -> Option<Slot> {
 
 async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot: Slot) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
+    // Boxed, as the other steps below: the task of a connection lives as
+    // long as the connection, and its size is that of its largest step.
+    let conn = match Box::pin(std::future::IntoFuture::into_future(incoming)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%remote, "handshake failed: {e}");
@@ -186,16 +188,19 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
         }
     };
     if endpoint::alpn(&conn).as_deref() == Some(firstline_proto::ALPN_ENROLL) {
-        crate::enroll::handle(relay, conn).await;
+        Box::pin(crate::enroll::handle(relay, conn)).await;
         return;
     }
-    match authenticate(&relay, &conn).await {
+    match Box::pin(authenticate(&relay, &conn)).await {
         Ok(identity) => {
             slot.authenticated();
             match identity {
-                Identity::Agent { name } => crate::agent_link::run(relay, conn, name).await,
+                Identity::Agent { name } => {
+                    Box::pin(crate::agent_link::run(relay, conn, name)).await
+                }
                 Identity::Operator { name, role } => {
-                    crate::console::run(relay, conn, name, role).await
+                    endpoint::allow_streams(&conn, relay.dir.config.limits());
+                    Box::pin(crate::console::run(relay, conn, name, role)).await
                 }
             }
         }
@@ -208,9 +213,9 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
             let refusals = &relay.refusals;
             let logged =
                 refusals.record_checkpoint(&relay.store, &relay.audit_paths, remote, &who, &reason);
-            match logged.await {
-                Ok(Some(line)) => relay.cluster.publish_checkpoint(&line),
-                Ok(None) => {}
+            match Box::pin(logged).await {
+                Ok(Some(Some(line))) => relay.cluster.publish_checkpoint(&line),
+                Ok(_) => {}
                 Err(e) => tracing::error!("cannot audit a refused connection: {e:#}"),
             }
         }
@@ -227,6 +232,20 @@ async fn authenticate(relay: &Relay, conn: &Connection) -> Result<Identity, (Err
                 .into(),
         ));
     };
+    // rustls checks the dates in a full handshake only: a TLS 1.3 session
+    // resumed from a ticket skips the certificate verifier, so an expired
+    // certificate could come back through a session made while it was
+    // valid (tests/resume.rs). The same clock rustls uses.
+    let now = crate::clock::unix_now();
+    if now < info.not_before || now > info.not_after {
+        return Err((
+            ErrorCode::Unauthenticated,
+            format!(
+                "certificate {} is expired or not yet valid: renew it, or enroll or log in again",
+                info.serial
+            ),
+        ));
+    }
     let Some(identity) = info.identity else {
         return Err((
             ErrorCode::Unauthenticated,

@@ -118,7 +118,8 @@ impl Relay {
     /// relays' anchors too.
     pub async fn audit(&self, entry: AuditEntry) {
         match crate::audit::record_checkpoint(&self.store, &self.audit_paths, entry).await {
-            Ok(line) => self.cluster.publish_checkpoint(&line),
+            Ok(Some(line)) => self.cluster.publish_checkpoint(&line),
+            Ok(None) => {}
             Err(e) => tracing::error!("cannot write audit entry: {e:#}"),
         }
     }

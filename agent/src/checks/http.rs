@@ -13,7 +13,7 @@ use firstline_proto::{CheckResult, Status};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes of body read at most (for `--contains` and the size metric).
@@ -60,22 +60,123 @@ pub struct HttpArgs {
 }
 
 /// A rustls client configuration with the ring provider and the platform's
-/// verifier (system roots plus `extra_roots`).
+/// verifier (system roots plus `extra_roots`), the verifier built only when
+/// a certificate is to be verified ([`Roots`]).
 pub fn tls_config(
     extra_roots: Vec<CertificateDer<'static>>,
 ) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-            .map_err(|e| format!("cannot load the trusted certificates: {e}"))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let roots = if extra_roots.is_empty() {
+        system_roots()
+    } else {
+        Arc::new(Roots::new(extra_roots))
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(roots.provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// How long the verifier with the system's roots is reused before the
+/// roots are read again (a CA the admin adds is trusted within this time).
+const SYSTEM_ROOTS_FOR: Duration = Duration::from_secs(3600);
+
+/// The verifier with the system's roots only, shared by every check.
+fn system_roots() -> Arc<Roots> {
+    static SHARED: OnceLock<Arc<Roots>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| Arc::new(Roots::new(Vec::new())))
+        .clone()
+}
+
+/// The platform's certificate verifier (system roots plus extra ones),
+/// built on first use and then kept for [`SYSTEM_ROOTS_FOR`].
+///
+/// Why: building it reads and parses every certificate of the system's
+/// store (/etc/ssl/certs: hundreds of files), which made an `http` monitor
+/// the costliest of the agent's monitors when it was done on every run —
+/// even for an `http://` URL, which verifies nothing.
+#[derive(Debug)]
+pub struct Roots {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    extra: Vec<CertificateDer<'static>>,
+    built: Mutex<Option<(Instant, Arc<rustls_platform_verifier::Verifier>)>>,
+}
+
+impl Roots {
+    fn new(extra: Vec<CertificateDer<'static>>) -> Roots {
+        Roots {
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            extra,
+            built: Mutex::new(None),
+        }
+    }
+
+    /// The verifier, read from the system's store now unless a recent one
+    /// is kept.
+    pub fn verifier(&self) -> Result<Arc<rustls_platform_verifier::Verifier>, String> {
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = &*built {
+            if at.elapsed() < SYSTEM_ROOTS_FOR {
+                return Ok(v.clone());
+            }
+        }
+        let v = rustls_platform_verifier::Verifier::new_with_extra_roots(
+            self.extra.iter().cloned(),
+            self.provider.clone(),
+        )
+        .map(Arc::new)
+        .map_err(|e| format!("cannot load the trusted certificates: {e}"))?;
+        *built = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    fn inner(&self) -> Result<Arc<rustls_platform_verifier::Verifier>, rustls::Error> {
+        self.verifier().map_err(rustls::Error::General)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Roots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    /// What the platform verifier offers (WebPKI with this provider's
+    /// algorithms), known without reading any root.
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// CA certificates from a PEM file.
@@ -170,6 +271,13 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         },
         None => Vec::new(),
     };
+    // An https URL needs the trusted roots: a store that cannot be read is
+    // `unknown` (as the check reports it), not a certificate refused.
+    if url.scheme() == "https" && roots.is_empty() {
+        if let Err(e) = system_roots().verifier() {
+            return Ok(CheckResult::new("http", target, Status::Unknown, e));
+        }
+    }
     let client = match client(a.timeout, roots, a.follow) {
         Ok(c) => c,
         Err(e) => return Ok(CheckResult::new("http", target, Status::Unknown, e)),

@@ -897,6 +897,13 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<firstline_proto::action::QueuedAction>> {
         let (agent, now) = (agent.to_string(), self.now());
+        // Read first: every agent connection asks, and almost always there
+        // is nothing queued — a read on a reader costs no write on the
+        // store's single writer (SQLite) or row locks (PostgreSQL).
+        let probe = agent.clone();
+        if self.read(move |tx| tx.count_pending(&probe)).await? == 0 {
+            return Ok(Vec::new());
+        }
         self.write(move |tx| queue::claim(tx, &agent, now, limit))
             .await
     }

@@ -546,6 +546,19 @@ impl Cpu {
     /// `relay % · [PostgreSQL % · NATS % ·] generator % · others %` of one
     /// core between `self` and now ("others": the rest of the machine,
     /// which should be ~0).
+    /// CPU seconds all relays used between `self` and now: divided by the
+    /// work done, the relay's CPU per handshake or per alert — a figure
+    /// that, unlike rates, barely moves when other processes share the
+    /// machine.
+    pub fn relay_secs_since(&self, pids: &Pids) -> f64 {
+        let now = Cpu::now(pids);
+        now.relays
+            .iter()
+            .zip(&self.relays)
+            .map(|(a, b)| a - b)
+            .sum()
+    }
+
     pub fn since(&self, pids: &Pids) -> String {
         let now = Cpu::now(pids);
         let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);

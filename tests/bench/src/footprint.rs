@@ -8,6 +8,12 @@
 //! to a relay (a separate process, not counted). The zabbix agents run
 //! passive checks only (no `ServerActive`): a poller here asks each of
 //! them for its 10 items on the same schedule, over the zabbix protocol.
+//!
+//! `--baseline DIR` runs the agent of another build beside ours (same
+//! monitors, a relay of its own): on a shared, noisy machine a before/after
+//! comparison is only fair in one run. `--breakdown` prints what each of
+//! our agents' resident set is made of (the executable's pages, libraries,
+//! heap and arenas, threads), and the CPU per monitor run.
 
 use crate::procfs::{self, TreeSample};
 use crate::stats::Table;
@@ -41,6 +47,74 @@ pub struct FootprintArgs {
     pub zabbix_agent2: PathBuf,
     #[arg(long, default_value = "/usr/lib/nagios/plugins")]
     pub plugins: PathBuf,
+    /// Also run the agent of another build (a folder holding its
+    /// `firstline-agent`, `firstline-relay` and `firstline`, e.g. a copy of
+    /// an older target/release) with the same monitors and its own relay,
+    /// measured side by side: a before/after comparison under the same load
+    /// on a shared machine.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+    /// Also print what our agents' resident sets are made of at the end of
+    /// the window (/proc/PID/status and smaps: heap, stacks, the binary's
+    /// pages, libraries; threads).
+    #[arg(long)]
+    pub breakdown: bool,
+}
+
+/// What one process's resident set is made of, from /proc/PID/status and
+/// /proc/PID/smaps, in KiB.
+fn breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    // Rss per kind of mapping: the executable, other files (libraries), the
+    // heap ([heap] and anonymous mappings, malloc arenas included), stacks.
+    let (mut bin, mut libs, mut heap, mut stacks, mut other) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut anon_maps, mut kind) = (0usize, 0u8);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            kind = if Path::new(path) == exe {
+                0
+            } else if path.starts_with('/') {
+                1
+            } else if path.is_empty() || path == "[heap]" {
+                anon_maps += usize::from(path.is_empty());
+                2
+            } else if path.starts_with("[stack") {
+                3
+            } else {
+                4
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match kind {
+                0 => bin += kib,
+                1 => libs += kib,
+                2 => heap += kib,
+                3 => stacks += kib,
+                _ => other += kib,
+            }
+        }
+    }
+    format!(
+        "RssAnon {} KiB, RssFile {} KiB; by mapping: binary {bin} KiB, libraries {libs} KiB, \
+         heap and anonymous {heap} KiB ({anon_maps} anonymous mappings: arenas, thread stacks), \
+         main stack {stacks} KiB, other {other} KiB; {} threads",
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:"),
+    )
 }
 
 /// The 10 monitors and the zabbix item that does the same work.
@@ -191,6 +265,23 @@ pub fn main(args: FootprintArgs) -> Result<()> {
         args.plugins.display().to_string()
     ))?;
     let ours = w.start_agent()?;
+    eprintln!("firstline-agent pid {}", ours.pid());
+    // The baseline build, with the same monitors and a relay of its own.
+    let base = match &args.baseline {
+        Some(dir) => {
+            let root = root.join("baseline");
+            std::fs::create_dir_all(&root)?;
+            let bw = World::new(&root, dir, "footprint-baseline")?;
+            bw.agent_toml(&format!(
+                "plugins_dir = {:?}\n{monitors}",
+                args.plugins.display().to_string()
+            ))?;
+            let p = bw.start_agent()?;
+            eprintln!("baseline firstline-agent pid {}", p.pid());
+            Some((bw, p))
+        }
+        None => None,
+    };
 
     // The zabbix agents.
     let zd_port = zabbix_port(0)?;
@@ -263,12 +354,18 @@ pub fn main(args: FootprintArgs) -> Result<()> {
         args.warmup, args.duration, args.every
     );
     std::thread::sleep(Duration::from_secs(args.warmup));
+    let (base_world, base_proc) = match base {
+        Some((w, p)) => (Some(w), Some(p)),
+        None => (None, None),
+    };
     let mut subjects: Vec<Subject> = [
-        ("firstline-agent", ours),
-        ("zabbix_agentd", zd),
-        ("zabbix_agent2", z2),
+        ("firstline-agent", Some(ours)),
+        ("firstline-agent (baseline)", base_proc),
+        ("zabbix_agentd", Some(zd)),
+        ("zabbix_agent2", Some(z2)),
     ]
     .into_iter()
+    .filter_map(|(name, proc)| Some((name, proc?)))
     .map(|(name, proc)| {
         let start = procfs::sample_tree(proc.pid());
         Subject {
@@ -291,6 +388,11 @@ pub fn main(args: FootprintArgs) -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     let wall = t0.elapsed().as_secs_f64();
+    let breakdowns: Vec<(String, String)> = subjects
+        .iter()
+        .filter(|s| args.breakdown && s.name.starts_with("firstline"))
+        .map(|s| (format!("{} resident set", s.name), breakdown(s.proc.pid())))
+        .collect();
     stop.store(true, Ordering::Relaxed);
     let _ = poller.join();
     let _ = server.join();
@@ -322,7 +424,21 @@ pub fn main(args: FootprintArgs) -> Result<()> {
                 100.0 * cpu / wall
             ),
         );
+        if s.name.starts_with("firstline") {
+            // 10 monitors, each run every `every` seconds.
+            let runs = 10.0 * wall / args.every as f64;
+            table.row(
+                format!("{} CPU per monitor run", s.name),
+                format!(
+                    "{:.2} ms (everything the agent did, over {runs:.0} runs)",
+                    1000.0 * cpu / runs
+                ),
+            );
+        }
         s.proc.stop();
+    }
+    for (name, text) in breakdowns {
+        table.row(name, text);
     }
     let polled = [
         answered[0].load(Ordering::Relaxed) - polled_before[0],
@@ -338,6 +454,17 @@ pub fn main(args: FootprintArgs) -> Result<()> {
         }
     }
     // Our monitors reached the relay: one status row per monitor.
+    for (name, w) in [("firstline", Some(&w)), ("baseline", base_world.as_ref())] {
+        let Some(w) = w else { continue };
+        monitor_rows(&mut table, name, w)?;
+    }
+    println!();
+    table.print();
+    Ok(())
+}
+
+/// One status row per monitor, as the relay of `w` stored them.
+fn monitor_rows(table: &mut Table, name: &str, w: &World) -> Result<()> {
     let db = rusqlite::Connection::open_with_flags(
         w.relay_dir.database(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -347,7 +474,7 @@ pub fn main(args: FootprintArgs) -> Result<()> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     table.row(
-        "firstline monitors seen by the relay",
+        format!("{name} monitors seen by the relay"),
         format!(
             "{}: {}",
             rows.len(),
@@ -361,7 +488,5 @@ pub fn main(args: FootprintArgs) -> Result<()> {
                 .join(", ")
         ),
     );
-    println!();
-    table.print();
     Ok(())
 }

@@ -357,6 +357,7 @@ async fn measure_deployment(
     let ramp = ramp_start.elapsed();
     let ramp_cpu = cpu.since(&pids);
     let connected = connected_count();
+    let handshake_cpu_ms = 1000.0 * cpu.relay_secs_since(&pids) / connected.max(1) as f64;
     let handshakes_per_s = connected as f64 / ramp.as_secs_f64();
     table.row(
         "ramp",
@@ -379,6 +380,10 @@ async fn measure_deployment(
     let hs = Latency::of(handshake_ms.lock().map(|v| v.clone()).unwrap_or_default());
     table.row("handshake latency", hs.to_string());
     table.row("ramp CPU", ramp_cpu);
+    table.row(
+        "relay CPU per handshake",
+        format!("{handshake_cpu_ms:.2} ms (relay CPU time during the ramp ÷ agents connected)"),
+    );
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
         table.row(
@@ -612,6 +617,7 @@ async fn measure_deployment(
     let sustained_wall = start.elapsed();
     let alerts_per_s = sustained_n as f64 / sustained_wall.as_secs_f64();
     let sustained_cpu = cpu.since(&pids);
+    let alert_cpu_us = 1e6 * cpu.relay_secs_since(&pids) / sustained_n.max(1) as f64;
     let sustained_ack = Latency::of(std::mem::take(
         &mut *ack_ms.lock().map_err(|_| anyhow::anyhow!("lock"))?,
     ));
@@ -623,6 +629,10 @@ async fn measure_deployment(
     table.row("  event → ack (stored)", sustained_ack.to_string());
     table.row("  event → ticket visible", sustained_visible.to_string());
     table.row("  CPU", sustained_cpu);
+    table.row(
+        "  relay CPU per alert",
+        format!("{alert_cpu_us:.0} µs (relay CPU time ÷ alerts acknowledged)"),
+    );
 
     // Paced: open loop at half the sustained rate.
     sent.lock().map(|mut m| m.clear()).ok();
@@ -726,7 +736,7 @@ async fn measure_deployment(
         String::new()
     };
     println!(
-        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}{bulk_keys}",
+        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} handshake_cpu_ms={handshake_cpu_ms:.2} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_cpu_us={alert_cpu_us:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}{bulk_keys}",
         deployment.layout.store, fan.p50, fan.p99, paced_visible.p50, paced_visible.p99
     );
     tasks.abort_all();

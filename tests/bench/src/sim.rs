@@ -11,7 +11,7 @@ use firstline_proto::{
     PROTOCOL_VERSION_MIN,
 };
 use quinn::crypto::rustls::QuicClientConfig;
-use quinn::{Connection, Endpoint, TransportConfig, VarInt};
+use quinn::{Connection, Endpoint, TransportConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +26,7 @@ pub fn transport(keep_alive: Duration, idle_timeout: Duration) -> Arc<TransportC
         idle_timeout,
         ..Default::default()
     };
-    let mut t = TransportConfig::default();
-    t.keep_alive_interval(Some(limits.keep_alive));
-    t.max_idle_timeout(limits.idle_timeout.try_into().ok());
-    t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams));
-    t.max_concurrent_uni_streams(VarInt::from_u32(0));
-    Arc::new(t)
+    firstline_net::endpoint::transport(limits)
 }
 
 /// Client config for one identity (`identity.pem`: certificate then key).

@@ -124,6 +124,17 @@ fn connect(path: &Path, read_only: bool) -> StoreResult<Connection> {
         conn.pragma_update(None, "query_only", "ON")
             .map_err(|e| cannot(path, e))?;
     }
+    // Query planner stability: without it SQLite marks statements whose
+    // plan *might* depend on a bound value (any `ORDER BY`/`MAX` over an
+    // index here) to be compiled again on every bind — the alert path's
+    // ticket lookup was re-prepared for every alert, ~12 % of the relay's
+    // CPU during ingest (BENCHMARKS.md "Profiles"). Our queries have one
+    // good plan whatever the values.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(|e| cannot(path, e))?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
@@ -160,7 +171,7 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>) {
     let mut done = Vec::with_capacity(batch.len());
     for mut job in batch {
         if !alone {
-            if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+            if let Err(e) = step(&tx, "SAVEPOINT job") {
                 (job.reply)(Err(error(e)));
                 continue;
             }
@@ -169,9 +180,9 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>) {
         let closed = if alone {
             Ok(())
         } else if out.is_ok() {
-            tx.execute_batch("RELEASE job")
+            step(&tx, "RELEASE job")
         } else {
-            tx.execute_batch("ROLLBACK TO job; RELEASE job")
+            step(&tx, "ROLLBACK TO job").and_then(|()| step(&tx, "RELEASE job"))
         };
         match (out, closed) {
             (Ok(v), Ok(())) => done.push((job.reply, v)),
@@ -196,6 +207,13 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// One statement of the batch's bookkeeping, prepared once per connection
+/// (`execute_batch` parsed the SQL again for every job: ~2 % of the relay's
+/// CPU during alert ingest, BENCHMARKS.md "Profiles").
+fn step(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn read_loop(mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
@@ -240,6 +258,7 @@ mod tests {
     use crate::store::migrations;
     use crate::store::{Options, Store};
     use firstline_proto::Role;
+    use rusqlite::OptionalExtension;
 
     async fn open(options: Options) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -249,6 +268,27 @@ mod tests {
     }
 
     crate::store_suite!(open);
+
+    /// A cached statement with `ORDER BY … LIMIT` over bound values is
+    /// compiled once, not again at every use (see `connect`).
+    #[test]
+    fn cached_statements_are_not_prepared_again_on_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let mut conn = connect(&path, false).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let sql = "SELECT id FROM tickets WHERE agent = ?1 AND monitor = ?2 AND source = 'alert'
+                   ORDER BY id DESC LIMIT 1";
+        for (i, agent) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            let _: Option<i64> = stmt
+                .query_row([agent, "disk"], |r| r.get(0))
+                .optional()
+                .unwrap();
+            let again = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "use {i}: the statement was prepared again");
+        }
+    }
 
     #[test]
     fn migrations_are_numbered_in_order() {
