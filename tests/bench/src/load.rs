@@ -109,6 +109,22 @@ pub struct LoadArgs {
     pub no_bulk: bool,
 }
 
+/// The relay's `max_connections` (default 100,000) counts every
+/// connection, the generator's operators (one per 64 agents in the
+/// fan-out) too: raised for a run that would not fit, unless set.
+fn fit_connections(args: &mut LoadArgs) {
+    const RELAY_DEFAULT: usize = 100_000;
+    let needed = args.agents + args.agents / 64 + 1024;
+    let set = args
+        .relay_config
+        .iter()
+        .any(|l| l.trim_start().starts_with("max_connections"));
+    if needed > RELAY_DEFAULT && !set {
+        args.relay_config
+            .push(format!("max_connections = {needed}"));
+    }
+}
+
 pub fn main(args: LoadArgs) -> Result<()> {
     layout(&args).check()?;
     let fd_limit = crate::raise_fd_limit(args.agents as u64 * 2 + 4096);
@@ -156,7 +172,8 @@ async fn run(args: LoadArgs, fd_limit: u64) -> Result<()> {
     outcome
 }
 
-async fn measure(args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
+async fn measure(mut args: LoadArgs, fd_limit: u64, tmp: &Path) -> Result<()> {
+    fit_connections(&mut args);
     let mut table = Table::default();
     table.row(
         "machine",
