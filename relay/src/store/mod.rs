@@ -234,6 +234,85 @@ struct Inner {
     clock: SharedClock,
     webhook_source: Option<String>,
     helpdesk: bool,
+    /// Audit entries waiting for the append in flight ([`Store::append_audit`]).
+    audit: std::sync::Mutex<AuditQueue>,
+}
+
+/// Audit appends are batched: every append takes the chain's head in turn
+/// (on PostgreSQL a row lock held to the commit), so one transaction per
+/// entry made a fan-out's appends wait on each other's commits — the
+/// PostgreSQL fan-out's bottleneck (BENCHMARKS.md "Performance round
+/// two"). While one batch is being stored, the next waits here; each
+/// caller still returns only after the commit that holds its entry.
+#[derive(Default)]
+struct AuditQueue {
+    waiting: Vec<(AuditEntry, AuditReply)>,
+    in_flight: bool,
+}
+
+type AuditReply = tokio::sync::oneshot::Sender<StoreResult<(i64, String)>>;
+
+/// Audit entries stored in one transaction at most.
+const AUDIT_BATCH: usize = 256;
+
+impl Inner {
+    fn audit_queue(&self) -> std::sync::MutexGuard<'_, AuditQueue> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The waiting entries (at most [`AUDIT_BATCH`]), or `None` (and
+    /// nothing in flight) when there are none.
+    fn next_audit_batch(&self) -> Option<Vec<(AuditEntry, AuditReply)>> {
+        let mut q = self.audit_queue();
+        if q.waiting.is_empty() {
+            q.in_flight = false;
+            return None;
+        }
+        let at = q.waiting.len().min(AUDIT_BATCH);
+        let rest = q.waiting.split_off(at);
+        Some(std::mem::replace(&mut q.waiting, rest))
+    }
+}
+
+/// Store `batch` in one write job; its answer, given on the store's
+/// thread, answers each caller and sends the next batch. Nothing here
+/// awaits: a caller's future dropped midway strands no one.
+fn append_audit_batch(inner: Arc<Inner>, batch: Vec<(AuditEntry, AuditReply)>) {
+    let now = inner.clock.now();
+    let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+    let next = inner.clone();
+    inner.backend.submit(Job {
+        write: true,
+        work: Box::new(move |tx| {
+            let ids = entries
+                .iter()
+                .map(|e| audit::append(tx, e, now))
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(Box::new(ids) as Output)
+        }),
+        reply: Box::new(move |out| {
+            let ids = out.and_then(|o| {
+                o.downcast::<Vec<(i64, String)>>()
+                    .map(|v| *v)
+                    .map_err(|_| StoreError::Backend("a job answered with the wrong type".into()))
+            });
+            match ids {
+                Ok(ids) => {
+                    for ((_, reply), id) in batch.into_iter().zip(ids) {
+                        let _ = reply.send(Ok(id));
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            if let Some(more) = next.next_audit_batch() {
+                append_audit_batch(next, more);
+            }
+        }),
+    });
 }
 
 impl fmt::Debug for Store {
@@ -255,6 +334,7 @@ impl Store {
                 clock: options.clock,
                 webhook_source: options.webhook_source,
                 helpdesk: options.helpdesk,
+                audit: Default::default(),
             }),
         })
     }
@@ -818,8 +898,24 @@ impl Store {
     /// Append to the audit chain: the entry's `(id, hash)`. (Its signed
     /// checkpoint outside the database is [`crate::audit::record`]'s.)
     pub async fn append_audit(&self, entry: AuditEntry) -> StoreResult<(i64, String)> {
-        let now = self.now();
-        self.write(move |tx| audit::append(tx, &entry, now)).await
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let batch = {
+            let mut q = self.inner.audit_queue();
+            q.waiting.push((entry, answer));
+            if q.in_flight {
+                None
+            } else {
+                q.in_flight = true;
+                drop(q);
+                self.inner.next_audit_batch()
+            }
+        };
+        if let Some(batch) = batch {
+            append_audit_batch(self.inner.clone(), batch);
+        }
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the database thread has stopped".into()))?
     }
 
     /// Audit entries, oldest first, optionally of one agent, the last `limit`.
