@@ -91,6 +91,13 @@ impl Outbox {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
+        // As the relay's store: no re-preparing of cached statements on
+        // every bind (SQLite's STAT4 build otherwise may; see the relay's
+        // `store::sqlite::connect`).
+        db.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         db.execute_batch(SCHEMA)?;
         let handed_out: i64 = db.query_row(
             "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",

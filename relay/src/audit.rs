@@ -178,6 +178,9 @@ fn anchor(paths: &AnchorPaths) -> Arc<Anchor> {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    if let Some(a) = anchors.get(&paths.log) {
+        return a.clone();
+    }
     anchors.entry(paths.log.clone()).or_default().clone()
 }
 
