@@ -179,7 +179,7 @@ fn agent_refuses_what_its_policy_forbids_even_when_the_relay_asks() {
         let chain = firstline_net::pem::certs(&(read("relay.pem") + &read("ca.pem"))).unwrap();
         let key = firstline_net::pem::key(&read("relay-key.pem")).unwrap();
         let ca = firstline_net::pem::certs(&read("ca.pem")).unwrap();
-        let tls = firstline_net::tls::server_config(chain, key, &ca).unwrap();
+        let tls = firstline_net::tls::server_config(chain, key, &ca, || ()).unwrap();
         let ep = firstline_net::endpoint::server(
             tls,
             relay.addr.parse().unwrap(),

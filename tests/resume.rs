@@ -1,8 +1,8 @@
 //! TLS session resumption against the relay, as an attacker would use it.
 //!
-//! The relay's rustls configuration keeps sessions (rustls' default: a
-//! 256-entry in-memory store, two TLS 1.3 tickets per connection), so a
-//! client that kept a ticket resumes: the handshake then carries no
+//! The relay gives every connection a stateless TLS 1.3 session ticket
+//! (`firstline_net::tls::server_config`), so a client that kept it
+//! resumes: the handshake then carries no
 //! client certificate and the client-certificate verifier does not run;
 //! rustls hands the relay the certificate chain verified when the session
 //! was made. Whatever the relay decides about a peer must therefore be
@@ -16,17 +16,25 @@
 //!   period only in the verifier, which a resumed session skips; the relay
 //!   checks it again for every connection (`server::authenticate`).
 //!
+//! * `agent_reconnect_resumes_after_many_other_sessions`: what resumption
+//!   is for — a real agent whose link timed out comes back with a resumed
+//!   session (its log says `tls=resumed`, the relay counts it in
+//!   `/metrics`), even after hundreds of other clients' sessions were made
+//!   in between (rustls' default store kept only the last 256).
+//!
 //! Each test proves that its handshakes really were resumed: the client's
 //! certificate resolver is asked for the certificate on full handshakes
 //! only (a resumed TLS 1.3 handshake has no CertificateRequest).
 
 use firstline_net::credential::Credential;
 use firstline_proto::Message;
+use firstline_tests::peers::free_tcp_port;
 use firstline_tests::raw::{runtime, Peer};
-use firstline_tests::{text, Relay};
+use firstline_tests::{text, wait_until, Agent, Relay};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -208,6 +216,117 @@ fn expired_certificate_cannot_resume() {
     assert!(
         outcome.is_err(),
         "an expired operator certificate got an answer through a resumed session ({reason})\n{}",
+        relay.log()
+    );
+}
+
+/// Sessions made with fresh client configs (so none of them resumes),
+/// `total` of them, a few at a time: each leaves the relay a ticket's worth
+/// of session.
+async fn other_sessions(credential: &Path, relay: &str, total: usize) {
+    let cred = Credential::load(credential).expect("credential");
+    let mut made = 0;
+    while made < total {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..8.min(total - made) {
+            let tls = cred.client_config().expect("client config");
+            let relay = relay.to_string();
+            batch.spawn(async move {
+                let peer = Peer::dial(tls, &relay, "127.0.0.1:0".parse().expect("literal"))
+                    .await
+                    .expect("another client's connection");
+                peer.close().await;
+            });
+            made += 1;
+        }
+        while let Some(done) = batch.join_next().await {
+            done.expect("a connection task");
+        }
+    }
+}
+
+/// `firstline_tls_sessions_resumed_total` from the relay's `/metrics`.
+fn sessions_resumed(port: u16) -> u64 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("firstline_tls_sessions_resumed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no firstline_tls_sessions_resumed_total in:\n{text}"))
+}
+
+/// The `connected` lines of an agent's log.
+fn connections(agent: &Agent) -> Vec<String> {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("connected") && l.contains("tls="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn agent_reconnect_resumes_after_many_other_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::init(tmp.path());
+    let port = free_tcp_port();
+    relay.configure(&format!(
+        "metrics_listen = \"127.0.0.1:{port}\"\nkeep_alive_secs = 1\nidle_timeout_secs = 2"
+    ));
+    relay.serve();
+    let mut agent = Agent::enrolled(tmp.path(), "pc1", &relay);
+    agent.configure("keep_alive_secs = 1\nidle_timeout_secs = 2\nreconnect_min_ms = 100");
+    agent.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || connections(&agent).len() == 1),
+        "the agent did not connect:\n{}",
+        agent.log()
+    );
+    assert!(
+        connections(&agent)[0].contains("tls=full"),
+        "the first connection of a new agent cannot be resumed: {:?}",
+        connections(&agent)
+    );
+    assert_eq!(sessions_resumed(port), 0);
+
+    // More sessions than rustls' default store holds.
+    let credential = relay.operator("tina", "technician");
+    runtime().block_on(other_sessions(&credential, &relay.addr, 300));
+
+    // The agent's link times out: stopped past both idle timeouts.
+    let pid = agent
+        .proc
+        .as_ref()
+        .expect("agent running")
+        .child
+        .id()
+        .to_string();
+    let signal = |sig: &str| {
+        let out = firstline_tests::run(std::process::Command::new("kill").args([sig, &pid]));
+        assert!(out.status.success(), "kill {sig}: {}", text(&out));
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    signal("-CONT");
+    assert!(
+        wait_until(Duration::from_secs(30), || connections(&agent).len() >= 2),
+        "the agent did not reconnect:\n{}",
+        agent.log()
+    );
+    let again = connections(&agent)[1].clone();
+    assert!(
+        again.contains("tls=resumed"),
+        "the agent's reconnect was a full handshake, not a resumed session: {again}\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        sessions_resumed(port),
+        1,
+        "the relay did not count the resumed session\n{}",
         relay.log()
     );
 }

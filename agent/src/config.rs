@@ -564,8 +564,13 @@ impl Loaded {
         Duration::from_millis(self.config.connect_timeout_ms)
     }
 
-    /// TLS client config from the identity on disk.
-    pub fn tls(&self) -> Result<rustls::ClientConfig> {
+    /// TLS client config from the identity on disk, resuming the
+    /// `sessions` of earlier connections made with the same certificate;
+    /// with the flag that turns true if the handshake is a full one.
+    pub fn tls(
+        &self,
+        sessions: &mut firstline_net::tls::Sessions,
+    ) -> Result<(rustls::ClientConfig, firstline_net::tls::Handshake)> {
         let read = |p: PathBuf| {
             std::fs::read_to_string(&p).with_context(|| {
                 format!(
@@ -579,7 +584,7 @@ impl Loaded {
         let chain = firstline_net::pem::certs(&identity)?;
         let key = firstline_net::pem::key(&identity)?;
         let ca = firstline_net::pem::certs(&ca)?;
-        Ok(firstline_net::tls::client_config(chain, key, &ca)?)
+        Ok(sessions.client_config(chain, key, &ca)?)
     }
 }
 

@@ -169,6 +169,12 @@ async fn connect_forever(
     // (`ADDR: reason`), to say why the agent moved when it connects again.
     let mut last_session: Option<usize> = None;
     let mut since: Vec<String> = Vec::new();
+    // Each relay's TLS sessions: a ticket resumes only at the relay that
+    // issued it.
+    let mut sessions: Vec<_> = relays
+        .iter()
+        .map(|_| firstline_net::tls::Sessions::default())
+        .collect();
     loop {
         let index = failover.current();
         let addr = relays[index].as_str();
@@ -176,38 +182,48 @@ async fn connect_forever(
         let moved_from = last_session
             .filter(|&p| p != index)
             .map(|p| (relays[p].as_str(), since.join("; ")));
-        let place = Place {
+        let mut place = Place {
             addr,
             index,
             count: relays.len(),
             moved_from,
+            sessions: &mut sessions[index],
         };
         // `reason` for the state and the one-relay log; `entry` names the
         // relay, for the logs that say why the agent moved.
-        let (outcome, reason, entry) =
-            match session(cfg, &place, &outbox, central, live, &mut shutdown, &state).await {
-                Ok(SessionEnd::Shutdown) => return Ok(()),
-                Ok(SessionEnd::Lost { reason, held }) => {
-                    last_session = Some(index);
-                    since.clear();
-                    let outcome = if held >= STABLE_SESSION {
-                        Outcome::Lost
-                    } else {
-                        Outcome::Failed
-                    };
-                    let entry = format!("connection to {addr} lost: {reason}");
-                    (outcome, reason, entry)
-                }
-                Err(e) if e.is::<Revoked>() => return Err(e),
-                Err(e) => {
-                    let reason = format!("{e:#}");
-                    let entry = match reason.contains(addr) {
-                        true => reason.clone(),
-                        false => format!("{addr}: {reason}"),
-                    };
-                    (Outcome::Failed, reason, entry)
-                }
-            };
+        let (outcome, reason, entry) = match session(
+            cfg,
+            &mut place,
+            &outbox,
+            central,
+            live,
+            &mut shutdown,
+            &state,
+        )
+        .await
+        {
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Lost { reason, held }) => {
+                last_session = Some(index);
+                since.clear();
+                let outcome = if held >= STABLE_SESSION {
+                    Outcome::Lost
+                } else {
+                    Outcome::Failed
+                };
+                let entry = format!("connection to {addr} lost: {reason}");
+                (outcome, reason, entry)
+            }
+            Err(e) if e.is::<Revoked>() => return Err(e),
+            Err(e) => {
+                let reason = format!("{e:#}");
+                let entry = match reason.contains(addr) {
+                    true => reason.clone(),
+                    false => format!("{addr}: {reason}"),
+                };
+                (Outcome::Failed, reason, entry)
+            }
+        };
         since.push(entry);
         if since.len() > relays.len() + 1 {
             // Bounded however long no relay answers: the first entry (why
@@ -256,6 +272,8 @@ struct Place<'a> {
     count: usize,
     /// The relay of the previous session, and why the agent left it.
     moved_from: Option<(&'a str, String)>,
+    /// The TLS sessions kept for this relay.
+    sessions: &'a mut firstline_net::tls::Sessions,
 }
 
 /// A revocation close turns into [`Revoked`]; anything else into a reason.
@@ -272,7 +290,7 @@ fn lost(e: &ConnectionError) -> anyhow::Error {
 /// (or the agent is revoked), else how the welcomed session ended.
 async fn session(
     cfg: &Loaded,
-    place: &Place<'_>,
+    place: &mut Place<'_>,
     outbox: &Arc<Outbox>,
     central: &Arc<Central>,
     live: &crate::help::Live,
@@ -292,7 +310,8 @@ async fn session(
                 .map_err(|e| anyhow!(e))?
         }
     };
-    let ep = endpoint::client(cfg.tls()?, remote, cfg.limits())?;
+    let (tls, handshake) = cfg.tls(place.sessions)?;
+    let ep = endpoint::client(tls, remote, cfg.limits())?;
     let conn = tokio::time::timeout(cfg.connect_timeout(), endpoint::connect(&ep, remote))
         .await
         .map_err(|_| {
@@ -304,16 +323,22 @@ async fn session(
         .map_err(|e| anyhow!("cannot connect to {relay}: {e}"))?;
     greet(&conn, central).await?;
     let welcomed = Instant::now();
+    // A session resumed from the relay's ticket: no certificate signatures.
+    let tls = match handshake.full() {
+        true => "full",
+        false => "resumed",
+    };
     if place.count > 1 {
         tracing::info!(
             relay = %relay,
             name = %cfg.config.name,
+            tls = %tls,
             "connected to relay {relay} ({} of {})",
             place.index + 1,
             place.count
         );
     } else {
-        tracing::info!(relay = %relay, name = %cfg.config.name, "connected");
+        tracing::info!(relay = %relay, name = %cfg.config.name, tls = %tls, "connected");
     }
     if let Some((from, why)) = &place.moved_from {
         tracing::warn!("moved from relay {from} to relay {relay}: {why}");

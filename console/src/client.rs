@@ -8,6 +8,7 @@ use firstline_net::cli::{usage_line, UsageError};
 use firstline_net::credential::Credential;
 use firstline_net::endpoint;
 use firstline_net::stream::request;
+use firstline_net::tls::Sessions;
 use firstline_net::{FramedRecv, LinkError};
 use firstline_proto::{ErrorCode, Message};
 use quinn::{Connection, Endpoint};
@@ -115,8 +116,17 @@ impl Client {
     }
 
     pub async fn connect_with(credential: Credential) -> Result<Client> {
-        let tls = credential
-            .client_config()
+        Self::connect_resuming(credential, &mut Sessions::default()).await
+    }
+
+    /// Connect with the config kept in `sessions`: a process that connects
+    /// again (the web console) resumes its TLS session.
+    pub async fn connect_resuming(
+        credential: Credential,
+        sessions: &mut Sessions,
+    ) -> Result<Client> {
+        let (tls, _) = credential
+            .resuming(sessions)
             .map_err(|e| anyhow!("bad credential: {e}"))?;
         let remote = endpoint::resolve(&credential.relay).map_err(|e| anyhow!(e))?;
         let endpoint = endpoint::client(tls, remote, Default::default())?;

@@ -39,10 +39,22 @@ impl Credential {
 
     /// A rustls client config for this operator.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        let (config, _) = self.resuming(&mut crate::tls::Sessions::default())?;
+        Ok(config)
+    }
+
+    /// The client config for this operator kept in `sessions`, so that a
+    /// process that connects again resumes its TLS session.
+    pub fn resuming(
+        &self,
+        sessions: &mut crate::tls::Sessions,
+    ) -> Result<(rustls::ClientConfig, crate::tls::Handshake), String> {
         let chain = crate::pem::certs(&self.cert).map_err(|e| format!("certificate: {e}"))?;
         let key = crate::pem::key(&self.key).map_err(|e| format!("key: {e}"))?;
         let ca = crate::pem::certs(&self.ca).map_err(|e| format!("CA: {e}"))?;
-        crate::tls::client_config(chain, key, &ca).map_err(|e| e.to_string())
+        sessions
+            .client_config(chain, key, &ca)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -17,6 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use rustls::Error as TlsError;
@@ -35,11 +36,13 @@ fn roots(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
 }
 
 /// Relay side: its chain (leaf first, then CA), its key, client certs
-/// verified against `ca`, both ALPNs offered.
+/// verified against `ca`, both ALPNs offered; session tickets from
+/// [`Tickets`], with `on_resume` called for each session resumed.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     ca: &[CertificateDer<'static>],
+    on_resume: impl Fn() + Send + Sync + 'static,
 ) -> Result<ServerConfig, TlsError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
         .allow_unauthenticated()
@@ -53,7 +56,66 @@ pub fn server_config(
         firstline_proto::ALPN.to_vec(),
         firstline_proto::ALPN_ENROLL.to_vec(),
     ];
+    config.ticketer = Arc::new(Tickets {
+        inner: rustls::crypto::ring::Ticketer::new()?,
+        on_resume: Box::new(on_resume),
+    });
+    // Tickets carry the session: nothing is kept per session on the relay.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    // A reconnecting client uses one ticket and gets a new one with the
+    // resumed session: one per connection is enough (rustls' default: 2).
+    config.send_tls13_tickets = 1;
     Ok(config)
+}
+
+/// The relay's TLS 1.3 session tickets: stateless — the session (its keys
+/// and the client's certificate chain) encrypted under a key that exists
+/// only in the relay's memory, rotated every 6 hours (rustls' `ring`
+/// ticketer, ChaCha20-Poly1305; a ticket lives at most 12 hours).
+///
+/// Why: an agent that reconnects to the same relay (a dropped link, an
+/// idle timeout) resumes its session and skips the handshake's certificate
+/// signatures and chain verification — most of a handshake's CPU on the
+/// relay (BENCHMARKS.md "Profiles"). rustls' default instead keeps 256
+/// sessions in memory, so in a fleet of thousands a reconnecting agent's
+/// session was long gone. A resumed session skips the client-certificate
+/// verifier, so the relay decides about the peer (revocation, validity
+/// dates, role) per connection from the chain the ticket carries
+/// (`relay/src/server.rs` `authenticate`; tests/resume.rs attacks it). A
+/// relay restart makes a new key: every agent then makes a full handshake.
+struct Tickets {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    on_resume: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tickets")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::ProducesTickets for Tickets {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(plain)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.inner.decrypt(cipher);
+        if plain.is_some() {
+            (self.on_resume)();
+        }
+        plain
+    }
 }
 
 /// Agent or operator side: mutual TLS against the relay CA.
@@ -68,6 +130,111 @@ pub fn client_config(
         .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![firstline_proto::ALPN.to_vec()];
     Ok(config)
+}
+
+/// The TLS sessions a client keeps across its reconnects to the relay,
+/// for one identity: a client that reconnects (a dropped link, an idle
+/// timeout) resumes its session from the relay's ticket instead of a full
+/// handshake with certificate signatures ([`Tickets`] on the relay).
+///
+/// rustls resumes a session only with the very configuration objects it
+/// was made with (the same certificate verifier and resolver, compared by
+/// pointer), so a client that built a new [`ClientConfig`] per connection
+/// — to pick up a renewed certificate — never resumed. This keeps the one
+/// config while the certificate chain and the CA are unchanged, and makes
+/// a new one (with no sessions) when they change: a session made with an
+/// old certificate would present the old certificate again.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    kept: Option<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    /// The chain and the CA certificates the config was made from.
+    material: Vec<u8>,
+    config: ClientConfig,
+    full: Arc<AtomicU64>,
+}
+
+/// Tells whether the handshake of the connection made with a config from
+/// [`Sessions::client_config`] was a full one (not resumed).
+#[derive(Debug)]
+pub struct Handshake {
+    full: Arc<AtomicU64>,
+    before: u64,
+}
+
+impl Handshake {
+    /// True once the relay asked for the client certificate: a full
+    /// handshake (a resumed TLS 1.3 handshake has no CertificateRequest).
+    pub fn full(&self) -> bool {
+        self.full.load(Ordering::Relaxed) > self.before
+    }
+}
+
+impl Sessions {
+    /// The client config for this identity ([`client_config`]): the same
+    /// one as last time, with its sessions, while `chain` and `ca` are.
+    /// One connection at a time per [`Handshake`].
+    pub fn client_config(
+        &mut self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<(ClientConfig, Handshake), TlsError> {
+        let material: Vec<u8> = chain
+            .iter()
+            .chain(ca)
+            .flat_map(|c| c.as_ref().iter().copied())
+            .collect();
+        let kept = match self.kept.take() {
+            Some(kept) if kept.material == material => kept,
+            _ => {
+                let mut config = client_config(chain, key, ca)?;
+                let full = Arc::new(AtomicU64::new(0));
+                config.client_auth_cert_resolver = Arc::new(CountsFullHandshakes {
+                    inner: config.client_auth_cert_resolver.clone(),
+                    full: full.clone(),
+                });
+                Kept {
+                    material,
+                    config,
+                    full,
+                }
+            }
+        };
+        let handshake = Handshake {
+            full: kept.full.clone(),
+            before: kept.full.load(Ordering::Relaxed),
+        };
+        let config = kept.config.clone();
+        self.kept = Some(kept);
+        Ok((config, handshake))
+    }
+}
+
+/// A client certificate resolver that counts being asked: the relay asks
+/// for the certificate in full handshakes only.
+#[derive(Debug)]
+struct CountsFullHandshakes {
+    inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    full: Arc<AtomicU64>,
+}
+
+impl rustls::client::ResolvesClientCert for CountsFullHandshakes {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.full.fetch_add(1, Ordering::Relaxed);
+        self.inner.resolve(root_hint_subjects, sigschemes)
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
 }
 
 /// First contact: no client certificate, relay CA pinned by fingerprint.

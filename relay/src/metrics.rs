@@ -19,6 +19,7 @@
 //! | `firstline_alerts_ingested_total` | counter | `kind` (`incident_opened`, `incident_updated`, `incident_resolved`, `result`) |
 //! | `firstline_ingest_duration_seconds` | histogram | — |
 //! | `firstline_tickets` | gauge | `state` (`open`, `in_progress`, `resolved`, `closed`) |
+//! | `firstline_tls_sessions_resumed_total` | counter | — (connections that came back with a TLS session ticket of this relay: no certificate signatures in their handshake) |
 
 use crate::store::Store;
 use crate::ticket::TicketStatus;
@@ -61,6 +62,7 @@ pub struct Metrics {
     alerts: Family<KindLabel, Counter>,
     ingest_seconds: Histogram,
     tickets: Family<StateLabel, Gauge>,
+    tls_resumed: Counter,
     /// When the ticket counts were last read; held across the read.
     tickets_read: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -128,6 +130,12 @@ impl Metrics {
             "Tickets by state (read from the store at most every 5 s)",
             tickets.clone(),
         );
+        let tls_resumed = Counter::default();
+        registry.register(
+            "tls_sessions_resumed",
+            "Connections resumed from a TLS session ticket of this relay",
+            tls_resumed.clone(),
+        );
         Metrics {
             registry,
             agents_online,
@@ -137,6 +145,7 @@ impl Metrics {
             alerts,
             ingest_seconds,
             tickets,
+            tls_resumed,
             tickets_read: tokio::sync::Mutex::new(None),
         }
     }
@@ -159,6 +168,11 @@ impl Metrics {
             self.alerts.get_or_create(&KindLabel { kind }).inc();
         }
         self.ingest_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A connection came back with one of this relay's session tickets.
+    pub fn session_resumed(&self) {
+        self.tls_resumed.inc();
     }
 
     /// The metrics as OpenMetrics text, with the figures read at scrape

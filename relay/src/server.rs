@@ -87,7 +87,9 @@ fn bind(relay: &Relay) -> Result<Endpoint> {
     let chain = firstline_net::pem::certs(&(read(dir.server_cert())? + &relay.ca.cert_pem))?;
     let key = firstline_net::pem::key(&read(dir.server_key())?)?;
     let ca = firstline_net::pem::certs(&relay.ca.cert_pem)?;
-    let tls = firstline_net::tls::server_config(chain, key, &ca)?;
+    let metrics = relay.metrics.clone();
+    let tls =
+        firstline_net::tls::server_config(chain, key, &ca, move || metrics.session_resumed())?;
     let reset = dir.load_reset_secret()?;
     Ok(endpoint::server(
         tls,

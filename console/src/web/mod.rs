@@ -65,6 +65,7 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Router;
 use firstline_net::credential::Credential;
+use firstline_net::tls::Sessions;
 use firstline_proto::{Message, Role};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -82,8 +83,9 @@ const ROLE_FRESH: Duration = Duration::from_secs(5);
 pub struct Web {
     /// The operator's credential (the CLI's file): how we reach the relay.
     credential: Credential,
-    /// The live connection, made again when it drops.
-    relay: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// The live connection, made again (resuming its TLS session) when it
+    /// drops.
+    relay: tokio::sync::Mutex<Link>,
     /// The role the relay last reported, and when.
     role: Mutex<(Role, Option<Instant>)>,
     /// The secret, session and allowed hosts of this launch.
@@ -95,11 +97,20 @@ pub struct Web {
 impl Web {
     /// The state for a server on `addr`, with a fresh secret; `client` is
     /// a connection made already, if any.
-    pub fn new(credential: Credential, client: Option<Client>, addr: SocketAddr) -> Web {
+    /// `first`: a connection already made, and the sessions it was made
+    /// with.
+    pub fn new(credential: Credential, first: Option<(Client, Sessions)>, addr: SocketAddr) -> Web {
+        let link = match first {
+            Some((client, sessions)) => Link {
+                client: Some(Arc::new(client)),
+                sessions,
+            },
+            None => Link::default(),
+        };
         Web {
             role: Mutex::new((credential.role, None)),
             credential,
-            relay: tokio::sync::Mutex::new(client.map(Arc::new)),
+            relay: tokio::sync::Mutex::new(link),
             guard: guard::Guard::new(addr),
             jobs: jobs::Jobs::default(),
         }
@@ -193,20 +204,27 @@ impl Web {
 
     /// The live connection, or a new one when there is none or it closed.
     async fn client(&self) -> Result<Arc<Client>, WebError> {
-        let mut slot = self.relay.lock().await;
-        if let Some(c) = slot.as_ref() {
+        let mut link = self.relay.lock().await;
+        if let Some(c) = link.client.as_ref() {
             if c.conn.close_reason().is_none() {
                 return Ok(c.clone());
             }
         }
-        *slot = None;
-        let client = Client::connect_with(self.credential.clone())
+        link.client = None;
+        let client = Client::connect_resuming(self.credential.clone(), &mut link.sessions)
             .await
             .map_err(WebError::lost)?;
         let client = Arc::new(client);
-        *slot = Some(client.clone());
+        link.client = Some(client.clone());
         Ok(client)
     }
+}
+
+/// The web console's connection to the relay and its TLS sessions.
+#[derive(Default)]
+struct Link {
+    client: Option<Arc<Client>>,
+    sessions: Sessions,
 }
 
 /// The answers of one request, read one by one.

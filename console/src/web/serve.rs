@@ -11,6 +11,7 @@ use crate::client::Client;
 use anyhow::{Context, Result};
 use firstline_net::cli::UsageError;
 use firstline_net::credential::Credential;
+use firstline_net::tls::Sessions;
 use std::future::IntoFuture;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -83,7 +84,8 @@ pub async fn serve(
     args: WebArgs,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let client = Client::connect_with(credential.clone()).await?;
+    let mut sessions = Sessions::default();
+    let client = Client::connect_resuming(credential.clone(), &mut sessions).await?;
     let wanted = args.listen.unwrap_or(DEFAULT_LISTEN);
     if !wanted.ip().is_loopback() {
         eprintln!(
@@ -95,7 +97,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {wanted}"))?;
     let addr = listener.local_addr()?;
-    let web = Arc::new(Web::new(credential, Some(client), addr));
+    let web = Arc::new(Web::new(credential, Some((client, sessions)), addr));
     let url = web.guard.login_url(addr);
     println!("firstline web console for {} at {url}", web.operator());
     println!("(open it in a browser on this machine; Ctrl-C stops it)");

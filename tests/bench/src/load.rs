@@ -23,6 +23,11 @@
 //!    the sustained rate, then paced at half that rate for latency. Latency
 //!    is from sending the event until the ticket is visible to another
 //!    reader of the relay database (polled every 2 ms).
+//! 7. **reconnect** — `--reconnect N` agents close their connections and
+//!    come back, as agents do after a dropped link: each resumes its TLS
+//!    session from the relay's ticket (counted: the relay asks a resumed
+//!    client for no certificate). Relay CPU per reconnect, beside the
+//!    ramp's per full handshake.
 //!
 //! With `--relays N` the agents are spread over the relays round-robin
 //! (agent i on relay `i mod N`), the operator connections of the fan-out
@@ -36,6 +41,7 @@ use crate::sim;
 use crate::stats::{ms, Latency, Table};
 use anyhow::Result;
 use firstline_net::credential::Credential;
+use firstline_net::tls::Sessions;
 use firstline_proto::Role;
 use firstline_relay::admin;
 use quinn::{Connection, Endpoint};
@@ -107,6 +113,9 @@ pub struct LoadArgs {
     /// Skip the bulk phase (relays older than bulk actions).
     #[arg(long)]
     pub no_bulk: bool,
+    /// Agents that drop their connection and reconnect at the end (0: none).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub reconnect: usize,
 }
 
 /// The relay's `max_connections` (default 100,000) counts every
@@ -147,6 +156,10 @@ fn layout(args: &LoadArgs) -> deploy::Layout {
 struct Sim {
     name: String,
     conn: Connection,
+    /// Its identity (certificate then key, PEM) and TLS sessions, for the
+    /// reconnect phase.
+    identity: String,
+    sessions: Mutex<Sessions>,
     /// Next event sequence number; the lock keeps one message in flight
     /// per agent, as the real outbox does, so sequences arrive in order.
     seq: tokio::sync::Mutex<u64>,
@@ -311,8 +324,10 @@ async fn measure_deployment(
             };
             for attempt in 0..3 {
                 let t = Instant::now();
-                let outcome = match sim::client_config(&pem, &ca, transport.clone()) {
-                    Ok(cfg) => sim::connect(&ep, addr, cfg, &name).await,
+                let mut sessions = Sessions::default();
+                let outcome = match sim::client_config(&pem, &ca, transport.clone(), &mut sessions)
+                {
+                    Ok((cfg, _)) => sim::connect(&ep, addr, cfg, &name).await,
                     Err(e) => Err(e),
                 };
                 match outcome {
@@ -324,6 +339,8 @@ async fn measure_deployment(
                         let sim = Arc::new(Sim {
                             name,
                             conn: conn.clone(),
+                            identity: pem,
+                            sessions: Mutex::new(sessions),
                             seq: tokio::sync::Mutex::new(1),
                             relay,
                         });
@@ -716,8 +733,24 @@ async fn measure_deployment(
             procfs::peak_rss_kib(std::process::id()).unwrap_or(0)
         ),
     );
+    let (back, reconnect_keys) = if args.reconnect > 0 {
+        let count = args.reconnect.min(all.len());
+        let shared = Shared {
+            endpoints: &endpoints,
+            relays: &relay_addrs,
+            ca: &ca,
+            transport: &transport,
+            pids: &pids,
+        };
+        reconnect_phase(&all[..count], &shared, args.concurrency, table).await
+    } else {
+        (Vec::new(), String::new())
+    };
     for s in &all {
         s.conn.close(0u32.into(), b"bench over");
+    }
+    for conn in &back {
+        conn.close(0u32.into(), b"bench over");
     }
     for op in &ops {
         op.close(0u32.into(), b"bench over");
@@ -753,11 +786,96 @@ async fn measure_deployment(
         String::new()
     };
     println!(
-        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} handshake_cpu_ms={handshake_cpu_ms:.2} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_cpu_us={alert_cpu_us:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}{bulk_keys}",
+        "agents={n} store={} relays={relays} connected={alive} relay_rss_kib_per_agent={per_agent:.1} handshakes_per_s={handshakes_per_s:.0} handshake_cpu_ms={handshake_cpu_ms:.2} fanout_p50_ms={:.1} fanout_p99_ms={:.1} alerts_per_s={alerts_per_s:.0} alert_cpu_us={alert_cpu_us:.0} alert_p50_ms={:.1} alert_p99_ms={:.1}{forwarded_keys}{bulk_keys}{reconnect_keys}",
         deployment.layout.store, fan.p50, fan.p99, paced_visible.p50, paced_visible.p99
     );
     tasks.abort_all();
     Ok(())
+}
+
+/// What the reconnect phase needs of the run.
+struct Shared<'a> {
+    endpoints: &'a [Endpoint],
+    relays: &'a [std::net::SocketAddr],
+    ca: &'a [rustls::pki_types::CertificateDer<'static>],
+    transport: &'a Arc<quinn::TransportConfig>,
+    pids: &'a deploy::Pids,
+}
+
+/// The reconnect phase: `sims` close their connections (the relay sees
+/// them go), then all come back at once, at most `concurrency` handshakes
+/// in flight, each with the TLS config it connected with — so with its
+/// session ticket, as a real agent after a dropped link. Returns the new
+/// connections and the `key=value` pairs for the last line.
+async fn reconnect_phase(
+    sims: &[Arc<Sim>],
+    run: &Shared<'_>,
+    concurrency: usize,
+    table: &mut Table,
+) -> (Vec<Connection>, String) {
+    eprintln!(
+        "reconnect: {} agents drop their link and come back…",
+        sims.len()
+    );
+    for s in sims {
+        s.conn.close(0u32.into(), b"link dropped");
+    }
+    // Let the relay take them off its books before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu = Cpu::now(run.pids);
+    let t = Instant::now();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, s) in sims.iter().enumerate() {
+        let config = s
+            .sessions
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))
+            .and_then(|mut sessions| {
+                sim::client_config(&s.identity, run.ca, run.transport.clone(), &mut sessions)
+            });
+        let (ep, addr) = (
+            run.endpoints[i % run.endpoints.len()].clone(),
+            run.relays[s.relay],
+        );
+        let (name, permits) = (s.name.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.ok()?;
+            let (config, handshake) = config.ok()?;
+            let conn = sim::connect(&ep, addr, config, &name).await.ok()?;
+            tokio::spawn(sim::serve(conn.clone()));
+            Some((conn, !handshake.full()))
+        });
+    }
+    let mut back = Vec::with_capacity(sims.len());
+    let mut resumed = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Some((conn, was_resumed))) = done {
+            back.push(conn);
+            resumed += usize::from(was_resumed);
+        }
+    }
+    let wall = t.elapsed();
+    let cpu_ms = 1000.0 * cpu.relay_secs_since(run.pids) / back.len().max(1) as f64;
+    table.row(
+        "reconnect",
+        format!(
+            "{}/{} back in {:.2} s ({:.0} /s); {resumed} resumed their TLS session",
+            back.len(),
+            sims.len(),
+            wall.as_secs_f64(),
+            back.len() as f64 / wall.as_secs_f64()
+        ),
+    );
+    table.row(
+        "relay CPU per reconnect",
+        format!("{cpu_ms:.2} ms (relay CPU time while they came back ÷ agents back)"),
+    );
+    let keys = format!(
+        " reconnected={} resumed={resumed} reconnect_cpu_ms={cpu_ms:.2}",
+        back.len()
+    );
+    (back, keys)
 }
 
 /// One alert from `s`: returns whether the relay acknowledged it.

@@ -6,6 +6,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::stream::{accept_request, request};
+use firstline_net::tls::{Handshake, Sessions};
 use firstline_proto::{
     AgentEvent, CheckResult, ErrorCode, EventKind, Hello, Message, Status, PROTOCOL_VERSION,
     PROTOCOL_VERSION_MIN,
@@ -29,19 +30,23 @@ pub fn transport(keep_alive: Duration, idle_timeout: Duration) -> Arc<TransportC
     firstline_net::endpoint::transport(limits)
 }
 
-/// Client config for one identity (`identity.pem`: certificate then key).
+/// Client config for one identity (`identity.pem`: certificate then key),
+/// kept in `sessions` as a real agent keeps it, so that a reconnect
+/// resumes the TLS session; the handshake's kind is told by the second
+/// value once connected.
 pub fn client_config(
     identity_pem: &str,
     ca: &[rustls::pki_types::CertificateDer<'static>],
     transport: Arc<TransportConfig>,
-) -> Result<quinn::ClientConfig> {
+    sessions: &mut Sessions,
+) -> Result<(quinn::ClientConfig, Handshake)> {
     let chain = firstline_net::pem::certs(identity_pem)?;
     let key = firstline_net::pem::key(identity_pem)?;
-    let tls = firstline_net::tls::client_config(chain, key, ca)?;
+    let (tls, handshake) = sessions.client_config(chain, key, ca)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("{e}"))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport);
-    Ok(config)
+    Ok((config, handshake))
 }
 
 /// A client endpoint on an ephemeral loopback port, with socket buffers as
