@@ -87,10 +87,18 @@ impl Drop for Slot {
 pub struct RateLimiter<K> {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<K, (f64, Instant)>>,
+    buckets: Mutex<Buckets<K>>,
 }
 
-/// Keys kept before idle ones are swept.
+struct Buckets<K> {
+    map: HashMap<K, (f64, Instant)>,
+    /// The size at which idle keys are swept next.
+    sweep_at: usize,
+    /// Sweeps so far (what the tests look at).
+    sweeps: u64,
+}
+
+/// Keys kept before idle ones are first swept.
 const SWEEP_AT: usize = 10_000;
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -98,7 +106,11 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         RateLimiter {
             rate: rate_per_sec.max(f64::MIN_POSITIVE),
             burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                sweep_at: SWEEP_AT,
+                sweeps: 0,
+            }),
         }
     }
 
@@ -119,12 +131,22 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     fn take(&self, key: &K, n: f64, debt: bool, now: Instant) -> Duration {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= SWEEP_AT {
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let buckets = &mut *guard;
+        if buckets.map.len() >= buckets.sweep_at {
             let full = Duration::from_secs_f64(self.burst / self.rate);
-            buckets.retain(|_, (_, seen)| now.duration_since(*seen) < full);
+            buckets
+                .map
+                .retain(|_, (_, seen)| now.duration_since(*seen) < full);
+            // Next sweep once the table has doubled: a sweep that frees
+            // little (more busy keys than SWEEP_AT — an agent each, in a
+            // big fleet) is not repeated on every call. Sweeping at a
+            // fixed size made each call scan every key: 10,000 agents'
+            // events cost 10,000 steps each (BENCHMARKS.md "Profiles").
+            buckets.sweep_at = SWEEP_AT.max(2 * buckets.map.len());
+            buckets.sweeps += 1;
         }
-        let (tokens, seen) = buckets.entry(key.clone()).or_insert((self.burst, now));
+        let (tokens, seen) = buckets.map.entry(key.clone()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*seen).as_secs_f64() * self.rate).min(self.burst);
         *seen = now;
         if *tokens >= n {
@@ -168,6 +190,42 @@ mod tests {
         assert!(limit.take(&ip, 1.0, false, later).is_zero());
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(limit.allow(&other), "per source");
+    }
+
+    /// (keys held, sweeps so far)
+    fn table(limit: &RateLimiter<String>) -> (usize, u64) {
+        let b = limit.buckets.lock().unwrap();
+        (b.map.len(), b.sweeps)
+    }
+
+    #[test]
+    fn many_busy_keys_are_not_swept_on_every_call() {
+        // Events of 3 × SWEEP_AT agents, all busy: a sweep frees nothing.
+        let limit = RateLimiter::new(1.0, 10.0);
+        let t0 = Instant::now();
+        for round in 0..3 {
+            for i in 0..3 * SWEEP_AT {
+                let at = t0 + Duration::from_millis(round);
+                limit.take(&format!("pc{i}"), 1.0, true, at);
+            }
+        }
+        let (held, sweeps) = table(&limit);
+        assert_eq!(held, 3 * SWEEP_AT);
+        assert!(
+            sweeps <= 3,
+            "{sweeps} sweeps of a table of busy keys: each call scans every key"
+        );
+
+        // Idle long enough to be full again: forgotten at the next sweep.
+        let later = t0 + Duration::from_secs(60);
+        for i in 0..3 * SWEEP_AT {
+            limit.take(&format!("new{i}"), 1.0, true, later);
+        }
+        let (held, _) = table(&limit);
+        assert!(
+            held < 6 * SWEEP_AT,
+            "idle keys were not forgotten: {held} held"
+        );
     }
 
     #[test]

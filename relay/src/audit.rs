@@ -923,7 +923,15 @@ pub fn admin_command(
 /// left out.
 pub struct RefusalLog {
     window: Duration,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
+}
+
+struct Slots {
+    map: HashMap<String, Slot>,
+    /// No expired slot can be swept before this.
+    no_sweep_before: Option<Instant>,
+    /// Sweeps so far (what the tests look at).
+    sweeps: u64,
 }
 
 struct Slot {
@@ -950,7 +958,51 @@ impl RefusalLog {
     pub fn new(window: Duration) -> RefusalLog {
         RefusalLog {
             window,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                map: HashMap::new(),
+                no_sweep_before: None,
+                sweeps: 0,
+            }),
+        }
+    }
+
+    /// The slot of a refusal of `identity` at `now`: `None` when it is
+    /// left out (within its window), else what the entry must say was
+    /// left out before it (count, since when).
+    fn take(&self, identity: &str, now: Instant) -> Option<(u64, i64)> {
+        let mut guard = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = &mut *guard;
+        let full = |s: &Slots| s.map.len() >= MAX_SLOTS && !s.map.contains_key(identity);
+        if full(slots) && slots.no_sweep_before.is_none_or(|t| now >= t) {
+            slots
+                .map
+                .retain(|_, s| now.duration_since(s.logged) < self.window);
+            slots.sweeps += 1;
+            // No slot expires before the oldest one kept: until then a
+            // sweep would free nothing, and a flood of new identities
+            // made every refusal scan all MAX_SLOTS slots.
+            slots.no_sweep_before = slots.map.values().map(|s| s.logged + self.window).min();
+        }
+        let key = if full(slots) { SHARED_SLOT } else { identity };
+        let fresh = Slot {
+            logged: now,
+            logged_unix: crate::clock::unix_now(),
+            suppressed: 0,
+        };
+        match slots.map.get_mut(key) {
+            Some(s) if now.duration_since(s.logged) < self.window => {
+                s.suppressed += 1;
+                None
+            }
+            Some(s) => {
+                let left_out = (s.suppressed, s.logged_unix);
+                *s = fresh;
+                Some(left_out)
+            }
+            None => {
+                slots.map.insert(key.to_string(), fresh);
+                Some((0, 0))
+            }
         }
     }
 
@@ -982,37 +1034,8 @@ impl RefusalLog {
         identity: &str,
         reason: &str,
     ) -> Result<Option<Option<String>>> {
-        let left_out = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let now_i = Instant::now();
-            if slots.len() >= MAX_SLOTS && !slots.contains_key(identity) {
-                slots.retain(|_, s| now_i.duration_since(s.logged) < self.window);
-            }
-            let key = if slots.len() >= MAX_SLOTS && !slots.contains_key(identity) {
-                SHARED_SLOT
-            } else {
-                identity
-            };
-            let fresh = Slot {
-                logged: now_i,
-                logged_unix: crate::clock::unix_now(),
-                suppressed: 0,
-            };
-            match slots.get_mut(key) {
-                Some(s) if now_i.duration_since(s.logged) < self.window => {
-                    s.suppressed += 1;
-                    return Ok(None);
-                }
-                Some(s) => {
-                    let left_out = (s.suppressed, s.logged_unix);
-                    *s = fresh;
-                    left_out
-                }
-                None => {
-                    slots.insert(key.to_string(), fresh);
-                    (0, 0)
-                }
-            }
+        let Some(left_out) = self.take(identity, Instant::now()) else {
+            return Ok(None);
         };
         let outcome = match left_out {
             (0, _) => format!("refused: {reason}"),
@@ -1443,6 +1466,34 @@ mod tests {
             recs[2].outcome
         );
         assert!(s.verify_audit().unwrap().holds());
+    }
+
+    #[test]
+    fn a_flood_of_new_identities_does_not_sweep_the_refusal_slots_each_time() {
+        let log = RefusalLog::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..MAX_SLOTS + 5_000 {
+            log.take(&format!("certificate {i:x} (unknown)"), t0);
+        }
+        let sweeps = |log: &RefusalLog| log.slots.lock().unwrap().sweeps;
+        assert!(
+            sweeps(&log) <= 1,
+            "{} sweeps: every refusal of a new identity scanned all slots",
+            sweeps(&log)
+        );
+        // Past the window the slots are free again for new identities.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(log.take("agent fresh", later), Some((0, 0)));
+        let slots = log.slots.lock().unwrap();
+        assert!(
+            slots.map.contains_key("agent fresh"),
+            "not given its own slot"
+        );
+        assert!(
+            slots.map.len() < MAX_SLOTS,
+            "{} slots kept",
+            slots.map.len()
+        );
     }
 
     #[test]
