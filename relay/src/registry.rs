@@ -75,6 +75,11 @@ impl Registry {
             .collect()
     }
 
+    /// How many agents are connected here (without copying the table).
+    pub fn agent_count(&self) -> usize {
+        self.lock().agents.len()
+    }
+
     pub fn is_online(&self, name: &str) -> bool {
         self.lock().agents.contains_key(name)
     }

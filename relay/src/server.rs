@@ -114,7 +114,7 @@ async fn run(
             crate::metrics::Source {
                 metrics: relay.metrics.clone(),
                 store: relay.store.clone(),
-                agents_online: Box::new(move || counted.registry.agents().len()),
+                agents_online: Box::new(move || counted.registry.agent_count()),
             },
         ))
     });

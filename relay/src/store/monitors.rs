@@ -203,10 +203,24 @@ pub fn overview(tx: &mut dyn Tx) -> StoreResult<(Vec<MonitorSetInfo>, Vec<AgentM
     let rows = tx.monitor_sets()?;
     let reports = tx.monitor_reports()?;
     let agents = fleet::select(tx, &Selector::all())?;
+    // Each selector parsed once and each report found by name: per agent a
+    // scan of the reports and a parse per set made this quadratic in the
+    // fleet (10^10 steps at 100,000 agents).
+    let selectors: Vec<(&MonitorSetRow, Option<Selector>)> = rows
+        .iter()
+        .map(|r| (r, Selector::parse(&r.selector).ok()))
+        .collect();
+    let reports: std::collections::HashMap<&str, &MonitorReportRow> =
+        reports.iter().map(|r| (r.agent.as_str(), r)).collect();
     let mut out = Vec::new();
     for a in &agents {
-        let picked: Vec<&MonitorSetRow> = rows.iter().filter(|r| selects(r, a)).collect();
-        let report = reports.iter().find(|r| r.agent == a.name);
+        let view = AgentView::from(a);
+        let picked: Vec<&MonitorSetRow> = selectors
+            .iter()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.matches(&view)))
+            .map(|(r, _)| *r)
+            .collect();
+        let report = reports.get(a.name.as_str()).copied();
         let parsed: Option<CentralReport> =
             report.and_then(|r| serde_json::from_str(&r.report).ok());
         let has_monitors = parsed.as_ref().is_some_and(|p| !p.monitors.is_empty());
