@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS events (
     droppable INTEGER NOT NULL,
     body TEXT NOT NULL
 );
+-- The oldest droppable event, found when the outbox is full without
+-- walking the incidents and help requests queued before it.
+CREATE INDEX IF NOT EXISTS events_droppable ON events (seq) WHERE droppable = 1;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -67,6 +70,13 @@ struct Db {
     last_seq: u64,
     /// Sequence numbers up to this one are reserved on disk.
     reserved: u64,
+    /// The rows in `events`: counted once at open, then kept by every
+    /// write that adds or removes rows, after its commit. Not a
+    /// `COUNT(*)` per event: that walks the whole table, and the table
+    /// sits at the limit while the relay is unreachable. `None` while a
+    /// write is under way and after one that failed (a failed commit may
+    /// or may not have reached the file): the next use counts again.
+    events: Option<u64>,
 }
 
 impl Db {
@@ -79,6 +89,24 @@ impl Db {
         }
         Ok(())
     }
+
+    /// The rows in `events` (see the field).
+    fn events(&mut self) -> Result<u64> {
+        match self.events {
+            Some(n) => Ok(n),
+            None => {
+                let n = count_events(&self.conn)?;
+                self.events = Some(n);
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Walks the whole table: at open, and after a failed write only.
+fn count_events(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 impl Outbox {
@@ -112,6 +140,7 @@ impl Outbox {
             )
             .optional()?;
         let reserved = reserved.unwrap_or(0).max(0) as u64;
+        let events = count_events(&db)?;
         Ok(Outbox {
             db: Mutex::new(Db {
                 conn: db,
@@ -120,6 +149,7 @@ impl Outbox {
                 // (and sent) in commits a power loss took back.
                 last_seq: (handed_out.max(0) as u64).max(reserved),
                 reserved,
+                events: Some(events),
             }),
             max_events: max_events.max(1),
             arrived: Notify::new(),
@@ -142,7 +172,11 @@ impl Outbox {
         let db = &mut *guard;
         let next = db.last_seq + 1;
         let reserve = next > db.reserved;
+        let count = db.events()?;
         db.durable(!droppable || reserve)?;
+        // Unknown until the commit: a write that fails and rolls back
+        // (returning early below) leaves it to be counted again.
+        db.events = None;
         let tx = db.conn.transaction()?;
         if reserve {
             tx.execute(
@@ -158,10 +192,9 @@ impl Outbox {
             )?
             .execute(params![event.monitor, state])?;
         }
-        let count: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM events")?
-            .query_row([], |r| r.get(0))?;
-        if count as u64 >= self.max_events {
+        // Rows this transaction removes to make room.
+        let mut removed = 0;
+        if count >= self.max_events {
             let oldest: Option<i64> = tx
                 .query_row("SELECT MIN(seq) FROM events WHERE droppable = 1", [], |r| {
                     r.get(0)
@@ -170,12 +203,13 @@ impl Outbox {
                 .flatten();
             match oldest {
                 Some(seq) => {
-                    tx.execute("DELETE FROM events WHERE seq = ?1", [seq])?;
+                    removed = tx.execute("DELETE FROM events WHERE seq = ?1", [seq])? as u64;
                     bump(&tx, "dropped")?;
                 }
                 None if droppable => {
                     bump(&tx, "dropped")?;
                     tx.commit()?;
+                    db.events = Some(count);
                     return Ok(None);
                 }
                 None => {}
@@ -188,9 +222,12 @@ impl Outbox {
         // Above every number handed out before, including those of commits
         // a power loss may have taken back (AUTOINCREMENT alone would give
         // one of them again).
-        tx.prepare_cached("INSERT INTO events (seq, droppable, body) VALUES (?1, ?2, ?3)")?
-            .execute(params![next as i64, droppable, body.to_string()])?;
+        let added = tx
+            .prepare_cached("INSERT INTO events (seq, droppable, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![next as i64, droppable, body.to_string()])? as u64;
         tx.commit()?;
+        // `removed` is at most 1 (one row by its key).
+        db.events = (count + added).checked_sub(removed);
         db.last_seq = next;
         if reserve {
             db.reserved = next - 1 + SEQ_RESERVE;
@@ -259,19 +296,19 @@ impl Outbox {
     pub fn ack(&self, upto: u64) -> Result<usize> {
         let mut db = self.db();
         db.durable(false)?;
+        // Unknown until the delete is committed (see `Db::events`).
+        let before = db.events.take();
         let n = db
             .conn
             .prepare_cached("DELETE FROM events WHERE seq <= ?1")?
             .execute([upto as i64])?;
+        db.events = before.and_then(|c| c.checked_sub(n as u64));
         Ok(n)
     }
 
+    /// The events waiting (the kept count: no walk of the table).
     pub fn len(&self) -> Result<u64> {
-        let n: i64 = self
-            .db()
-            .conn
-            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
-        Ok(n as u64)
+        self.db().events()
     }
 
     pub fn is_empty(&self) -> Result<bool> {
@@ -469,5 +506,151 @@ mod tests {
             .is_some());
         assert_eq!(ob.len().unwrap(), 4);
         assert_eq!(ob.dropped().unwrap(), 3);
+    }
+
+    /// The kept count, which must be known (not left to a recount), and
+    /// the rows really in the table.
+    fn kept_and_real(ob: &Outbox) -> (Option<u64>, u64) {
+        let db = ob.db();
+        (db.events, count_events(&db.conn).unwrap())
+    }
+
+    #[track_caller]
+    fn assert_count(ob: &Outbox, expected: u64) {
+        assert_eq!(kept_and_real(ob), (Some(expected), expected));
+        assert_eq!(ob.len().unwrap(), expected);
+    }
+
+    fn help(user: &str) -> AgentEvent {
+        let mut ev = event(EventKind::HelpRequest);
+        ev.help = Some(firstline_proto::HelpRequest {
+            user: user.into(),
+            text: "printer".into(),
+            after: None,
+        });
+        ev
+    }
+
+    /// The count each push checks against the limit is kept, not counted
+    /// per event; it stays exact through drops, incident events and help
+    /// requests past the limit, acks and a reopen.
+    #[test]
+    fn kept_count_stays_exact_through_drops_acks_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let ob = Outbox::open(&path, 4).unwrap();
+        assert_count(&ob, 0);
+        // Up to the limit.
+        ob.push(&event(EventKind::Result), None).unwrap();
+        assert_count(&ob, 1);
+        ob.push(
+            &event(EventKind::IncidentOpened),
+            Some("{\"open\":\"crit\"}"),
+        )
+        .unwrap();
+        assert_count(&ob, 2);
+        ob.push(&help("ann"), None).unwrap();
+        assert_count(&ob, 3);
+        ob.push(&event(EventKind::Result), None).unwrap();
+        assert_count(&ob, 4);
+        // Past it: each push drops the oldest plain result (seq 1, then 4).
+        assert_eq!(ob.push(&event(EventKind::Result), None).unwrap(), Some(5));
+        assert_count(&ob, 4);
+        assert_eq!(
+            ob.push(&event(EventKind::IncidentUpdated), None).unwrap(),
+            Some(6)
+        );
+        assert_count(&ob, 4);
+        assert_eq!(ob.dropped().unwrap(), 2);
+        // Seq 5 is the last plain result: dropped for a help request, then
+        // only events that are never dropped are left, and they go past
+        // the limit.
+        ob.push(&help("bob"), None).unwrap();
+        assert_count(&ob, 4);
+        ob.push(&event(EventKind::IncidentResolved), None).unwrap();
+        assert_count(&ob, 5);
+        ob.push(&help("ann"), None).unwrap();
+        assert_count(&ob, 6);
+        // A plain result now is dropped itself: no row added or removed.
+        assert_eq!(
+            ob.push(&event(EventKind::Result), Some("{}")).unwrap(),
+            None
+        );
+        assert_count(&ob, 6);
+        assert_eq!(ob.dropped().unwrap(), 4);
+        assert_eq!(ob.help_requests("ann").unwrap().len(), 2);
+        let seqs: Vec<u64> = ob.peek(10).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3, 6, 7, 8, 9]);
+        // Acks count the rows they delete, none when nothing is left
+        // below their number.
+        assert_eq!(ob.ack(3).unwrap(), 2);
+        assert_count(&ob, 4);
+        assert_eq!(ob.ack(5).unwrap(), 0);
+        assert_count(&ob, 4);
+        assert_eq!(ob.ack(7).unwrap(), 2);
+        assert_count(&ob, 2);
+        drop(ob);
+        // Reopened: counted again, then kept again.
+        let ob = Outbox::open(&path, 4).unwrap();
+        assert_count(&ob, 2);
+        for n in 3..=4 {
+            ob.push(&event(EventKind::Result), None).unwrap();
+            assert_count(&ob, n);
+        }
+        ob.push(&event(EventKind::Result), None).unwrap();
+        assert_count(&ob, 4);
+        assert_eq!(ob.dropped().unwrap(), 5);
+        drop(ob);
+        // Reopened with a lower limit than it holds: a push drops one, adds one.
+        let ob = Outbox::open(&path, 2).unwrap();
+        assert_count(&ob, 4);
+        ob.push(&event(EventKind::Result), None).unwrap();
+        assert_count(&ob, 4);
+        ob.ack(u64::MAX >> 1).unwrap();
+        assert_count(&ob, 0);
+        assert!(ob.is_empty().unwrap());
+    }
+
+    /// A write whose transaction rolls back (here after it dropped a row
+    /// to make room) changes neither the rows nor the count.
+    #[test]
+    fn a_write_that_rolls_back_leaves_the_count_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db"), 3).unwrap();
+        for _ in 0..3 {
+            ob.push(&event(EventKind::Result), None).unwrap();
+        }
+        assert_count(&ob, 3);
+        // The insert of seq 4 fails, after the delete of seq 1 ran.
+        ob.db()
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER fail_insert BEFORE INSERT ON events
+                 WHEN NEW.seq = 4 BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )
+            .unwrap();
+        assert!(ob.push(&event(EventKind::Result), None).is_err());
+        assert_eq!(kept_and_real(&ob).1, 3);
+        assert_eq!(ob.len().unwrap(), 3);
+        assert_eq!(ob.dropped().unwrap(), 0);
+        assert_eq!(ob.peek(1).unwrap()[0].seq, 1, "the drop rolled back");
+        ob.db()
+            .conn
+            .execute_batch(
+                "DROP TRIGGER fail_insert;
+                 CREATE TEMP TRIGGER fail_delete BEFORE DELETE ON events
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )
+            .unwrap();
+        assert!(ob.ack(2).is_err());
+        assert_eq!(ob.len().unwrap(), 3);
+        ob.db()
+            .conn
+            .execute_batch("DROP TRIGGER fail_delete;")
+            .unwrap();
+        assert_eq!(ob.push(&event(EventKind::Result), None).unwrap(), Some(4));
+        assert_count(&ob, 3);
+        assert_eq!(ob.ack(2).unwrap(), 1);
+        assert_count(&ob, 2);
     }
 }
