@@ -9,8 +9,11 @@
 //! `agent_tagged`), which already reach every relay of the deployment once
 //! ([`crate::cluster`]); [`follow`] listens to them on each relay and
 //! pushes to the agents held *there* — so one mechanism serves a relay on
-//! its own and many relays, and `firstline watch` shows the changes too. A
-//! watcher that fell behind (missed notices) pushes to all its agents.
+//! its own and many relays, and `firstline watch` shows the changes too.
+//! The follower reads only these kinds, from a channel of their own
+//! ([`crate::notices::Channel`]): ticket and alert notices, thousands a
+//! second in a storm, cannot make it fall behind. One that fell behind all
+//! the same (a burst of tag changes) pushes to all its agents.
 //!
 //! **Order.** Pushes to one agent take turns (a lock per agent name), and
 //! each reads the store as it starts: the last one to reach the agent
@@ -32,9 +35,9 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use tokio::sync::broadcast::error::RecvError;
 
 /// The notice kind of a set set or removed.
-pub const CHANGED: &str = "monitors_changed";
+pub const CHANGED: &str = crate::notices::MONITORS_CHANGED;
 /// The notice kind of an agent's tags changed.
-pub const TAGGED: &str = "agent_tagged";
+pub const TAGGED: &str = crate::notices::AGENT_TAGGED;
 
 type Turn = tokio::sync::Mutex<()>;
 
@@ -177,7 +180,10 @@ pub fn tagged_notice(relay: &Relay, agent: &str, tags: &[String]) -> Notice {
 /// Follow this relay's notices (its own and the other relays'), and push
 /// to the agents held here when their sets may have changed.
 pub async fn follow(relay: Arc<Relay>) {
-    let mut notices = relay.notices.subscribe();
+    // Only these kinds, on a channel of their own: the ticket and alert
+    // notices of a storm would make this follower fall behind and push to
+    // every agent (`crate::notices::Channel`).
+    let mut notices = relay.notices.subscribe_monitors();
     loop {
         match notices.recv().await {
             Ok(n) if n.kind == CHANGED => push_all(&relay),

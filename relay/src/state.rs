@@ -20,7 +20,7 @@ use quinn::{Connection, VarInt};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
 /// Everything a connection handler needs, shared.
 pub struct Relay {
@@ -35,7 +35,7 @@ pub struct Relay {
     /// The audit anchor's key and checkpoints (in the relay folder).
     pub audit_paths: AnchorPaths,
     /// Live notices for `firstline watch`; slow watchers miss old ones.
-    pub notices: broadcast::Sender<Notice>,
+    pub notices: crate::notices::Channel,
     /// Wakes the webhook sender when a delivery is queued.
     pub webhook_wake: Arc<Notify>,
     /// Wakes the help desk mirror when a change was queued for it.
@@ -77,7 +77,7 @@ impl Relay {
             registry: Registry::default(),
             cluster: Cluster::Local,
             clock: crate::clock::system(),
-            notices: broadcast::channel(NOTICE_BUFFER).0,
+            notices: crate::notices::Channel::new(NOTICE_BUFFER),
             webhook_wake: Arc::new(Notify::new()),
             helpdesk_wake: Arc::new(Notify::new()),
             gate: Arc::default(),
@@ -110,7 +110,7 @@ impl Relay {
     /// fine).
     pub fn notify(&self, notice: Notice) {
         self.cluster.publish_notice(&notice);
-        let _ = self.notices.send(notice);
+        self.notices.send(notice);
     }
 
     /// Write an audit entry; a failure is logged (the request it records

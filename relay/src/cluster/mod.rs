@@ -32,7 +32,7 @@ use anyhow::Result;
 use firstline_proto::{Message, Notice};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 pub use nats::{RemoteAnswers, ReplySink};
 
@@ -127,7 +127,7 @@ impl Cluster {
     pub async fn start(
         dir: &RelayDir,
         ca_fingerprint: &str,
-        notices: broadcast::Sender<Notice>,
+        notices: crate::notices::Channel,
     ) -> Result<(Cluster, Inbound)> {
         if dir.config.cluster.nats.is_none() {
             return Ok((Cluster::Local, Inbound::none()));

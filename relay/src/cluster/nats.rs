@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 const SEQ: &str = "Fl-Seq";
@@ -120,7 +120,7 @@ fn now_ms() -> u64 {
 pub async fn start(
     dir: &RelayDir,
     ca_fingerprint: &str,
-    notices: broadcast::Sender<Notice>,
+    notices: crate::notices::Channel,
 ) -> Result<(Arc<Nats>, Inbound)> {
     let c = &dir.config.cluster;
     let id = dir.relay_id();
@@ -745,13 +745,13 @@ async fn snapshot_loop(nats: Arc<Nats>, mut sub: Subscriber) {
     }
 }
 
-async fn notice_loop(me: String, mut sub: Subscriber, notices: broadcast::Sender<Notice>) {
+async fn notice_loop(me: String, mut sub: Subscriber, notices: crate::notices::Channel) {
     while let Some(msg) = sub.next().await {
         match serde_json::from_slice::<NoticeMsg>(&msg.payload) {
             // Our own never come back (no echo); a relay with our id is
             // reported by the presence loop.
             Ok(n) if n.relay != me => {
-                let _ = notices.send(n.notice);
+                notices.send(n.notice);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!("cluster: undecodable notice: {e}"),
