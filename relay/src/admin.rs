@@ -429,7 +429,7 @@ pub async fn tag_agent(
         Err(crate::store::StoreError::NotFound(crate::store::Missing::Agent(_))) => {
             Err(RelayError::new(
                 ErrorCode::UnknownAgent,
-                unknown_agent_text(name, &store.agent_names().await?),
+                unknown_agent_text(name, &store.agent_names(AGENTS_NAMED).await?),
             ))
         }
         Err(e) => Err(e.into()),
@@ -637,16 +637,28 @@ pub fn unknown_operator_text(name: &str, operators: &[OperatorInfo]) -> String {
 }
 
 /// `no agent named `x` is enrolled at this relay (agents: a, b)`.
+/// Agents an unknown-agent message names: the first [`SHOWN`], and one
+/// more to tell that there are more (read from the store; never the whole
+/// fleet for one mistyped name).
+pub const AGENTS_NAMED: u32 = SHOWN as u32 + 1;
+
+/// Names a message lists.
+const SHOWN: usize = 20;
+
+/// `agents`: the first [`AGENTS_NAMED`] agents by name.
 pub fn unknown_agent_text(name: &str, agents: &[String]) -> String {
-    format!(
-        "no agent named `{name}` is enrolled at this relay ({})",
-        names_list("agents", agents)
-    )
+    let list = match agents.get(..SHOWN) {
+        Some(first) if agents.len() > SHOWN => format!(
+            "agents: {} and more (`firstline agents` lists them all)",
+            first.join(", ")
+        ),
+        _ => names_list("agents", agents),
+    };
+    format!("no agent named `{name}` is enrolled at this relay ({list})")
 }
 
 /// `KIND: a, b, c` (the first 20, then how many more), or `no KIND yet`.
 pub fn names_list(kind: &str, names: &[String]) -> String {
-    const SHOWN: usize = 20;
     if names.is_empty() {
         return format!("no {kind} yet");
     }
@@ -692,7 +704,7 @@ pub async fn remove_agent(store: &Store, name: &str) -> Result<Removed, RelayErr
         Some(removed) => Ok(removed),
         None => Err(RelayError::new(
             ErrorCode::UnknownAgent,
-            unknown_agent_text(name, &store.agent_names().await?),
+            unknown_agent_text(name, &store.agent_names(AGENTS_NAMED).await?),
         )),
     }
 }
@@ -713,7 +725,7 @@ pub fn revoke(dir: &RelayDir, kind: PeerKind, name: &str) -> Result<()> {
     let revoked = match wait(store.revoke(kind, name)) {
         Ok(true) => Ok(()),
         Ok(false) => Err(anyhow::anyhow!(match kind {
-            PeerKind::Agent => unknown_agent_text(name, &wait(store.agent_names())?),
+            PeerKind::Agent => unknown_agent_text(name, &wait(store.agent_names(AGENTS_NAMED))?),
             _ => unknown_operator_text(name, &wait(store.operators())?),
         })),
         Err(e) => Err(e.into()),
@@ -816,6 +828,27 @@ fn bulk_enroll(
 mod tests {
     use super::*;
     use crate::store::CertStatus;
+
+    #[test]
+    fn an_unknown_agent_is_told_with_a_bounded_read_of_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = init(tmp.path(), "127.0.0.1:0".parse().unwrap(), "relay").unwrap();
+        let dir = RelayDir::load(&config).unwrap();
+        let store = dir.open_store().unwrap();
+        let made = bulk_agents(&dir, "pc", 30, Duration::from_secs(3600)).unwrap();
+        assert_eq!(made.len(), 30);
+        let names = wait(store.agent_names(AGENTS_NAMED)).unwrap();
+        assert_eq!(
+            names.len(),
+            AGENTS_NAMED as usize,
+            "read no more than it names"
+        );
+        let text = unknown_agent_text("pcx", &names);
+        assert!(text.contains("and more (`firstline agents`"), "{text}");
+        assert_eq!(text.matches(", ").count(), SHOWN - 1, "{text}");
+        let few = unknown_agent_text("pcx", &names[..3]);
+        assert!(few.ends_with("(agents: pc1, pc10, pc11)"), "{few}");
+    }
 
     #[test]
     fn bulk_agents_are_enrolled_and_their_certs_recorded() {

@@ -168,7 +168,11 @@ impl Relay {
 
     /// No agent of this name: the message lists the enrolled ones.
     pub async fn unknown_agent(&self, name: &str) -> crate::error::RelayError {
-        let names = self.store.agent_names().await.unwrap_or_default();
+        let names = self
+            .store
+            .agent_names(crate::admin::AGENTS_NAMED)
+            .await
+            .unwrap_or_default();
         crate::error::RelayError::new(
             firstline_proto::ErrorCode::UnknownAgent,
             crate::admin::unknown_agent_text(name, &names),

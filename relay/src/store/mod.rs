@@ -622,8 +622,9 @@ impl Store {
     }
 
     /// Names of the agents (not removed), for messages that list them.
-    pub async fn agent_names(&self) -> StoreResult<Vec<String>> {
-        self.read(|tx| tx.agent_names()).await
+    /// The first `limit` agents not removed, by name.
+    pub async fn agent_names(&self, limit: u32) -> StoreResult<Vec<String>> {
+        self.read(move |tx| tx.agent_names(limit)).await
     }
 
     /// Whether `name` is an agent the relay knows or knew: enrolled (even

@@ -273,8 +273,9 @@ pub async fn agents_presence_and_removal(s: &Store, clock: &ManualClock) {
     s.agent_left(&live).await.unwrap();
     let a = s.agent(&live).await.unwrap().unwrap();
     assert_eq!(a.last_seen, Some(crate::clock::rfc3339(clock.now())));
-    let names = s.agent_names().await.unwrap();
+    let names = s.agent_names(100).await.unwrap();
     assert!(names.contains(&live) && names.contains(&gone));
+    assert_eq!(s.agent_names(1).await.unwrap().len(), 1, "a limit");
     assert!(s.agents().await.unwrap().iter().any(|a| a.name == live));
     let record = s
         .agent_records()
@@ -311,7 +312,7 @@ pub async fn agents_presence_and_removal(s: &Store, clock: &ManualClock) {
     assert!(s.revoke(PeerKind::Agent, &gone).await.unwrap());
     let removed = s.remove_agent(&gone).await.unwrap().unwrap();
     assert!(!removed.name_freed);
-    assert!(!s.agent_names().await.unwrap().contains(&gone));
+    assert!(!s.agent_names(100).await.unwrap().contains(&gone));
     assert!(s.agent_known(&gone).await.unwrap());
     let t = unique("t");
     s.add_token(&t, "secret", 1, Duration::from_secs(60))

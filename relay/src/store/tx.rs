@@ -321,7 +321,9 @@ pub trait Tx {
     fn agents(&mut self) -> StoreResult<Vec<AgentInfo>>;
     fn agent_record(&mut self, name: &str) -> StoreResult<Option<AgentRecord>>;
     fn agent_records(&mut self) -> StoreResult<Vec<AgentRecord>>;
-    fn agent_names(&mut self) -> StoreResult<Vec<String>>;
+    /// The first `limit` agents not removed, by name (never all of them:
+    /// a message naming some costs the same in any fleet).
+    fn agent_names(&mut self, limit: u32) -> StoreResult<Vec<String>>;
     /// Enrolled (even revoked or removed) or named by a ticket.
     fn agent_known(&mut self, name: &str) -> StoreResult<bool>;
     /// Delete an agent's record, with its tags and facts.

@@ -495,10 +495,10 @@ impl Tx for PgTx<'_, '_> {
         )
     }
 
-    fn agent_names(&mut self) -> StoreResult<Vec<String>> {
+    fn agent_names(&mut self, limit: u32) -> StoreResult<Vec<String>> {
         self.all(
-            "SELECT name FROM agents WHERE removed_at IS NULL ORDER BY name",
-            &[],
+            "SELECT name FROM agents WHERE removed_at IS NULL ORDER BY name LIMIT $1",
+            &[&i64::from(limit)],
             |r| get(r, 0),
         )
     }
