@@ -9,7 +9,12 @@
 //!   message lost while NATS reconnected, a relay that started after the
 //!   other) or a beat whose version differs asks that relay for a
 //!   **snapshot** (its whole list at a version), after which changes apply
-//!   again — so the map converges within a heartbeat or two of any loss;
+//!   again — so the map converges within a heartbeat or two of any loss.
+//!   Changes heard while the snapshot is on its way are kept and applied
+//!   after it when they follow it: in a big fleet agents come and go all
+//!   the time, and dropping them made the first change after every
+//!   snapshot reveal a gap and ask again at once — snapshots of the whole
+//!   list back to back, for ever. Asks stay at most one per [`ASK_AGAIN`];
 //! * a relay not heard of for `presence_ttl_ms` is dropped with all its
 //!   agents (a relay killed with -9 sends no `bye`): its agents show offline
 //!   on the other relays within `presence_ttl_ms + heartbeat_ms` (the sweep
@@ -21,7 +26,7 @@
 //! No I/O here: the NATS side (`super::nats`) feeds it messages and time.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// What a relay says of its agents on the presence subject.
@@ -106,10 +111,10 @@ impl Local {
         Some(self.version)
     }
 
+    /// The whole list (in no particular order: it is taken under the
+    /// lock that every agent's connect and disconnect waits for).
     pub fn snapshot(&self, relay: &str, instance: u64) -> Snapshot {
-        let mut agents: Vec<(String, u64)> =
-            self.agents.iter().map(|(a, s)| (a.clone(), *s)).collect();
-        agents.sort();
+        let agents: Vec<(String, u64)> = self.agents.iter().map(|(a, s)| (a.clone(), *s)).collect();
         Snapshot {
             relay: relay.to_string(),
             instance,
@@ -138,6 +143,64 @@ struct Remote {
     heard: Instant,
     asked: Option<Instant>,
     agents: HashMap<String, u64>,
+    /// Changes newer than `version` that cannot be applied yet (before a
+    /// snapshot, or after a gap), by version.
+    pending: BTreeMap<u64, Change>,
+}
+
+/// One agent's change, kept until it can be applied in order.
+#[derive(Debug)]
+enum Change {
+    Up { agent: String, since: u64 },
+    Down { agent: String },
+}
+
+/// Changes kept for after a snapshot; past it they are dropped (the next
+/// snapshot is asked for anyway).
+const MAX_PENDING: usize = 65_536;
+
+impl Remote {
+    fn new(instance: u64, now: Instant) -> Remote {
+        Remote {
+            instance,
+            version: 0,
+            synced: false,
+            heard: now,
+            asked: None,
+            agents: HashMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// A change at `version`: applied when it follows what is known (with
+    /// the kept ones that follow it), else kept. True when the list is not
+    /// known complete: a snapshot is needed.
+    fn change(&mut self, version: u64, change: Change) -> bool {
+        if version <= self.version {
+            // Older than what is known (or than the snapshot on its way
+            // would be: the snapshot is newer still).
+            return !self.synced;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+        }
+        self.pending.insert(version, change);
+        if self.synced {
+            self.catch_up();
+        }
+        !(self.synced && self.pending.is_empty())
+    }
+
+    /// Apply the kept changes that follow `version`, in order.
+    fn catch_up(&mut self) {
+        while let Some(change) = self.pending.remove(&(self.version + 1)) {
+            match change {
+                Change::Up { agent, since } => self.agents.insert(agent, since),
+                Change::Down { agent } => self.agents.remove(&agent),
+            };
+            self.version += 1;
+        }
+    }
 }
 
 /// The agents other relays hold.
@@ -163,24 +226,13 @@ impl Map {
     }
 
     fn remote(&mut self, relay: &str, instance: u64, now: Instant) -> &mut Remote {
-        let r = self.relays.entry(relay.to_string()).or_insert(Remote {
-            instance,
-            version: 0,
-            synced: false,
-            heard: now,
-            asked: None,
-            agents: HashMap::new(),
-        });
+        let r = self
+            .relays
+            .entry(relay.to_string())
+            .or_insert_with(|| Remote::new(instance, now));
         if r.instance != instance {
             // Restarted: nothing of the old instance holds.
-            *r = Remote {
-                instance,
-                version: 0,
-                synced: false,
-                heard: now,
-                asked: None,
-                agents: HashMap::new(),
-            };
+            *r = Remote::new(instance, now);
         }
         r.heard = now;
         r
@@ -213,42 +265,26 @@ impl Map {
         }
         let relay = msg.relay().to_string();
         let r = self.remote(&relay, msg.instance(), now);
-        let in_order = |r: &Remote, v: u64| r.synced && v == r.version + 1;
-        match msg {
+        let needs_snapshot = match msg {
             PresenceMsg::Beat { version, .. } => {
-                if r.synced && version == r.version {
-                    return Next::Nothing;
+                // Changes up to a beat's version come before it (NATS keeps
+                // one publisher's order): behind it, some were lost.
+                if r.synced && version > r.version {
+                    r.synced = false;
                 }
-                r.synced = false;
+                !r.synced
             }
             PresenceMsg::Up {
                 version,
                 agent,
                 since,
                 ..
-            } => {
-                if in_order(r, version) {
-                    r.agents.insert(agent, since);
-                    r.version = version;
-                    return Next::Nothing;
-                }
-                if r.synced && version <= r.version {
-                    return Next::Nothing;
-                }
-                r.synced = false;
-            }
-            PresenceMsg::Down { version, agent, .. } => {
-                if in_order(r, version) {
-                    r.agents.remove(&agent);
-                    r.version = version;
-                    return Next::Nothing;
-                }
-                if r.synced && version <= r.version {
-                    return Next::Nothing;
-                }
-                r.synced = false;
-            }
-            PresenceMsg::Bye { .. } => return Next::Nothing,
+            } => r.change(version, Change::Up { agent, since }),
+            PresenceMsg::Down { version, agent, .. } => r.change(version, Change::Down { agent }),
+            PresenceMsg::Bye { .. } => false,
+        };
+        if !needs_snapshot {
+            return Next::Nothing;
         }
         if r.asked.is_some_and(|at| now.duration_since(at) < ASK_AGAIN) {
             return Next::Nothing;
@@ -270,7 +306,10 @@ impl Map {
         r.agents = s.agents.into_iter().collect();
         r.version = s.version;
         r.synced = true;
-        r.asked = None;
+        // The changes heard meanwhile that follow it. `asked` stays: a gap
+        // left asks again no sooner than ASK_AGAIN after the last ask.
+        r.pending = r.pending.split_off(&(s.version + 1));
+        r.catch_up();
     }
 
     /// Drop the relays not heard of for `ttl`; their ids.
@@ -359,7 +398,9 @@ mod tests {
         assert_eq!(m.apply(up("a", 6, "pc2", 11), t), Next::Nothing);
         assert_eq!(m.holder("pc2"), Some(("a".into(), 11)));
         assert_eq!(m.apply(beat("a", 6), t), Next::Nothing);
-        // A lost change (7): the next one (8) asks for the list again.
+        // A lost change (7): the next one (8) asks for the list again (no
+        // sooner than ASK_AGAIN after the last ask).
+        let t = t + ASK_AGAIN;
         let down8 = PresenceMsg::Down {
             relay: "a".into(),
             instance: 1,
@@ -374,6 +415,39 @@ mod tests {
         // An old snapshot does not undo a newer state.
         m.apply_snapshot(snapshot("a", 6, &[("pc1", 10)]), t);
         assert_eq!(m.holder("pc1"), None);
+    }
+
+    #[test]
+    fn changes_during_a_snapshot_are_applied_after_it_and_do_not_ask_again() {
+        let t = Instant::now();
+        let mut m = Map::new("me");
+        assert_eq!(
+            m.apply(up("a", 1, "pc1", 1), t),
+            Next::AskSnapshot("a".into())
+        );
+        // Agents keep coming while the snapshot (taken at version 3) is on
+        // its way: 2 and 3 are in it, 4 and 5 are not.
+        for v in 2..=5 {
+            let agent = format!("pc{v}");
+            assert_eq!(m.apply(up("a", v, &agent, v), t), Next::Nothing);
+        }
+        m.apply_snapshot(snapshot("a", 3, &[("pc1", 1), ("pc2", 2), ("pc3", 3)]), t);
+        for v in 1..=5 {
+            assert_eq!(m.holder(&format!("pc{v}")), Some(("a".into(), v)), "pc{v}");
+        }
+        // Synced at 5: the next change applies, no snapshot asked, even
+        // well after the last ask.
+        let later = t + 2 * ASK_AGAIN;
+        assert_eq!(m.apply(up("a", 6, "pc6", 6), later), Next::Nothing);
+        assert_eq!(m.holder("pc6"), Some(("a".into(), 6)));
+        // A change that arrives before the one it follows waits for it.
+        assert_eq!(
+            m.apply(up("a", 8, "pc8", 8), later),
+            Next::AskSnapshot("a".into())
+        );
+        assert_eq!(m.apply(up("a", 7, "pc7", 7), later), Next::Nothing);
+        assert_eq!(m.holder("pc8"), Some(("a".into(), 8)));
+        assert_eq!(m.apply(beat("a", 8), later), Next::Nothing);
     }
 
     #[test]
