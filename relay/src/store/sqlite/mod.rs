@@ -290,6 +290,38 @@ mod tests {
         }
     }
 
+    /// One agent's tickets are found through an index, not a walk of every
+    /// ticket (see `primitives::tickets_query`).
+    #[test]
+    fn the_ticket_list_filtered_by_agent_uses_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&dir.path().join("relay.db"), false).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let plan = |f: &crate::ticket::TicketFilter| {
+            let (sql, values) = primitives::tickets_query(f);
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap();
+            rows.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+        };
+        let mut f = crate::ticket::TicketFilter {
+            agent: Some("pc1".into()),
+            ..Default::default()
+        };
+        let by_agent = plan(&f);
+        assert!(by_agent.contains("USING INDEX"), "{by_agent}");
+        f.status = Some(crate::ticket::TicketStatus::Open);
+        f.search = Some("printer".into());
+        let more = plan(&f);
+        assert!(more.contains("USING INDEX"), "{more}");
+        // No filter: every ticket, in order.
+        let all = plan(&Default::default());
+        assert!(!all.contains("USING INDEX"), "{all}");
+    }
+
     #[test]
     fn migrations_are_numbered_in_order() {
         migrations::check(MIGRATIONS).unwrap();

@@ -781,31 +781,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn tickets(&mut self, f: &TicketFilter) -> StoreResult<Vec<Ticket>> {
-        self.all(
-            &format!(
-                "SELECT {TICKET_COLUMNS} FROM tickets t
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR agent = ?2)
-                   AND (?3 IS NULL OR assignee = ?3) AND (?4 IS NULL OR priority = ?4)
-                   AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at <= ?6)
-                   AND (?7 IS NULL
-                        OR instr(lower(title), lower(?7)) > 0
-                        OR EXISTS (SELECT 1 FROM ticket_entries e
-                                   WHERE e.ticket_id = t.id
-                                     AND (e.kind = 'comment' OR (e.kind = 'opened' AND t.source <> 'alert'))
-                                     AND instr(lower(e.body), lower(?7)) > 0))
-                 ORDER BY id"
-            ),
-            params![
-                f.status.map(TicketStatus::as_str),
-                f.agent,
-                f.assignee,
-                f.priority.map(Priority::as_str),
-                f.created_after,
-                f.created_before,
-                f.search
-            ],
-            ticket_row,
-        )
+        let (sql, values) = tickets_query(f);
+        self.all(&sql, rusqlite::params_from_iter(values), ticket_row)
     }
 
     fn entries(&mut self, id: u64) -> StoreResult<Vec<TicketEntry>> {
@@ -1277,4 +1254,56 @@ fn helpdesk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HelpdeskLink> {
         remote_status: r.get(5)?,
         attempts: r.get(6)?,
     })
+}
+
+/// The ticket list's query with only the filters that are set, and their
+/// values, so that SQLite can use an index for them: a `(?2 IS NULL OR
+/// agent = ?2)` form is planned once for any value (query planner
+/// stability, `connect`) and walks every ticket — one agent's tickets
+/// (`firstline-help tickets`, a machine page) cost a scan of the table.
+pub(super) fn tickets_query(f: &TicketFilter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let mut add = |clause: &str, value: Value| {
+        values.push(value);
+        clauses.push(clause.replace("{p}", &format!("?{}", values.len())));
+    };
+    let text = |s: &str| Value::Text(s.to_string());
+    if let Some(status) = f.status {
+        add("status = {p}", text(status.as_str()));
+    }
+    if let Some(agent) = &f.agent {
+        add("agent = {p}", text(agent));
+    }
+    if let Some(assignee) = &f.assignee {
+        add("assignee = {p}", text(assignee));
+    }
+    if let Some(priority) = f.priority {
+        add("priority = {p}", text(priority.as_str()));
+    }
+    if let Some(after) = f.created_after {
+        add("created_at >= {p}", Value::Integer(after));
+    }
+    if let Some(before) = f.created_before {
+        add("created_at <= {p}", Value::Integer(before));
+    }
+    if let Some(search) = &f.search {
+        add(
+            "(instr(lower(title), lower({p})) > 0
+              OR EXISTS (SELECT 1 FROM ticket_entries e
+                         WHERE e.ticket_id = t.id
+                           AND (e.kind = 'comment' OR (e.kind = 'opened' AND t.source <> 'alert'))
+                           AND instr(lower(e.body), lower({p})) > 0))",
+            text(search),
+        );
+    }
+    let filter = match clauses.is_empty() {
+        true => String::new(),
+        false => format!("WHERE {}", clauses.join(" AND ")),
+    };
+    (
+        format!("SELECT {TICKET_COLUMNS} FROM tickets t {filter} ORDER BY id"),
+        values,
+    )
 }
