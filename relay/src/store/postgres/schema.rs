@@ -42,7 +42,19 @@ pub const MIGRATIONS: &[Migration<&str>] = &[
         name: "tickets mirrored into an external help desk (`[helpdesk]`): the help desk's id and what was delivered",
         apply: V6_HELPDESK_LINKS,
     },
+    Migration {
+        version: 7,
+        name: "help desk links with something left to deliver, indexed on their own",
+        apply: V7_HELPDESK_PENDING,
+    },
 ];
+
+/// As SQLite's version 8: the claim of the help desk mirror reads only the
+/// links with something left to deliver, not every ticket ever mirrored.
+const V7_HELPDESK_PENDING: &str = r#"
+CREATE INDEX helpdesk_pending ON helpdesk_links (ticket_id)
+    WHERE latest_entry > delivered_entry;
+"#;
 
 /// Key of the session advisory lock a relay holds while it migrates: two
 /// relays starting at once on an empty database do not both create it.

@@ -322,6 +322,24 @@ mod tests {
         assert!(!all.contains("USING INDEX"), "{all}");
     }
 
+    /// The help desk claim reads the links with something left to deliver,
+    /// not every ticket ever mirrored.
+    #[test]
+    fn the_help_desk_claim_reads_only_pending_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&dir.path().join("relay.db"), false).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", primitives::claim_helpdesk_sql());
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let plan = stmt
+            .query_map(rusqlite::params![0, 0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("; ");
+        assert!(plan.contains("helpdesk_pending"), "{plan}");
+    }
+
     #[test]
     fn migrations_are_numbered_in_order() {
         migrations::check(MIGRATIONS).unwrap();

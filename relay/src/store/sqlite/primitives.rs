@@ -1115,14 +1115,7 @@ impl Tx for SqliteTx<'_> {
         limit: u32,
     ) -> StoreResult<Vec<HelpdeskLink>> {
         let mut out = self.all(
-            &format!(
-                "UPDATE helpdesk_links SET claimed_until = ?2
-                 WHERE ticket_id IN (SELECT ticket_id FROM helpdesk_links
-                     WHERE latest_entry > delivered_entry AND next_at <= ?1
-                       AND (claimed_until IS NULL OR claimed_until <= ?1)
-                     ORDER BY ticket_id LIMIT ?3)
-                 RETURNING {HELPDESK_COLUMNS}"
-            ),
+            &claim_helpdesk_sql(),
             params![now, lease_until, limit],
             helpdesk_row,
         )?;
@@ -1305,5 +1298,19 @@ pub(super) fn tickets_query(f: &TicketFilter) -> (String, Vec<rusqlite::types::V
     (
         format!("SELECT {TICKET_COLUMNS} FROM tickets t {filter} ORDER BY id"),
         values,
+    )
+}
+
+/// The help desk mirror's claim: links with something left to deliver
+/// (`latest_entry > delivered_entry`, the partial index `helpdesk_pending`),
+/// due and not leased to another relay.
+pub(super) fn claim_helpdesk_sql() -> String {
+    format!(
+        "UPDATE helpdesk_links SET claimed_until = ?2
+         WHERE ticket_id IN (SELECT ticket_id FROM helpdesk_links
+             WHERE latest_entry > delivered_entry AND next_at <= ?1
+               AND (claimed_until IS NULL OR claimed_until <= ?1)
+             ORDER BY ticket_id LIMIT ?3)
+         RETURNING {HELPDESK_COLUMNS}"
     )
 }

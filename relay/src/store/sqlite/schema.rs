@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration<Step>] = &[
         name: "tickets mirrored into an external help desk (`[helpdesk]`): the help desk's id and what was delivered",
         apply: v7_helpdesk_links,
     },
+    Migration {
+        version: 8,
+        name: "help desk links with something left to deliver, indexed on their own",
+        apply: v8_helpdesk_pending,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -308,6 +313,19 @@ CREATE TABLE IF NOT EXISTS helpdesk_links (
     claimed_until BIGINT
 );
 CREATE INDEX IF NOT EXISTS helpdesk_due ON helpdesk_links (next_at, ticket_id);
+";
+
+/// The help desk mirror claims links with something left to deliver; every
+/// ticket ever mirrored keeps its link, with a `next_at` long past, so the
+/// claim walked them all (`helpdesk_due` narrows nothing): these alone.
+fn v8_helpdesk_pending(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(HELPDESK_PENDING)
+}
+
+/// As PostgreSQL's version 7.
+pub(super) const HELPDESK_PENDING: &str = "
+CREATE INDEX IF NOT EXISTS helpdesk_pending ON helpdesk_links (ticket_id)
+    WHERE latest_entry > delivered_entry;
 ";
 
 /// `ALTER TABLE … ADD COLUMN` unless the column is there.
