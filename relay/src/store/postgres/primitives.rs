@@ -863,30 +863,58 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn tickets(&mut self, f: &TicketFilter) -> StoreResult<Vec<Ticket>> {
-        // Search: ASCII case folding (COLLATE "C"), as SQLite's lower().
+        // Only the filters that are set, as SQLite's `tickets_query`: a
+        // prepared `($2 IS NULL OR agent = $2)` gets a generic plan after a
+        // few runs, which cannot use an index for one agent's tickets.
+        let status = f.status.map(TicketStatus::as_str);
+        let priority = f.priority.map(Priority::as_str);
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        fn add<'a>(
+            (clauses, params): (&mut Vec<String>, &mut Vec<&'a (dyn ToSql + Sync)>),
+            clause: &str,
+            value: &'a (dyn ToSql + Sync),
+        ) {
+            params.push(value);
+            clauses.push(clause.replace("{p}", &format!("${}", params.len())));
+        }
+        if let Some(status) = &status {
+            add((&mut clauses, &mut params), "status = {p}", status);
+        }
+        if let Some(agent) = &f.agent {
+            add((&mut clauses, &mut params), "agent = {p}", agent);
+        }
+        if let Some(assignee) = &f.assignee {
+            add((&mut clauses, &mut params), "assignee = {p}", assignee);
+        }
+        if let Some(priority) = &priority {
+            add((&mut clauses, &mut params), "priority = {p}", priority);
+        }
+        if let Some(after) = &f.created_after {
+            add((&mut clauses, &mut params), "created_at >= {p}", after);
+        }
+        if let Some(before) = &f.created_before {
+            add((&mut clauses, &mut params), "created_at <= {p}", before);
+        }
+        if let Some(search) = &f.search {
+            // ASCII case folding (COLLATE "C"), as SQLite's lower().
+            add(
+                (&mut clauses, &mut params),
+                r#"(strpos(lower(title COLLATE "C"), lower({p}::text COLLATE "C")) > 0
+                   OR EXISTS (SELECT 1 FROM ticket_entries e
+                              WHERE e.ticket_id = t.id
+                                AND (e.kind = 'comment' OR (e.kind = 'opened' AND t.source <> 'alert'))
+                                AND strpos(lower(e.body COLLATE "C"), lower({p}::text COLLATE "C")) > 0))"#,
+                search,
+            );
+        }
+        let filter = match clauses.is_empty() {
+            true => String::new(),
+            false => format!("WHERE {}", clauses.join(" AND ")),
+        };
         self.all(
-            &format!(
-                r#"SELECT {TICKET_COLUMNS} FROM tickets t
-                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR agent = $2)
-                   AND ($3::text IS NULL OR assignee = $3) AND ($4::text IS NULL OR priority = $4)
-                   AND ($5::bigint IS NULL OR created_at >= $5) AND ($6::bigint IS NULL OR created_at <= $6)
-                   AND ($7::text IS NULL
-                        OR strpos(lower(title COLLATE "C"), lower($7 COLLATE "C")) > 0
-                        OR EXISTS (SELECT 1 FROM ticket_entries e
-                                   WHERE e.ticket_id = t.id
-                                     AND (e.kind = 'comment' OR (e.kind = 'opened' AND t.source <> 'alert'))
-                                     AND strpos(lower(e.body COLLATE "C"), lower($7 COLLATE "C")) > 0))
-                 ORDER BY id"#
-            ),
-            &[
-                &f.status.map(TicketStatus::as_str),
-                &f.agent,
-                &f.assignee,
-                &f.priority.map(Priority::as_str),
-                &f.created_after,
-                &f.created_before,
-                &f.search,
-            ],
+            &format!("SELECT {TICKET_COLUMNS} FROM tickets t {filter} ORDER BY id"),
+            &params,
             ticket_row,
         )
     }
