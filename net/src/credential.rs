@@ -3,6 +3,7 @@
 //! the relay address, the operator's certificate and key, and the relay CA.
 
 use crate::config::{self, ConfigError};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -39,8 +40,8 @@ impl Credential {
 
     /// A rustls client config for this operator.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
-        let (config, _) = self.resuming(&mut crate::tls::Sessions::default())?;
-        Ok(config)
+        let (chain, key, ca) = self.parts()?;
+        crate::tls::client_config(chain, key, &ca).map_err(|e| e.to_string())
     }
 
     /// The client config for this operator kept in `sessions`, so that a
@@ -49,15 +50,23 @@ impl Credential {
         &self,
         sessions: &mut crate::tls::Sessions,
     ) -> Result<(rustls::ClientConfig, crate::tls::Handshake), String> {
-        let chain = crate::pem::certs(&self.cert).map_err(|e| format!("certificate: {e}"))?;
-        let key = crate::pem::key(&self.key).map_err(|e| format!("key: {e}"))?;
-        let ca = crate::pem::certs(&self.ca).map_err(|e| format!("CA: {e}"))?;
+        let (chain, key, ca) = self.parts()?;
         sessions
             .client_config(chain, key, &ca)
             .map_err(|e| e.to_string())
+    }
+
+    /// The certificate chain, the key and the CA, parsed.
+    fn parts(&self) -> Result<(Certs, PrivateKeyDer<'static>, Certs), String> {
+        let chain = crate::pem::certs(&self.cert).map_err(|e| format!("certificate: {e}"))?;
+        let key = crate::pem::key(&self.key).map_err(|e| format!("key: {e}"))?;
+        let ca = crate::pem::certs(&self.ca).map_err(|e| format!("CA: {e}"))?;
+        Ok((chain, key, ca))
     }
 }
 
 /// Write a file readable by its owner only: see [`crate::private::write_private`]
 /// (fresh randomly named temp file, `O_EXCL`, 0600, fsync, atomic rename).
 pub use crate::private::write_private;
+
+type Certs = Vec<CertificateDer<'static>>;

@@ -151,8 +151,9 @@ pub struct Sessions {
 
 #[derive(Debug)]
 struct Kept {
-    /// The chain and the CA certificates the config was made from.
-    material: Vec<u8>,
+    /// SHA-256 of the chain and the CA certificates the config was made
+    /// from.
+    material: [u8; 32],
     config: ClientConfig,
     full: Arc<AtomicU64>,
 }
@@ -183,11 +184,13 @@ impl Sessions {
         key: PrivateKeyDer<'static>,
         ca: &[CertificateDer<'static>],
     ) -> Result<(ClientConfig, Handshake), TlsError> {
-        let material: Vec<u8> = chain
-            .iter()
-            .chain(ca)
-            .flat_map(|c| c.as_ref().iter().copied())
-            .collect();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for cert in chain.iter().chain(ca) {
+            // DER is self-delimiting: the concatenation is unambiguous.
+            digest.update(cert.as_ref());
+        }
+        let mut material = [0u8; 32];
+        material.copy_from_slice(digest.finish().as_ref());
         let kept = match self.kept.take() {
             Some(kept) if kept.material == material => kept,
             _ => {

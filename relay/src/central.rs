@@ -26,6 +26,7 @@
 //! too old to know central monitors answers an error: logged, nothing
 //! stored (`monitors show` then lists it as not current).
 
+use crate::notices::{AGENT_TAGGED, MONITORS_CHANGED};
 use crate::state::Relay;
 use firstline_net::stream::request;
 use firstline_proto::{Message, Notice};
@@ -33,11 +34,6 @@ use quinn::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use tokio::sync::broadcast::error::RecvError;
-
-/// The notice kind of a set set or removed.
-pub const CHANGED: &str = crate::notices::MONITORS_CHANGED;
-/// The notice kind of an agent's tags changed.
-pub const TAGGED: &str = crate::notices::AGENT_TAGGED;
 
 type Turn = tokio::sync::Mutex<()>;
 
@@ -159,7 +155,7 @@ fn push_all(relay: &Arc<Relay>) {
 pub fn changed_notice(relay: &Relay, text: String) -> Notice {
     Notice {
         at: crate::clock::rfc3339(relay.store.now()),
-        kind: CHANGED.into(),
+        kind: MONITORS_CHANGED.into(),
         agent: None,
         ticket: None,
         text,
@@ -170,7 +166,7 @@ pub fn changed_notice(relay: &Relay, text: String) -> Notice {
 pub fn tagged_notice(relay: &Relay, agent: &str, tags: &[String]) -> Notice {
     Notice {
         at: crate::clock::rfc3339(relay.store.now()),
-        kind: TAGGED.into(),
+        kind: AGENT_TAGGED.into(),
         agent: Some(agent.to_string()),
         ticket: None,
         text: format!("{agent}: tags now {}", tags.join(", ")),
@@ -186,8 +182,8 @@ pub async fn follow(relay: Arc<Relay>) {
     let mut notices = relay.notices.subscribe_monitors();
     loop {
         match notices.recv().await {
-            Ok(n) if n.kind == CHANGED => push_all(&relay),
-            Ok(n) if n.kind == TAGGED => {
+            Ok(n) if n.kind == MONITORS_CHANGED => push_all(&relay),
+            Ok(n) if n.kind == AGENT_TAGGED => {
                 if let Some(conn) = n.agent.as_deref().and_then(|a| relay.registry.agent(a)) {
                     let agent = n.agent.as_deref().unwrap_or_default();
                     push_soon(&relay, agent, &conn, Runs::Unknown);

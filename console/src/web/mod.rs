@@ -95,10 +95,8 @@ pub struct Web {
 }
 
 impl Web {
-    /// The state for a server on `addr`, with a fresh secret; `client` is
-    /// a connection made already, if any.
-    /// `first`: a connection already made, and the sessions it was made
-    /// with.
+    /// The state for a server on `addr`, with a fresh secret; `first` is a
+    /// connection made already, if any, and the sessions it was made with.
     pub fn new(credential: Credential, first: Option<(Client, Sessions)>, addr: SocketAddr) -> Web {
         let link = match first {
             Some((client, sessions)) => Link {
