@@ -138,12 +138,7 @@ const QUICK: &str = "keep_alive_secs = 1\nidle_timeout_secs = 3\nconnect_timeout
 
 /// The agent's log lines that say which relay it connected to.
 fn connections(agent: &Agent) -> Vec<String> {
-    agent
-        .log()
-        .lines()
-        .filter(|l| l.contains("connected to relay"))
-        .map(str::to_string)
-        .collect()
+    agent.log_lines("connected to relay")
 }
 
 #[test]
@@ -454,12 +449,7 @@ fn an_agent_moves_to_the_other_relay_when_one_is_killed_and_stays_there() {
         agent.log()
     );
     assert!(stored(&b) > 0, "B stored nothing");
-    let moves: Vec<String> = agent
-        .log()
-        .lines()
-        .filter(|l| l.contains("moved from relay"))
-        .map(str::to_string)
-        .collect();
+    let moves = agent.log_lines("moved from relay");
     assert_eq!(moves.len(), 2, "{moves:#?}");
     eprintln!("{}", moves.join("\n"));
 }

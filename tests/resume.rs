@@ -261,12 +261,9 @@ fn sessions_resumed(port: u16) -> u64 {
 
 /// The `connected` lines of an agent's log.
 fn connections(agent: &Agent) -> Vec<String> {
-    agent
-        .log()
-        .lines()
-        .filter(|l| l.contains("connected") && l.contains("tls="))
-        .map(str::to_string)
-        .collect()
+    let mut lines = agent.log_lines("tls=");
+    lines.retain(|l| l.contains("connected"));
+    lines
 }
 
 #[test]

@@ -288,6 +288,15 @@ impl Agent {
     pub fn log(&self) -> String {
         self.proc.as_ref().map(|p| p.log_text()).unwrap_or_default()
     }
+
+    /// The lines of its log that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// The console, with its own config home so `login` stays in the test.
