@@ -833,7 +833,7 @@ fn revoked_agents_cannot_renew_reconnect_or_enroll_again() {
                 plugins.dir.display()
             ));
             a.append(&flapping_monitor(&name));
-            a.append(StatePlugin::POLICY);
+            a.append(&StatePlugin::policy());
             plugins.set(&name, 2);
             plugins.flap(&name);
             a

@@ -50,7 +50,7 @@ fn agent(
         plugins.display()
     ));
     if allow {
-        agent.append(StatePlugin::POLICY);
+        agent.append(&StatePlugin::policy());
     }
     agent.start();
     agent

@@ -585,7 +585,7 @@ fn alerts_on_a_reach_a_watch_on_b_and_survive_a_being_killed() {
              every = \"1s\"\nfail_after = 1\nrecover_after = 1000\n"
         ));
     }
-    pc1.append(StatePlugin::POLICY);
+    pc1.append(&StatePlugin::policy());
     pc1.start();
     let mut pc2 = d.agent("pc2", &d.a, &[&d.a]);
     pc2.start();

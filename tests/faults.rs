@@ -359,7 +359,7 @@ fn lossy_slow_link_check_completes_and_events_all_arrive() {
     assert!(out.status.success(), "enroll: {}", text(&out));
     agent.configure(&agent_settings(&plugins.dir));
     agent.append(&monitors(&[("state".into(), "lossy".into())]));
-    agent.append(StatePlugin::POLICY);
+    agent.append(&StatePlugin::policy());
     let netem = ns.netem(DELAY_MS, LOSS_PCT);
     let how = if netem {
         "tc netem on both ends of the veth pair"
@@ -484,7 +484,7 @@ fn relay_killed_with_alerts_in_flight_every_alert_in_one_ticket() {
                 .map(|m| (format!("m{m:02}"), format!("wave{}", m % WAVES)))
                 .collect();
             a.append(&monitors(&table));
-            a.append(StatePlugin::POLICY);
+            a.append(&StatePlugin::policy());
             a
         })
         .collect();

@@ -252,7 +252,7 @@ fn selectors_pick_exactly_the_machines_and_the_summary_counts_them() {
         agent.append(&format!(
             "[[monitor]]\nname = \"state\"\ncheck = \"plugin\"\nargs = [\"check_state\", \"{state}\"]\nevery = \"1s\"\n"
         ));
-        agent.append(StatePlugin::POLICY);
+        agent.append(&StatePlugin::policy());
         agent.start();
         agent
     };

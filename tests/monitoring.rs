@@ -36,7 +36,7 @@ impl World {
             plugin.dir.display()
         ));
         agent.append("[[monitor]]\nname = \"state\"\ncheck = \"plugin\"\nargs = [\"check_state\", \"m\"]\nevery = \"1s\"\n");
-        agent.append(StatePlugin::POLICY);
+        agent.append(&StatePlugin::policy());
         agent.start();
         let console = Console::new(tmp.path());
         console.login(&relay.operator("tech", "technician"));
@@ -462,7 +462,7 @@ fn arguments_rejected_at_run_time_are_a_config_problem_not_a_ticket() {
          args = [\"/\", \"--warn\", \"95\", \"--crit\", \"90\"]\nevery = \"1s\"\nfail_after = 1\n",
     );
     agent.append("[[monitor]]\nname = \"state\"\ncheck = \"plugin\"\nargs = [\"check_state\", \"m\"]\nevery = \"1s\"\n");
-    agent.append(StatePlugin::POLICY);
+    agent.append(&StatePlugin::policy());
     let out = run(Command::new(bin("firstline-agent"))
         .args(["validate", "--config"])
         .arg(&agent.config));

@@ -347,7 +347,7 @@ fn an_agent_moves_to_the_other_relay_when_one_is_killed_and_stays_there() {
              every = \"1s\"\nfail_after = 1\nrecover_after = 1\n"
         ));
     }
-    agent.append(StatePlugin::POLICY);
+    agent.append(&StatePlugin::policy());
     agent.start();
     let online = |console: &Console| wait_until(SLOW, || console.online("pc1"));
     assert!(online(&console_a), "never online on A:\n{}", agent.log());

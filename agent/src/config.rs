@@ -81,6 +81,11 @@ pub struct AgentConfig {
     /// `firstline-help run` and `ask` allowed per local user per minute.
     #[serde(default = "default_help_rate")]
     pub help_rate_per_minute: u32,
+    /// The unprivileged user checks and plugins run as in their workers
+    /// when the agent runs as root (default: `firstline-agent` where the
+    /// packages created it, else `nobody`; see `crate::worker`).
+    #[serde(default)]
+    pub worker_user: Option<String>,
 }
 
 /// The relays this agent dials: `relay = "HOST:PORT"` or
@@ -407,6 +412,9 @@ pub struct Loaded {
     pub path: PathBuf,
     /// `state_dir`, resolved against the config's folder.
     pub state_dir: PathBuf,
+    /// How actions run: in sandboxed workers for the daemon
+    /// ([`Loaded::with_workers`]), in this process for local commands.
+    pub runner: crate::worker::Runner,
 }
 
 impl Loaded {
@@ -428,7 +436,20 @@ impl Loaded {
             config,
             path: path.to_path_buf(),
             state_dir,
+            runner: Default::default(),
         })
+    }
+
+    /// The same config, its checks, plugins, fixes and runbook steps run in
+    /// sandboxed workers (what `firstline-agent run` serves with).
+    pub fn with_workers(mut self) -> Loaded {
+        let user = self
+            .config
+            .worker_user
+            .clone()
+            .unwrap_or_else(crate::worker::default_user);
+        self.runner = crate::worker::Runner::worker(user);
+        self
     }
 
     pub fn identity_path(&self) -> PathBuf {
@@ -512,6 +533,7 @@ impl Loaded {
             progress: Default::default(),
             plugins_dir: resolve(&self.path, &self.config.plugins_dir),
             policy: std::sync::Arc::new(self.config.policy.clone()),
+            runner: self.runner.clone(),
         }
     }
 
@@ -522,6 +544,7 @@ impl Loaded {
             scripts_dir: resolve(&self.path, &self.config.scripts_dir),
             dry_run,
             policy: std::sync::Arc::new(self.config.policy.clone()),
+            runner: self.runner.clone(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod enroll;
+pub mod files;
 pub mod fixes;
 pub mod help;
 pub mod link;
@@ -25,5 +26,6 @@ pub mod policy;
 pub mod process;
 pub mod requests;
 pub mod runbook;
+pub mod worker;
 
 pub use config::Loaded;

@@ -111,6 +111,7 @@ enum Command {
 }
 
 fn main() {
+    firstline_agent::worker::child::serve_if_asked();
     let cli: Cli = firstline_net::cli::parse();
     match run(cli) {
         Ok(code) => std::process::exit(code),
@@ -240,6 +241,7 @@ fn local_config(path: &Path) -> Result<Loaded> {
         config,
         path: std::path::absolute(path)?,
         state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        runner: Default::default(),
     })
 }
 
@@ -344,6 +346,10 @@ fn default_state_dir(config: &Path) -> PathBuf {
 }
 
 async fn run_agent(loaded: Loaded) -> Result<()> {
+    // Every action it serves runs in a sandboxed worker (`worker`); the
+    // resident cannot be read or traced by them (not dumpable).
+    let loaded = loaded.with_workers();
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let (state_tx, mut state) = tokio::sync::watch::channel(LinkState::Connecting);
     // systemd (Type=notify): READY, STATUS, WATCHDOG from the main loop, STOPPING.

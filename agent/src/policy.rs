@@ -98,6 +98,11 @@ pub struct Policy {
     /// the agent's own; they never inherit the agent's capabilities.
     #[serde(default)]
     pub run_as: Option<String>,
+    /// Folders plugins may write to (a plugin that keeps state, such as
+    /// check_logfiles); none by default: a plugin's worker sees the file
+    /// system read-only (`crate::worker::declare`).
+    #[serde(default)]
+    pub plugin_write_paths: Vec<PathBuf>,
     /// Whether monitor sets defined on the relay (`firstline monitors
     /// set`) may run here at all; each one is still checked against the
     /// rest of this policy (`crate::monitor::central`).
@@ -163,6 +168,7 @@ impl Default for Policy {
             services: default_services(),
             journal_keep_min: default_journal_keep_min(),
             run_as: None,
+            plugin_write_paths: Vec::new(),
             central_monitors: true,
             self_service_fixes: Vec::new(),
         }

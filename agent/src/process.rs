@@ -83,7 +83,7 @@ pub async fn run_confined(
 }
 
 /// `PATH` of confined programs.
-const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// uid and primary gid of `user` (a name, through NSS).
 pub fn user_ids(user: &str) -> Result<(u32, u32), String> {

@@ -79,7 +79,7 @@ pub async fn run(keep: bool, web: bool) -> Result<i32> {
     step(3, "starting the agent's link to the relay");
     let (stop_agent, shutdown) = watch::channel(false);
     let (state_tx, mut state) = watch::channel(LinkState::Connecting);
-    let agent_task = tokio::spawn(link::run(loaded, shutdown, state_tx));
+    let agent_task = tokio::spawn(link::run(loaded.with_workers(), shutdown, state_tx));
     let connected = tokio::time::timeout(
         Duration::from_secs(15),
         state.wait_for(|s| matches!(s, LinkState::Connected { .. })),

@@ -191,6 +191,8 @@ enum Command {
 }
 
 fn main() {
+    // `firstline demo` embeds an agent, whose workers are this binary.
+    firstline_agent::worker::child::serve_if_asked();
     let cli: Cli = firstline_net::cli::parse();
     match run(cli) {
         Ok(code) => std::process::exit(code),

@@ -179,10 +179,14 @@ impl rustls::client::danger::ServerCertVerifier for Roots {
     }
 }
 
-/// CA certificates from a PEM file.
+/// Largest `--ca` file: a bundle of every public root is about 250 KiB.
+const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// CA certificates from a PEM file (a regular file, at most
+/// [`MAX_CA_FILE`]).
 pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    let pem = crate::files::read_regular(path, MAX_CA_FILE)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {

@@ -36,8 +36,68 @@ pub const NAMES: &[&str] = &[
     "load", "plugin",
 ];
 
+/// Every check, for what must be said of each without a wildcard (what
+/// its worker may hold: `crate::worker::declare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Ping,
+    Dns,
+    Printer,
+    Disk,
+    Du,
+    Net,
+    Service,
+    Tcp,
+    Http,
+    Cpu,
+    Memory,
+    Load,
+    Plugin,
+}
+
+impl Check {
+    pub const ALL: &[Check] = &[
+        Check::Ping,
+        Check::Dns,
+        Check::Printer,
+        Check::Disk,
+        Check::Du,
+        Check::Net,
+        Check::Service,
+        Check::Tcp,
+        Check::Http,
+        Check::Cpu,
+        Check::Memory,
+        Check::Load,
+        Check::Plugin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Ping => "ping",
+            Check::Dns => "dns",
+            Check::Printer => "printer",
+            Check::Disk => "disk",
+            Check::Du => "du",
+            Check::Net => "net",
+            Check::Service => "service",
+            Check::Tcp => "tcp",
+            Check::Http => "http",
+            Check::Cpu => "cpu",
+            Check::Memory => "memory",
+            Check::Load => "load",
+            Check::Plugin => "plugin",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Check> {
+        Check::ALL.iter().copied().find(|c| c.name() == name)
+    }
+}
+
 /// Why a check could not even start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckError {
     #[error("unknown check `{0}`{hint} (this agent offers: {list})",
         hint = suggest(.0), list = NAMES.join(", "))]
@@ -82,6 +142,8 @@ pub struct CheckContext {
     pub plugins_dir: PathBuf,
     /// This machine's wall: which plugins may run, and as whom.
     pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// In a sandboxed worker (the daemon) or in this process.
+    pub runner: crate::worker::Runner,
 }
 
 impl Default for CheckContext {
@@ -90,6 +152,7 @@ impl Default for CheckContext {
             progress: Progress::default(),
             plugins_dir: PathBuf::from(crate::config::DEFAULT_PLUGINS_DIR),
             policy: Default::default(),
+            runner: Default::default(),
         }
     }
 }
@@ -104,8 +167,24 @@ impl CheckContext {
     }
 }
 
-/// Run one check by name.
+/// Run one check by name: in a worker where the context says so
+/// (`crate::worker`), else here.
 pub async fn run(
+    name: &str,
+    args: &[String],
+    ctx: &CheckContext,
+) -> Result<CheckResult, CheckError> {
+    match &ctx.runner {
+        crate::worker::Runner::Worker(w) => {
+            let job = crate::worker::declare::check(name, args, ctx, &w.user)?;
+            crate::worker::run(w, job, &ctx.progress).await
+        }
+        crate::worker::Runner::InProcess => run_here(name, args, ctx).await,
+    }
+}
+
+/// Run one check in this process.
+async fn run_here(
     name: &str,
     args: &[String],
     ctx: &CheckContext,

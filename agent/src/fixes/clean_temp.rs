@@ -293,16 +293,22 @@ fn open_path(path: &Path) -> rustix::io::Result<OwnedFd> {
     if !path.is_absolute() {
         return Err(Errno::INVAL);
     }
-    let mut fd = open_dir_at(CWD, c"/")?;
+    // The way down is walked with `O_PATH` handles (they read nothing, so
+    // a worker whose view holds only the folder to clean may take it);
+    // only the folder itself is opened for reading.
+    let path_only = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::openat(CWD, c"/", path_only, Mode::empty())?;
     for c in path.components() {
         match c {
             Component::RootDir => {}
-            Component::Normal(name) => fd = open_dir_at(&fd, name)?,
+            Component::Normal(name) => {
+                fd = rustix::fs::openat(&fd, name, path_only, Mode::empty())?
+            }
             // Not canonical: refuse rather than resolve `..`.
             _ => return Err(Errno::INVAL),
         }
     }
-    Ok(fd)
+    open_dir_at(&fd, c".")
 }
 
 /// `openat(dir, name, O_DIRECTORY|O_NOFOLLOW|O_NOATIME)`: a folder, never
@@ -514,6 +520,7 @@ mod tests {
                 clean_temp_roots: roots,
                 ..Policy::default()
             }),
+            runner: Default::default(),
         }
     }
 

@@ -27,6 +27,34 @@ pub const BUILTIN: &[&str] = &[
     "vacuum-journal",
 ];
 
+/// Every fix, for what must be said of each without a wildcard (what its
+/// worker may hold: `crate::worker::declare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    FlushDns,
+    RestartService,
+    ResumePrinter,
+    CancelPrintJobs,
+    CleanTemp,
+    VacuumJournal,
+    Script,
+}
+
+impl Fix {
+    pub fn from_name(name: &str) -> Option<Fix> {
+        Some(match name {
+            "flush-dns" => Fix::FlushDns,
+            "restart-service" => Fix::RestartService,
+            "resume-printer" => Fix::ResumePrinter,
+            "cancel-print-jobs" => Fix::CancelPrintJobs,
+            "clean-temp" => Fix::CleanTemp,
+            "vacuum-journal" => Fix::VacuumJournal,
+            "script" => Fix::Script,
+            _ => return None,
+        })
+    }
+}
+
 /// Time any command a fix runs may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,6 +66,8 @@ pub struct FixContext {
     pub dry_run: bool,
     /// This machine's wall: what each fix may touch, and as whom scripts run.
     pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// In a sandboxed worker (the daemon) or in this process.
+    pub runner: crate::worker::Runner,
 }
 
 /// Whether `action` names a fix: a built-in one or `script`.
@@ -50,15 +80,31 @@ pub fn known(action: &str) -> Result<(), CheckError> {
 }
 
 /// The usage error of an unknown fix name: it lists the fixes.
-fn unknown(action: &str) -> CheckError {
+pub(crate) fn unknown(action: &str) -> CheckError {
     CheckError::Usage(format!(
         "unknown fix `{action}` (built-in: {}, or `script NAME` for the admin's scripts)",
         BUILTIN.join(", ")
     ))
 }
 
-/// Run one fix by name (the policy was checked by the caller).
+/// Run one fix by name (the policy was checked by the caller): in a worker
+/// where the context says so (`crate::worker`), else here.
 pub async fn run(
+    action: &str,
+    args: &[String],
+    ctx: &FixContext,
+) -> Result<CheckResult, CheckError> {
+    match &ctx.runner {
+        crate::worker::Runner::Worker(w) => {
+            let job = crate::worker::declare::fix(action, args, ctx)?;
+            crate::worker::run(w, job, &ctx.progress).await
+        }
+        crate::worker::Runner::InProcess => run_here(action, args, ctx).await,
+    }
+}
+
+/// Run one fix in this process.
+async fn run_here(
     action: &str,
     args: &[String],
     ctx: &FixContext,

@@ -123,6 +123,7 @@ mod tests {
                 services: services.iter().map(|s| s.to_string()).collect(),
                 ..Policy::default()
             }),
+            runner: Default::default(),
         }
     }
 

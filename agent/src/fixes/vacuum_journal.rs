@@ -98,6 +98,7 @@ mod tests {
                 journal_keep_min: min.into(),
                 ..Policy::default()
             }),
+            runner: Default::default(),
         }
     }
 

@@ -315,6 +315,7 @@ mod tests {
                 scripts_dir: "/nonexistent".into(),
                 dry_run: false,
                 policy: Default::default(),
+                runner: Default::default(),
             },
             policy,
             agent: "pc1".into(),
