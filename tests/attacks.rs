@@ -1080,9 +1080,11 @@ fn oversized_and_hostile_enrollment_requests_are_neither_stored_nor_logged() {
         .iter()
         .filter(|e| e["action"] == "enroll")
         .count();
+    // Audited once per source and window (issue 24): all of these came
+    // from 127.0.0.1 within a minute.
     assert!(
-        enrolls >= 23,
-        "the refused attempts are audited ({enrolls})"
+        (1..=2).contains(&enrolls),
+        "the refused attempts are audited once per source and window ({enrolls} rows)"
     );
     let out = console.run(&["audit"]);
     assert_no_injection(&out.stdout, "FORGED", "audit");
