@@ -1308,14 +1308,17 @@ fn stream_floods_before_authentication_do_not_bloat_the_relay() {
     });
     let grown_mib = during.saturating_sub(before) / 1024;
     eprintln!(
-        "{} MiB written on unauthenticated streams; relay VmRSS {} → {} KiB",
-        written >> 20,
+        "{} KiB written on unauthenticated streams; relay VmRSS {} → {} KiB",
+        written >> 10,
         before,
         during
     );
+    assert!(written > 0, "the flood did not get going");
+    // One stream each and 32 KiB in flight before authentication (issue
+    // 24): what the relay may have to buffer for these peers.
     assert!(
-        written >= PER_STREAM,
-        "the flood did not get going ({written} bytes)"
+        written <= CONNECTIONS * 64 * 1024,
+        "{written} bytes in flight on {CONNECTIONS} unauthenticated connections"
     );
     assert!(
         grown_mib < 40,
