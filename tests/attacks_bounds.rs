@@ -855,3 +855,41 @@ fn renewals_are_rate_limited_per_agent() {
     );
     assert!(relay_alive(&mut relay));
 }
+
+// ------------------------------------ 8. names without regard to case
+
+#[test]
+fn a_name_differing_only_in_case_cannot_enroll_beside_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = relay_with(tmp.path(), "");
+    relay.serve();
+    let first = Agent::new(tmp.path(), "pc-a");
+    assert_eq!(
+        first.enroll(&relay.addr, &relay.token(&[])).status.code(),
+        Some(0)
+    );
+    for twin in ["PC-A", "Pc-a", "pC-A"] {
+        let agent = Agent::new(&tmp.path().join(twin), twin);
+        let out = agent.enroll(&relay.addr, &relay.token(&[]));
+        assert_eq!(out.status.code(), Some(1), "{twin}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("already enrolled") && stderr(&out).contains("`pc-a`"),
+            "{twin}: {}",
+            text(&out)
+        );
+        assert!(!agent.dir.join("identity.pem").exists());
+    }
+    let names = count(
+        &relay,
+        "SELECT COUNT(*) FROM agents WHERE lower(name) = 'pc-a'",
+    );
+    assert_eq!(names, 1);
+    // Revoked, the name stays revoked in every case.
+    let out = relay.cmd(&["agent", "revoke", "pc-a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let agent = Agent::new(&tmp.path().join("again"), "PC-A");
+    let out = agent.enroll(&relay.addr, &relay.token(&[]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", text(&out));
+    assert!(relay_alive(&mut relay));
+}

@@ -35,6 +35,7 @@ macro_rules! store_suite {
             ticket_filters,
             ingest_is_idempotent_even_when_two_ingest_at_once,
             absurd_sequence_jumps_are_refused_not_trusted,
+            names_differing_only_in_case_are_one_name,
             the_reopen_window_is_read_on_the_clock,
             configuration_problems_open_no_ticket,
             concurrent_audit_appends_make_one_chain,
@@ -687,6 +688,36 @@ pub async fn ingest_is_idempotent_even_when_two_ingest_at_once(s: &Store, _: &Ma
         .await
         .unwrap_err();
     assert!(matches!(unknown, StoreError::NotFound(Missing::Agent(_))));
+}
+
+pub async fn names_differing_only_in_case_are_one_name(s: &Store, _: &ManualClock) {
+    let tag = unique("pc");
+    let (lower, upper, mixed) = (
+        tag.to_lowercase(),
+        tag.to_uppercase(),
+        format!("P{}", &tag[1..]),
+    );
+    let t = unique("t");
+    s.add_token(&t, "secret", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    enroll(s, &t, &lower).await.unwrap();
+    for other in [&upper, &mixed] {
+        let refused = enroll(s, &t, other).await.unwrap_err();
+        assert_eq!(refused, EnrollRefusal::NameTaken(lower.clone()), "{other}");
+    }
+    // The store itself holds one name per case-folded spelling, whatever
+    // path inserts it (bulk enrollment by an admin).
+    let bulk = s
+        .bulk_enroll(vec![(upper.clone(), unique("serial"), 1_900_000_000)])
+        .await;
+    assert!(bulk.is_err(), "{bulk:?}");
+    // Revoked: the name stays revoked in every case.
+    assert!(s.revoke(PeerKind::Agent, &lower).await.unwrap());
+    let refused = enroll(s, &t, &upper).await.unwrap_err();
+    assert_eq!(refused, EnrollRefusal::Revoked(lower.clone()));
+    // Lookups by the exact name are unchanged.
+    assert!(s.agent(&lower).await.unwrap().is_some());
 }
 
 pub async fn absurd_sequence_jumps_are_refused_not_trusted(s: &Store, _: &ManualClock) {
