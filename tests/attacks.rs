@@ -1080,9 +1080,11 @@ fn oversized_and_hostile_enrollment_requests_are_neither_stored_nor_logged() {
         .iter()
         .filter(|e| e["action"] == "enroll")
         .count();
+    // Audited once per source and window (issue 24): all of these came
+    // from 127.0.0.1 within a minute.
     assert!(
-        enrolls >= 23,
-        "the refused attempts are audited ({enrolls})"
+        (1..=2).contains(&enrolls),
+        "the refused attempts are audited once per source and window ({enrolls} rows)"
     );
     let out = console.run(&["audit"]);
     assert_no_injection(&out.stdout, "FORGED", "audit");
@@ -1306,14 +1308,17 @@ fn stream_floods_before_authentication_do_not_bloat_the_relay() {
     });
     let grown_mib = during.saturating_sub(before) / 1024;
     eprintln!(
-        "{} MiB written on unauthenticated streams; relay VmRSS {} → {} KiB",
-        written >> 20,
+        "{} KiB written on unauthenticated streams; relay VmRSS {} → {} KiB",
+        written >> 10,
         before,
         during
     );
+    assert!(written > 0, "the flood did not get going");
+    // One stream each and 32 KiB in flight before authentication (issue
+    // 24): what the relay may have to buffer for these peers.
     assert!(
-        written >= PER_STREAM,
-        "the flood did not get going ({written} bytes)"
+        written <= CONNECTIONS * 64 * 1024,
+        "{written} bytes in flight on {CONNECTIONS} unauthenticated connections"
     );
     assert!(
         grown_mib < 40,

@@ -36,20 +36,37 @@ pub const STREAM_RECEIVE_WINDOW: u32 = (firstline_proto::MAX_FRAME_LEN + 64 * 10
 /// could make us buffer one stream window per open stream.
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 2 * STREAM_RECEIVE_WINDOW;
 
-/// Concurrent streams a peer may open before it is authenticated, and an
-/// agent ever: its requests of the relay (events, facts, renewal, a local
-/// user's help) are few at a time, and more only wait for a free one.
+/// Concurrent streams an agent may open: its requests of the relay
+/// (events, facts, renewal, a local user's help) are few at a time, and
+/// more only wait for a free one.
 pub const AGENT_STREAMS: u32 = 8;
 
-/// Let an authenticated peer (an operator) open up to `limits.max_streams`
-/// request streams at once.
-pub fn allow_streams(conn: &Connection, limits: Limits) {
-    conn.set_max_concurrent_bi_streams(VarInt::from_u32(limits.max_streams));
+/// Streams a peer may open before the relay knows who it is — and an
+/// enrolling peer ever: its one request (`enroll`, or an agent's `hello`,
+/// or a console's first request) needs one.
+pub const UNAUTHENTICATED_STREAMS: u32 = 1;
+
+/// Bytes a peer may have in flight to the relay, on all its streams,
+/// before it is authenticated (and an enrolling peer ever): room for one
+/// enrollment request ([`firstline_proto::limits::ENROLL_FRAME`]) or
+/// `hello` and its framing, twice. A larger first request of an operator
+/// waits on flow control until the relay has checked its certificate.
+pub const UNAUTHENTICATED_RECEIVE_WINDOW: u32 = (2 * firstline_proto::limits::ENROLL_FRAME) as u32;
+
+/// The peer proved who it is: let it open up to `streams` request streams
+/// at once and have [`CONNECTION_RECEIVE_WINDOW`] bytes in flight.
+pub fn authenticated(conn: &Connection, streams: u32) {
+    conn.set_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(streams));
 }
 
 /// The transport every firstline endpoint uses (the load generator's
 /// simulated agents too).
 pub fn transport(limits: Limits) -> Arc<TransportConfig> {
+    Arc::new(transport_config(limits))
+}
+
+fn transport_config(limits: Limits) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(limits.keep_alive));
     t.max_idle_timeout(limits.idle_timeout.try_into().ok());
@@ -64,7 +81,7 @@ pub fn transport(limits: Limits) -> Arc<TransportConfig> {
     // agents (BENCHMARKS.md "Profiles"). QUIC's 1,200-byte minimum works on
     // every path QUIC works on.
     t.mtu_discovery_config(None);
-    Arc::new(t)
+    t
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,14 +110,18 @@ pub fn server(
 ) -> Result<Endpoint, EndpointError> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
-    // Until the relay knows who the peer is, and for agents, a few streams;
-    // operators get `max_streams` once authenticated ([`allow_streams`]).
-    // quinn keeps a slot per stream the peer may open (1.4 KiB for 64).
+    // Until the relay knows who the peer is, and for an enrolling peer
+    // throughout: one stream and a few KiB in flight, so a connection
+    // without a credential makes the relay buffer no more than one
+    // enrollment request. Agents and operators get more once
+    // authenticated ([`authenticated`]).
     let first = Limits {
-        max_streams: limits.max_streams.min(AGENT_STREAMS),
+        max_streams: UNAUTHENTICATED_STREAMS,
         ..limits
     };
-    config.transport_config(transport(first));
+    let mut t = transport_config(first);
+    t.receive_window(VarInt::from_u32(UNAUTHENTICATED_RECEIVE_WINDOW));
+    config.transport_config(Arc::new(t));
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
     // Connection IDs must also validate across restarts, or packets of old

@@ -47,6 +47,8 @@ impl LinkError {
 pub struct FramedRecv {
     inner: RecvStream,
     decoder: FrameDecoder,
+    /// Bytes read from the stream so far.
+    received: u64,
 }
 
 impl FramedRecv {
@@ -54,7 +56,15 @@ impl FramedRecv {
         FramedRecv {
             inner,
             decoder: FrameDecoder::new(),
+            received: 0,
         }
+    }
+
+    /// Bytes read from the stream so far (frames and their length
+    /// prefixes): what the peer made us receive, to count answers and
+    /// events by bytes as well as by messages.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// Refuse frames over `limit` bytes from now on (see
@@ -70,7 +80,10 @@ impl FramedRecv {
                 return Ok(Some(msg));
             }
             match self.inner.read_chunk(CHUNK, true).await? {
-                Some(chunk) => self.decoder.push(&chunk.bytes),
+                Some(chunk) => {
+                    self.received += chunk.bytes.len() as u64;
+                    self.decoder.push(&chunk.bytes)
+                }
                 None => {
                     self.decoder.finish()?;
                     return Ok(None);

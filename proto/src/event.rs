@@ -147,13 +147,9 @@ impl AgentEvent {
         if let Some(h) = &mut self.help {
             h.user = crate::text::truncate(&h.user, HELP_USER).into_owned();
             h.text = crate::text::truncate(&h.text, HELP_TEXT).into_owned();
-            if let Some(v) = &mut h.after {
+            if let Some(mut v) = h.after.take() {
                 v.steps.truncate(HELP_STEPS);
-                for step in &mut v.steps {
-                    if let Some(r) = step.result.take() {
-                        step.result = Some(r.bounded());
-                    }
-                }
+                h.after = Some(v.bounded());
             }
         }
         self
@@ -172,6 +168,51 @@ pub fn priority_of(status: Status) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_help_requests_verdict_is_cut_in_every_field() {
+        use crate::runbook::{StepRecord, Verdict, VerdictKind};
+        let big = "v".repeat(5_000);
+        let step = StepRecord {
+            id: big.clone(),
+            action: big.clone(),
+            args: vec![big.clone(); 40],
+            result: Some(CheckResult::new("dns", &big, Status::Crit, &big)),
+            skipped: Some(big.clone()),
+        };
+        let verdict = Verdict {
+            runbook: big.clone(),
+            agent: big.clone(),
+            verdict: VerdictKind::Escalate,
+            cause: big.clone(),
+            team: big.clone(),
+            message: big.clone(),
+            user_message: big.clone(),
+            kb: Some(big.clone()),
+            params: vec![big.clone(); 40],
+            dry_run: false,
+            steps: vec![step; 100],
+        };
+        let event = AgentEvent {
+            seq: 1,
+            monitor: big.clone(),
+            kind: EventKind::HelpRequest,
+            in_incident: false,
+            result: CheckResult::new("help", &big, Status::Warn, &big),
+            diagnostics: None,
+            help: Some(HelpRequest {
+                user: big.clone(),
+                text: big.clone(),
+                after: Some(verdict),
+            }),
+        };
+        let whole = serde_json::to_vec(&event).unwrap().len();
+        let cut = serde_json::to_vec(&event.bounded()).unwrap().len();
+        assert!(whole > 10_000_000, "{whole}");
+        // The steps within their budget, a few fields of 4 KiB, the
+        // event's own result: some 200 KB at most.
+        assert!(cut < 250_000, "a help request is stored as {cut} bytes");
+    }
 
     #[test]
     fn only_plain_results_are_droppable() {

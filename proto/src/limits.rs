@@ -26,6 +26,19 @@ pub const SUMMARY: usize = 4 * 1024;
 /// Metrics per result, and `changed` lines per fix result.
 pub const METRICS: usize = 64;
 pub const CHANGED_LINES: usize = 50;
+/// A runbook verdict's one-word fields (runbook, agent, cause, team, kb)
+/// and a step's id and action.
+pub const VERDICT_ID: usize = 200;
+/// A verdict's message for the technician, and the one for the user.
+pub const VERDICT_MESSAGE: usize = 4 * 1024;
+/// A verdict's parameters and a step's arguments: how many, how long each.
+pub const VERDICT_ARGS: usize = 32;
+pub const VERDICT_ARG: usize = 256;
+/// Steps of a verdict.
+pub const VERDICT_STEPS: usize = 64;
+/// Bytes (as JSON) of a verdict's steps together: the steps past it are
+/// left out, and a last step says how many.
+pub const VERDICT_STEP_BYTES: usize = 64 * 1024;
 /// A ticket title.
 pub const TITLE: usize = 200;
 /// A ticket comment or other text body from a console.

@@ -80,6 +80,82 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// This verdict cut to the sizes of [`crate::limits`]: what a relay
+    /// stores or passes on of a verdict an agent sent, whatever the agent
+    /// sent — every text field, the parameters, the steps and each step's
+    /// fields and result.
+    pub fn bounded(mut self) -> Self {
+        use crate::limits::{
+            VERDICT_ARG, VERDICT_ARGS, VERDICT_ID, VERDICT_MESSAGE, VERDICT_STEPS,
+            VERDICT_STEP_BYTES,
+        };
+        use crate::text::truncate;
+        let cut = |s: &mut String, max: usize| {
+            if s.len() > max {
+                *s = truncate(s, max).into_owned();
+            }
+        };
+        let cut_all = |v: &mut Vec<String>| {
+            v.truncate(VERDICT_ARGS);
+            for a in v.iter_mut() {
+                cut(a, VERDICT_ARG);
+            }
+        };
+        for field in [
+            &mut self.runbook,
+            &mut self.agent,
+            &mut self.cause,
+            &mut self.team,
+        ] {
+            cut(field, VERDICT_ID);
+        }
+        if let Some(kb) = &mut self.kb {
+            cut(kb, VERDICT_ID);
+        }
+        cut(&mut self.message, VERDICT_MESSAGE);
+        cut(&mut self.user_message, VERDICT_MESSAGE);
+        cut_all(&mut self.params);
+        self.steps.truncate(VERDICT_STEPS);
+        for step in &mut self.steps {
+            cut(&mut step.id, VERDICT_ID);
+            cut(&mut step.action, VERDICT_ID);
+            cut_all(&mut step.args);
+            if let Some(s) = &mut step.skipped {
+                cut(s, VERDICT_ARG);
+            }
+            if let Some(r) = step.result.take() {
+                step.result = Some(r.bounded());
+            }
+        }
+        // Each step is now of a sane size, but 64 of them need not be:
+        // the steps are kept up to a budget of bytes, in order.
+        let mut bytes = 0;
+        let kept = self
+            .steps
+            .iter()
+            .take_while(|s| {
+                bytes += serde_json::to_vec(s).map_or(usize::MAX / 2, |v| v.len());
+                bytes <= VERDICT_STEP_BYTES
+            })
+            .count();
+        if kept < self.steps.len() {
+            let cut = self.steps.len() - kept;
+            self.steps.truncate(kept);
+            self.steps.push(StepRecord {
+                id: "cut".into(),
+                action: String::new(),
+                args: Vec::new(),
+                result: None,
+                skipped: Some(format!(
+                    "{cut} more step{} left out: over {} KiB",
+                    if cut == 1 { "" } else { "s" },
+                    VERDICT_STEP_BYTES / 1024
+                )),
+            });
+        }
+        self
+    }
+
     /// The results of the steps that ran, in order: the evidence.
     pub fn evidence(&self) -> impl Iterator<Item = &CheckResult> {
         self.steps.iter().filter_map(|s| s.result.as_ref())

@@ -12,7 +12,7 @@
 //! ([`crate::queue::deliver`]).
 
 use crate::state::{close, Relay};
-use crate::store::{AuditEntry, EnrollRefusal, Presence, Signed};
+use crate::store::{AuditEntry, EnrollRefusal, Presence, Signed, StoreError};
 use firstline_net::stream::{self, accept_request};
 use firstline_net::FramedSend;
 use firstline_proto::text::{printable, truncate};
@@ -43,10 +43,10 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String) {
             Ok(incoming) => {
                 let (relay, name) = (relay.clone(), name.clone());
                 tokio::spawn(async move {
-                    if let Some((msg, send, _recv)) =
+                    if let Some((msg, send, recv)) =
                         incoming.first(relay.first_message_timeout()).await
                     {
-                        handle(&relay, &name, msg, send).await;
+                        handle(&relay, &name, msg, recv.received(), send).await;
                     }
                 });
             }
@@ -119,8 +119,8 @@ async fn greet(relay: &Relay, conn: &Connection, name: &str) -> Option<Hello> {
     Some(hello)
 }
 
-/// A request the agent made of the relay.
-async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
+/// A request the agent made of the relay, `bytes` long on the wire.
+async fn handle(relay: &Relay, name: &str, msg: Message, bytes: u64, send: FramedSend) {
     match msg {
         Message::Events { events } => {
             if events.len() > limits::EVENTS_PER_MESSAGE {
@@ -132,9 +132,15 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                 send.fail(ErrorCode::BadRequest, why).await;
                 return;
             }
-            // Paced per agent: a flood waits for its acknowledgement (and
-            // stays in the agent's outbox meanwhile); nothing is dropped.
-            let wait = relay.event_pace.reserve(&name.to_string(), events.len());
+            // Paced per agent, by events and by bytes: a flood waits for
+            // its acknowledgement (and stays in the agent's outbox
+            // meanwhile); nothing is dropped.
+            let key = name.to_string();
+            let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            let wait = relay
+                .event_pace
+                .reserve(&key, events.len())
+                .max(relay.event_bytes.reserve(&key, bytes));
             if !wait.is_zero() {
                 tracing::debug!(agent = %name, ?wait, "pacing events");
                 tokio::time::sleep(wait).await;
@@ -158,6 +164,11 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
                         })
                         .await;
                 }
+                Err(StoreError::Invalid(why)) => {
+                    tracing::warn!(agent = %name, "events refused: {why}");
+                    send.fail(ErrorCode::BadRequest, format!("events refused: {why}"))
+                        .await;
+                }
                 Err(e) => {
                     tracing::error!(agent = %name, "cannot ingest events: {e:#}");
                     send.fail(
@@ -169,6 +180,31 @@ async fn handle(relay: &Relay, name: &str, msg: Message, send: FramedSend) {
             }
         }
         Message::Renew { csr_pem } => {
+            if !relay.renew_rate.allow(&name.to_string()) {
+                let why = format!(
+                    "too many certificate renewals: at most {} at once and {} a minute \
+                     after that; try again in a minute",
+                    crate::state::RENEWAL_BURST,
+                    crate::state::RENEWALS_PER_MINUTE
+                );
+                // Audited once per agent and window; the others are
+                // counted into one more row when the window is over.
+                if relay.renew_refusals.count(name.to_string(), &why) {
+                    tracing::warn!(agent = %name, "renewal refused: {why}");
+                    relay
+                        .audit(AuditEntry {
+                            who: format!("agent {name}"),
+                            role: None,
+                            agent: Some(name.into()),
+                            action: "renew-certificate".into(),
+                            args: String::new(),
+                            outcome: format!("refused: {why}"),
+                        })
+                        .await;
+                }
+                send.fail(ErrorCode::Refused, why).await;
+                return;
+            }
             let ttl = Duration::from_secs(relay.dir.config.agent_cert_ttl_secs);
             // Checked and recorded in one transaction with the agent's
             // revocation state: a revoked agent is never re-issued a

@@ -44,6 +44,14 @@ pub struct RelayConfig {
     /// (handshakes, enrollments).
     #[serde(default = "default_max_unauthenticated")]
     pub max_unauthenticated: u32,
+    /// Of those, at most this many from one source address (an IPv6
+    /// source is its /64): one address cannot take every slot.
+    #[serde(default = "default_max_unauthenticated_per_address")]
+    pub max_unauthenticated_per_address: u32,
+    /// And at most this many from one source network, a /24 of IPv4 or a
+    /// /64 of IPv6: one network cannot take every slot either.
+    #[serde(default = "default_max_unauthenticated_per_network")]
+    pub max_unauthenticated_per_network: u32,
     /// Enrollment attempts per source address and minute (a burst of as
     /// many is allowed; a site enrolling hundreds of machines behind one
     /// NAT address at once may need more).
@@ -53,6 +61,15 @@ pub struct RelayConfig {
     /// senders are slowed down (their acknowledgements wait), never dropped.
     #[serde(default = "default_agent_events_per_sec")]
     pub agent_events_per_sec: u32,
+    /// And bytes of events (as received, before they are cut to size) per
+    /// agent and second: a few large events are paced as many small ones.
+    #[serde(default = "default_agent_event_bytes_per_sec")]
+    pub agent_event_bytes_per_sec: u32,
+    /// Bytes an agent may answer one request with (every result, progress
+    /// and verdict frame counted): past it the relay stops the answer
+    /// stream, tells the console, and audits the request as failed.
+    #[serde(default = "default_max_answer_bytes")]
+    pub max_answer_bytes: u32,
     #[serde(default = "default_agent_cert")]
     pub agent_cert_ttl_secs: u64,
     #[serde(default = "default_operator_cert")]
@@ -263,11 +280,23 @@ fn default_max_connections() -> u32 {
 fn default_max_unauthenticated() -> u32 {
     1_000
 }
+fn default_max_unauthenticated_per_address() -> u32 {
+    32
+}
+fn default_max_unauthenticated_per_network() -> u32 {
+    128
+}
 fn default_enroll_per_minute() -> u32 {
     60
 }
 fn default_agent_events_per_sec() -> u32 {
     50
+}
+fn default_agent_event_bytes_per_sec() -> u32 {
+    256 * 1024
+}
+fn default_max_answer_bytes() -> u32 {
+    8 << 20
 }
 fn default_agent_cert() -> u64 {
     90 * 86_400
@@ -300,6 +329,16 @@ impl RelayConfig {
             toml::from_str(&format!("listen = \"{listen}\"")).expect("defaults parse");
         c.name = name;
         c
+    }
+
+    /// The connection bounds of [`crate::admission::Gate::admit`].
+    pub fn bounds(&self) -> crate::admission::Bounds {
+        crate::admission::Bounds {
+            live: self.max_connections as usize,
+            unauthenticated: self.max_unauthenticated as usize,
+            per_address: self.max_unauthenticated_per_address as usize,
+            per_network: self.max_unauthenticated_per_network as usize,
+        }
     }
 
     pub fn limits(&self) -> firstline_net::endpoint::Limits {
@@ -553,8 +592,18 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
     for (key, value) in [
         ("max_connections", c.max_connections),
         ("max_unauthenticated", c.max_unauthenticated),
+        (
+            "max_unauthenticated_per_address",
+            c.max_unauthenticated_per_address,
+        ),
+        (
+            "max_unauthenticated_per_network",
+            c.max_unauthenticated_per_network,
+        ),
         ("enroll_per_minute", c.enroll_per_minute),
         ("agent_events_per_sec", c.agent_events_per_sec),
+        ("agent_event_bytes_per_sec", c.agent_event_bytes_per_sec),
+        ("max_answer_bytes", c.max_answer_bytes),
     ] {
         if value == 0 {
             return bad(key, &format!("{key} must be at least 1"));

@@ -50,9 +50,18 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
                 Ok(_) => "enrolled".to_string(),
                 Err((_, m)) => format!("refused: {m}"),
             };
-            tracing::info!(%remote, name = %shown, "enrollment {}", printable(&text));
-            let rate_limited = matches!(&outcome, Err((ErrorCode::Refused, _)));
-            if !rate_limited {
+            // Every enrollment is audited; refusals once per source and
+            // window in full, the rest counted into one more row when the
+            // window is over ([`flush_refusals`]): a flood of attempts
+            // from any number of addresses cannot fill the audit log.
+            let write = match &outcome {
+                Ok(_) => true,
+                Err((_, why)) => relay
+                    .enroll_refusals
+                    .count(crate::admission::source(remote.ip()), why),
+            };
+            if write {
+                tracing::info!(%remote, name = %shown, "enrollment {}", printable(&text));
                 relay
                     .audit(AuditEntry {
                         who: format!("enrollment from {remote}"),
@@ -63,6 +72,8 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
                         outcome: text,
                     })
                     .await;
+            } else {
+                tracing::debug!(%remote, name = %shown, "enrollment {}", printable(&text));
             }
             reply(send, outcome).await;
         }
@@ -100,7 +111,10 @@ fn screen(
     name: &str,
     csr_pem: &str,
 ) -> Result<(), (ErrorCode, String)> {
-    if !relay.enroll_rate.allow(&remote.ip()) {
+    if !relay
+        .enroll_rate
+        .allow(&crate::admission::source(remote.ip()))
+    {
         return Err((
             ErrorCode::Refused,
             format!(
@@ -122,6 +136,67 @@ fn screen(
         ));
     }
     Ok(())
+}
+
+/// Audit the refused enrollment attempts left out of the audit log
+/// ([`crate::admission::Tally`]) once their window is over — every
+/// `every`, and all of them when `shutdown` fires.
+pub async fn flush_refusals(relay: Arc<Relay>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        write_refusals(&relay, false).await;
+    }
+}
+
+/// One audit row per source whose window left refusals out (enrollments
+/// per source address, renewals per agent).
+pub async fn write_refusals(relay: &Relay, all: bool) {
+    for left in relay.renew_refusals.due(all) {
+        let agent = left.source.clone();
+        let who = agent
+            .as_ref()
+            .map_or_else(|| "other agents".to_string(), |a| format!("agent {a}"));
+        let outcome = format!(
+            "refused: {} more renewal{} since {} not audited one by one (the last: {})",
+            left.count,
+            if left.count == 1 { "" } else { "s" },
+            crate::clock::rfc3339(left.since),
+            left.last
+        );
+        relay
+            .audit(AuditEntry {
+                who,
+                role: None,
+                agent,
+                action: "renew-certificate".into(),
+                args: String::new(),
+                outcome,
+            })
+            .await;
+    }
+    for left in relay.enroll_refusals.due(all) {
+        let from = left
+            .source
+            .map_or_else(|| "other sources".to_string(), |ip| ip.to_string());
+        let outcome = format!(
+            "refused: {} more attempt{} from {from} since {} not audited one by one (the last: {})",
+            left.count,
+            if left.count == 1 { "" } else { "s" },
+            crate::clock::rfc3339(left.since),
+            left.last
+        );
+        tracing::info!("enrollment {}", printable(&outcome));
+        relay
+            .audit(AuditEntry {
+                who: format!("enrollment from {from}"),
+                role: None,
+                agent: None,
+                action: "enroll".into(),
+                args: String::new(),
+                outcome,
+            })
+            .await;
+    }
 }
 
 async fn reply(send: FramedSend, outcome: Result<Message, (ErrorCode, String)>) {

@@ -290,27 +290,45 @@ enum Answers {
 const FORWARD_MARGIN: Duration = Duration::from_secs(5);
 
 impl Answers {
-    /// The next answer; `Ok(None)` when the stream ended without a final
-    /// message.
-    async fn next(&mut self, relay: &Relay, agent: &str) -> Result<Option<Message>, RelayError> {
+    /// The next answer and the bytes it took; `Ok(None)` when the stream
+    /// ended without a final message.
+    async fn next(
+        &mut self,
+        relay: &Relay,
+        agent: &str,
+    ) -> Result<Option<(Message, u64)>, RelayError> {
         match self {
-            Answers::Agent { from, .. } => match from.recv_within(relay.request_timeout()).await {
-                Ok(msg) => Ok(msg),
-                Err(e) => {
-                    from.stop(e.code());
-                    Err(RelayError::new(
-                        e.code(),
-                        format!("from agent `{agent}`: {e}"),
-                    ))
+            Answers::Agent { from, .. } => {
+                let before = from.received();
+                match from.recv_within(relay.request_timeout()).await {
+                    Ok(msg) => Ok(msg.map(|m| (m, from.received() - before))),
+                    Err(e) => {
+                        from.stop(e.code());
+                        Err(RelayError::new(
+                            e.code(),
+                            format!("from agent `{agent}`: {e}"),
+                        ))
+                    }
                 }
-            },
+            }
             Answers::Relay(remote) => {
                 let within = relay.request_timeout() + FORWARD_MARGIN;
                 match remote.next(within).await {
-                    Ok(msg) => Ok(Some(msg)),
+                    Ok(msg) => {
+                        // Relayed as a message: its size as JSON.
+                        let size = serde_json::to_vec(&msg).map_or(0, |v| v.len() as u64);
+                        Ok(Some((msg, size)))
+                    }
                     Err(e) => Err(forward_error(agent, remote.relay(), e)),
                 }
             }
+        }
+    }
+
+    /// Tell the agent to stop sending (the answer went over its bound).
+    fn stop(&mut self, code: ErrorCode) {
+        if let Answers::Agent { from, .. } = self {
+            from.stop(code);
         }
     }
 }
@@ -351,9 +369,32 @@ async fn relay_answers(
     let mut last_status = String::from("no result");
     let internal =
         |e: firstline_net::LinkError| RelayError::new(ErrorCode::Internal, e.to_string());
+    // Counted in bytes as well as messages: an agent answers one request
+    // with a bounded amount, however it splits it into frames.
+    let max_bytes = u64::from(relay.dir.config.max_answer_bytes);
+    let (mut bytes, mut messages) = (0u64, 0u64);
     loop {
-        let Some(msg) = answers.next(relay, agent).await? else {
+        let Some((msg, size)) = answers.next(relay, agent).await? else {
             return Err(ended_early(agent));
+        };
+        bytes += size;
+        messages += 1;
+        if bytes > max_bytes {
+            answers.stop(ErrorCode::BadRequest);
+            tracing::warn!(%agent, bytes, messages, "answer stopped: over max_answer_bytes");
+            return Err(RelayError::bad_request(format!(
+                "agent `{agent}` answered with more than {max_bytes} bytes ({messages} \
+                 messages): the answer was stopped (max_answer_bytes in relay.toml)"
+            )));
+        }
+        // What an agent says is cut to size before it is stored or passed
+        // on, as its events are.
+        let msg = match msg {
+            Message::Result { result } => Message::Result {
+                result: result.bounded(),
+            },
+            Message::Verdict(v) => Message::Verdict(v.bounded()),
+            other => other,
         };
         match &msg {
             Message::Result { result } => {
@@ -464,8 +505,19 @@ pub async fn serve_forwarded(relay: &Relay, f: Forwarded) {
             return;
         }
     };
+    let max_bytes = u64::from(relay.dir.config.max_answer_bytes);
     loop {
         match from_agent.recv_within(relay.request_timeout()).await {
+            Ok(Some(_)) if from_agent.received() > max_bytes => {
+                // The asking relay counts too; this one stops the agent.
+                from_agent.stop(ErrorCode::BadRequest);
+                let why = format!(
+                    "agent `{agent}` answered with more than {max_bytes} bytes: the answer \
+                     was stopped (max_answer_bytes in relay.toml)"
+                );
+                reply.fail(ErrorCode::BadRequest, &why).await;
+                return;
+            }
             Ok(Some(msg)) => {
                 let last = is_final(&msg);
                 if let Err(e) = reply.send(msg).await {

@@ -122,6 +122,10 @@ async fn run(
     let queue_sweep = tokio::spawn(crate::queue::sweep(relay.clone()));
     let cluster = tokio::spawn(from_other_relays(relay.clone(), inbound));
     let central = tokio::spawn(crate::central::follow(relay.clone()));
+    let refusals = tokio::spawn(crate::enroll::flush_refusals(
+        relay.clone(),
+        Duration::from_secs(5),
+    ));
     let webhook = tokio::spawn(crate::webhook::deliver(
         relay.store.clone(),
         relay.dir.config.clone(),
@@ -151,6 +155,8 @@ async fn run(
     helpdesk.abort();
     cluster.abort();
     central.abort();
+    refusals.abort();
+    crate::enroll::write_refusals(&relay, true).await;
     if let Some(m) = metrics {
         m.abort();
     }
@@ -160,22 +166,31 @@ async fn run(
     endpoint.wait_idle().await;
 }
 
-/// A slot for a new connection, or `None` (logged, rate-limited by the
-/// log's own cost only) when the relay holds as many as it may.
+/// A slot for a new connection, or `None` when the relay holds as many
+/// as it may — in all, unauthenticated, from this address or from its
+/// network. Refusals are logged at most once a second (with a count), so a
+/// flood does not write the log at its own rate.
 fn admit(relay: &Relay, remote: SocketAddr) -> Option<Slot> {
     let c = &relay.dir.config;
-    let slot = relay
-        .gate
-        .admit(c.max_connections as usize, c.max_unauthenticated as usize);
-    if slot.is_none() {
-        tracing::warn!(
-            %remote,
-            live = relay.gate.live(),
-            unauthenticated = relay.gate.unauthenticated(),
-            "connection refused: limit reached (max_connections / max_unauthenticated)"
-        );
+    match relay.gate.admit(remote.ip(), c.bounds()) {
+        Ok(slot) => Some(slot),
+        Err(full) => {
+            if let Some(n) = relay.refused_log.tick() {
+                let (from_address, from_network) = relay.gate.unauthenticated_from(remote.ip());
+                tracing::warn!(
+                    %remote,
+                    live = relay.gate.live(),
+                    unauthenticated = relay.gate.unauthenticated(),
+                    from_address,
+                    from_network,
+                    refused = n,
+                    "connection refused: limit reached ({})",
+                    full.key()
+                );
+            }
+            None
+        }
     }
-    slot
 }
 
 async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot: Slot) {
@@ -189,6 +204,8 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
             return;
         }
     };
+    // Until here, and for an enrollment throughout, the peer may open one
+    // stream and have a few KiB in flight (`endpoint::server`).
     if endpoint::alpn(&conn).as_deref() == Some(firstline_proto::ALPN_ENROLL) {
         Box::pin(crate::enroll::handle(relay, conn)).await;
         return;
@@ -198,10 +215,12 @@ async fn handle_incoming(relay: Arc<Relay>, incoming: quinn::Incoming, mut slot:
             slot.authenticated();
             match identity {
                 Identity::Agent { name } => {
+                    endpoint::authenticated(&conn, endpoint::AGENT_STREAMS);
                     Box::pin(crate::agent_link::run(relay, conn, name)).await
                 }
                 Identity::Operator { name, role } => {
-                    endpoint::allow_streams(&conn, relay.dir.config.limits());
+                    let streams = relay.dir.config.limits().max_streams;
+                    endpoint::authenticated(&conn, streams);
                     Box::pin(crate::console::run(relay, conn, name, role)).await
                 }
             }

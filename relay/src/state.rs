@@ -3,7 +3,7 @@
 //! other relays), live notices, limits, the clock — in one [`Relay`],
 //! built once by `serve` and shared behind an `Arc`.
 
-use crate::admission::{Gate, RateLimiter};
+use crate::admission::{Every, Gate, RateLimiter, Tally};
 use crate::audit::{AnchorPaths, AuditEntry, RefusalLog};
 use crate::ca::Ca;
 use crate::clock::SharedClock;
@@ -46,6 +46,18 @@ pub struct Relay {
     pub enroll_rate: RateLimiter<IpAddr>,
     /// Monitoring events per agent (paced, never dropped).
     pub event_pace: RateLimiter<String>,
+    /// Bytes of monitoring events per agent (paced, never dropped).
+    pub event_bytes: RateLimiter<String>,
+    /// Certificate renewals per agent ([`RENEWALS_PER_MINUTE`], a burst of
+    /// [`RENEWAL_BURST`]); more are refused.
+    pub renew_rate: RateLimiter<String>,
+    /// Connections refused by a bound: logged once a second, with a count.
+    pub refused_log: Every,
+    /// Refused enrollment attempts per source: audited once per window,
+    /// with a count ([`crate::enroll`]).
+    pub enroll_refusals: Tally<IpAddr>,
+    /// Refused renewals per agent: audited the same way.
+    pub renew_refusals: Tally<String>,
     /// Refused connections are audited, at most one entry per identity a minute.
     pub refusals: RefusalLog,
     /// Agents whose queued actions are being delivered here now (one
@@ -54,6 +66,12 @@ pub struct Relay {
     /// Counters and histograms for `/metrics` (`metrics_listen`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// Certificate renewals an agent may make per minute, after a burst of
+/// [`RENEWAL_BURST`] (an agent renews once, some weeks before expiry; a
+/// few retries are fine, a stream of certificates is not).
+pub const RENEWALS_PER_MINUTE: f64 = 1.0;
+pub const RENEWAL_BURST: f64 = 3.0;
 
 /// Notices kept for a slow watcher before it starts missing some.
 const NOTICE_BUFFER: usize = 1024;
@@ -69,6 +87,9 @@ impl Relay {
         // A burst of ten seconds' worth: an agent back from an outage delivers
         // its first batches at once, and is paced after that.
         let event_pace = RateLimiter::new(events, events * 10.0);
+        let bytes = f64::from(c.agent_event_bytes_per_sec);
+        let event_bytes = RateLimiter::new(bytes, bytes * 10.0);
+        let renew_rate = RateLimiter::new(RENEWALS_PER_MINUTE / 60.0, RENEWAL_BURST);
         Ok(Relay {
             audit_paths: dir.audit_paths(),
             dir,
@@ -83,6 +104,11 @@ impl Relay {
             gate: Arc::default(),
             enroll_rate,
             event_pace,
+            event_bytes,
+            renew_rate,
+            refused_log: Every::new(Duration::from_secs(1)),
+            enroll_refusals: Tally::new(Tally::<IpAddr>::WINDOW),
+            renew_refusals: Tally::new(Tally::<String>::WINDOW),
             refusals: RefusalLog::default(),
             delivering: Default::default(),
             metrics: Arc::default(),

@@ -116,6 +116,15 @@ impl Peer {
 
     /// An enrolled agent, from its folder's `identity.pem` and `ca.pem`.
     pub async fn agent(relay: &str, agent_dir: &Path) -> Result<Peer, String> {
+        Self::agent_from(relay, agent_dir, "127.0.0.1:0".parse().expect("literal")).await
+    }
+
+    /// [`Peer::agent`] from another source address (e.g. `127.0.1.3:0`).
+    pub async fn agent_from(
+        relay: &str,
+        agent_dir: &Path,
+        local: SocketAddr,
+    ) -> Result<Peer, String> {
         let read = |f: &str| {
             std::fs::read_to_string(agent_dir.join(f))
                 .map_err(|e| format!("{}: {e}", agent_dir.join(f).display()))
@@ -126,15 +135,20 @@ impl Peer {
         let key = firstline_net::pem::key(&identity).map_err(|e| e.to_string())?;
         let ca = firstline_net::pem::certs(&ca).map_err(|e| e.to_string())?;
         let tls = firstline_net::tls::client_config(chain, key, &ca).map_err(|e| e.to_string())?;
-        Self::dial(tls, relay, "127.0.0.1:0".parse().expect("literal")).await
+        Self::dial(tls, relay, local).await
     }
 
     /// An operator, from a credential file of `firstline-relay operator add`.
     pub async fn operator(credential: &Path) -> Result<Peer, String> {
+        Self::operator_from(credential, "127.0.0.1:0".parse().expect("literal")).await
+    }
+
+    /// [`Peer::operator`] from another source address.
+    pub async fn operator_from(credential: &Path, local: SocketAddr) -> Result<Peer, String> {
         let cred =
             firstline_net::credential::Credential::load(credential).map_err(|e| e.to_string())?;
         let tls = cred.client_config()?;
-        Self::dial(tls, &cred.relay, "127.0.0.1:0".parse().expect("literal")).await
+        Self::dial(tls, &cred.relay, local).await
     }
 
     /// Send `msg` on a new stream and read every answer until the stream

@@ -30,9 +30,9 @@ pub enum TokenError {
 pub enum EnrollRefusal {
     #[error("{0}")]
     Token(TokenError),
-    #[error("an agent named `{0}` is already enrolled; pick another --name, or remove the old one first (`firstline-relay agent remove {0}`)")]
+    #[error("an agent named `{0}` is already enrolled (names are one whatever their case); pick another --name, or remove the old one first (`firstline-relay agent remove {0}`)")]
     NameTaken(String),
-    #[error("the agent named `{0}` was revoked; enroll under a new --name")]
+    #[error("the agent named `{0}` was revoked (names are one whatever their case); enroll under a new --name")]
     Revoked(String),
     #[error("no agent named `{0}` is enrolled at this relay")]
     Unknown(String),
@@ -156,10 +156,13 @@ pub fn enroll<T>(
     Ok(Ok(signed.out))
 }
 
+/// Why `name` cannot enroll: it is taken, or revoked, in any case of its
+/// letters — `PC-A` is `pc-a`, which cannot then be told apart in lists,
+/// selections and a technician's commands.
 fn name_refusal(tx: &mut dyn Tx, name: &str) -> StoreResult<Option<EnrollRefusal>> {
-    Ok(match tx.agent_state(name)? {
-        Some(s) if s.revoked_at.is_some() => Some(EnrollRefusal::Revoked(name.into())),
-        Some(_) => Some(EnrollRefusal::NameTaken(name.into())),
+    Ok(match tx.agent_state_any_case(name)? {
+        Some((held, s)) if s.revoked_at.is_some() => Some(EnrollRefusal::Revoked(held)),
+        Some((held, _)) => Some(EnrollRefusal::NameTaken(held)),
         None => None,
     })
 }

@@ -85,7 +85,20 @@ pub struct Ingested {
     pub alerts: Vec<AgentEvent>,
 }
 
+/// The largest step an agent's sequence may take from one event to the
+/// next it delivers. Gaps are normal (a full outbox drops plain results;
+/// an agent restarted after a power loss skips a reserve), but not of
+/// millions: a sequence number far ahead of `last_seq` — 2^63 − 1, say —
+/// would make the relay take every later event of that agent for a
+/// duplicate and drop it. Such an event is refused, not trusted.
+pub const MAX_SEQ_JUMP: u64 = 1_000_000;
+
 /// Apply the events after the agent's `last_seq`, in sequence order.
+///
+/// An event whose sequence number jumps more than [`MAX_SEQ_JUMP`] past
+/// the one before it (or past `last_seq`) is refused: the events before it
+/// are applied and acknowledged, and when it comes first the batch is
+/// refused with [`StoreError::Invalid`] — `last_seq` does not move.
 pub fn ingest(
     tx: &mut dyn Tx,
     agent: &str,
@@ -100,8 +113,22 @@ pub fn ingest(
     sorted.sort_by_key(|e| e.seq);
     let mut out = Ingested::default();
     for ev in sorted {
-        if ev.seq as i64 <= last {
+        let seq = i64::try_from(ev.seq).unwrap_or(i64::MAX);
+        if seq <= last && ev.seq <= i64::MAX as u64 {
             continue;
+        }
+        if ev.seq.saturating_sub(last.max(0) as u64) > MAX_SEQ_JUMP {
+            if out.applied > 0 {
+                // The ones before it are acknowledged; it comes first in
+                // the agent's next batch, and is refused then.
+                break;
+            }
+            return Err(StoreError::Invalid(format!(
+                "event sequence number {} jumps more than {MAX_SEQ_JUMP} past the last one \
+                 stored for this agent ({last}): refused (remove the agent and enroll it \
+                 again to start a fresh sequence)",
+                ev.seq
+            )));
         }
         let engine = Engine {
             agent,
@@ -117,7 +144,7 @@ pub fn ingest(
             out.alerts.push(ev.clone());
         }
         out.applied += 1;
-        last = ev.seq as i64;
+        last = seq;
     }
     tx.set_last_seq(agent, last)?;
     out.upto = last.max(0) as u64;

@@ -34,6 +34,8 @@ macro_rules! store_suite {
             tickets_and_their_timeline,
             ticket_filters,
             ingest_is_idempotent_even_when_two_ingest_at_once,
+            absurd_sequence_jumps_are_refused_not_trusted,
+            names_differing_only_in_case_are_one_name,
             the_reopen_window_is_read_on_the_clock,
             configuration_problems_open_no_ticket,
             concurrent_audit_appends_make_one_chain,
@@ -686,6 +688,70 @@ pub async fn ingest_is_idempotent_even_when_two_ingest_at_once(s: &Store, _: &Ma
         .await
         .unwrap_err();
     assert!(matches!(unknown, StoreError::NotFound(Missing::Agent(_))));
+}
+
+pub async fn names_differing_only_in_case_are_one_name(s: &Store, _: &ManualClock) {
+    let tag = unique("pc");
+    let (lower, upper, mixed) = (
+        tag.to_lowercase(),
+        tag.to_uppercase(),
+        format!("P{}", &tag[1..]),
+    );
+    let t = unique("t");
+    s.add_token(&t, "secret", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    enroll(s, &t, &lower).await.unwrap();
+    for other in [&upper, &mixed] {
+        let refused = enroll(s, &t, other).await.unwrap_err();
+        assert_eq!(refused, EnrollRefusal::NameTaken(lower.clone()), "{other}");
+    }
+    // The store itself holds one name per case-folded spelling, whatever
+    // path inserts it (bulk enrollment by an admin).
+    let bulk = s
+        .bulk_enroll(vec![(upper.clone(), unique("serial"), 1_900_000_000)])
+        .await;
+    assert!(bulk.is_err(), "{bulk:?}");
+    // Revoked: the name stays revoked in every case.
+    assert!(s.revoke(PeerKind::Agent, &lower).await.unwrap());
+    let refused = enroll(s, &t, &upper).await.unwrap_err();
+    assert_eq!(refused, EnrollRefusal::Revoked(lower.clone()));
+    // Lookups by the exact name are unchanged.
+    assert!(s.agent(&lower).await.unwrap().is_some());
+}
+
+pub async fn absurd_sequence_jumps_are_refused_not_trusted(s: &Store, _: &ManualClock) {
+    use super::incidents::MAX_SEQ_JUMP;
+    let pc = unique("pc");
+    agent(s, &pc).await;
+    let ev = |seq| event(seq, EventKind::IncidentOpened, Status::Crit, "disk /");
+    let first = s.ingest_events(&pc, vec![ev(1)], 3600).await.unwrap();
+    assert_eq!(first.upto, 1);
+    // 2^63 − 1, 2^64 − 1 (negative as an i64), a jump just past the bound:
+    // refused, and nothing moves.
+    for absurd in [i64::MAX as u64, u64::MAX, 1 + MAX_SEQ_JUMP + 1] {
+        let e = s
+            .ingest_events(&pc, vec![ev(absurd)], 3600)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Invalid(m) if m.contains("jumps")),
+            "{absurd}: {e}"
+        );
+    }
+    // Good events before an absurd one are applied; it is not.
+    let mixed = vec![ev(2), ev(3), ev(u64::MAX - 1)];
+    let i = s.ingest_events(&pc, mixed, 3600).await.unwrap();
+    assert_eq!((i.upto, i.applied), (3, 2));
+    // Later events of the agent are still taken: it was not trusted.
+    let i = s.ingest_events(&pc, vec![ev(4)], 3600).await.unwrap();
+    assert_eq!((i.upto, i.applied), (4, 1));
+    // A jump within the bound (dropped plain results) is a gap, fine.
+    let i = s
+        .ingest_events(&pc, vec![ev(4 + MAX_SEQ_JUMP)], 3600)
+        .await
+        .unwrap();
+    assert_eq!(i.upto, 4 + MAX_SEQ_JUMP);
 }
 
 pub async fn the_reopen_window_is_read_on_the_clock(s: &Store, clock: &ManualClock) {

@@ -311,7 +311,10 @@ pub trait Tx {
 
     // ---- agents ----
     fn agent_state(&mut self, name: &str) -> StoreResult<Option<AgentState>>;
-    /// Insert an agent; false when the name is taken.
+    /// The state of the agent whose name is `name` without regard to case
+    /// (`PC-A` finds `pc-a`): whether a name is free to enroll.
+    fn agent_state_any_case(&mut self, name: &str) -> StoreResult<Option<(String, AgentState)>>;
+    /// Insert an agent; false when the name is taken (in any case).
     fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool>;
     fn agent_seen(&mut self, name: &str, p: &Presence, now: i64) -> StoreResult<()>;
     fn agent_left(&mut self, name: &str, now: i64) -> StoreResult<()>;

@@ -434,9 +434,25 @@ impl Tx for PgTx<'_, '_> {
         })
     }
 
+    fn agent_state_any_case(&mut self, name: &str) -> StoreResult<Option<(String, AgentState)>> {
+        let sql = format!(
+            "SELECT name, revoked_at, removed_at FROM agents WHERE lower(name) = lower($1){}",
+            self.lock()
+        );
+        self.one(&sql, &[&name], |r| {
+            Ok((
+                get(r, 0)?,
+                AgentState {
+                    revoked_at: get(r, 1)?,
+                    removed_at: get(r, 2)?,
+                },
+            ))
+        })
+    }
+
     fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool> {
         let n = self.exec(
-            "INSERT INTO agents (name, enrolled_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO agents (name, enrolled_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&name, &now],
         )?;
         Ok(n == 1)

@@ -47,7 +47,28 @@ pub const MIGRATIONS: &[Migration<&str>] = &[
         name: "help desk links with something left to deliver, indexed on their own",
         apply: V7_HELPDESK_PENDING,
     },
+    Migration {
+        version: 8,
+        name: "agent names unique without regard to case (`PC-A` is `pc-a`)",
+        apply: V8_AGENT_NAMES_NOCASE,
+    },
 ];
+
+/// As SQLite's version 9: `PC-A` cannot enroll beside `pc-a`. A database
+/// that already holds two such names is not migrated until one is gone.
+const V8_AGENT_NAMES_NOCASE: &str = r#"
+DO $$
+DECLARE twins TEXT;
+BEGIN
+    SELECT string_agg(name, ', ') INTO twins FROM agents WHERE lower(name) IN
+        (SELECT lower(name) FROM agents GROUP BY lower(name) HAVING COUNT(*) > 1);
+    IF twins IS NOT NULL THEN
+        RAISE EXCEPTION 'agents whose names differ only in case are enrolled (%): remove all but one of each (`firstline-relay agent remove NAME`) with the previous firstline-relay, then start this one', twins;
+    END IF;
+END
+$$;
+CREATE UNIQUE INDEX agents_name_nocase ON agents (lower(name));
+"#;
 
 /// As SQLite's version 8: the claim of the help desk mirror reads only the
 /// links with something left to deliver, not every ticket ever mirrored.

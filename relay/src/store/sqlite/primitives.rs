@@ -350,9 +350,25 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn agent_state_any_case(&mut self, name: &str) -> StoreResult<Option<(String, AgentState)>> {
+        self.one(
+            "SELECT name, revoked_at, removed_at FROM agents WHERE lower(name) = lower(?1)",
+            [name],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    AgentState {
+                        revoked_at: r.get(1)?,
+                        removed_at: r.get(2)?,
+                    },
+                ))
+            },
+        )
+    }
+
     fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool> {
         let n = self.exec(
-            "INSERT INTO agents (name, enrolled_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO agents (name, enrolled_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![name, now],
         )?;
         Ok(n == 1)

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration<Step>] = &[
         name: "help desk links with something left to deliver, indexed on their own",
         apply: v8_helpdesk_pending,
     },
+    Migration {
+        version: 9,
+        name: "agent names unique without regard to case (`PC-A` is `pc-a`)",
+        apply: v9_agent_names_nocase,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -345,3 +350,31 @@ fn add_column(db: &Connection, table: &str, column: &str, kind: &str) -> rusqlit
     }
     Ok(())
 }
+
+/// Agent names are one name whatever their case: `PC-A` cannot enroll
+/// beside `pc-a`. A database that already holds two such names is not
+/// migrated until one is gone: which one is the admin's to say.
+fn v9_agent_names_nocase(db: &Connection) -> rusqlite::Result<()> {
+    let twins: Option<String> = db.query_row(
+        "SELECT group_concat(name, ', ') FROM agents WHERE lower(name) IN \
+         (SELECT lower(name) FROM agents GROUP BY lower(name) HAVING COUNT(*) > 1)",
+        [],
+        |r| r.get(0),
+    )?;
+    if let Some(twins) = twins {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!(
+            "agents whose names differ only in case are enrolled ({twins}): remove all but one \
+             of each (`firstline-relay agent remove NAME`) with the previous firstline-relay, \
+             then start this one"
+            )),
+        ));
+    }
+    db.execute_batch(AGENT_NAMES_NOCASE)
+}
+
+/// As PostgreSQL's version 8.
+pub(super) const AGENT_NAMES_NOCASE: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS agents_name_nocase ON agents (lower(name));
+";
