@@ -41,6 +41,19 @@ pub const DEFAULT_PLUGINS: &[&str] = &[
     "check_pop",
 ];
 
+/// The fixes an agent allows when `[policy] fixes` is not set: the
+/// built-in fixes of version 0.1, frozen. **Never add to this list**: a
+/// fix that a new version brings is off on every agent until its admin
+/// names it (`tests::new_fixes_are_off_by_default`).
+pub const DEFAULT_FIXES: &[&str] = &[
+    "flush-dns",
+    "restart-service",
+    "resume-printer",
+    "cancel-print-jobs",
+    "clean-temp",
+    "vacuum-journal",
+];
+
 /// Plugins that run another program given on their command line: with any
 /// of them allowed, whoever may run plugins may run anything. Refused in
 /// `plugins` at load time; an admin who needs such a flow writes a script.
@@ -68,8 +81,9 @@ pub const DEFAULT_CLEAN_TEMP_ROOTS: &[&str] = &["/tmp", "/var/tmp"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Built-in fixes allowed here (default: all of them).
-    #[serde(default = "all_builtins")]
+    /// Built-in fixes allowed here (default: [`DEFAULT_FIXES`], the fixes
+    /// of version 0.1; a fix added later is off until named here).
+    #[serde(default = "default_fixes")]
     pub fixes: Vec<String>,
     /// Whether `script NAME` may run admin scripts from `scripts_dir`.
     #[serde(default)]
@@ -115,8 +129,8 @@ pub struct Policy {
     pub self_service_fixes: Vec<String>,
 }
 
-fn all_builtins() -> Vec<String> {
-    strings(crate::fixes::BUILTIN)
+fn default_fixes() -> Vec<String> {
+    strings(DEFAULT_FIXES)
 }
 fn default_plugins() -> Vec<String> {
     strings(DEFAULT_PLUGINS)
@@ -159,7 +173,7 @@ mod humantime_serde_str {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            fixes: all_builtins(),
+            fixes: default_fixes(),
             scripts: false,
             runbooks: true,
             plugins: default_plugins(),
@@ -441,5 +455,17 @@ mod tests {
         for bad in ["", "M", "1", "1k", "-1M", "1.5G", "99999999999999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn new_fixes_are_off_by_default() {
+        // Every default fix is a built-in one, and the default list is the
+        // frozen one, not "whatever this version has".
+        for f in DEFAULT_FIXES {
+            assert!(crate::fixes::BUILTIN.contains(f), "{f}");
+        }
+        assert_eq!(Policy::default().fixes, strings(DEFAULT_FIXES));
+        let parsed: Policy = toml::from_str("").unwrap();
+        assert_eq!(parsed.fixes, strings(DEFAULT_FIXES));
     }
 }
