@@ -127,6 +127,9 @@ where
                     return;
                 }
             }
+            // Nobody waits for the answer any more: dropping the work
+            // kills its worker.
+            _ = send.stopped() => return,
         }
     };
     while let Ok(text) = rx.try_recv() {

@@ -115,6 +115,12 @@ impl FramedSend {
         FramedSend { inner }
     }
 
+    /// Resolves when the peer no longer wants this stream (it stopped
+    /// reading, or the connection is gone): the work behind it can stop.
+    pub async fn stopped(&mut self) {
+        let _ = self.inner.stopped().await;
+    }
+
     pub async fn send(&mut self, msg: Message) -> Result<(), LinkError> {
         let bytes = encode(&Envelope::new(msg))?;
         self.inner.write_all(&bytes).await?;
