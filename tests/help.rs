@@ -34,7 +34,8 @@ impl LocalUser {
     fn help(&self, socket: &Path, args: &[&str]) -> Output {
         run(Command::new("runuser")
             .args(["-u", &self.name, "--"])
-            .arg(bin("firstline-help"))
+            // Not target/debug: another user may not reach the checkout.
+            .arg(bin_for_others("firstline-help"))
             .arg("--socket")
             .arg(socket)
             .args(args)

@@ -7,6 +7,17 @@
 //! `ca.pem`, and the `relay`/`name`/`state_dir` keys of `agent.toml`
 //! (other keys of an existing file are kept).
 //!
+//! **Everything local is checked before the token is spent.** The relay
+//! spends a use of the token and takes the name the moment it answers, so
+//! whatever could fail here afterwards is tried first
+//! ([`prepare_local`]): the name, the state folder (created 0700 when
+//! missing) and that private files can be made in it, the config's folder
+//! (created 0755 when missing, 0700 when it is the state folder) and the
+//! new config itself — written beside its final name and loaded as the
+//! agent will load it, then renamed into place once the relay answered.
+//! Not root, a read-only or wrong path, a broken agent.toml: a clear error,
+//! and the token still enrolls the machine once that is fixed.
+//!
 //! Several relays of one deployment (`--relay a:4433 --relay b:4433`, or
 //! `--relay a:4433,b:4433`): the enrollment goes to the first, in that
 //! order, that answers; the token's CA fingerprint pins every one of them
@@ -19,6 +30,8 @@ use firstline_net::credential::write_private;
 use firstline_net::endpoint;
 use firstline_net::stream::request;
 use firstline_proto::{ErrorCode, Message};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -124,6 +137,9 @@ pub async fn enroll<R: Into<Relays>>(req: EnrollRequest<R>) -> Result<Loaded> {
             identity_path.display()
         );
     }
+    // Nothing below may fail for a local reason once the relay has the
+    // token: it would be spent, the name taken, and nothing enrolled.
+    let local = prepare_local(&req.config_path, &req.state_dir, &req.name, &relays)?;
     let (key_pem, csr_pem) = new_key_and_csr(&req.name)?;
     let connect_timeout = connect_timeout(&req.config_path);
     // The first relay that answers (its certificate chaining to the pinned
@@ -196,12 +212,118 @@ pub async fn enroll<R: Into<Relays>>(req: EnrollRequest<R>) -> Result<Loaded> {
             "the relay returned a CA that does not match the token's fingerprint; nothing written"
         );
     }
-    std::fs::create_dir_all(&req.state_dir)
-        .with_context(|| format!("cannot create {}", req.state_dir.display()))?;
-    write_private(&identity_path, format!("{cert_pem}{key_pem}").as_bytes())?;
-    std::fs::write(req.state_dir.join("ca.pem"), ca_pem)?;
-    write_config(&req.config_path, &relays, &req.name, &req.state_dir)?;
+    write_private(&identity_path, format!("{cert_pem}{key_pem}").as_bytes())
+        .with_context(|| format!("cannot write {}", identity_path.display()))?;
+    let ca_path = req.state_dir.join("ca.pem");
+    write_private(&ca_path, ca_pem.as_bytes())
+        .with_context(|| format!("cannot write {}", ca_path.display()))?;
+    local
+        .config
+        .persist(&req.config_path)
+        .map_err(|e| anyhow!("cannot write {}: {}", req.config_path.display(), e.error))?;
     Loaded::load(&req.config_path)
+}
+
+/// What [`prepare_local`] made ready: the new config, written and loaded
+/// beside its final name (renamed into place after the relay answered).
+pub struct Prepared {
+    config: tempfile::NamedTempFile,
+}
+
+/// Try everything enrollment will do on this machine, before the token
+/// goes to the relay: create the config's folder (0755; 0700 when it is
+/// the state folder) and the state folder (0700), make a private file in the state
+/// folder (where `identity.pem` and `ca.pem` go), and write the new
+/// config beside its final name and load it as the agent will. Each
+/// failure says what to do.
+pub fn prepare_local(
+    config_path: &Path,
+    state: &Path,
+    name: &str,
+    relays: &Relays,
+) -> Result<Prepared> {
+    let not_root = || {
+        if rustix::process::geteuid().is_root() {
+            ""
+        } else {
+            " (enrollment usually runs as root: sudo firstline-agent enroll …)"
+        }
+    };
+    let config_dir = match config_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The config's folder first: parents the two share are then public
+    // (0755) as the config's must be, the state folder alone private.
+    let same = |a: &Path, b: &Path| std::path::absolute(a).ok() == std::path::absolute(b).ok();
+    let dir_mode = if same(&config_dir, state) {
+        0o700
+    } else {
+        0o755
+    };
+    firstline_net::private::create_dir(&config_dir, dir_mode).with_context(|| {
+        format!(
+            "cannot create the config's folder {}{}",
+            config_dir.display(),
+            not_root()
+        )
+    })?;
+    firstline_net::private::create_dir(state, 0o700).with_context(|| {
+        format!(
+            "cannot create the state folder {}{}",
+            state.display(),
+            not_root()
+        )
+    })?;
+    let probe = tempfile::Builder::new()
+        .prefix(".enroll-check.")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(state);
+    match probe {
+        Ok(f) if f.as_file().metadata()?.mode() & 0o077 == 0 => {}
+        Ok(_) => bail!(
+            "cannot make a private file in {}: files made there are readable by others (mode or ACL); \
+             identity.pem would not stay private",
+            state.display()
+        ),
+        Err(e) => bail!(
+            "cannot write in the state folder {} ({e}): identity.pem and ca.pem go there{}",
+            state.display(),
+            not_root()
+        ),
+    }
+    let text = render_config(config_path, relays, name, state)?;
+    // The config holds no secret (firstline-help reads help_socket from
+    // it): an existing file keeps its mode and owner, a new one is 0644.
+    let existing = std::fs::metadata(config_path).ok();
+    let mode = existing.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
+    let mut config = tempfile::Builder::new()
+        .prefix(".agent.toml.")
+        .suffix(".tmp")
+        .rand_bytes(16)
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(&config_dir)
+        .map_err(|e| anyhow!("cannot write {} ({e}){}", config_path.display(), not_root()))?;
+    // umask-proof, and the owner of an existing file kept where allowed.
+    config
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if let Some(m) = &existing {
+        let _ = std::os::unix::fs::fchown(config.as_file(), Some(m.uid()), Some(m.gid()));
+    }
+    config
+        .write_all(text.as_bytes())
+        .and_then(|()| config.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let tmp_name = config.path().display().to_string();
+    Loaded::load(config.path()).map_err(|e| {
+        anyhow!(
+            "{}",
+            format!("{e:#}").replace(&tmp_name, &config_path.display().to_string())
+        )
+    })?;
+    Ok(Prepared { config })
 }
 
 /// A connection to `relay` whose certificate chains to the pinned CA.
@@ -263,12 +385,16 @@ fn token_fingerprint(token: &str) -> Result<String> {
     Ok(fp.to_ascii_lowercase())
 }
 
-/// Set `relay` (a string for one relay, a list for several), `name` and
-/// `state_dir` in the config, keeping the rest.
-fn write_config(path: &Path, relays: &Relays, name: &str, state_dir: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| {
-        "# firstline agent configuration; written by `firstline-agent enroll`.\n".to_string()
-    });
+/// The config at `path` with `relay` (a string for one relay, a list for
+/// several), `name` and `state_dir` set, keeping the rest.
+fn render_config(path: &Path, relays: &Relays, name: &str, state_dir: &Path) -> Result<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# firstline agent configuration; written by `firstline-agent enroll`.\n".to_string()
+        }
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
     let mut doc: toml_edit::DocumentMut = text
         .parse()
         .with_context(|| format!("cannot update {}", path.display()))?;
@@ -283,11 +409,7 @@ fn write_config(path: &Path, relays: &Relays, name: &str, state_dir: &Path) -> R
     };
     doc["name"] = toml_edit::value(name);
     doc["state_dir"] = toml_edit::value(state.display().to_string());
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, doc.to_string())
-        .with_context(|| format!("cannot write {}", path.display()))
+    Ok(doc.to_string())
 }
 
 /// `state_dir` as written in the config: "." when it is the config's folder.
@@ -303,6 +425,11 @@ fn relative_to(config: &Path, state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write_config(path: &Path, relays: &Relays, name: &str, state_dir: &Path) -> Result<()> {
+        std::fs::write(path, render_config(path, relays, name, state_dir)?)?;
+        Ok(())
+    }
 
     #[test]
     fn token_fingerprint_checked() {

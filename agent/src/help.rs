@@ -4,12 +4,22 @@
 //!
 //! **Who is asking.** Any local account may connect: the socket
 //! (`help_socket` in agent.toml, default [`DEFAULT_SOCKET`]) is mode 0666
-//! in a folder the agent creates mode 0755 (and refuses to use when it is
-//! writable by anyone but the agent, or owned by another account, since
-//! then someone else could put their own socket there). The agent never
+//! in a folder the agent creates mode 0755. Users trust whatever answers
+//! at that path, so nobody else may be able to put their own socket there:
+//! the folder is opened without following a symlink and checked on its
+//! open handle — refused when another account owns it or others may write
+//! to it, sticky or not (a `/tmp`-like folder lets anyone take the name
+//! first), and so is every folder above it that others could rename it
+//! out of ([`open_folder`]). The socket is bound through that handle, so a
+//! swap after the check cannot place it elsewhere. The agent never
 //! believes what the client says of itself: it reads the kernel's peer
 //! credentials of the connection (`SO_PEERCRED`) and names the user from
 //! the passwd database. No password, no network, no token.
+//!
+//! **Fair to every user.** The accept loop never waits: each connection is
+//! counted against its peer uid, at most [`PER_USER`] open at once per
+//! user (more are answered `busy` at once), 16 served at once in all — so
+//! one user holding idle connections cannot lock the others out.
 //!
 //! **What a user can reach.** `list` and `run` see only runbooks marked
 //! `self_service = true`, which load only when every step is a check a
@@ -35,16 +45,18 @@
 use crate::config::Loaded;
 use crate::outbox::Outbox;
 use crate::runbook::run;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use firstline_proto::event::{HelpRequest, HelpTicket, HELP_TEXT};
 use firstline_proto::kb::KbArticle;
 use firstline_proto::runbook::Verdict;
 use firstline_proto::{AgentEvent, CheckResult, ErrorCode, EventKind, Message, Status};
 use quinn::Connection;
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -55,8 +67,18 @@ use tokio::sync::{mpsc, watch, Semaphore};
 pub const DEFAULT_SOCKET: &str = "/run/firstline-agent/help.sock";
 /// Longest request line, in bytes.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// Connections served at once (the rest wait).
+/// Connections served at once, of all users (the rest wait, up to
+/// [`READ_TIMEOUT`]).
 const CONNECTIONS: usize = 16;
+/// Connections one local user (peer uid) may have open at once, served or
+/// waiting; more are refused at once with a `busy` error, so no one user
+/// can hold every slot and lock the others out.
+pub const PER_USER: usize = 4;
+/// Refusals being answered at once (past that, a refused connection is
+/// closed without an answer).
+const REFUSALS: usize = 64;
+/// Time spent answering a refused connection.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 /// Time a client has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `ask` waits for the relay's acknowledgement before saying
@@ -175,7 +197,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let path = cfg.help_socket();
-    let listener = bind(&path)?;
+    let socket = bind(&path)?;
     tracing::info!(socket = %path.display(), "firstline-help socket ready");
     let service = Arc::new(Service {
         cfg,
@@ -185,9 +207,11 @@ pub async fn serve(
         recent: Mutex::default(),
     });
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    let refusals = Arc::new(Semaphore::new(REFUSALS));
+    let open = Arc::new(PerUser::default());
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = socket.listener.accept() => {
                 let (stream, _) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
@@ -196,65 +220,329 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                let service = service.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = service.connection(stream).await {
-                        tracing::debug!("firstline-help connection: {e:#}");
+                // Never wait here: the accept loop serves every user.
+                let uid = match stream.peer_cred() {
+                    Ok(c) => c.uid(),
+                    Err(e) => {
+                        tracing::debug!("firstline-help connection without credentials: {e}");
+                        continue;
                     }
-                    drop(slot);
+                };
+                let Some(entered) = open.enter(uid) else {
+                    tracing::debug!(uid, "firstline-help: over {PER_USER} connections of one user, refused");
+                    // Bounded: past REFUSALS at once, closed without a word.
+                    if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            refuse(stream, Reply::error(
+                                "busy",
+                                format!("you already have {PER_USER} requests open with the help service on this computer; wait for them to end (or close them) and try again"),
+                            ))
+                            .await;
+                            drop(permit);
+                        });
+                    }
+                    continue;
+                };
+                let (service, slots) = (service.clone(), slots.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(READ_TIMEOUT, slots.acquire_owned()).await {
+                        Ok(Ok(slot)) => {
+                            if let Err(e) = service.connection(stream, uid).await {
+                                tracing::debug!("firstline-help connection: {e:#}");
+                            }
+                            drop(slot);
+                        }
+                        _ => {
+                            refuse(stream, Reply::error(
+                                "busy",
+                                "the help service is busy; try again in a moment",
+                            ))
+                            .await
+                        }
+                    }
+                    drop(entered);
                 });
             }
             _ = shutdown.changed() => break,
         }
     }
-    let _ = std::fs::remove_file(&path);
+    socket.remove();
     Ok(())
 }
 
-/// The folder (made 0755 if missing, refused when others could write to
-/// it) and the socket in it, mode 0666.
-fn bind(path: &Path) -> Result<UnixListener> {
+/// How many connections each user (peer uid) has open, waiting or served.
+#[derive(Default)]
+struct PerUser(Mutex<HashMap<u32, usize>>);
+
+/// One open connection of `uid`, counted until dropped.
+struct Entered {
+    open: Arc<PerUser>,
+    uid: u32,
+}
+
+impl PerUser {
+    /// Count one more connection of `uid`, or `None` when it has
+    /// [`PER_USER`] already.
+    fn enter(self: &Arc<Self>, uid: u32) -> Option<Entered> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(uid).or_default();
+        if *n >= PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(Entered {
+            open: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let mut open = self.open.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Answer a connection that will not be served with one `error` line. Its
+/// request, when already sent, is read first (closing a Unix socket with
+/// unread data would make the client's read fail instead of showing
+/// why); at most [`REFUSAL_WAIT`] is spent on it, and as much on the
+/// answer.
+async fn refuse(stream: UnixStream, reply: Reply) {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    let _ = tokio::time::timeout(REFUSAL_WAIT, reader.read_until(b'\n', &mut line)).await;
+    let Ok(mut text) = serde_json::to_vec(&reply) else {
+        return;
+    };
+    text.push(b'\n');
+    let _ = tokio::time::timeout(REFUSAL_WAIT, async move {
+        write.write_all(&text).await?;
+        write.shutdown().await
+    })
+    .await;
+}
+
+/// The socket, bound in its checked folder ([`Folder`]), mode 0666.
+struct Socket {
+    listener: UnixListener,
+    folder: Folder,
+    name: std::ffi::OsString,
+}
+
+impl Socket {
+    /// Remove the socket from its folder (by the folder's handle).
+    fn remove(&self) {
+        let _ = rustix::fs::unlinkat(&self.folder.fd, self.name.as_os_str(), AtFlags::empty());
+    }
+}
+
+/// The help socket's folder, open: every folder on the way from `/` was
+/// opened one at a time and checked on its handle, the folder itself
+/// without following a symlink. What is created in it (the socket) is
+/// created through this handle, never by a path that could be swapped.
+struct Folder {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Open (and, when missing, create 0755) the folder `dir` for the help
+/// socket, or say why it is unsafe. The rules, each checked on an open
+/// handle (`fstat`), not on a path:
+/// - the folder itself: not a symlink (opened with `O_NOFOLLOW`), owned by
+///   the agent's user or root, and writable by nobody else — not even when
+///   sticky (`/tmp` is refused: anyone could create the socket's name
+///   first);
+/// - each folder above it: owned by the agent's user or root, and not
+///   writable by others unless sticky (then nobody else can rename what
+///   root owns in it); a symlink on the way is followed only when the
+///   agent's user or root owns it (`/var/run` → `/run`).
+fn open_folder(dir: &Path) -> Result<Folder> {
+    let me = rustix::process::geteuid().as_raw();
+    let mut names = Vec::new();
+    for c in dir.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => names.push(n),
+            _ => bail!(
+                "help_socket {}: give a plain absolute path (no `.` or `..`)",
+                dir.display()
+            ),
+        }
+    }
+    let Some((last, above)) = names.split_last() else {
+        bail!("help_socket needs a folder below /, not {}", dir.display())
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut at = PathBuf::from("/");
+    let mut fd =
+        rustix::fs::open("/", flags | OFlags::NOFOLLOW, Mode::empty()).context("cannot open /")?;
+    check_above(&fd, &at, me)?;
+    for name in above {
+        at.push(name);
+        let st = rustix::fs::statat(&fd, *name, AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("cannot reach the help socket's folder: {}", at.display()))?;
+        let follow = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            if st.st_uid != me && st.st_uid != 0 {
+                bail!(
+                    "{} is a symlink of uid {}: the help socket's folder must be reached through folders and links of the agent's user or root only",
+                    at.display(),
+                    st.st_uid
+                );
+            }
+            OFlags::empty()
+        } else {
+            OFlags::NOFOLLOW
+        };
+        fd = rustix::fs::openat(&fd, *name, flags | follow, Mode::empty())
+            .with_context(|| format!("cannot open {}", at.display()))?;
+        check_above(&fd, &at, me)?;
+    }
+    at.push(last);
+    let link = |at: &Path| {
+        anyhow!(
+            "{} is a symlink: the help socket's folder must be a real folder (a link could send the socket anywhere); not following it",
+            at.display()
+        )
+    };
+    let created = match rustix::fs::statat(&fd, *last, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+            return Err(link(&at))
+        }
+        Ok(_) => false,
+        // mkdirat never follows a symlink at its name: EEXIST.
+        Err(Errno::NOENT) => match rustix::fs::mkdirat(&fd, *last, Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(e) => bail!("cannot create {}: {e}", at.display()),
+        },
+        Err(e) => bail!("cannot look at {}: {e}", at.display()),
+    };
+    let folder = match rustix::fs::openat(&fd, *last, flags | OFlags::NOFOLLOW, Mode::empty()) {
+        Ok(f) => f,
+        Err(Errno::LOOP) => return Err(link(&at)),
+        Err(Errno::NOTDIR) => bail!("{} is not a folder", at.display()),
+        Err(e) => bail!("cannot open {}: {e}", at.display()),
+    };
+    let st = rustix::fs::fstat(&folder).with_context(|| format!("{}", at.display()))?;
+    if st.st_uid != me && st.st_uid != 0 {
+        bail!(
+            "{} belongs to uid {}: the help socket's folder must be the agent's or root's (someone else could put their own socket there)",
+            at.display(),
+            st.st_uid
+        );
+    }
+    if created {
+        // The umask may have taken bits away: users must reach the socket.
+        rustix::fs::fchmod(&folder, Mode::from_raw_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", at.display()))?;
+    } else if st.st_mode & 0o022 != 0 {
+        bail!(
+            "{} is writable by others (mode {:04o}): the help socket's folder must not be, even sticky (someone could create the socket's name first); use a folder of its own, mode 0755",
+            at.display(),
+            st.st_mode & 0o7777
+        );
+    }
+    Ok(Folder {
+        fd: folder,
+        path: at,
+    })
+}
+
+/// A folder above the socket's: the agent's or root's, and writable by
+/// others only when sticky.
+fn check_above(fd: &OwnedFd, at: &Path, me: u32) -> Result<()> {
+    let st = rustix::fs::fstat(fd).with_context(|| format!("{}", at.display()))?;
+    if st.st_uid != me && st.st_uid != 0 {
+        bail!(
+            "{} belongs to uid {}: every folder above the help socket must be the agent's or root's",
+            at.display(),
+            st.st_uid
+        );
+    }
+    if st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0 {
+        bail!(
+            "{} is writable by others and not sticky (mode {:04o}): the help socket's folder could be replaced",
+            at.display(),
+            st.st_mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// The checked folder ([`open_folder`]) and the socket in it, mode 0666.
+/// The socket is bound through the folder's handle
+/// (`/proc/self/fd/N/NAME`), so a folder swapped after the check cannot
+/// receive it; then the configured path must lead to that very socket
+/// (else it is removed and the agent says so).
+fn bind(path: &Path) -> Result<Socket> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .context("help_socket needs a folder")?;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let meta = std::fs::metadata(dir).with_context(|| format!("{}", dir.display()))?;
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
-        bail!(
-            "{} belongs to uid {}: the help socket's folder must be the agent's or root's",
-            dir.display(),
-            meta.uid()
-        );
-    }
-    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-        bail!(
-            "{} is writable by others: the help socket's folder must not be (chmod 755)",
-            dir.display()
-        );
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
-            std::fs::remove_file(path)?
+    let name = path
+        .file_name()
+        .context("help_socket needs a file name")?
+        .to_os_string();
+    let folder = open_folder(dir)?;
+    match rustix::fs::statat(&folder.fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => {
+            rustix::fs::unlinkat(&folder.fd, name.as_os_str(), AtFlags::empty())
+                .with_context(|| format!("cannot remove the old socket {}", path.display()))?
         }
         Ok(_) => bail!(
             "{} exists and is not a socket: not replacing it",
             path.display()
         ),
-        Err(_) => {}
+        Err(Errno::NOENT) => {}
+        Err(e) => bail!("cannot look at {}: {e}", path.display()),
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(listener)
+    let mut through = PathBuf::from(format!("/proc/self/fd/{}", folder.fd.as_raw_fd()));
+    through.push(&name);
+    let listener = UnixListener::bind(&through).with_context(|| {
+        format!(
+            "cannot listen on {} (bound as {})",
+            path.display(),
+            through.display()
+        )
+    })?;
+    let socket = Socket {
+        listener,
+        folder,
+        name,
+    };
+    let placed = rustix::fs::statat(
+        &socket.folder.fd,
+        socket.name.as_os_str(),
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
+    let reached = rustix::fs::stat(path);
+    match (placed, reached) {
+        (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino => {}
+        _ => {
+            socket.remove();
+            bail!(
+                "{} does not lead to the socket made in {} (a folder on the way changed meanwhile): not serving",
+                path.display(),
+                socket.folder.path.display()
+            );
+        }
+    }
+    rustix::fs::chmodat(
+        &socket.folder.fd,
+        socket.name.as_os_str(),
+        Mode::from_raw_mode(0o666),
+        AtFlags::empty(),
+    )
+    .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(socket)
 }
 
 /// The local user name of `uid` from the passwd database.
@@ -269,8 +557,7 @@ fn user_name(uid: u32) -> Result<String, String> {
 }
 
 impl Service {
-    async fn connection(&self, stream: UnixStream) -> Result<()> {
-        let uid = stream.peer_cred()?.uid();
+    async fn connection(&self, stream: UnixStream, uid: u32) -> Result<()> {
         let (read, mut write) = stream.into_split();
         let mut line = Vec::new();
         let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));

@@ -308,7 +308,9 @@ fn login(credential: Option<PathBuf>) -> Result<i32> {
         .map_err(|e| UsageError(format!("{}: not a usable credential: {e}", src.display())))?;
     let dest = credential_path();
     if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Holds the operator's credential: 0700, whatever the umask.
+        firstline_net::private::create_dir(dir, 0o700)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let text = std::fs::read(&src)?;
     write_private(&dest, &text).with_context(|| format!("cannot write {}", dest.display()))?;

@@ -349,7 +349,9 @@ pub fn write_man_pages(cmd: clap::Command, dir: &Path) -> anyhow::Result<Vec<Pat
         out.push(page);
         Ok(())
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Man pages are for everyone: 0755, whatever the umask.
+    crate::private::create_dir(dir, 0o755)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let mut pages = Vec::new();

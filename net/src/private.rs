@@ -6,6 +6,11 @@
 //!   file or symlink planted there is never opened), then an atomic rename.
 //! * [`private_database`] makes an SQLite database 0600 before SQLite opens
 //!   it: SQLite gives its `-wal` and `-shm` files the main file's mode.
+//! * [`create_dir`] makes a folder and any missing parent with exactly the
+//!   mode asked (0700 for anything that holds private data), whatever the
+//!   umask: `mkdir` applies the umask, so a loose one (`umask 000`) would
+//!   otherwise leave a world-writable folder, and a strict one a folder its
+//!   users cannot enter.
 //! * [`restrict`] takes permission bits away from an existing file;
 //!   [`exposed`] says whether a file is readable by others than its owner
 //!   and its owner's group.
@@ -53,6 +58,48 @@ fn folder_of(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// Create the folder `path` and its missing parents, each with exactly
+/// `mode` (0o700: private; 0o755 only for a folder others must reach), set
+/// again after `mkdir` so the umask changes nothing. Folders that already
+/// exist are left as they are (an admin's choice, or a package's). Returns
+/// the folders it created, outermost first.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => break,
+            // A symlink to a folder is followed, as `mkdir -p` does.
+            Ok(m) if m.file_type().is_symlink() && p.is_dir() => break,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a folder", p.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(p.to_path_buf());
+                at = p.parent();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, Permissions::from_mode(mode))?;
+                created.push(dir);
+            }
+            // Made meanwhile by someone else: theirs, not ours to chmod.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
 }
 
 /// Make sure `path` exists and only its owner can read or write it: a new
@@ -275,6 +322,29 @@ mod tests {
         private_database(&link).unwrap();
         assert_eq!(mode(&real), 0o600);
         assert_eq!(std::fs::read_to_string(&real).unwrap(), "x");
+    }
+
+    /// (The umask is per process, so it is not changed here, where tests
+    /// share one; `tests/attacks_local.rs` runs the binaries under
+    /// `umask 000`.)
+    #[test]
+    fn folders_get_exactly_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        assert_eq!(create_dir(&deep, 0o700).unwrap().len(), 3);
+        for p in ["a", "a/b", "a/b/c"] {
+            assert_eq!(mode(&dir.path().join(p)), 0o700, "{p}");
+        }
+        assert_eq!(create_dir(&dir.path().join("pub"), 0o755).unwrap().len(), 1);
+        assert_eq!(mode(&dir.path().join("pub")), 0o755);
+        // An existing folder keeps its mode; a file in the way is an error.
+        std::fs::set_permissions(dir.path().join("a"), Permissions::from_mode(0o750)).unwrap();
+        assert!(create_dir(&dir.path().join("a/b"), 0o700)
+            .unwrap()
+            .is_empty());
+        assert_eq!(mode(&dir.path().join("a")), 0o750);
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        assert!(create_dir(&dir.path().join("file/sub"), 0o700).is_err());
     }
 
     #[test]

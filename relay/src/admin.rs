@@ -136,7 +136,9 @@ pub fn init_shared(
         crate::config::nats_servers(nats).map_err(|e| UsageError(format!("--nats: {e}")))?;
         config.cluster.nats = Some(nats.clone());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Holds the CA key, the audit key and the database: 0700, whatever the umask.
+    firstline_net::private::create_dir(dir, 0o700)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let relay_dir = RelayDir {
         config,
         dir: dir.to_path_buf(),
@@ -221,7 +223,9 @@ pub fn join(
         let abs = std::path::absolute(&ca).unwrap_or(ca);
         config.cluster.nats_ca = Some(abs.display().to_string());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Holds the CA key, the audit key and the database: 0700, whatever the umask.
+    firstline_net::private::create_dir(dir, 0o700)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let relay_dir = RelayDir {
         config,
         dir: dir.to_path_buf(),

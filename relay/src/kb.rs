@@ -459,14 +459,24 @@ pub async fn article(dir: PathBuf, id: &str) -> Result<KbArticle, crate::error::
 }
 
 /// Write the shipped articles into `dir` (created), keeping any file of
-/// the same name already there (an admin's edit wins).
+/// the same name already there (an admin's edit wins). A folder it makes
+/// is 0700 and the articles 0644, whatever the umask: what end users are
+/// shown is writable by the relay's user only.
 pub fn install_shipped(dir: &Path) -> std::io::Result<usize> {
-    std::fs::create_dir_all(dir)?;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    firstline_net::private::create_dir(dir, 0o700)?;
     let mut written = 0;
     for (name, text) in SHIPPED {
         let path = dir.join(name);
         if !path.exists() {
-            std::fs::write(&path, text)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            f.write_all(text.as_bytes())?;
             written += 1;
         }
     }

@@ -33,6 +33,85 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The workspace binary `name` where any local account can run it, for
+/// tests that run it as another user (`runuser`, `setpriv --reuid`): the
+/// checkout may sit under a private folder (a clone in `/root`, in a
+/// `mktemp -d` folder: 0700), which another user cannot traverse, so
+/// `target/debug/NAME` would be "Permission denied" for them. As the
+/// packages install it: a copy (or hard link) owned by this user, mode
+/// 0755, in `/tmp/firstline-bin-UID-PATH-STAMP/` (0755), named after the
+/// build it copies (source path, size and mtime), so test processes of one
+/// build share it and a rebuild makes a fresh one (older copies of the
+/// same source are removed). A folder or file found there that is not
+/// exactly this user's and 0755 is not trusted: the test fails.
+pub fn bin_for_others(name: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let src = bin(name);
+    let meta = std::fs::metadata(&src).expect("binary metadata");
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let hash = |h: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        h(&mut hasher);
+        hasher.finish()
+    };
+    let path_key = hash(&|h| src.hash(h));
+    let stamp = hash(&|h| (meta.len(), meta.mtime(), meta.mtime_nsec()).hash(h));
+    let prefix = format!("firstline-bin-{uid}-{path_key:016x}-");
+    let dir = Path::new("/tmp").join(format!("{prefix}{stamp:016x}"));
+    let trusted = |p: &Path, what: &str| {
+        let m = std::fs::symlink_metadata(p).expect("metadata");
+        assert!(
+            m.uid() == uid && m.mode() & 0o7777 == 0o755 && !m.file_type().is_symlink(),
+            "{} ({what}) is not this user's with mode 0755: not running it (remove it?)",
+            p.display()
+        );
+    };
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod 755");
+            // Copies of older builds of the same source go.
+            if let Ok(entries) = std::fs::read_dir("/tmp") {
+                for e in entries.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if n.starts_with(&prefix) && e.path() != dir {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("cannot create {}: {e}", dir.display()),
+    }
+    trusted(&dir, "folder");
+    let dest = dir.join(name);
+    if std::fs::symlink_metadata(&dest).is_err() {
+        // A unique temporary name, then an atomic rename: test processes
+        // of the same build may do this at once.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(&src, &tmp).is_err() {
+            std::fs::copy(&src, &tmp).expect("copy the binary");
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&tmp, &dest).expect("rename the binary into place");
+    }
+    trusted(&dest, "binary");
+    assert_eq!(
+        std::fs::metadata(&dest).expect("copy").len(),
+        meta.len(),
+        "{} is not a copy of {}",
+        dest.display(),
+        src.display()
+    );
+    dest
+}
+
 /// A free UDP port on 127.0.0.1 (closed again; the caller binds it soon).
 pub fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");

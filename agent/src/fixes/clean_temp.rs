@@ -17,8 +17,15 @@
 //! deleted is an entry of a folder opened under PATH. Symlinks are neither
 //! followed nor deleted; sockets, FIFOs and devices are kept too; only
 //! regular files and folders emptied by the sweep go, and never PATH itself.
-//! It never leaves PATH's filesystem (mount points below are skipped) and
-//! goes at most [`MAX_DEPTH`] folders deep (deeper ones are skipped).
+//! It never leaves PATH's mount: every entry it would enter or delete must
+//! be on PATH's filesystem (`st_dev`) *and* on PATH's mount (`statx`
+//! `STATX_MNT_ID`), and each folder is checked again on its open handle
+//! before its entries are touched. The mount id is what tells a bind mount
+//! of the same filesystem apart (its `st_dev` is the same): a folder bound
+//! into a temp folder — someone's home, `/etc` — is left alone, counted as
+//! skipped. A kernel that does not report mount ids (before Linux 5.8)
+//! gets no sweep at all rather than one that might cross a bind mount.
+//! It goes at most [`MAX_DEPTH`] folders deep (deeper ones are skipped).
 //!
 //! Its result lists what it deleted — or, in a dry run, would delete — as
 //! paths relative to PATH: the first [`LISTED`] entries and the totals in
@@ -31,7 +38,7 @@ use crate::checks::disk::human;
 use crate::checks::{parse_args, CheckError};
 use firstline_proto::{CheckResult, Status};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, StatxFlags, CWD};
 use rustix::io::Errno;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -71,7 +78,8 @@ pub struct Sweep {
     pub dirs: u64,
     /// Size of those files.
     pub bytes: u64,
-    /// Entries left alone: on another filesystem, or more than
+    /// Entries left alone: on another filesystem or mount (a bind mount
+    /// included), or more than
     /// [`MAX_DEPTH`] folders deep.
     pub skipped: u64,
     /// The first [`LISTED`] entries deleted (or that would be), relative to
@@ -234,7 +242,7 @@ pub async fn run(args: &[String], ctx: &FixContext) -> Result<CheckResult, Check
     };
     if sweep.skipped > 0 {
         r.summary.push_str(&format!(
-            "; {} left alone (on another filesystem, or more than {MAX_DEPTH} folders deep)",
+            "; {} left alone (on another filesystem or mount, or more than {MAX_DEPTH} folders deep)",
             sweep.skipped
         ));
     }
@@ -271,6 +279,12 @@ pub fn sweep(path: &Path, cutoff: SystemTime, dry_run: bool) -> Result<Sweep, St
         )
     })?;
     let st = rustix::fs::fstat(&dir).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mnt = mount_id(dir.as_fd(), c"").map_err(|e| match e {
+        Errno::NOSYS => "this kernel does not report mount ids (statx STATX_MNT_ID, Linux 5.8): \
+                         clean-temp refuses rather than risk crossing a bind mount"
+            .to_string(),
+        e => format!("{}: {e}", path.display()),
+    })?;
     let cutoff = match cutoff.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => (
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -280,6 +294,7 @@ pub fn sweep(path: &Path, cutoff: SystemTime, dry_run: bool) -> Result<Sweep, St
     };
     let mut w = Walker {
         dev: dev_of(&st),
+        mnt,
         cutoff,
         dry_run,
         s: Sweep::default(),
@@ -324,6 +339,22 @@ fn open_dir_at<P: rustix::path::Arg + Copy>(
     }
 }
 
+/// The id of the mount `name` in `dir` is on (`c""`: `dir` itself), from
+/// `statx(STATX_MNT_ID)`; the name's last component is not followed if a
+/// symlink, but a mount on it is entered, as any path lookup does. A
+/// kernel that does not report it is an error (`ENOSYS`).
+fn mount_id(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<u64> {
+    let mut flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+    if name.is_empty() {
+        flags |= AtFlags::EMPTY_PATH;
+    }
+    let stx = rustix::fs::statx(dir, name, flags, StatxFlags::MNT_ID)?;
+    if !StatxFlags::from_bits_retain(stx.stx_mask).contains(StatxFlags::MNT_ID) {
+        return Err(Errno::NOSYS);
+    }
+    Ok(stx.stx_mnt_id)
+}
+
 // The field types of `struct stat` differ between architectures.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 fn dev_of(st: &Stat) -> u64 {
@@ -345,6 +376,8 @@ fn size_in_bytes(st: &Stat) -> u64 {
 struct Walker {
     /// PATH's filesystem.
     dev: u64,
+    /// PATH's mount ([`mount_id`]).
+    mnt: u64,
     /// Seconds and nanoseconds since the epoch.
     cutoff: (i64, u32),
     dry_run: bool,
@@ -381,7 +414,26 @@ impl Walker {
                 empty = false;
                 continue;
             }
-            match FileType::from_raw_mode(st.st_mode) {
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if kind == FileType::Directory || (kind == FileType::RegularFile && old) {
+                // A bind mount of this filesystem has the same st_dev: its
+                // mount id tells it apart (the name leads into the mount).
+                match mount_id(dir, name.as_c_str()) {
+                    Ok(id) if id == self.mnt => {}
+                    Ok(_) => {
+                        self.s.skipped += 1;
+                        empty = false;
+                        continue;
+                    }
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => {
+                        self.s.error(&path, e);
+                        empty = false;
+                        continue;
+                    }
+                }
+            }
+            match kind {
                 FileType::Directory => {
                     if depth >= MAX_DEPTH {
                         self.s.skipped += 1;
@@ -441,9 +493,22 @@ impl Walker {
             }
         };
         match rustix::fs::fstat(&fd) {
-            Ok(now) if dev_of(&now) == dev_of(st) && ino_of(&now) == ino_of(st) => Some(fd),
+            Ok(now) if dev_of(&now) == dev_of(st) && ino_of(&now) == ino_of(st) => {}
             Ok(_) => {
                 self.s.error(path, replaced);
+                return None;
+            }
+            Err(e) => {
+                self.s.error(path, e);
+                return None;
+            }
+        }
+        // Checked again on the open handle: whatever the name led to by
+        // now, what is walked is on PATH's mount.
+        match mount_id(fd.as_fd(), c"") {
+            Ok(id) if id == self.mnt => Some(fd),
+            Ok(_) => {
+                self.s.skipped += 1;
                 None
             }
             Err(e) => {
@@ -851,5 +916,49 @@ mod tests {
         let s = sweep(&root, week_ago(), false).unwrap();
         assert_eq!((s.files, s.skipped), (2, 1), "{s:?}");
         assert_eq!(count(&mnt), 3, "the other filesystem is untouched");
+    }
+
+    /// A folder of the same filesystem bind-mounted below PATH has PATH's
+    /// `st_dev`: only its mount id tells it apart, and it is not entered
+    /// (needs root and `mount`; skipped where they are missing).
+    #[test]
+    fn bind_mounts_of_the_same_filesystem_are_left_alone() {
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let outside = base.join("outside");
+        old_files(&outside, 3);
+        let root = base.join("root");
+        let bound = root.join("sub/bound");
+        std::fs::create_dir_all(&bound).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&outside)
+            .arg(&bound)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("cannot bind-mount here: bind mount test skipped");
+            return;
+        }
+        let _guard = Unmount(bound.clone());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(&bound).unwrap().dev(),
+            std::fs::metadata(&root).unwrap().dev()
+        );
+        old_files(&root.join("here"), 2);
+        let s = sweep(&root, week_ago(), false).unwrap();
+        assert_eq!((s.files, s.skipped), (2, 1), "{s:?}");
+        assert_eq!(count(&outside), 3, "the bind-mounted folder is untouched");
     }
 }
