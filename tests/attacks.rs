@@ -120,6 +120,13 @@ fn wait_online(console: &Console, agent: &Agent) {
 fn restart(s: &mut Setup) {
     stop_agent(&mut s.agent);
     s.agent.start();
+    // The relay may still show the killed process's connection online: wait
+    // for the new one.
+    assert!(
+        wait_until(SLOW, || s.agent.log().contains(" connected relay=")),
+        "the agent never connected again:\n{}",
+        s.agent.log()
+    );
     wait_online(&s.console, &s.agent);
 }
 

@@ -32,7 +32,13 @@ const SLOW: Duration = Duration::from_secs(30);
 /// into `naps` beside it: what was running when, seen from the machines.
 fn nap_plugin(plugins: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let log = plugins.join("naps");
+    // Plugins write only where `plugin_write_paths` lets them: the state
+    // folder beside the plugins (`StatePlugin`).
+    let log = plugins
+        .parent()
+        .expect("plugins folder has a parent")
+        .join("plugin-state")
+        .join("naps");
     let script = plugins.join("check_nap");
     std::fs::write(
         &script,
@@ -136,8 +142,6 @@ impl Fleet {
     }
 }
 
-const PLUGINS: &str = "[policy]\nplugins = [\"check_state\", \"check_nap\"]\n";
-
 /// The JSON lines of `--json`, parsed.
 fn json_lines(out: &Output) -> Vec<Value> {
     stdout(out)
@@ -175,7 +179,9 @@ fn audit(console: &Console) -> Vec<Value> {
 
 #[test]
 fn bulk_run_reports_every_machine_offline_ones_too_into_the_ticket_and_audit() {
-    let mut fleet = Fleet::new(&["pc-a", "pc-b", "pc-c", "pc-d"], |_| PLUGINS.into());
+    let mut fleet = Fleet::new(&["pc-a", "pc-b", "pc-c", "pc-d"], |_| {
+        StatePlugin::policy_with(&["check_nap"])
+    });
     let tech = console_as(&fleet.relay, fleet.root(), "tina", "technician");
     fleet.stop("pc-d", &tech);
 

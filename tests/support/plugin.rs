@@ -18,8 +18,18 @@ impl StatePlugin {
     /// (plugins see the file system read-only but for
     /// `plugin_write_paths`).
     pub fn policy() -> String {
+        StatePlugin::policy_with(&[])
+    }
+
+    /// The same, with more plugins allowed.
+    pub fn policy_with(more: &[&str]) -> String {
+        let names: Vec<String> = std::iter::once("check_state")
+            .chain(more.iter().copied())
+            .map(|n| format!("\"{n}\""))
+            .collect();
         format!(
-            "[policy]\nplugins = [\"check_state\"]\nplugin_write_paths = [\"{}\"]\n",
+            "[policy]\nplugins = [{}]\nplugin_write_paths = [\"{}\"]\n",
+            names.join(", "),
             std::env::temp_dir().display()
         )
     }

@@ -22,6 +22,10 @@ pub const WORKER_MEMORY: u64 = 512 * 1024 * 1024;
 pub const MAX_FIX_TIME: u64 = 300;
 /// Time a worker gets beyond its action's own limit to report.
 const GRACE_SECS: u64 = 5;
+/// Workers run behind the resident (link, outbox, help socket) ...
+pub const WORKER_NICE: i32 = 10;
+/// ... and third-party programs (plugins) behind the agent's own checks.
+pub const PLUGIN_NICE: i32 = 19;
 
 /// The job of check `name` with `args`: its arguments were parsed here
 /// (usage errors come back at once), its sandbox derived from its
@@ -39,6 +43,7 @@ pub fn check(
         user: worker_user.clone(),
         cpu_secs: MAX_CHECK_TIME.as_secs() + GRACE_SECS,
         memory: WORKER_MEMORY,
+        nice: WORKER_NICE,
         ..Sandbox::default()
     };
     let sandbox = match check {
@@ -67,6 +72,7 @@ pub fn check(
             read: vec![ctx.plugins_dir.clone()],
             exec: vec![ctx.plugins_dir.clone()],
             write: ctx.policy.plugin_write_paths.clone(),
+            nice: PLUGIN_NICE,
             ..base
         },
         Check::Dns
@@ -100,6 +106,7 @@ pub fn fix(name: &str, args: &[String], ctx: &FixContext) -> Result<Job, CheckEr
         user: None,
         cpu_secs: MAX_FIX_TIME + GRACE_SECS,
         memory: WORKER_MEMORY,
+        nice: WORKER_NICE,
         ..Sandbox::default()
     };
     let sandbox = match fix {
@@ -113,10 +120,15 @@ pub fn fix(name: &str, args: &[String], ctx: &FixContext) -> Result<Job, CheckEr
             write: vec!["/var/log/journal".into(), "/run/log/journal".into()],
             ..base
         },
-        // A dnsmasq of another user is told to reload by a signal.
+        // Takes no argument that names anything. Finding the DNS cache of
+        // this network namespace reads other users' processes'
+        // namespaces and sockets (ptrace-checked: CAP_SYS_PTRACE, and no
+        // Landlock domain, which would hide them); a dnsmasq of another
+        // user is told to reload by a signal (CAP_KILL).
         Fix::FlushDns => Sandbox {
-            caps: vec![Cap::Kill],
+            caps: vec![Cap::Kill, Cap::SysPtrace],
             signals: true,
+            unrestricted_files: true,
             ..base
         },
         // D-Bus to systemd and the CUPS socket: no capability, no file.

@@ -44,6 +44,9 @@ pub enum Cap {
     Fowner,
     /// Signal another user's process (`flush-dns` reloading dnsmasq).
     Kill,
+    /// Read another user's process's namespaces and open sockets
+    /// (`flush-dns` finding the DNS cache of this network namespace).
+    SysPtrace,
 }
 
 impl Cap {
@@ -54,6 +57,7 @@ impl Cap {
             Cap::DacReadSearch => CapabilitySet::DAC_READ_SEARCH,
             Cap::Fowner => CapabilitySet::FOWNER,
             Cap::Kill => CapabilitySet::KILL,
+            Cap::SysPtrace => CapabilitySet::SYS_PTRACE,
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct Sandbox {
     pub cpu_secs: u64,
     /// Address space, bytes.
     pub memory: u64,
+    /// Scheduling priority (`nice`): behind the resident, third-party
+    /// programs behind the agent's own checks.
+    pub nice: i32,
 }
 
 /// Folders every worker reads: programs, libraries, the machine's state in
@@ -124,10 +131,6 @@ const ETC_HIDDEN: &[&str] = &["firstline"];
 
 /// Files every worker may write to.
 const SYSTEM_WRITE_FILES: &[&str] = &["/dev/null"];
-
-/// Nice value of workers: the resident (link, outbox, help socket) stays
-/// ahead of any number of busy workers.
-const WORKER_NICE: i32 = 10;
 
 /// Open files and processes (of the worker's user) a worker may have.
 const MAX_FILES: u64 = 256;
@@ -219,7 +222,7 @@ impl Sandbox {
         if self.user.is_some() {
             set(Resource::Nproc, MAX_PROCS)?;
         }
-        let _ = rustix::process::setpriority_process(None, WORKER_NICE);
+        let _ = rustix::process::setpriority_process(None, self.nice);
         Ok(())
     }
 
