@@ -100,6 +100,14 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         anchor: Vec<PathBuf>,
     },
+    /// After `audit verify` showed entries no relay wrote (added or edited
+    /// in the database) — the relays then refuse audited actions —: record
+    /// that an admin has seen them, so that the relays work again. The
+    /// entries stay in the log, reported as acknowledged.
+    Acknowledge {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -362,6 +370,12 @@ fn run(cli: Cli) -> Result<()> {
             let store = dir.open_store()?;
             let report = firstline_relay::audit::verify_with(&store, &dir.audit_paths(), &anchor)?;
             render_verification(&dir, &report)?;
+        }
+        Command::Audit(AuditCommand::Acknowledge { config }) => {
+            let dir = RelayDir::load(&config)?;
+            let store = dir.open_store()?;
+            let said = firstline_relay::audit::acknowledge(&store, &dir.audit_paths())?;
+            println!("audit: {said}; relays append again");
         }
         Command::Agent(AgentCommand::List { config, json }) => {
             let agents = admin::agent_list(&RelayDir::load(&config)?)?;
