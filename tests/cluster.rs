@@ -928,3 +928,70 @@ fn webhooks_are_delivered_once_each_with_both_relays_running() {
         assert_eq!(tries, &[500, 200], "event {id}");
     }
 }
+
+// ------------------------------------------------------ audit, honestly
+
+/// Console requests (each one audited) on `console` until `stop`, as fast
+/// as they go: how many were answered.
+fn audited_traffic(console: &Console, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let out = console.run(&["tickets", "--json"]);
+        if out.status.success() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Two relays appending to one chain at once, relay A killed with -9 in
+/// the middle of it: `audit verify` on B holds (exit 0), with and without
+/// A's anchor, and again after A is restarted and both append once more.
+fn honest_two_relay_history_verifies(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Deployment::new(backend, "");
+    let stop = AtomicBool::new(false);
+    let mut a = d.a;
+    let (on_a, on_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| audited_traffic(&d.console_a, &stop));
+        let tb = s.spawn(|| audited_traffic(&d.console_b, &stop));
+        std::thread::sleep(Duration::from_secs(3));
+        a.kill();
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    eprintln!("audited requests: {on_a} on A (killed), {on_b} on B");
+    assert!(on_a > 0 && on_b > 0);
+    let anchor_a = a.dir.join("audit-anchor.log");
+    for round in 0..2 {
+        let (code, said) = verify(&d.b, &[]);
+        assert_eq!(code, Some(0), "round {round}, B alone: {said}");
+        let (code, said) = verify(&d.b, &["--anchor", anchor_a.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "round {round}, B with A's anchor: {said}");
+    }
+    // A restarted: both append again; both verify.
+    a.serve();
+    for c in [&d.console_a, &d.console_b] {
+        assert!(c.run(&["tickets"]).status.success());
+    }
+    for r in [&a, &d.b] {
+        let (code, said) = verify(r, &[]);
+        assert_eq!(
+            code,
+            Some(0),
+            "after the restart, {}: {said}",
+            r.dir.display()
+        );
+    }
+}
+
+#[test]
+fn an_honest_history_with_a_relay_killed_verifies_on_postgres() {
+    honest_two_relay_history_verifies(Backend::Postgres);
+}
+
+#[test]
+fn an_honest_history_with_a_relay_killed_verifies_on_sqlite() {
+    honest_two_relay_history_verifies(Backend::Sqlite);
+}
