@@ -1,61 +1,104 @@
 //! The audit log: who did what, to which agent, when, with what outcome —
-//! a hash chain in the database, anchored outside it.
+//! a hash chain in the database, keyed and anchored outside it.
 //!
 //! **The chain.** Each row of the `audit` table stores `hash =
-//! SHA-256(prev_hash ‖ JSON [id, at, who, role, agent, action, args,
-//! outcome])`, so an edited row no longer matches its hash. Rows are
-//! appended by the store ([`crate::store::audit`]), serialized with every
-//! other appender (`serve`, an offline admin command, another relay on the
-//! same database), so the chain cannot fork.
+//! HMAC-SHA-256(chain key, label ‖ prev_hash ‖ JSON [id, at, who, role,
+//! agent, action, args, outcome])` ([`crate::store::audit`]). The chain key
+//! is derived from the signing key below (HMAC-SHA-256 keyed with
+//! `audit-key.pk8`'s bytes over a label), so the database never holds it
+//! and someone with only the database can neither edit a row nor add one
+//! that matches its hash. Rows from before the keyed scheme carry the plain
+//! SHA-256 hash; they are accepted only before the first keyed row and
+//! where a signed checkpoint covers them — the scheme changes at the first
+//! keyed entry, and a plain row after it is reported as forged
+//! ([`Finding::Unkeyed`]). Rows are appended by the store, serialized with
+//! every other appender (`serve`, an offline admin command, another relay
+//! on the same database), so the chain cannot fork.
 //!
-//! **The anchor.** A chain whose hash has no key can still be cut (delete
-//! the newest rows) or rewritten (edit a row, recompute every hash after
-//! it). So once an entry's transaction has committed, its `(id, hash)` is
-//! signed with an Ed25519 key the database does not hold
-//! (`audit-key.pk8` in the relay folder, PKCS#8, 0600, created on first
-//! use) and appended as one line to `audit-anchor.log` (0600, `O_APPEND`):
+//! **Checked before each append.** Each process trusts the chain up to a
+//! point: the newest checkpoint in its anchor when it starts, then every
+//! row it writes or checks. Before appending (and before each console
+//! request, [`crate::state::Relay::audit_guard`]) it checks, in the
+//! append's transaction, that the trusted row is still there unchanged and
+//! that every row after it links to the one before and carries a valid
+//! keyed hash. Rows of the other relays of the deployment do (same key), so
+//! relays appending at once, or a relay killed mid-append, never trip it;
+//! a row someone wrote in the database does. Then nothing is appended
+//! ([`StoreError::Tampered`]), the relay refuses console requests, logs
+//! an error and sets `firstline_audit_chain_tampered` on `/metrics`, until
+//! an admin looks (`audit verify`) and runs `firstline-relay audit
+//! acknowledge` ([`acknowledge`]): a keyed entry naming the rows, after
+//! which the relays append again and `verify` reports those rows as
+//! acknowledged (warnings).
+//!
+//! **The anchor.** A keyed chain can still be cut (delete the newest
+//! rows), and the key itself lives on the relay's host. So right after a
+//! batch of entries commits (on the store's thread, before the next
+//! batch), the newest entry's `(id, hash)` is signed with an Ed25519 key
+//! the database does not hold (`audit-key.pk8` in the relay folder,
+//! PKCS#8, 0600, created on first use) and appended as one line to
+//! `audit-anchor.log` (0600, `O_APPEND`):
 //!
 //! ```text
-//! v1 <id> <hash: 64 hex> <key id: 16 hex> <signature: 128 hex>
+//! v2 <seq> <id> <hash: 64 hex> <prev: 64 hex> <key id: 16 hex> <signature: 128 hex>
 //! ```
 //!
-//! The signed message is `firstline-audit-anchor v1 <id> <hash>`; the key id
-//! is the first 8 bytes of the SHA-256 of the public key. Each line is one
-//! `write()` on an `O_APPEND` file, so `serve` and an admin command writing
-//! at once do not interleave; lines need not be in id order. Entries
-//! committed together share one checkpoint, that of the newest: the chain
-//! makes it prove the others (each append still returns only once its
-//! entry is covered). [`verify`]
-//! walks the chain, then compares it with the anchor: an anchored entry
-//! missing from the database was deleted (the newest ones: truncated), one
-//! whose hash differs was rewritten, a line whose signature fails was
-//! tampered with; entries without a checkpoint are reported as unanchored
-//! (a warning: a crash between commit and checkpoint leaves one).
+//! The signed message is `firstline-audit-anchor v2 <seq> <id> <hash>
+//! <prev>`: `seq` numbers the anchor's lines from 1, `prev` is the SHA-256
+//! of the previous line's text (zeros for the first), so lines removed
+//! from the middle or the start show, and a copied line repeats a sequence
+//! number. Writers (`serve`, the offline admin commands, lines kept for
+//! other relays) take an exclusive `flock` of the anchor, read its last
+//! line and write the next — or nothing, when the newest line already names
+//! this entry or a later one (which the chain makes cover it): ids grow
+//! along the anchor. The key id is the first 8 bytes of the SHA-256 of the
+//! public key. Anchors written before (`v1 <id> <hash> <key id> <sig>`
+//! lines, signed `firstline-audit-anchor v1 <id> <hash>`) are still read;
+//! a v1 line after the first v2 line is a replay.
 //!
-//! **Costs and limits.** A checkpoint is one signature (~20 µs) and one
-//! `open` + `write` of ~220 bytes, after the commit, outside the store's
-//! transaction — one per append when alone, one per batch under load. There is **no fsync** per checkpoint: after a power loss (not a
-//! mere crash of the process) the newest lines may be lost, and those
-//! entries show as unanchored; since the database runs with
-//! `synchronous=NORMAL`, a power loss may also lose the newest committed
-//! rows while their checkpoints survived, which `verify` reports as a
-//! truncation. The anchor protects against whoever holds the database but
-//! not the relay folder (a copy, a backup, SQL-level access): whoever holds
-//! the folder holds the key as well. Anchor and key must not be rotated or
-//! deleted; copying them (and the public key printed by `audit verify`)
-//! elsewhere makes the anchor harder still to reach.
+//! [`verify`] walks the chain, then compares it with the anchor: an
+//! anchored entry missing from the database was deleted (the newest ones:
+//! truncated), one whose hash differs was rewritten, a line whose signature
+//! fails was tampered with, a line that does not continue the one before
+//! was cut out, one that repeats a sequence number was replayed, an anchor
+//! whose first checkpoint comes after the first keyed entry was emptied or
+//! cut at its start. Entries after the newest checkpoint are a warning
+//! while there are at most [`UNANCHORED_GRACE`] (1,024) of them — a
+//! process writes each batch's checkpoint (a batch is at most 256 entries)
+//! before it stores the next, so a crash between a commit and its
+//! checkpoint leaves at most one batch per writing process, and the next
+//! append of any relay covers them — and an error beyond: no crash
+//! explains them, the anchor's end was cut. A cut of fewer lines than that
+//! at the very end cannot be told from a crash (documented in SECURITY.md).
+//!
+//! **Costs and limits.** A checkpoint is one signature (~20 µs), one
+//! `flock`, a read of the anchor's last 16 KiB and one `write` of ~360
+//! bytes, after the commit, outside the store's transaction — one per
+//! batch. The check before an append reads the rows after the trusted
+//! point (usually one). There is **no fsync** per checkpoint: after a
+//! power loss (not a mere crash of the process) the newest lines may be
+//! lost, and those entries show as unanchored; since the database runs
+//! with `synchronous=NORMAL`, a power loss may also lose the newest
+//! committed rows while their checkpoints survived, which `verify` reports
+//! as a truncation (and the relay's check as a cut log). The anchor
+//! protects against whoever holds the database but not the relay folder (a
+//! copy, a backup, SQL-level access): whoever holds the folder holds the
+//! keys as well. Anchor and key must not be rotated or deleted; copying
+//! them (and the public key printed by `audit verify`) elsewhere makes the
+//! anchor harder still to reach.
 //!
 //! **Several relays** (`[cluster]`): one chain in the shared store, and one
-//! signing key, which `init --join` copies to each relay. Each relay writes
-//! the checkpoints of its own entries to its own anchor and sends them to
-//! the others over NATS, which keep those signed with the key
-//! ([`keep_checkpoint`]); the offline admin commands send theirs too. So
-//! every relay's anchor covers every relay's entries, and `audit verify` on
-//! any of them checks the whole chain: an entry deleted or rewritten is
-//! found whichever relay wrote it. A checkpoint that did not reach a relay
-//! (it was down, or cut off from NATS) leaves that entry unanchored there
-//! (a warning); `audit verify --anchor OTHER/audit-anchor.log` counts the
-//! other relay's anchor too ([`verify_with`]).
+//! signing key, which `init --join` copies to each relay (with the anchor
+//! so far). Each relay writes the checkpoints of its own entries to its own
+//! anchor and sends the lines to the others over NATS, which keep those
+//! signed with the key and newer than their own newest checkpoint
+//! ([`keep_checkpoint`]; a late or replayed line is covered already and
+//! not written); the offline admin commands send theirs too. So every
+//! relay's anchor covers every relay's entries, and `audit verify` on any
+//! of them checks the whole chain. A checkpoint that did not reach a relay
+//! (it was down, or cut off from NATS) is covered by the next checkpoint it
+//! writes or keeps; `audit verify --anchor OTHER/audit-anchor.log` counts
+//! the other relay's anchor too ([`verify_with`]).
 //!
 //! Also here: entries for the offline admin commands ([`admin_command`])
 //! and for refused connections, rate-limited ([`RefusalLog`]).
