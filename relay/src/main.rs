@@ -87,10 +87,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit log's hash chain against its signed anchor
+    /// Check the audit log's keyed hash chain against its signed anchor
     /// (audit-anchor.log): exit 0 if it holds, 1 (naming the first entry
-    /// and what happened to it) if entries were edited, deleted, truncated
-    /// or rewritten, or the anchor was tampered with.
+    /// and what happened to it) if entries were edited, forged (no keyed
+    /// hash), deleted, truncated or rewritten, or the anchor was tampered
+    /// with, cut, emptied or given a replayed line.
     Verify {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
