@@ -444,6 +444,25 @@ fn a_forged_row_stops_audited_actions_until_acknowledged() {
         "nothing appended after the forged row"
     );
 
+    // No certificate is issued either (the token is made offline: the
+    // command warns that it was not audited).
+    let token = relay.token(&[]);
+    let agent = Agent::new(tmp.path(), "pc9");
+    let out = agent.enroll(&relay.addr, &token);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("refuses audited actions"),
+        "{}",
+        text(&out)
+    );
+    let enrolled = rusqlite::Connection::open(relay.dir.join("relay.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM agents WHERE name = 'pc9'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    assert_eq!(enrolled, 0, "no agent enrolled");
+
     // The admin acknowledges: the relay serves again.
     let out = relay.cmd(&["audit", "acknowledge"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -455,6 +474,8 @@ fn a_forged_row_stops_audited_actions_until_acknowledged() {
     let out = console.run(&["ticket", "new", "printer down"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(metrics(port).contains("firstline_audit_chain_tampered 0"));
+    let out = agent.enroll(&relay.addr, &relay.token(&[]));
+    assert!(out.status.success(), "{}", text(&out));
     settle(&relay.dir);
     let out = relay.cmd(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
