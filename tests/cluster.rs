@@ -954,17 +954,38 @@ fn honest_two_relay_history_verifies(backend: Backend) {
     let d = Deployment::new(backend, "");
     let stop = AtomicBool::new(false);
     let mut a = d.a;
-    let (on_a, on_b) = std::thread::scope(|s| {
-        let ta = s.spawn(|| audited_traffic(&d.console_a, &stop));
-        let tb = s.spawn(|| audited_traffic(&d.console_b, &stop));
+    let a_config = a.config.clone();
+    let (on_a, on_b, offline) = std::thread::scope(|s| {
+        // Three consoles on each relay, and offline admin commands on A's
+        // folder (another process writing A's anchor), all at once.
+        let ta: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| audited_traffic(&d.console_a, &stop)))
+            .collect();
+        let tb: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| audited_traffic(&d.console_b, &stop)))
+            .collect();
+        let offline = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = run(Command::new(bin("firstline-relay"))
+                    .args(["token", "create", "--config"])
+                    .arg(&a_config));
+                assert!(out.status.success(), "{}", text(&out));
+                n += 1;
+            }
+            n
+        });
         std::thread::sleep(Duration::from_secs(3));
         a.kill();
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::Relaxed);
-        (ta.join().unwrap(), tb.join().unwrap())
+        let sum = |ts: Vec<std::thread::ScopedJoinHandle<'_, usize>>| -> usize {
+            ts.into_iter().map(|t| t.join().unwrap()).sum()
+        };
+        (sum(ta), sum(tb), offline.join().unwrap())
     });
-    eprintln!("audited requests: {on_a} on A (killed), {on_b} on B");
-    assert!(on_a > 0 && on_b > 0);
+    eprintln!("audited requests: {on_a} on A (killed), {on_b} on B, {offline} offline commands");
+    assert!(on_a > 0 && on_b > 0 && offline > 0);
     let anchor_a = a.dir.join("audit-anchor.log");
     for round in 0..2 {
         let (code, said) = verify(&d.b, &[]);
