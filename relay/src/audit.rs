@@ -11,7 +11,9 @@
 //! SHA-256 hash; they are accepted only before the first keyed row and
 //! where a signed checkpoint covers them — the scheme changes at the first
 //! keyed entry, and a plain row after it is reported as forged
-//! ([`Finding::Unkeyed`]). Rows are appended by the store, serialized with
+//! ([`Finding::Unkeyed`]) — so the relays of a deployment are upgraded
+//! together: an older relay's plain rows would stop the others. Rows are
+//! appended by the store, serialized with
 //! every other appender (`serve`, an offline admin command, another relay
 //! on the same database), so the chain cannot fork.
 //!
