@@ -21,8 +21,10 @@
 //! not — written behind the relays' backs — fails the append with
 //! [`StoreError::Tampered`] until an operator acknowledges it (an entry
 //! [`ACKNOWLEDGE`], written by `firstline-relay audit acknowledge` with the
-//! key). Then it reads the newest row's id and hash and links the new row
-//! to it, all in one transaction: the chain cannot fork. Signing the entry
+//! key). The check runs once before the lock (the bulk of the rows, when
+//! this process was away while others appended) and once under it; the
+//! new rows link to the head it reached, all in one transaction: the chain
+//! cannot fork. Signing the entry
 //! into the anchor outside the database is [`crate::audit`]'s, right after
 //! the commit ([`Chain`]'s checkpoint hook, on the store's thread).
 
@@ -127,34 +129,50 @@ impl Chain {
     }
 }
 
-/// Append `entry` at `now` under `chain`, from the trusted point `trusted`
-/// (moved to the new row): its `(id, hash)`.
+/// Append `entries` at `now` with `key`, from the trusted point `trusted`
+/// (moved to the newest new row): their `(id, hash)`. The tail is checked
+/// once before the lock (the bulk of it, when this process has been away
+/// while others appended: without holding up the other appenders) and
+/// again under it (what came in between); then the rows follow the head
+/// the check reached. A batch holding an acknowledgement is not checked
+/// (it is what lets appends resume).
 pub fn append(
     tx: &mut dyn Tx,
     key: &ChainKey,
     trusted: &mut (i64, String),
-    entry: &AuditEntry,
+    entries: &[AuditEntry],
     now: i64,
-) -> StoreResult<(i64, String)> {
-    tx.lock_audit()?;
-    if entry.action != ACKNOWLEDGE {
+) -> StoreResult<Vec<(i64, String)>> {
+    let acknowledging = entries.iter().any(|e| e.action == ACKNOWLEDGE);
+    if !acknowledging {
         check_tail(tx, key, trusted)?;
     }
-    let (last, prev) = tx.audit_head()?.unwrap_or_else(|| (0, GENESIS.to_string()));
-    let row = AuditRow {
-        id: last + 1,
-        at: now,
-        who: entry.who.clone(),
-        role: entry.role.clone(),
-        agent: entry.agent.clone(),
-        action: entry.action.clone(),
-        args: entry.args.clone(),
-        outcome: entry.outcome.clone(),
+    tx.lock_audit()?;
+    let (mut last, mut prev) = if acknowledging {
+        tx.audit_head()?.unwrap_or_else(|| (0, GENESIS.to_string()))
+    } else {
+        check_tail(tx, key, trusted)?;
+        trusted.clone()
     };
-    let hash = row.hash(key, &prev);
-    tx.insert_audit(&row, &prev, &hash)?;
-    *trusted = (row.id, hash.clone());
-    Ok((row.id, hash))
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let row = AuditRow {
+            id: last + 1,
+            at: now,
+            who: entry.who.clone(),
+            role: entry.role.clone(),
+            agent: entry.agent.clone(),
+            action: entry.action.clone(),
+            args: entry.args.clone(),
+            outcome: entry.outcome.clone(),
+        };
+        let hash = row.hash(key, &prev);
+        tx.insert_audit(&row, &prev, &hash)?;
+        (last, prev) = (row.id, hash.clone());
+        out.push((row.id, hash));
+    }
+    *trusted = (last, prev);
+    Ok(out)
 }
 
 /// Check the rows from `trusted` on: the trusted row unchanged, every later

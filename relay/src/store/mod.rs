@@ -306,10 +306,7 @@ fn append_audit_batch(inner: Arc<Inner>, batch: Vec<(AuditEntry, Arc<Chain>, Aud
         write: true,
         work: Box::new(move |tx| {
             let mut trusted = worker.trusted();
-            let ids = entries
-                .iter()
-                .map(|e| audit::append(tx, worker.key(), &mut trusted, e, now))
-                .collect::<StoreResult<Vec<_>>>()?;
+            let ids = audit::append(tx, worker.key(), &mut trusted, &entries, now)?;
             Ok(Box::new(ids) as Output)
         }),
         reply: Box::new(move |out| {
