@@ -4,6 +4,13 @@
 //! newest entries, or editing one and recomputing every hash after it, no
 //! longer passes `firstline-relay audit verify`; and the offline admin
 //! commands, run while `serve` writes the same chain, are audited too.
+//!
+//! Issue 24: the chain's hashes are keyed (HMAC-SHA-256 under a key derived
+//! from the relay's audit key, which the database does not hold): a row
+//! added in the database with a recomputed plain SHA-256 hash stops the
+//! relay's audited actions (refused, logged, `/metrics`) until an admin
+//! acknowledges it, and `audit verify` fails on it; an emptied anchor, a
+//! cut one and a replayed anchor line fail `audit verify` too.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -26,16 +33,20 @@ fn rows(dir: &Path) -> i64 {
         .unwrap()
 }
 
+/// The newest entry the anchor's checkpoints name (one checkpoint covers
+/// every entry before it).
 fn checkpoints(dir: &Path) -> i64 {
     std::fs::read_to_string(dir.join("audit-anchor.log"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.starts_with("v1 "))
-        .count() as i64
+        .filter(|l| l.starts_with("v2 "))
+        .filter_map(|l| l.split(' ').nth(2)?.parse().ok())
+        .max()
+        .unwrap_or(0)
 }
 
-/// The relay writes an entry's checkpoint just after its reply: wait for
-/// every entry to have one.
+/// The relay writes an entry's checkpoint just after its commit: wait for
+/// every entry to be covered.
 fn settle(dir: &Path) {
     let settled = wait_until(Duration::from_secs(10), || rows(dir) == checkpoints(dir));
     assert!(
@@ -332,4 +343,230 @@ fn offline_admin_commands_are_audited_and_share_one_chain_with_serve() {
     assert!(!stderr(&out).contains("warning"), "{}", text(&out));
     let ids: Vec<u64> = entries.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+}
+
+/// A free TCP port on 127.0.0.1 (closed again; the relay binds it soon).
+fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `/metrics` of a relay, as text.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Append a row to the chain as someone with only the database would:
+/// linked to the head, with the plain SHA-256 chain hash recomputed.
+fn forge_row(db: &Path, who: &str, action: &str) -> i64 {
+    let db = rusqlite::Connection::open(db).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let (head, prev): (i64, String) = db
+        .query_row(
+            "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let id = head + 1;
+    let hash = chain_hash(&prev, id, 0, who, Some("admin"), None, action, "", "ok");
+    db.execute(
+        "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
+         VALUES (?1, 0, ?2, 'admin', NULL, ?3, '', 'ok', ?4, ?5)",
+        rusqlite::params![id, who, action, prev, hash],
+    )
+    .unwrap();
+    id
+}
+
+/// A row forged in the live relay's database: the relay's next audited
+/// action is refused (and it says why, in its log and `/metrics`),
+/// `audit verify` fails naming the row; after `audit acknowledge` the
+/// relay serves again and `audit verify` holds, reporting the row.
+#[test]
+fn a_forged_row_stops_audited_actions_until_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::init(tmp.path());
+    let port = free_tcp_port();
+    relay.configure(&format!("metrics_listen = \"127.0.0.1:{port}\""));
+    relay.serve();
+    let credential = relay.operator("tina", "admin");
+    let console = Console::new(tmp.path());
+    console.login(&credential);
+    let ok = console.run(&["tickets"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(metrics(port).contains("firstline_audit_chain_tampered 0"));
+    settle(&relay.dir);
+
+    let forged = forge_row(&relay.dir.join("relay.db"), "mallory", "token create");
+    // Refused before anything is done; the next one too.
+    for _ in 0..2 {
+        let out = console.run(&["ticket", "new", "printer down"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            stderr(&out).contains("refuses audited actions")
+                && stderr(&out).contains(&format!("entry {forged} carries no valid keyed hash")),
+            "{}",
+            text(&out)
+        );
+    }
+    let listed = console.run(&["tickets", "--json"]);
+    assert_eq!(listed.status.code(), Some(1), "{}", text(&listed));
+    let tickets = rusqlite::Connection::open(relay.dir.join("relay.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM tickets", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(tickets, 0, "nothing was done");
+    assert!(
+        relay.log().contains("AUDIT CHAIN TAMPERED WITH"),
+        "{}",
+        relay.log()
+    );
+    let m = metrics(port);
+    assert!(m.contains("firstline_audit_chain_tampered 1"), "{m}");
+    assert!(m.contains("firstline_audit_tamper_detected_total 1"), "{m}");
+    let out = relay.cmd(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!("entry {forged} carries no keyed hash")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        rows(&relay.dir),
+        forged,
+        "nothing appended after the forged row"
+    );
+
+    // No certificate is issued either (the token is made offline: the
+    // command warns that it was not audited).
+    let token = relay.token(&[]);
+    let agent = Agent::new(tmp.path(), "pc9");
+    let out = agent.enroll(&relay.addr, &token);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("refuses audited actions"),
+        "{}",
+        text(&out)
+    );
+    let enrolled = rusqlite::Connection::open(relay.dir.join("relay.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM agents WHERE name = 'pc9'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    assert_eq!(enrolled, 0, "no agent enrolled");
+
+    // The admin acknowledges: the relay serves again.
+    let out = relay.cmd(&["audit", "acknowledge"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("entries {forged}:")),
+        "{}",
+        text(&out)
+    );
+    let out = console.run(&["ticket", "new", "printer down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(metrics(port).contains("firstline_audit_chain_tampered 0"));
+    let out = agent.enroll(&relay.addr, &relay.token(&[]));
+    assert!(out.status.success(), "{}", text(&out));
+    settle(&relay.dir);
+    let out = relay.cmd(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "warning: entry {forged} was not written by a relay; acknowledged by an operator in entry {}",
+            forged + 1
+        )),
+        "{}",
+        text(&out)
+    );
+    // A second forgery is caught again.
+    let again = forge_row(&relay.dir.join("relay.db"), "mallory", "operator add");
+    let out = console.run(&["tickets"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(metrics(port).contains("firstline_audit_tamper_detected_total 2"));
+    let out = relay.cmd(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains(&format!("entry {again} carries no keyed hash")));
+}
+
+/// The anchor emptied (and the relay writing on), cut in the middle, or
+/// given a replayed line: `audit verify` fails each time.
+#[test]
+fn an_emptied_cut_or_replayed_anchor_fails_verify() {
+    let mut s = Setup::new("technician");
+    for _ in 0..3 {
+        let out = s.console.run(&["tickets"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let dir = s.relay.dir.clone();
+    settle(&dir);
+    s.relay.kill();
+    let anchor = std::fs::read_to_string(dir.join("audit-anchor.log")).unwrap();
+    let lines: Vec<&str> = anchor.lines().collect();
+    assert!(lines.len() >= 4, "{anchor}");
+
+    // Emptied: nothing checkpoints the entries.
+    let emptied = copy_relay(&dir, &s.root().join("emptied"));
+    std::fs::write(emptied.with_file_name("audit-anchor.log"), "").unwrap();
+    let out = verify(&emptied);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("it was emptied"), "{}", text(&out));
+    // And the relay's next entry (an offline command) starts a new anchor:
+    // still told.
+    let out = run(Command::new(bin("firstline-relay"))
+        .args(["token", "create", "--config"])
+        .arg(&emptied));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = verify(&emptied);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("the anchor was emptied or cut at its start"),
+        "{}",
+        text(&out)
+    );
+
+    // Cut in the middle: a line removed.
+    let cut = copy_relay(&dir, &s.root().join("cut-anchor"));
+    let mut kept = lines.clone();
+    kept.remove(1);
+    std::fs::write(
+        cut.with_file_name("audit-anchor.log"),
+        kept.join("\n") + "\n",
+    )
+    .unwrap();
+    let out = verify(&cut);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("lines between were removed (cut)"),
+        "{}",
+        text(&out)
+    );
+
+    // A replayed line (a copy of an earlier one, appended).
+    let replayed = copy_relay(&dir, &s.root().join("replayed"));
+    std::fs::write(
+        replayed.with_file_name("audit-anchor.log"),
+        format!("{anchor}{}\n", lines[1]),
+    )
+    .unwrap();
+    let out = verify(&replayed);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("repeats sequence number 2 (a replayed line)"),
+        "{}",
+        text(&out)
+    );
+
+    // The untouched folder still holds (the controls above differ only in
+    // what was done to them).
+    let out = verify(&copy_relay(&dir, &s.root().join("untouched")));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -22,7 +22,9 @@
 use firstline_tests::nats::Nats;
 use firstline_tests::pg::Postgres;
 use firstline_tests::plugin::StatePlugin;
-use firstline_tests::{bin, free_udp_port, run, text, wait_until, Agent, Console, Proc, Relay};
+use firstline_tests::{
+    bin, free_udp_port, run, stderr, text, wait_until, Agent, Console, Proc, Relay,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -926,5 +928,209 @@ fn webhooks_are_delivered_once_each_with_both_relays_running() {
     assert_eq!(seen.len(), expected, "{seen:?}");
     for (id, tries) in &seen {
         assert_eq!(tries, &[500, 200], "event {id}");
+    }
+}
+
+// ------------------------------------------------------ audit, honestly
+
+/// Console requests (each one audited) on `console` until `stop`, as fast
+/// as they go: how many were answered.
+fn audited_traffic(console: &Console, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let out = console.run(&["tickets", "--json"]);
+        if out.status.success() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Two relays appending to one chain at once, relay A killed with -9 in
+/// the middle of it: `audit verify` on B holds (exit 0), with and without
+/// A's anchor, and again after A is restarted and both append once more.
+fn honest_two_relay_history_verifies(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Deployment::new(backend, "");
+    let stop = AtomicBool::new(false);
+    let mut a = d.a;
+    let a_config = a.config.clone();
+    let (on_a, on_b, offline) = std::thread::scope(|s| {
+        // Three consoles on each relay, and offline admin commands on A's
+        // folder (another process writing A's anchor), all at once.
+        let ta: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| audited_traffic(&d.console_a, &stop)))
+            .collect();
+        let tb: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| audited_traffic(&d.console_b, &stop)))
+            .collect();
+        let offline = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = run(Command::new(bin("firstline-relay"))
+                    .args(["token", "create", "--config"])
+                    .arg(&a_config));
+                assert!(out.status.success(), "{}", text(&out));
+                n += 1;
+            }
+            n
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        a.kill();
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        let sum = |ts: Vec<std::thread::ScopedJoinHandle<'_, usize>>| -> usize {
+            ts.into_iter().map(|t| t.join().unwrap()).sum()
+        };
+        (sum(ta), sum(tb), offline.join().unwrap())
+    });
+    eprintln!("audited requests: {on_a} on A (killed), {on_b} on B, {offline} offline commands");
+    assert!(on_a > 0 && on_b > 0 && offline > 0);
+    let anchor_a = a.dir.join("audit-anchor.log");
+    for round in 0..2 {
+        let (code, said) = verify(&d.b, &[]);
+        assert_eq!(code, Some(0), "round {round}, B alone: {said}");
+        let (code, said) = verify(&d.b, &["--anchor", anchor_a.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "round {round}, B with A's anchor: {said}");
+    }
+    // A restarted: both append again; both verify.
+    a.serve();
+    for c in [&d.console_a, &d.console_b] {
+        assert!(c.run(&["tickets"]).status.success());
+    }
+    for r in [&a, &d.b] {
+        let (code, said) = verify(r, &[]);
+        assert_eq!(
+            code,
+            Some(0),
+            "after the restart, {}: {said}",
+            r.dir.display()
+        );
+    }
+}
+
+#[test]
+fn an_honest_history_with_a_relay_killed_verifies_on_postgres() {
+    honest_two_relay_history_verifies(Backend::Postgres);
+}
+
+#[test]
+fn an_honest_history_with_a_relay_killed_verifies_on_sqlite() {
+    honest_two_relay_history_verifies(Backend::Sqlite);
+}
+
+/// Someone with only the PostgreSQL password appends a row with the plain
+/// SHA-256 chain hash recomputed: both relays refuse audited actions,
+/// `audit verify` fails on each; once an admin acknowledges it on A, both
+/// serve again. A checkpoint line replayed on NATS (a copy of one a relay
+/// sent) is not kept by any relay.
+#[test]
+fn a_row_forged_in_postgres_stops_both_relays_and_a_replayed_checkpoint_is_not_kept() {
+    let d = Deployment::new(Backend::Postgres, "");
+    for c in [&d.console_a, &d.console_b] {
+        let out = c.run(&["tickets"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    // A checkpoint sent by an offline command on A reaches B's anchor
+    // (the control); the same line sent again is not kept.
+    let anchor_b = d.b.dir.join("audit-anchor.log");
+    let lines_b = || std::fs::read_to_string(&anchor_b).unwrap().lines().count();
+    let SharedStore::Postgres { db, .. } = &d.store else {
+        unreachable!()
+    };
+    let pg = Postgres::shared();
+    // Every entry so far covered in B's anchor first (the checkpoints of
+    // A's requests may still be on their way).
+    let newest_b = || {
+        std::fs::read_to_string(&anchor_b)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(2)?.parse::<i64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let max_id = || {
+        pg.psql(db, "SELECT MAX(id) FROM audit")
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert!(wait_until(SLOW, || newest_b() == max_id()), "{}", d.logs());
+    let before = lines_b();
+    d.a.token(&[]);
+    assert!(
+        wait_until(SLOW, || lines_b() == before + 1),
+        "B's anchor: {before} → {} lines\n{}",
+        lines_b(),
+        d.logs()
+    );
+    let anchor_a = std::fs::read_to_string(d.a.dir.join("audit-anchor.log")).unwrap();
+    let sent = anchor_a.lines().last().unwrap().to_string();
+    let prefix = d.prefix();
+    for _ in 0..3 {
+        d.publish(&format!("{prefix}.audit"), &sent);
+    }
+    // An older line of A's, replayed, neither.
+    let older = anchor_a.lines().next().unwrap().to_string();
+    d.publish(&format!("{prefix}.audit"), &older);
+    // (Given time to arrive: a line that B does keep, sent after them,
+    // arrives after them.)
+    d.a.token(&[]);
+    assert!(
+        wait_until(SLOW, || lines_b() == before + 2),
+        "B's anchor grew by {} lines, want 2 (the replays not kept)\n{}",
+        lines_b() - before,
+        d.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines_b(), before + 2);
+    for r in [&d.a, &d.b] {
+        let (code, said) = verify(r, &[]);
+        assert_eq!(code, Some(0), "{said}");
+    }
+
+    // The forged row, behind both relays' backs.
+    let head = pg.psql(
+        db,
+        "SELECT id || ' ' || hash FROM audit ORDER BY id DESC LIMIT 1",
+    );
+    let (id, prev) = head.trim().split_once(' ').unwrap();
+    let id = id.parse::<i64>().unwrap() + 1;
+    let fields = serde_json::json!([id, 0, "mallory", "admin", null, "token create", "", "ok"]);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev.as_bytes());
+    ctx.update(fields.to_string().as_bytes());
+    let hash = hex::encode(ctx.finish());
+    d.store.exec(&format!(
+        "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash) \
+         VALUES ({id}, 0, 'mallory', 'admin', NULL, 'token create', '', 'ok', '{prev}', '{hash}')"
+    ));
+    for c in [&d.console_a, &d.console_b] {
+        let out = c.run(&["tickets"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            stderr(&out).contains(&format!("entry {id} carries no valid keyed hash")),
+            "{}",
+            text(&out)
+        );
+    }
+    for r in [&d.a, &d.b] {
+        let (code, said) = verify(r, &[]);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(
+            said.contains(&format!("entry {id} carries no keyed hash")),
+            "{said}"
+        );
+    }
+    let out = d.a.cmd(&["audit", "acknowledge"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for c in [&d.console_a, &d.console_b] {
+        let out = c.run(&["tickets"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for r in [&d.a, &d.b] {
+        let settled = wait_until(Duration::from_secs(10), || verify(r, &[]).0 == Some(0));
+        assert!(settled, "{:?}", verify(r, &[]));
     }
 }

@@ -226,6 +226,12 @@ async fn handle(relay: &Relay, name: &str, msg: Message, bytes: u64, send: Frame
                 Ok(Err(refusal)) => Err((refusal_code(&refusal), refusal.to_string())),
                 Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
             };
+            // No certificate goes out that could not be audited (checked
+            // after signing, before sending: the renewal is only recorded).
+            let outcome = match (outcome, relay.audit_guard().await) {
+                (Ok(_), Err(why)) => Err((ErrorCode::Internal, why)),
+                (outcome, _) => outcome,
+            };
             let text = match &outcome {
                 Ok(i) => format!("renewed, serial {}", i.serial),
                 Err((_, e)) => format!("refused: {e}"),

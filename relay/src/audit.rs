@@ -1,68 +1,113 @@
 //! The audit log: who did what, to which agent, when, with what outcome —
-//! a hash chain in the database, anchored outside it.
+//! a hash chain in the database, keyed and anchored outside it.
 //!
 //! **The chain.** Each row of the `audit` table stores `hash =
-//! SHA-256(prev_hash ‖ JSON [id, at, who, role, agent, action, args,
-//! outcome])`, so an edited row no longer matches its hash. Rows are
-//! appended by the store ([`crate::store::audit`]), serialized with every
-//! other appender (`serve`, an offline admin command, another relay on the
-//! same database), so the chain cannot fork.
+//! HMAC-SHA-256(chain key, label ‖ prev_hash ‖ JSON [id, at, who, role,
+//! agent, action, args, outcome])` ([`crate::store::audit`]). The chain key
+//! is derived from the signing key below (HMAC-SHA-256 keyed with
+//! `audit-key.pk8`'s bytes over a label), so the database never holds it
+//! and someone with only the database can neither edit a row nor add one
+//! that matches its hash. Rows from before the keyed scheme carry the plain
+//! SHA-256 hash; they are accepted only before the first keyed row and
+//! where a signed checkpoint covers them — the scheme changes at the first
+//! keyed entry, and a plain row after it is reported as forged
+//! ([`Finding::Unkeyed`]) — so the relays of a deployment are upgraded
+//! together: an older relay's plain rows would stop the others. Rows are
+//! appended by the store, serialized with
+//! every other appender (`serve`, an offline admin command, another relay
+//! on the same database), so the chain cannot fork.
 //!
-//! **The anchor.** A chain whose hash has no key can still be cut (delete
-//! the newest rows) or rewritten (edit a row, recompute every hash after
-//! it). So once an entry's transaction has committed, its `(id, hash)` is
-//! signed with an Ed25519 key the database does not hold
-//! (`audit-key.pk8` in the relay folder, PKCS#8, 0600, created on first
-//! use) and appended as one line to `audit-anchor.log` (0600, `O_APPEND`):
+//! **Checked before each append.** Each process trusts the chain up to a
+//! point: the newest checkpoint in its anchor when it starts, then every
+//! row it writes or checks. Before appending (and before each console
+//! request, [`crate::state::Relay::audit_guard`]) it checks, in the
+//! append's transaction, that the trusted row is still there unchanged and
+//! that every row after it links to the one before and carries a valid
+//! keyed hash. Rows of the other relays of the deployment do (same key), so
+//! relays appending at once, or a relay killed mid-append, never trip it;
+//! a row someone wrote in the database does. Then nothing is appended
+//! ([`StoreError::Tampered`]), the relay refuses console requests, logs
+//! an error and sets `firstline_audit_chain_tampered` on `/metrics`, until
+//! an admin looks (`audit verify`) and runs `firstline-relay audit
+//! acknowledge` ([`acknowledge`]): a keyed entry naming the rows, after
+//! which the relays append again and `verify` reports those rows as
+//! acknowledged (warnings).
+//!
+//! **The anchor.** A keyed chain can still be cut (delete the newest
+//! rows), and the key itself lives on the relay's host. So right after a
+//! batch of entries commits (on the store's thread, before the next
+//! batch), the newest entry's `(id, hash)` is signed with an Ed25519 key
+//! the database does not hold (`audit-key.pk8` in the relay folder,
+//! PKCS#8, 0600, created on first use) and appended as one line to
+//! `audit-anchor.log` (0600, `O_APPEND`):
 //!
 //! ```text
-//! v1 <id> <hash: 64 hex> <key id: 16 hex> <signature: 128 hex>
+//! v2 <seq> <id> <hash: 64 hex> <prev: 64 hex> <key id: 16 hex> <signature: 128 hex>
 //! ```
 //!
-//! The signed message is `firstline-audit-anchor v1 <id> <hash>`; the key id
-//! is the first 8 bytes of the SHA-256 of the public key. Each line is one
-//! `write()` on an `O_APPEND` file, so `serve` and an admin command writing
-//! at once do not interleave; lines need not be in id order. Entries
-//! committed together share one checkpoint, that of the newest: the chain
-//! makes it prove the others (each append still returns only once its
-//! entry is covered). [`verify`]
-//! walks the chain, then compares it with the anchor: an anchored entry
-//! missing from the database was deleted (the newest ones: truncated), one
-//! whose hash differs was rewritten, a line whose signature fails was
-//! tampered with; entries without a checkpoint are reported as unanchored
-//! (a warning: a crash between commit and checkpoint leaves one).
+//! The signed message is `firstline-audit-anchor v2 <seq> <id> <hash>
+//! <prev>`: `seq` numbers the anchor's lines from 1, `prev` is the SHA-256
+//! of the previous line's text (zeros for the first), so lines removed
+//! from the middle or the start show, and a copied line repeats a sequence
+//! number. Writers (`serve`, the offline admin commands, lines kept for
+//! other relays) take an exclusive `flock` of the anchor, read its last
+//! line and write the next — or nothing, when the newest line already names
+//! this entry or a later one (which the chain makes cover it): ids grow
+//! along the anchor. The key id is the first 8 bytes of the SHA-256 of the
+//! public key. Anchors written before (`v1 <id> <hash> <key id> <sig>`
+//! lines, signed `firstline-audit-anchor v1 <id> <hash>`) are still read;
+//! a v1 line after the first v2 line is a replay.
 //!
-//! **Costs and limits.** A checkpoint is one signature (~20 µs) and one
-//! `open` + `write` of ~220 bytes, after the commit, outside the store's
-//! transaction — one per append when alone, one per batch under load. There is **no fsync** per checkpoint: after a power loss (not a
-//! mere crash of the process) the newest lines may be lost, and those
-//! entries show as unanchored; since the database runs with
-//! `synchronous=NORMAL`, a power loss may also lose the newest committed
-//! rows while their checkpoints survived, which `verify` reports as a
-//! truncation. The anchor protects against whoever holds the database but
-//! not the relay folder (a copy, a backup, SQL-level access): whoever holds
-//! the folder holds the key as well. Anchor and key must not be rotated or
-//! deleted; copying them (and the public key printed by `audit verify`)
-//! elsewhere makes the anchor harder still to reach.
+//! [`verify`] walks the chain, then compares it with the anchor: an
+//! anchored entry missing from the database was deleted (the newest ones:
+//! truncated), one whose hash differs was rewritten, a line whose signature
+//! fails was tampered with, a line that does not continue the one before
+//! was cut out, one that repeats a sequence number was replayed, an anchor
+//! whose first checkpoint comes after the first keyed entry was emptied or
+//! cut at its start. Entries after the newest checkpoint are a warning
+//! while there are at most [`UNANCHORED_GRACE`] (1,024) of them — a
+//! process writes each batch's checkpoint (a batch is at most 256 entries)
+//! before it stores the next, so a crash between a commit and its
+//! checkpoint leaves at most one batch per writing process, and the next
+//! append of any relay covers them — and an error beyond: no crash
+//! explains them, the anchor's end was cut. A cut of fewer lines than that
+//! at the very end cannot be told from a crash (documented in SECURITY.md).
+//!
+//! **Costs and limits.** A checkpoint is one signature (~20 µs), one
+//! `flock`, a read of the anchor's last 16 KiB and one `write` of ~360
+//! bytes, after the commit, outside the store's transaction — one per
+//! batch. The check before an append reads the rows after the trusted
+//! point (usually one). There is **no fsync** per checkpoint: after a
+//! power loss (not a mere crash of the process) the newest lines may be
+//! lost, and those entries show as unanchored; since the database runs
+//! with `synchronous=NORMAL`, a power loss may also lose the newest
+//! committed rows while their checkpoints survived, which `verify` reports
+//! as a truncation (and the relay's check as a cut log). The anchor
+//! protects against whoever holds the database but not the relay folder (a
+//! copy, a backup, SQL-level access): whoever holds the folder holds the
+//! keys as well. Anchor and key must not be rotated or deleted; copying
+//! them (and the public key printed by `audit verify`) elsewhere makes the
+//! anchor harder still to reach.
 //!
 //! **Several relays** (`[cluster]`): one chain in the shared store, and one
-//! signing key, which `init --join` copies to each relay. Each relay writes
-//! the checkpoints of its own entries to its own anchor and sends them to
-//! the others over NATS, which keep those signed with the key
-//! ([`keep_checkpoint`]); the offline admin commands send theirs too. So
-//! every relay's anchor covers every relay's entries, and `audit verify` on
-//! any of them checks the whole chain: an entry deleted or rewritten is
-//! found whichever relay wrote it. A checkpoint that did not reach a relay
-//! (it was down, or cut off from NATS) leaves that entry unanchored there
-//! (a warning); `audit verify --anchor OTHER/audit-anchor.log` counts the
-//! other relay's anchor too ([`verify_with`]).
+//! signing key, which `init --join` copies to each relay (with the anchor
+//! so far). Each relay writes the checkpoints of its own entries to its own
+//! anchor and sends the lines to the others over NATS, which keep those
+//! signed with the key and newer than their own newest checkpoint
+//! ([`keep_checkpoint`]; a late or replayed line is covered already and
+//! not written); the offline admin commands send theirs too. So every
+//! relay's anchor covers every relay's entries, and `audit verify` on any
+//! of them checks the whole chain. A checkpoint that did not reach a relay
+//! (it was down, or cut off from NATS) is covered by the next checkpoint it
+//! writes or keeps; `audit verify --anchor OTHER/audit-anchor.log` counts
+//! the other relay's anchor too ([`verify_with`]).
 //!
 //! Also here: entries for the offline admin commands ([`admin_command`])
 //! and for refused connections, rate-limited ([`RefusalLog`]).
 
 use crate::config::RelayDir;
 use crate::store::audit::GENESIS;
-use crate::store::{wait, Store};
+use crate::store::{wait, Chain, ChainKey, Store, StoreError};
 use anyhow::{anyhow, bail, Context, Result};
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use std::collections::HashMap;
@@ -80,8 +125,17 @@ pub use crate::store::AuditEntry;
 pub const KEY_FILE: &str = "audit-key.pk8";
 /// The signed checkpoints, in the relay folder.
 pub const ANCHOR_FILE: &str = "audit-anchor.log";
-const LINE_VERSION: &str = "v1";
-const SIGNED_PREFIX: &str = "firstline-audit-anchor v1";
+const LINE_VERSION: &str = "v2";
+const SIGNED_PREFIX: &str = "firstline-audit-anchor v2";
+const SIGNED_PREFIX_V1: &str = "firstline-audit-anchor v1";
+
+/// Keyed entries after the newest checkpoint that `audit verify` takes for
+/// a crash between commit and checkpoint (a warning) rather than a cut
+/// anchor (an error): a process writes the checkpoint of each batch (at
+/// most [`crate::store::AUDIT_BATCH`] = 256 entries) before it stores the
+/// next, so a crash leaves at most one batch per writing process without
+/// one — this allows four relays killed at once.
+pub const UNANCHORED_GRACE: u64 = 4 * crate::store::AUDIT_BATCH as u64;
 
 /// Where the anchor of a relay lives: its key and its checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,9 +177,10 @@ impl RelayDir {
 
 // ---- appending ----
 
-/// Append to the audit log, then write the entry's signed checkpoint to
-/// the anchor. An `Err` after the append says so: the entry is stored,
-/// only unanchored.
+/// Append to the audit log; its signed checkpoint is written to the anchor
+/// right after the commit. An `Err` after the append says so: the entry is
+/// stored, only unanchored. [`StoreError::Tampered`] (inside the error):
+/// the chain's tail holds rows no relay wrote, nothing was appended.
 pub async fn record(store: &Store, paths: &AnchorPaths, entry: AuditEntry) -> Result<()> {
     record_checkpoint(store, paths, entry).await.map(drop)
 }
@@ -139,108 +194,93 @@ pub async fn record_checkpoint(
     paths: &AnchorPaths,
     entry: AuditEntry,
 ) -> Result<Option<String>> {
-    let (id, hash) = store.append_audit(entry).await?;
-    let anchor = anchor(paths);
-    anchor.offer(id, &hash);
-    // The other appends committed with this one (the store commits in
-    // batches) offer theirs meanwhile: one checkpoint then covers them all.
-    tokio::task::yield_now().await;
-    anchor.cover(paths, id).with_context(|| {
-        format!(
-            "audit entry {id} is stored, but its checkpoint could not be written to {}",
+    let chain = chain(paths)?;
+    let appended = store.append_audit(entry, &chain).await?;
+    appended.checkpoint.map_err(|e| {
+        anyhow!(
+            "audit entry {} is stored, but its checkpoint could not be written to {}: {e}",
+            appended.id,
             paths.log.display()
         )
     })
 }
 
-/// Checkpoints shared by concurrent appends. The chain makes a checkpoint
-/// of entry `k` prove every entry before it, so under load — a fan-out
-/// audits one entry per machine — one signature and one `write()` serve
-/// every entry committed together, instead of one each (6 % of the relay's
-/// CPU in a 5,000-agent fan-out, BENCHMARKS.md "Profiles"). Each append
-/// still returns only once a checkpoint covering it is written.
-#[derive(Default)]
-struct Anchor {
-    state: Mutex<AnchorState>,
+/// Whether `e` (from [`record`]) says the chain was tampered with.
+pub fn is_tampered(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::Tampered(_))
+    )
 }
 
-#[derive(Default)]
-struct AnchorState {
-    /// Every entry up to this id is covered by a checkpoint written here.
-    covered: i64,
-    /// The newest entry offered: what the next checkpoint signs.
-    newest: Option<(i64, String)>,
+/// Check the chain's tail as an append would, appending nothing.
+pub async fn check_tail(store: &Store, paths: &AnchorPaths) -> Result<()> {
+    let chain = chain(paths)?;
+    store.check_audit_tail(&chain).await?;
+    Ok(())
 }
 
-fn anchor(paths: &AnchorPaths) -> Arc<Anchor> {
-    static ANCHORS: OnceLock<Mutex<HashMap<PathBuf, Arc<Anchor>>>> = OnceLock::new();
-    let mut anchors = ANCHORS
+/// The chain of an anchor, once per process: the keyed-hash key derived
+/// from the signing key, the newest signed checkpoint in the anchor as the
+/// trusted point, checkpoints written to the anchor after each commit (the
+/// chain makes a checkpoint of entry `k` prove every entry before it, so
+/// one signature and one `write()` serve every entry of a batch: 6 % of the
+/// relay's CPU in a 5,000-agent fan-out otherwise, BENCHMARKS.md
+/// "Profiles").
+fn chain(paths: &AnchorPaths) -> Result<Arc<Chain>> {
+    static CHAINS: OnceLock<Mutex<HashMap<PathBuf, Arc<Chain>>>> = OnceLock::new();
+    let mut chains = CHAINS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(a) = anchors.get(&paths.log) {
-        return a.clone();
+    if let Some(c) = chains.get(&paths.log) {
+        return Ok(c.clone());
     }
-    anchors.entry(paths.log.clone()).or_default().clone()
+    let signer = signer(paths)?;
+    let trusted = newest_checkpoint(&paths.log, signer.key.public_key().as_ref())?;
+    let hook_paths = paths.clone();
+    let chain = Arc::new(Chain::new(
+        signer.chain_key.clone(),
+        trusted,
+        Box::new(move |id, hash| {
+            write_checkpoint(&hook_paths, id, hash).map_err(|e| format!("{e:#}"))
+        }),
+    ));
+    chains.insert(paths.log.clone(), chain.clone());
+    Ok(chain)
 }
 
-impl Anchor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, AnchorState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A committed entry waiting for its checkpoint.
-    fn offer(&self, id: i64, hash: &str) {
-        let mut s = self.lock();
-        if s.newest.as_ref().is_none_or(|(n, _)| id > *n) {
-            s.newest = Some((id, hash.to_string()));
-        }
-    }
-
-    /// Make sure a checkpoint covering `id` is written: the line this call
-    /// wrote, or `None` when another append's checkpoint covers it.
-    fn cover(&self, paths: &AnchorPaths, id: i64) -> Result<Option<String>> {
-        let mut s = self.lock();
-        if s.covered >= id {
-            return Ok(None);
-        }
-        let (newest, hash) = match &s.newest {
-            Some((n, h)) if *n >= id => (*n, h.clone()),
-            _ => bail!("audit entry {id} was not offered for a checkpoint"),
-        };
-        // Written under the lock: whoever waits for it is covered by it.
-        let line = write_checkpoint(paths, newest, &hash)?;
-        s.covered = newest;
-        Ok(Some(line))
-    }
+/// What became of a checkpoint line another relay sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Newer than any in this anchor: written to it (as this anchor's line).
+    Kept,
+    /// Signed, but not newer than this anchor's newest checkpoint (which
+    /// the chain makes cover it): a late or replayed line, not written.
+    NotNew,
+    /// Not a checkpoint signed with this anchor's key: not written.
+    Unsigned,
 }
 
 /// Keep a checkpoint line another relay of the deployment wrote (relays
-/// made with `init --join` share the signing key): appended to this
-/// relay's anchor when it is well-formed and signed with this anchor's
-/// key; `Ok(false)` (and nothing written) otherwise. So each relay's anchor
-/// covers the entries of every relay, and `audit verify` on any relay sees
-/// the whole chain anchored.
-pub fn keep_checkpoint(paths: &AnchorPaths, line: &str) -> Result<bool> {
+/// made with `init --join` share the signing key): when it is well-formed,
+/// signed with this anchor's key, and newer than this anchor's newest
+/// checkpoint, its `(id, hash)` is written as the next line of this
+/// anchor. So each relay's anchor covers the entries of every relay, and a
+/// replayed line adds nothing.
+pub fn keep_checkpoint(paths: &AnchorPaths, line: &str) -> Result<Kept> {
     let line = line.trim_end_matches('\n');
-    let Some((cp, kid, sig)) = parse_line(line) else {
-        return Ok(false);
-    };
     let signer = signer(paths)?;
-    if kid != signer.key_id {
-        return Ok(false);
-    }
-    let public = UnparsedPublicKey::new(&ED25519, signer.key.public_key().as_ref().to_vec());
-    let msg = signed_message(cp.id as i64, &hex::encode(cp.hash));
-    if public.verify(msg.as_bytes(), &sig).is_err() {
-        return Ok(false);
-    }
-    let text = format!("{line}\n");
-    let n = open_anchor(&paths.log)?.write(text.as_bytes())?;
-    if n != text.len() {
-        bail!("short write ({n} of {} bytes)", text.len());
-    }
-    Ok(true)
+    let public = signer.key.public_key().as_ref().to_vec();
+    let Some(Line::Valid(cp, _)) = check_line(line, &public, &signer.key_id, 0) else {
+        return Ok(Kept::Unsigned);
+    };
+    Ok(
+        match write_checkpoint(paths, cp.id as i64, &hex::encode(cp.hash))? {
+            Some(_) => Kept::Kept,
+            None => Kept::NotNew,
+        },
+    )
 }
 
 /// [`record`], for code that is not async.
@@ -253,6 +293,8 @@ pub fn record_blocking(store: &Store, paths: &AnchorPaths, entry: AuditEntry) ->
 struct Signer {
     key: Ed25519KeyPair,
     key_id: String,
+    /// The chain's HMAC key, derived from the signing key.
+    chain_key: ChainKey,
 }
 
 /// The signer of an anchor, loaded (or created) once per process.
@@ -265,10 +307,11 @@ fn signer(paths: &AnchorPaths) -> Result<Arc<Signer>> {
     if let Some(s) = signers.get(&paths.key) {
         return Ok(s.clone());
     }
-    let key = load_or_create_key(&paths.key)?;
+    let (key, pkcs8) = load_or_create_key(&paths.key)?;
     end_torn_line(&paths.log)?;
     let signer = Arc::new(Signer {
         key_id: key_id(key.public_key().as_ref()),
+        chain_key: derive_chain_key(&pkcs8),
         key,
     });
     signers.insert(paths.key.clone(), signer.clone());
@@ -278,9 +321,9 @@ fn signer(paths: &AnchorPaths) -> Result<Arc<Signer>> {
 /// Read the key, or create it: written 0600 under a name of its own, then
 /// hard-linked into place, which fails if another process got there first
 /// (then its key is the one).
-fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
+fn load_or_create_key(path: &Path) -> Result<(Ed25519KeyPair, Vec<u8>)> {
     match std::fs::read(path) {
-        Ok(bytes) => return parse_key(path, &bytes),
+        Ok(bytes) => return Ok((parse_key(path, &bytes)?, bytes)),
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -315,7 +358,31 @@ fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_key(path, &bytes)
+    Ok((parse_key(path, &bytes)?, bytes))
+}
+
+/// The chain's HMAC key: HMAC-SHA-256 keyed with the signing key's PKCS#8
+/// bytes over a label — so whoever holds `audit-key.pk8` (each relay of
+/// the deployment: `init --join` copies it) holds it, and the database
+/// does not.
+fn derive_chain_key(pkcs8: &[u8]) -> ChainKey {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, pkcs8);
+    ChainKey::new(ring::hmac::sign(&k, b"firstline-audit-chain-key v2").as_ref())
+}
+
+/// The chain key of the anchor at `paths`, if its key exists (reads only).
+fn read_chain_key(paths: &AnchorPaths) -> Result<Option<(ChainKey, Vec<u8>)>> {
+    match std::fs::read(&paths.key) {
+        Ok(bytes) => {
+            let public = parse_key(&paths.key, &bytes)?
+                .public_key()
+                .as_ref()
+                .to_vec();
+            Ok(Some((derive_chain_key(&bytes), public)))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", paths.key.display())),
+    }
 }
 
 fn parse_key(path: &Path, bytes: &[u8]) -> Result<Ed25519KeyPair> {
@@ -328,14 +395,25 @@ fn key_id(public: &[u8]) -> String {
     hex::encode(&ring::digest::digest(&ring::digest::SHA256, public).as_ref()[..8])
 }
 
-fn signed_message(id: i64, hash: &str) -> String {
-    format!("{SIGNED_PREFIX} {id} {hash}")
+fn signed_message_v1(id: u64, hash: &str) -> String {
+    format!("{SIGNED_PREFIX_V1} {id} {hash}")
 }
 
-fn checkpoint_line(signer: &Signer, id: i64, hash: &str) -> String {
-    let sig = signer.key.sign(signed_message(id, hash).as_bytes());
+fn signed_message(seq: u64, id: u64, hash: &str, prev: &str) -> String {
+    format!("{SIGNED_PREFIX} {seq} {id} {hash} {prev}")
+}
+
+/// The digest a line's successor names (SHA-256 of its text, no newline).
+fn line_digest(line: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, line.as_bytes()))
+}
+
+fn checkpoint_line(signer: &Signer, seq: u64, id: u64, hash: &str, prev: &str) -> String {
+    let sig = signer
+        .key
+        .sign(signed_message(seq, id, hash, prev).as_bytes());
     format!(
-        "{LINE_VERSION} {id} {hash} {} {}\n",
+        "{LINE_VERSION} {seq} {id} {hash} {prev} {} {}\n",
         signer.key_id,
         hex::encode(sig.as_ref())
     )
@@ -343,26 +421,105 @@ fn checkpoint_line(signer: &Signer, id: i64, hash: &str) -> String {
 
 fn open_anchor(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
         .open(path)
 }
 
-/// Sign `(id, hash)` and append the line to the anchor (no fsync: see the
-/// module's doc).
-fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<String> {
+/// The end of an anchor, as its next line must continue it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tail {
+    /// The newest entry a line names (any version).
+    id: u64,
+    /// The last v2 line: its sequence number and digest.
+    last: Option<(u64, String)>,
+}
+
+/// How much of an anchor's end is read to continue it (a line is ~360
+/// bytes).
+const TAIL_BYTES: u64 = 16 * 1024;
+
+/// The whole lines at the end of `file` (at most [`TAIL_BYTES`]), newest
+/// last.
+fn tail_lines(file: &std::fs::File) -> Result<Vec<String>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let from = len.saturating_sub(TAIL_BYTES);
+    let mut buf = vec![0u8; (len - from) as usize];
+    file.read_exact_at(&mut buf, from)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if from > 0 && !lines.is_empty() {
+        lines.remove(0); // maybe cut at the window's start
+    }
+    Ok(lines)
+}
+
+fn tail_of(lines: &[String]) -> Tail {
+    let mut tail = Tail::default();
+    for line in lines.iter().rev() {
+        let Some(p) = parse_line(line) else { continue };
+        if tail.id == 0 {
+            tail.id = p.cp.id;
+        }
+        if let Some(seq) = p.seq {
+            tail.last = Some((seq, line_digest(line)));
+            break;
+        }
+    }
+    tail
+}
+
+/// The newest checkpoint signed with `public` at the end of the anchor at
+/// `log` (the point a process trusts the chain up to), if any.
+fn newest_checkpoint(log: &Path, public: &[u8]) -> Result<Option<(i64, String)>> {
+    let file = match std::fs::File::open(log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", log.display())),
+    };
+    let our_id = key_id(public);
+    let lines = tail_lines(&file)?;
+    Ok(lines
+        .iter()
+        .rev()
+        .find_map(|l| match check_line(l, public, &our_id, 0) {
+            Some(Line::Valid(cp, _)) => Some((cp.id as i64, hex::encode(cp.hash))),
+            _ => None,
+        }))
+}
+
+/// Sign `(id, hash)` as the anchor's next line, unless its newest line
+/// already names `id` or a later entry (which the chain makes cover it):
+/// the line written, or `None`. Under an exclusive lock of the anchor
+/// (`flock`): the serving relay, the offline admin commands and the lines
+/// kept for other relays take turns, so each line continues the last one
+/// (sequence number and digest). No fsync: see the module's doc.
+fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<Option<String>> {
     let signer = signer(paths)?;
-    let line = checkpoint_line(&signer, id, hash);
-    let mut file = open_anchor(&paths.log)?;
-    // One write(): on an O_APPEND file a line this short lands whole, after
-    // whatever another process appended.
-    let n = file.write(line.as_bytes())?;
+    let file =
+        open_anchor(&paths.log).with_context(|| format!("cannot open {}", paths.log.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", paths.log.display()))?;
+    let id = id.max(0) as u64;
+    let tail = tail_of(&tail_lines(&file)?);
+    if tail.id >= id {
+        return Ok(None);
+    }
+    let (seq, prev) = match tail.last {
+        Some((seq, digest)) => (seq + 1, digest),
+        None => (1, GENESIS.to_string()),
+    };
+    let line = checkpoint_line(&signer, seq, id, hash, &prev);
+    // One write(): on an O_APPEND file a line this short lands whole.
+    let n = (&file).write(line.as_bytes())?;
     if n != line.len() {
         bail!("short write ({n} of {} bytes)", line.len());
     }
-    tracing::debug!(id, hash, "audit checkpoint");
-    Ok(line)
+    tracing::debug!(seq, id, hash, "audit checkpoint");
+    Ok(Some(line))
 }
 
 /// A line cut short by a crash would glue itself to the next one: end it.
@@ -387,8 +544,9 @@ fn end_torn_line(path: &Path) -> Result<()> {
 
 // ---- verifying ----
 
-/// Something `audit verify` found. All are errors but [`Finding::TornLine`]
-/// and [`Finding::Unanchored`], which are warnings.
+/// Something `audit verify` found. All are errors but [`Finding::TornLine`],
+/// [`Finding::Unanchored`] and [`Finding::Acknowledged`], which are
+/// warnings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
     /// The row's fields do not give its stored hash.
@@ -415,9 +573,31 @@ pub enum Finding {
     BadSignature { line: usize, id: u64 },
     /// An anchor line signed by another key.
     ForeignKey { line: usize, key_id: String },
+    /// A row whose hash is the plain (unkeyed) one where only a keyed hash
+    /// may be: after the first keyed row, or not covered by a checkpoint.
+    Unkeyed { id: u64 },
+    /// Warning: a row no relay wrote (edited or unkeyed), acknowledged by
+    /// an operator in entry `by`.
+    Acknowledged { id: u64, by: u64 },
+    /// An anchor line that is not newer than the one before it (a copy of
+    /// an earlier line, or a v1 line after v2 lines began); not counted.
+    Replayed { line: usize, seq: Option<u64> },
+    /// An anchor line that does not continue the one before it: lines
+    /// between were removed (or, `after` 0, the anchor's start).
+    Cut { line: usize, after: u64, seq: u64 },
+    /// Keyed entries older than every checkpoint: the anchor was emptied
+    /// or cut at its start.
+    AnchorStartsLate {
+        first_keyed: u64,
+        first_checkpoint: Option<u64>,
+    },
+    /// More entries after the newest checkpoint than a crash can leave
+    /// ([`UNANCHORED_GRACE`]): the anchor's end was cut.
+    UnsignedTail { count: u64, first: u64, last: u64 },
     /// Warning: an anchor line cut short by a crash; ignored.
     TornLine { line: usize },
-    /// Warning: entries without a signed checkpoint.
+    /// Warning: a few entries after the newest checkpoint (at most
+    /// [`UNANCHORED_GRACE`]), written just before a crash.
     Unanchored { count: u64, first: u64, last: u64 },
     /// A problem of a line in another anchor file given to `audit verify`.
     Elsewhere {
@@ -430,17 +610,27 @@ impl Finding {
     pub fn is_error(&self) -> bool {
         match self {
             Finding::Elsewhere { finding, .. } => finding.is_error(),
-            _ => !matches!(self, Finding::TornLine { .. } | Finding::Unanchored { .. }),
+            _ => !matches!(
+                self,
+                Finding::TornLine { .. }
+                    | Finding::Unanchored { .. }
+                    | Finding::Acknowledged { .. }
+            ),
         }
     }
 
     /// The first entry it is about, if any.
     pub fn entry(&self) -> Option<u64> {
         match self {
-            Finding::Edited { id } | Finding::Unlinked { id } => Some(*id),
+            Finding::Edited { id }
+            | Finding::Unlinked { id }
+            | Finding::Unkeyed { id }
+            | Finding::Acknowledged { id, .. } => Some(*id),
             Finding::Deleted { first, .. }
             | Finding::Rewritten { first, .. }
+            | Finding::UnsignedTail { first, .. }
             | Finding::Unanchored { first, .. } => Some(*first),
+            Finding::AnchorStartsLate { first_keyed, .. } => Some(*first_keyed),
             Finding::BadSignature { id, .. } => Some(*id),
             Finding::Elsewhere { finding, .. } => finding.entry(),
             _ => None,
@@ -454,8 +644,13 @@ impl Finding {
             Finding::AnchorMissing { .. } | Finding::KeyMissing { .. } => 0,
             Finding::Malformed { .. }
             | Finding::BadSignature { .. }
-            | Finding::ForeignKey { .. } => 1,
-            Finding::TornLine { .. } | Finding::Unanchored { .. } => 3,
+            | Finding::ForeignKey { .. }
+            | Finding::Replayed { .. }
+            | Finding::Cut { .. }
+            | Finding::AnchorStartsLate { .. } => 1,
+            Finding::TornLine { .. }
+            | Finding::Unanchored { .. }
+            | Finding::Acknowledged { .. } => 3,
             _ => 2,
         };
         (class, self.entry().unwrap_or(0))
@@ -523,6 +718,49 @@ impl fmt::Display for Finding {
                 f,
                 "anchor line {line} is signed by another key ({key_id}) (the anchor was tampered with)"
             ),
+            Finding::Unkeyed { id } => write!(
+                f,
+                "entry {id} carries no keyed hash: no relay wrote it (added or rewritten in the database)"
+            ),
+            Finding::Acknowledged { id, by } => write!(
+                f,
+                "entry {id} was not written by a relay; acknowledged by an operator in entry {by}"
+            ),
+            Finding::Replayed { line, seq } => match seq {
+                Some(seq) => write!(
+                    f,
+                    "anchor line {line} repeats sequence number {seq} (a replayed line); not counted"
+                ),
+                None => write!(
+                    f,
+                    "anchor line {line} is an old-format line after the new ones began (a replayed line); not counted"
+                ),
+            },
+            Finding::Cut { line, after, seq } => {
+                if *after == 0 {
+                    write!(f, "anchor line {line} has sequence number {seq}, not 1: the anchor's first lines were removed (cut)")
+                } else {
+                    write!(f, "anchor line {line} (sequence {seq}) does not continue sequence {after}: lines between were removed (cut)")
+                }
+            }
+            Finding::AnchorStartsLate {
+                first_keyed,
+                first_checkpoint,
+            } => match first_checkpoint {
+                Some(c) => write!(
+                    f,
+                    "the anchor's first checkpoint is of entry {c}, after entry {first_keyed}: the anchor was emptied or cut at its start"
+                ),
+                None => write!(
+                    f,
+                    "the anchor holds no checkpoint of the chain's entries (from entry {first_keyed}): it was emptied"
+                ),
+            },
+            Finding::UnsignedTail { count, first, last } => write!(
+                f,
+                "{count} entries ({}) have no signed checkpoint, more than a crash can leave ({UNANCHORED_GRACE}): the anchor's end was cut",
+                range(*first, *last)
+            ),
             Finding::TornLine { line } => write!(
                 f,
                 "anchor line {line} is incomplete (cut short by a crash while written); ignored"
@@ -530,8 +768,9 @@ impl fmt::Display for Finding {
             Finding::Elsewhere { path, finding } => write!(f, "{}: {finding}", path.display()),
             Finding::Unanchored { count, first, last } => write!(
                 f,
-                "{count} entr{} ({}) ha{} no signed checkpoint: written just before a crash, \
-                 before the anchor existed, or added behind the relay's back",
+                "{count} entr{} ({}) ha{} no signed checkpoint yet: written just before a crash \
+                 (at most {UNANCHORED_GRACE} are taken for that), or its checkpoint has not \
+                 reached this relay",
                 if *count == 1 { "y" } else { "ies" },
                 range(*first, *last),
                 if *count == 1 { "s" } else { "ve" },
@@ -588,18 +827,11 @@ pub fn verify(store: &Store, paths: &AnchorPaths) -> Result<Verification> {
 /// another relay's folder).
 pub fn verify_with(store: &Store, paths: &AnchorPaths, extra: &[PathBuf]) -> Result<Verification> {
     let mut findings = Vec::new();
-    let (rows, head) = walk_chain(store, &mut findings)?;
+    let key = read_chain_key(paths)?;
+    let walked = walk_chain(store, key.as_ref().map(|k| &k.0), &mut findings)?;
+    let rows = &walked.rows;
     let entries = rows.len() as u64;
-    let public = match std::fs::read(&paths.key) {
-        Ok(bytes) => Some(
-            parse_key(&paths.key, &bytes)?
-                .public_key()
-                .as_ref()
-                .to_vec(),
-        ),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", paths.key.display())),
-    };
+    let public = key.map(|k| k.1);
     let anchor = match std::fs::read(&paths.log) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
@@ -630,25 +862,76 @@ pub fn verify_with(store: &Store, paths: &AnchorPaths, extra: &[PathBuf]) -> Res
                     finding: Box::new(f),
                 }));
             }
-            anchored = compare(&rows, checkpoints, &mut findings);
+            let first_checkpoint = checkpoints.iter().map(|c| c.id).min();
+            let proven;
+            (anchored, proven) = compare(rows, checkpoints, &mut findings);
+            // Plain hashes are trusted only where a checkpoint covers them.
+            for &id in walked.plain.iter().filter(|&&id| id > proven) {
+                findings.push(Finding::Unkeyed { id });
+            }
+            if let Some(first_keyed) = walked.first_keyed {
+                if first_checkpoint.is_none_or(|c| c > first_keyed) {
+                    findings.push(Finding::AnchorStartsLate {
+                        first_keyed,
+                        first_checkpoint,
+                    });
+                }
+            }
+        }
+    }
+    // Rows no relay wrote, which an operator acknowledged afterwards.
+    for f in findings.iter_mut() {
+        if let Finding::Edited { id } | Finding::Unkeyed { id } = *f {
+            if let Some(&(_, _, by)) = walked
+                .acknowledged
+                .iter()
+                .find(|(first, last, by)| (*first..=*last).contains(&id) && *by > id)
+            {
+                *f = Finding::Acknowledged { id, by };
+            }
         }
     }
     findings.sort_by_key(Finding::rank);
     Ok(Verification {
         entries,
-        head,
+        head: walked.head,
         anchored,
         key: public.map(|p| (key_id(&p), hex::encode(p))),
         findings,
     })
 }
 
-/// Every row's `(id, stored hash)` in id order, and the head hash; chain
-/// breaks go to `findings`.
-fn walk_chain(store: &Store, findings: &mut Vec<Finding>) -> Result<(Vec<(u64, Hash)>, String)> {
+/// What walking the chain found besides its breaks.
+struct Walked {
+    /// Every row's `(id, stored hash)` in id order.
+    rows: Vec<(u64, Hash)>,
+    /// The newest row's hash (the genesis hash when there is none).
+    head: String,
+    /// Rows with a plain (unkeyed) hash before the first keyed one.
+    plain: Vec<u64>,
+    /// The first row with a keyed hash.
+    first_keyed: Option<u64>,
+    /// Ranges of rows acknowledged as not written by a relay: `(first,
+    /// last, by entry)`.
+    acknowledged: Vec<(u64, u64, u64)>,
+}
+
+/// Walk the chain: links and hashes (keyed, or plain before the first
+/// keyed row; without the key, links only); breaks go to `findings`.
+fn walk_chain(
+    store: &Store,
+    key: Option<&ChainKey>,
+    findings: &mut Vec<Finding>,
+) -> Result<Walked> {
     let chain = wait(store.audit_chain())?;
     let mut prev = GENESIS.to_string();
-    let mut out = Vec::with_capacity(chain.len());
+    let mut w = Walked {
+        rows: Vec::with_capacity(chain.len()),
+        head: String::new(),
+        plain: Vec::new(),
+        first_keyed: None,
+        acknowledged: Vec::new(),
+    };
     for stored in chain {
         let id = stored.row.id.max(0) as u64;
         if stored.prev_hash != prev {
@@ -656,14 +939,47 @@ fn walk_chain(store: &Store, findings: &mut Vec<Finding>) -> Result<(Vec<(u64, H
         }
         // Against the row's own prev_hash: one edit is one finding, not a
         // cascade.
-        if stored.row.hash(&stored.prev_hash) != stored.hash {
-            findings.push(Finding::Edited { id });
+        if let Some(key) = key {
+            if stored.row.hash(key, &stored.prev_hash) == stored.hash {
+                w.first_keyed.get_or_insert(id);
+                if stored.row.action == crate::store::audit::ACKNOWLEDGE {
+                    w.acknowledged.extend(
+                        acknowledged_ranges(&stored.row.args)
+                            .into_iter()
+                            .map(|(a, b)| (a, b, id)),
+                    );
+                }
+            } else if stored.row.plain_hash(&stored.prev_hash) == stored.hash {
+                if w.first_keyed.is_some() {
+                    findings.push(Finding::Unkeyed { id });
+                } else {
+                    w.plain.push(id);
+                }
+            } else {
+                findings.push(Finding::Edited { id });
+            }
         }
         // A stored hash that is not even hex matches no checkpoint.
-        out.push((id, decode_hash(&stored.hash).unwrap_or([0; 32])));
+        w.rows
+            .push((id, decode_hash(&stored.hash).unwrap_or([0; 32])));
         prev = stored.hash;
     }
-    Ok((out, prev))
+    w.head = prev;
+    Ok(w)
+}
+
+/// The id ranges an acknowledgement's args name: `entries 4..7, 9`.
+fn acknowledged_ranges(args: &str) -> Vec<(u64, u64)> {
+    let list = args.strip_prefix("entries ").unwrap_or(args);
+    list.split(',')
+        .filter_map(|r| {
+            let r = r.trim();
+            match r.split_once("..") {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => r.parse().ok().map(|n| (n, n)),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -673,49 +989,103 @@ struct Checkpoint {
 }
 
 enum Line {
-    Valid(Checkpoint),
+    /// A checkpoint signed with the key; for a v2 line, its sequence
+    /// number, its digest and the digest it names as its predecessor's.
+    Valid(Checkpoint, Option<(u64, String, String)>),
     Bad(Finding),
 }
 
-/// Parse and check every line; the valid checkpoints, problems to `findings`.
+/// One line checked against the key (`n`: its line number, for findings).
+fn check_line(line: &str, public: &[u8], our_id: &str, n: usize) -> Option<Line> {
+    let p = parse_line(line)?;
+    if p.kid != our_id {
+        return Some(Line::Bad(Finding::ForeignKey {
+            line: n,
+            key_id: p.kid.to_string(),
+        }));
+    }
+    let hash = hex::encode(p.cp.hash);
+    let msg = match (p.seq, &p.prev) {
+        (Some(seq), Some(prev)) => signed_message(seq, p.cp.id, &hash, prev),
+        _ => signed_message_v1(p.cp.id, &hash),
+    };
+    let key = UnparsedPublicKey::new(&ED25519, public);
+    Some(match key.verify(msg.as_bytes(), &p.sig) {
+        Ok(()) => Line::Valid(
+            p.cp,
+            p.seq
+                .map(|seq| (seq, line_digest(line), p.prev.unwrap_or_default())),
+        ),
+        Err(_) => Line::Bad(Finding::BadSignature {
+            line: n,
+            id: p.cp.id,
+        }),
+    })
+}
+
+/// Parse and check every line; the valid checkpoints, problems to
+/// `findings`. The v2 lines must continue each other from sequence 1
+/// (each naming its predecessor's digest): a line missing before one is a
+/// cut, a sequence number not above the last one's a replay (not counted).
 fn read_anchor(text: &[u8], public: &[u8], findings: &mut Vec<Finding>) -> Vec<Checkpoint> {
     let our_id = key_id(public);
-    let key = UnparsedPublicKey::new(&ED25519, public);
     let text = String::from_utf8_lossy(text);
     let ends_whole = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::with_capacity(lines.len());
+    // The last v2 line kept: sequence number, digest.
+    let mut last: Option<(u64, String)> = None;
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let check = |line: &str| -> Option<Line> {
-            let (cp, kid, sig) = parse_line(line)?;
-            if kid != our_id {
-                return Some(Line::Bad(Finding::ForeignKey {
-                    line: n,
-                    key_id: kid.to_string(),
-                }));
-            }
-            let msg = signed_message(cp.id as i64, &hex::encode(cp.hash));
-            Some(match key.verify(msg.as_bytes(), &sig) {
-                Ok(()) => Line::Valid(cp),
-                Err(_) => Line::Bad(Finding::BadSignature { line: n, id: cp.id }),
-            })
-        };
-        let parsed = match check(line) {
+        let parsed = match check_line(line, public, &our_id, n) {
             Some(p) => Some(p),
             // A torn line followed by a whole one on the same line (a
             // writer appended before the tear was ended).
-            None => line.rfind("v1 ").filter(|&at| at > 0).and_then(|at| {
-                let rest = check(&line[at..])?;
-                findings.push(Finding::TornLine { line: n });
-                Some(rest)
-            }),
+            None => ["v2 ", "v1 "]
+                .iter()
+                .filter_map(|v| line.rfind(v))
+                .max()
+                .filter(|&at| at > 0)
+                .and_then(|at| {
+                    let rest = check_line(&line[at..], public, &our_id, n)?;
+                    findings.push(Finding::TornLine { line: n });
+                    Some(rest)
+                }),
         };
         match parsed {
-            Some(Line::Valid(cp)) => out.push(cp),
+            Some(Line::Valid(cp, None)) => {
+                if last.is_some() {
+                    // Relays write v2 lines only, once they have begun.
+                    findings.push(Finding::Replayed { line: n, seq: None });
+                } else {
+                    out.push(cp);
+                }
+            }
+            Some(Line::Valid(cp, Some((seq, digest, prev)))) => {
+                let (want_seq, want_prev) = match &last {
+                    Some((s, d)) => (s + 1, d.clone()),
+                    None => (1, GENESIS.to_string()),
+                };
+                if last.as_ref().is_some_and(|(s, _)| seq <= *s) {
+                    findings.push(Finding::Replayed {
+                        line: n,
+                        seq: Some(seq),
+                    });
+                    continue;
+                }
+                if seq != want_seq || prev != want_prev {
+                    findings.push(Finding::Cut {
+                        line: n,
+                        after: last.as_ref().map_or(0, |l| l.0),
+                        seq,
+                    });
+                }
+                last = Some((seq, digest));
+                out.push(cp);
+            }
             Some(Line::Bad(f)) => findings.push(f),
             None if looks_torn(line) || (i + 1 == lines.len() && !ends_whole) => {
                 findings.push(Finding::TornLine { line: n })
@@ -726,47 +1096,66 @@ fn read_anchor(text: &[u8], public: &[u8], findings: &mut Vec<Finding>) -> Vec<C
     out
 }
 
-/// `v1 ID HASH KEYID SIG`, each field well-formed.
-fn parse_line(line: &str) -> Option<(Checkpoint, &str, Vec<u8>)> {
-    let mut fields = line.split(' ');
-    let (v, id, hash, kid, sig) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let hex_of = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if fields.next().is_some()
-        || v != LINE_VERSION
-        || !hex_of(hash, 64)
+/// A checkpoint line's fields.
+struct Parsed<'a> {
+    cp: Checkpoint,
+    /// v2 only.
+    seq: Option<u64>,
+    prev: Option<String>,
+    kid: &'a str,
+    sig: Vec<u8>,
+}
+
+/// `v2 SEQ ID HASH PREV KEYID SIG` (or the older `v1 ID HASH KEYID SIG`),
+/// each field well-formed.
+fn parse_line(line: &str) -> Option<Parsed<'_>> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let hex_of = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let number = |s: &str| s.parse::<u64>().ok().filter(|n| *n > 0);
+    let (seq, id, hash, prev, kid, sig) = match fields[..] {
+        ["v2", seq, id, hash, prev, kid, sig] => {
+            (Some(number(seq)?), id, hash, Some(prev), kid, sig)
+        }
+        ["v1", id, hash, kid, sig] => (None, id, hash, None, kid, sig),
+        _ => return None,
+    };
+    if !hex_of(hash, 64)
         || !hex_of(kid, 16)
         || !hex_of(sig, 128)
-        || hash.bytes().any(|b| b.is_ascii_uppercase())
+        || prev.is_some_and(|p| !hex_of(p, 64))
     {
         return None;
     }
-    let id: u64 = id.parse().ok().filter(|id| *id > 0)?;
-    Some((
-        Checkpoint {
-            id,
+    Some(Parsed {
+        cp: Checkpoint {
+            id: number(id)?,
             hash: decode_hash(hash)?,
         },
+        seq,
+        prev: prev.map(str::to_string),
         kid,
-        hex::decode(sig).ok()?,
-    ))
+        sig: hex::decode(sig).ok()?,
+    })
 }
 
 /// A proper prefix of a checkpoint line: what a crash mid-write leaves.
 fn looks_torn(line: &str) -> bool {
-    const MAX: [usize; 5] = [2, 20, 64, 16, 128];
     let fields: Vec<&str> = line.split(' ').collect();
-    fields.len() <= MAX.len()
+    let max: &[usize] = match fields.first() {
+        Some(f) if "v1".starts_with(f) && fields.len() <= 5 && *f != "v" => &[2, 20, 64, 16, 128],
+        _ => &[2, 20, 20, 64, 64, 16, 128],
+    };
+    fields.len() <= max.len()
         && fields.iter().enumerate().all(|(i, f)| {
-            f.len() <= MAX[i]
+            f.len() <= max[i]
                 && match i {
-                    0 => LINE_VERSION.starts_with(f),
+                    0 => "v2".starts_with(f) || "v1".starts_with(f),
                     1 => f.bytes().all(|b| b.is_ascii_digit()),
+                    2 if max.len() == 7 => f.bytes().all(|b| b.is_ascii_digit()),
                     _ => f.bytes().all(|b| b.is_ascii_hexdigit()),
                 }
         })
@@ -774,7 +1163,11 @@ fn looks_torn(line: &str) -> bool {
 
 /// Match the rows (in id order) with the valid checkpoints; the number of
 /// anchored entries, problems to `findings`.
-fn compare(rows: &[(u64, Hash)], mut cps: Vec<Checkpoint>, findings: &mut Vec<Finding>) -> u64 {
+fn compare(
+    rows: &[(u64, Hash)],
+    mut cps: Vec<Checkpoint>,
+    findings: &mut Vec<Finding>,
+) -> (u64, u64) {
     cps.sort_unstable();
     cps.dedup();
     let mut missing: Vec<u64> = Vec::new();
@@ -835,13 +1228,14 @@ fn compare(rows: &[(u64, Hash)], mut cps: Vec<Checkpoint>, findings: &mut Vec<Fi
         findings.push(Finding::Rewritten { first, last });
     }
     if let (Some(&first), Some(&last)) = (unanchored.first(), unanchored.last()) {
-        findings.push(Finding::Unanchored {
-            count: unanchored.len() as u64,
-            first,
-            last,
+        let count = unanchored.len() as u64;
+        findings.push(if count > UNANCHORED_GRACE {
+            Finding::UnsignedTail { count, first, last }
+        } else {
+            Finding::Unanchored { count, first, last }
         });
     }
-    anchored
+    (anchored, proven)
 }
 
 /// Runs of consecutive ids in a sorted list, as `(first, last)`.
@@ -913,6 +1307,64 @@ pub fn admin_command(
         }
         Err(e) => eprintln!("warning: `{action}` was not audited: {e:#}"),
     }
+}
+
+/// `audit acknowledge`: an admin, having looked at `audit verify`, records
+/// that the chain holds rows no relay wrote (or lost rows a relay wrote),
+/// so that the relays append again. The entry (action
+/// [`crate::store::audit::ACKNOWLEDGE`], keyed: only a key holder can write
+/// it) names the rows (`entries 4..7, 9`) and what the relays' check
+/// found; relays accept the chain from it on, and `audit verify` reports
+/// the rows it names as acknowledged (warnings) — deletions and rewrites
+/// stay errors. What was acknowledged, for the command to print.
+pub fn acknowledge(store: &Store, paths: &AnchorPaths) -> Result<String> {
+    let v = verify(store, paths)?;
+    let mut ids: Vec<u64> = v
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::Edited { id } | Finding::Unkeyed { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let tail = wait(check_tail(store, paths)).err();
+    if ids.is_empty() && tail.is_none() {
+        bail!("nothing to acknowledge: every entry after this relay's last checkpoint was written by a relay");
+    }
+    let args = format!(
+        "entries {}",
+        runs(&ids)
+            .iter()
+            .map(|(a, b)| if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..{b}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let outcome = match &tail {
+        Some(e) => format!("acknowledged: {e:#}"),
+        None => format!("acknowledged: {} entries no relay wrote", ids.len()),
+    };
+    let entry = AuditEntry {
+        who: local_admin(),
+        role: None,
+        agent: None,
+        action: crate::store::audit::ACKNOWLEDGE.into(),
+        args: args.clone(),
+        outcome: outcome.clone(),
+    };
+    if let Some(line) = wait(record_checkpoint(store, paths, entry))? {
+        if let Some(link) = &paths.cluster {
+            if let Err(e) = crate::cluster::nats::publish_checkpoint_blocking(link, &line) {
+                eprintln!("warning: the other relays did not get the checkpoint of the acknowledgement ({e:#})");
+            }
+        }
+    }
+    Ok(format!("{args}: {outcome}"))
 }
 
 // ---- refused connections ----
@@ -1076,6 +1528,17 @@ mod tests {
         AnchorPaths::in_dir(db.parent().unwrap())
     }
 
+    fn entry(who: &str) -> AuditEntry {
+        AuditEntry {
+            who: who.into(),
+            role: None,
+            agent: None,
+            action: "list agents".into(),
+            args: String::new(),
+            outcome: "ok".into(),
+        }
+    }
+
     fn append(s: &Store, who: &str, i: usize) {
         let entry = AuditEntry {
             who: who.into(),
@@ -1158,7 +1621,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         for row in rows {
-            let hash = row.hash(&prev);
+            let hash = row.plain_hash(&prev);
             raw.execute(
                 "UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1",
                 params![row.id, prev, hash],
@@ -1180,7 +1643,10 @@ mod tests {
         assert_eq!(mode(&paths.log), 0o600);
         let text = std::fs::read_to_string(&paths.log).unwrap();
         assert_eq!(text.lines().count(), 5);
-        assert!(text.lines().all(|l| l.starts_with("v1 ")));
+        assert!(text.lines().all(|l| l.starts_with("v2 ")));
+        // Each line continues the one before: sequence 1, 2, 3…
+        let seqs: Vec<&str> = text.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+        assert_eq!(seqs, ["1", "2", "3", "4", "5"]);
         let recs = s.records(Some("pc1"), Some(2));
         assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(v.key.as_ref().unwrap().1.len(), 64);
@@ -1287,28 +1753,44 @@ mod tests {
             .unwrap();
         recompute_from(&raw, 2);
         let v = s.verify_audit().unwrap();
-        assert_eq!(errors(&v), vec![Finding::Rewritten { first: 2, last: 5 }]);
-        let text = v.findings[0].to_string();
+        let mut want = vec![Finding::Rewritten { first: 2, last: 5 }];
+        want.extend((2..=5).map(|id| Finding::Unkeyed { id }));
+        let mut got = errors(&v);
+        got.sort_by_key(|f| format!("{f:?}"));
+        want.sort_by_key(|f| format!("{f:?}"));
+        assert_eq!(got, want);
+        let text = v
+            .findings
+            .iter()
+            .find(|f| matches!(f, Finding::Rewritten { .. }))
+            .unwrap()
+            .to_string();
         assert!(
             text.starts_with("entry 2 was rewritten (its hash differs from the signed checkpoint)"),
             "{text}"
         );
-        // Truncate, then forge new entries in place of the deleted ones.
+        // The relay appends nothing after rows it did not write.
+        let e = record_blocking(&s, &paths_of(&s), entry("alice")).unwrap_err();
+        assert!(is_tampered(&e), "{e:#}");
+        // Truncate: the relay notices (the row it last wrote is gone) and
+        // appends nothing; verify tells the truncation.
         let (_d, s, raw) = filled(5);
         raw.execute("DELETE FROM audit WHERE id >= 4", []).unwrap();
         drop(raw);
-        append(&s, "mallory", 9);
+        let e = record_blocking(&s, &paths_of(&s), entry("mallory")).unwrap_err();
+        assert!(is_tampered(&e), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("is gone: the log was cut"),
+            "{e:#}"
+        );
         let v = s.verify_audit().unwrap();
         assert_eq!(
             errors(&v),
-            vec![
-                Finding::Rewritten { first: 4, last: 4 },
-                Finding::Deleted {
-                    first: 5,
-                    last: 5,
-                    truncated: true
-                }
-            ]
+            vec![Finding::Deleted {
+                first: 4,
+                last: 5,
+                truncated: true
+            }]
         );
     }
 
@@ -1321,10 +1803,23 @@ mod tests {
         // Point checkpoint 2 at another hash (still well-formed).
         let fields: Vec<&str> = lines[1].split(' ').collect();
         let other = "ab".repeat(32);
-        lines[1] = [fields[0], fields[1], &other, fields[3], fields[4]].join(" ");
+        let mut changed = fields.clone();
+        changed[3] = &other;
+        lines[1] = changed.join(" ");
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         let v = s.verify_audit().unwrap();
-        assert_eq!(errors(&v), vec![Finding::BadSignature { line: 2, id: 2 }]);
+        // Line 3 no longer continues a valid line either.
+        assert_eq!(
+            errors(&v),
+            vec![
+                Finding::Cut {
+                    line: 3,
+                    after: 1,
+                    seq: 3
+                },
+                Finding::BadSignature { line: 2, id: 2 }
+            ]
+        );
         // Its entry has no valid checkpoint of its own left, but
         // checkpoint 3 proves it (the chain up to 3 is whole).
         assert!(!v
@@ -1335,7 +1830,7 @@ mod tests {
         // A line signed with a key of the attacker's own.
         let (d2, s2, _raw2) = filled(1);
         let other_log = std::fs::read_to_string(AnchorPaths::in_dir(d2.path()).log).unwrap();
-        std::fs::write(&path, text.clone() + &other_log.replace("v1 1 ", "v1 4 ")).unwrap();
+        std::fs::write(&path, text.clone() + &other_log).unwrap();
         drop(s2);
         let v = s.verify_audit().unwrap();
         assert!(
@@ -1535,7 +2030,9 @@ mod tests {
         // NATS), the second's never reached it.
         let line1 = wait(record_checkpoint(&s, &b, entry(1))).unwrap().unwrap();
         let _line2 = wait(record_checkpoint(&s, &b, entry(2))).unwrap();
-        assert!(keep_checkpoint(&a, &line1).unwrap());
+        assert_eq!(keep_checkpoint(&a, &line1).unwrap(), Kept::Kept);
+        // Received again (replayed, or late): not kept twice.
+        assert_eq!(keep_checkpoint(&a, &line1).unwrap(), Kept::NotNew);
         let v = verify(&s, &a).unwrap();
         assert!(v.holds(), "{:?}", v.findings);
         assert_eq!((v.entries, v.anchored), (3, 2));
@@ -1548,17 +2045,18 @@ mod tests {
         assert_eq!((v.entries, v.anchored), (3, 3), "{:?}", v.findings);
         assert!(v.findings.is_empty(), "{:?}", v.findings);
         // A line signed by another key, or tampered with, is not kept.
-        let other = tempfile::tempdir().unwrap();
-        let c = AnchorPaths::in_dir(other.path());
-        let foreign = wait(record_checkpoint(&s, &c, entry(3))).unwrap().unwrap();
-        assert!(!keep_checkpoint(&a, &foreign).unwrap());
+        let (_other, s2) = store();
+        let c = paths_of(&s2);
+        let foreign = wait(record_checkpoint(&s2, &c, entry(3))).unwrap().unwrap();
+        assert_eq!(keep_checkpoint(&a, &foreign).unwrap(), Kept::Unsigned);
         let forged = line1.replacen(" 2 ", " 9 ", 1);
-        assert!(!keep_checkpoint(&a, &forged).unwrap());
-        assert!(!keep_checkpoint(&a, "v1 garbage").unwrap());
+        assert_ne!(forged, line1);
+        assert_eq!(keep_checkpoint(&a, &forged).unwrap(), Kept::Unsigned);
+        assert_eq!(keep_checkpoint(&a, "v1 garbage").unwrap(), Kept::Unsigned);
         // Truncation is still told, with every anchor given.
         let raw = Connection::open(d.path().join("relay.db")).unwrap();
         let n = raw.execute("DELETE FROM audit WHERE id >= 3", []).unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 1);
         let v = verify_with(&s, &a, std::slice::from_ref(&b.log)).unwrap();
         assert!(!v.holds(), "{:?}", v.findings);
         assert!(
@@ -1578,5 +2076,174 @@ mod tests {
         assert!(v
             .errors()
             .any(|f| f.to_string().starts_with(&b.log.display().to_string())));
+    }
+
+    /// A row appended in the database with a recomputed plain SHA-256
+    /// hash: the relay appends nothing after it, `verify` tells it, and an
+    /// admin's acknowledgement lets the relay append again.
+    #[test]
+    fn audit_a_forged_row_stops_appends_until_acknowledged() {
+        let (_d, s, raw) = filled(3);
+        let head: String = raw
+            .query_row("SELECT hash FROM audit WHERE id = 3", [], |r| r.get(0))
+            .unwrap();
+        let forged = AuditRow {
+            id: 4,
+            at: 0,
+            who: "mallory".into(),
+            role: Some("admin".into()),
+            agent: None,
+            action: "token create".into(),
+            args: String::new(),
+            outcome: "ok".into(),
+        };
+        raw.execute(
+            "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
+             VALUES (4, 0, 'mallory', 'admin', NULL, 'token create', '', 'ok', ?1, ?2)",
+            params![head, forged.plain_hash(&head)],
+        )
+        .unwrap();
+        let e = record_blocking(&s, &paths_of(&s), entry("alice")).unwrap_err();
+        assert!(is_tampered(&e), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("entry 4 carries no valid keyed hash"),
+            "{e:#}"
+        );
+        let v = s.verify_audit().unwrap();
+        assert_eq!(errors(&v), vec![Finding::Unkeyed { id: 4 }]);
+        assert_eq!(v.entries, 4);
+        // Acknowledged: the relay appends again; verify holds, with the row
+        // reported.
+        let said = acknowledge(&s, &paths_of(&s)).unwrap();
+        assert!(said.starts_with("entries 4:"), "{said}");
+        append(&s, "alice", 6);
+        let v = s.verify_audit().unwrap();
+        assert!(v.holds(), "{:?}", v.findings);
+        assert_eq!(v.findings, vec![Finding::Acknowledged { id: 4, by: 5 }]);
+        assert!(acknowledge(&s, &paths_of(&s)).is_err(), "nothing left");
+        // A forged acknowledgement (plain hash) forgives nothing.
+        let (_d, s, raw) = filled(2);
+        let head: String = raw
+            .query_row("SELECT hash FROM audit WHERE id = 2", [], |r| r.get(0))
+            .unwrap();
+        let ack = AuditRow {
+            id: 3,
+            at: 0,
+            who: "mallory".into(),
+            role: None,
+            agent: None,
+            action: crate::store::audit::ACKNOWLEDGE.into(),
+            args: "entries 3".into(),
+            outcome: "ok".into(),
+        };
+        raw.execute(
+            "INSERT INTO audit (id, at, who, role, agent, action, args, outcome, prev_hash, hash)
+             VALUES (3, 0, 'mallory', NULL, NULL, ?1, 'entries 3', 'ok', ?2, ?3)",
+            params![ack.action, head, ack.plain_hash(&head)],
+        )
+        .unwrap();
+        let e = record_blocking(&s, &paths_of(&s), entry("alice")).unwrap_err();
+        assert!(is_tampered(&e), "{e:#}");
+        assert_eq!(
+            errors(&s.verify_audit().unwrap()),
+            vec![Finding::Unkeyed { id: 3 }]
+        );
+    }
+
+    #[test]
+    fn audit_an_emptied_or_cut_anchor_is_an_error() {
+        let (d, s, _raw) = filled(4);
+        let log = AnchorPaths::in_dir(d.path()).log;
+        let text = std::fs::read_to_string(&log).unwrap();
+        // Emptied.
+        std::fs::write(&log, "").unwrap();
+        let v = s.verify_audit().unwrap();
+        assert!(
+            errors(&v).contains(&Finding::AnchorStartsLate {
+                first_keyed: 1,
+                first_checkpoint: None
+            }),
+            "{:?}",
+            v.findings
+        );
+        // Emptied, and the relay wrote on: its new anchor starts late.
+        append(&s, "alice", 5);
+        let v = s.verify_audit().unwrap();
+        assert!(
+            errors(&v).contains(&Finding::AnchorStartsLate {
+                first_keyed: 1,
+                first_checkpoint: Some(5)
+            }),
+            "{:?}",
+            v.findings
+        );
+        // Cut in the middle.
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&log, [lines[0], lines[1], lines[3]].join("\n") + "\n").unwrap();
+        let v = s.verify_audit().unwrap();
+        assert!(
+            errors(&v).contains(&Finding::Cut {
+                line: 3,
+                after: 2,
+                seq: 4
+            }),
+            "{:?}",
+            v.findings
+        );
+        // Cut at its start.
+        std::fs::write(&log, [lines[2], lines[3]].join("\n") + "\n").unwrap();
+        let v = s.verify_audit().unwrap();
+        assert!(!v.holds());
+        assert!(
+            errors(&v).contains(&Finding::Cut {
+                line: 1,
+                after: 0,
+                seq: 3
+            }),
+            "{:?}",
+            v.findings
+        );
+        // A replayed line (a copy of an earlier one) is flagged, not counted.
+        std::fs::write(&log, text.clone() + lines[1] + "\n").unwrap();
+        let v = s.verify_audit().unwrap();
+        assert!(
+            errors(&v).contains(&Finding::Replayed {
+                line: 5,
+                seq: Some(2)
+            }),
+            "{:?}",
+            v.findings
+        );
+    }
+
+    #[test]
+    fn audit_an_unsigned_tail_beyond_the_grace_is_an_error() {
+        let rows: Vec<(u64, Hash)> = (1..=UNANCHORED_GRACE + 2).map(|id| (id, [7; 32])).collect();
+        let cp = Checkpoint {
+            id: 1,
+            hash: [7; 32],
+        };
+        let mut findings = Vec::new();
+        let (anchored, proven) = compare(&rows[..2], vec![cp], &mut findings);
+        assert_eq!((anchored, proven), (1, 1));
+        assert_eq!(
+            findings,
+            vec![Finding::Unanchored {
+                count: 1,
+                first: 2,
+                last: 2
+            }]
+        );
+        let mut findings = Vec::new();
+        compare(&rows, vec![cp], &mut findings);
+        assert_eq!(
+            findings,
+            vec![Finding::UnsignedTail {
+                count: UNANCHORED_GRACE + 1,
+                first: 2,
+                last: UNANCHORED_GRACE + 2
+            }]
+        );
+        assert!(findings[0].is_error());
     }
 }

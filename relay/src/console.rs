@@ -73,6 +73,12 @@ async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) -> 
         reply.fail(ErrorCode::Forbidden, why).await;
         return "forbidden";
     }
+    // Nothing is done that could not be audited in a chain a relay wrote.
+    if let Err(why) = relay.audit_guard().await {
+        audit(relay, &op, line, format!("refused: {why}")).await;
+        reply.fail(ErrorCode::Internal, why).await;
+        return "refused";
+    }
     let ctx = Ctx {
         relay,
         operator: &op,

@@ -38,7 +38,11 @@ pub async fn handle(relay: Arc<Relay>, conn: Connection) {
             // stored before it is checked: sizes, the name's alphabet, the
             // source's rate.
             let outcome = match screen(&relay, remote, &token, &name, &csr_pem) {
-                Ok(()) => enroll(&relay, &token, &name, &csr_pem).await,
+                // No certificate is issued that could not be audited.
+                Ok(()) => match relay.audit_guard().await {
+                    Ok(()) => enroll(&relay, &token, &name, &csr_pem).await,
+                    Err(why) => Err((ErrorCode::Internal, why)),
+                },
                 Err(refusal) => Err(refusal),
             };
             let shown = if valid_name(&name) {

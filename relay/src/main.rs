@@ -87,10 +87,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit log's hash chain against its signed anchor
+    /// Check the audit log's keyed hash chain against its signed anchor
     /// (audit-anchor.log): exit 0 if it holds, 1 (naming the first entry
-    /// and what happened to it) if entries were edited, deleted, truncated
-    /// or rewritten, or the anchor was tampered with.
+    /// and what happened to it) if entries were edited, forged (no keyed
+    /// hash), deleted, truncated or rewritten, or the anchor was tampered
+    /// with, cut, emptied or given a replayed line.
     Verify {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -99,6 +100,14 @@ enum AuditCommand {
         /// may be given several times.
         #[arg(long, value_name = "FILE")]
         anchor: Vec<PathBuf>,
+    },
+    /// After `audit verify` showed entries no relay wrote (added or edited
+    /// in the database) — the relays then refuse audited actions —: record
+    /// that an admin has seen them, so that the relays work again. The
+    /// entries stay in the log, reported as acknowledged.
+    Acknowledge {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
 }
 
@@ -362,6 +371,12 @@ fn run(cli: Cli) -> Result<()> {
             let store = dir.open_store()?;
             let report = firstline_relay::audit::verify_with(&store, &dir.audit_paths(), &anchor)?;
             render_verification(&dir, &report)?;
+        }
+        Command::Audit(AuditCommand::Acknowledge { config }) => {
+            let dir = RelayDir::load(&config)?;
+            let store = dir.open_store()?;
+            let said = firstline_relay::audit::acknowledge(&store, &dir.audit_paths())?;
+            println!("audit: {said}; relays append again");
         }
         Command::Agent(AgentCommand::List { config, json }) => {
             let agents = admin::agent_list(&RelayDir::load(&config)?)?;

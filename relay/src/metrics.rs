@@ -63,6 +63,8 @@ pub struct Metrics {
     ingest_seconds: Histogram,
     tickets: Family<StateLabel, Gauge>,
     tls_resumed: Counter,
+    audit_tampered: Gauge,
+    audit_tamper_detected: Counter,
     /// When the ticket counts were last read; held across the read.
     tickets_read: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -136,8 +138,22 @@ impl Metrics {
             "Connections resumed from a TLS session ticket of this relay",
             tls_resumed.clone(),
         );
+        let audit_tampered = Gauge::default();
+        registry.register(
+            "audit_chain_tampered",
+            "1 while the audit chain holds rows no relay wrote (audited actions are refused until `firstline-relay audit acknowledge`)",
+            audit_tampered.clone(),
+        );
+        let audit_tamper_detected = Counter::default();
+        registry.register(
+            "audit_tamper_detected",
+            "Times this relay found rows in the audit chain that no relay wrote",
+            audit_tamper_detected.clone(),
+        );
         Metrics {
             registry,
+            audit_tampered,
+            audit_tamper_detected,
             agents_online,
             requests,
             request_seconds,
@@ -168,6 +184,14 @@ impl Metrics {
             self.alerts.get_or_create(&KindLabel { kind }).inc();
         }
         self.ingest_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The audit chain was found tampered with (`true`), or acknowledged.
+    pub fn audit_tampered(&self, tampered: bool, newly: bool) {
+        self.audit_tampered.set(i64::from(tampered));
+        if newly {
+            self.audit_tamper_detected.inc();
+        }
     }
 
     /// A connection came back with one of this relay's session tickets.

@@ -367,8 +367,10 @@ async fn from_other_relays(relay: Arc<Relay>, inbound: Inbound) {
                 let paths = relay.audit_paths.clone();
                 let kept = tokio::task::spawn_blocking(move || crate::audit::keep_checkpoint(&paths, &line)).await;
                 match kept {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => tracing::warn!("cluster: an audit checkpoint not signed with this relay's audit key was ignored (relays of one deployment share audit-key.pk8: `init --join` copies it)"),
+                    Ok(Ok(crate::audit::Kept::Kept)) => {}
+                    // Late (a newer checkpoint is here already) or replayed.
+                    Ok(Ok(crate::audit::Kept::NotNew)) => tracing::debug!("cluster: an audit checkpoint not newer than this relay's newest was not kept"),
+                    Ok(Ok(crate::audit::Kept::Unsigned)) => tracing::warn!("cluster: an audit checkpoint not signed with this relay's audit key was ignored (relays of one deployment share audit-key.pk8: `init --join` copies it)"),
                     Ok(Err(e)) => tracing::error!("cannot keep another relay's audit checkpoint: {e:#}"),
                     Err(_) => {}
                 }

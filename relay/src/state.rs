@@ -65,6 +65,9 @@ pub struct Relay {
     pub delivering: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Counters and histograms for `/metrics` (`metrics_listen`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set while the audit chain holds rows no relay wrote: audited
+    /// actions are refused ([`Relay::audit_guard`]).
+    pub audit_alarm: std::sync::atomic::AtomicBool,
 }
 
 /// Certificate renewals an agent may make per minute, after a burst of
@@ -112,6 +115,7 @@ impl Relay {
             refusals: RefusalLog::default(),
             delivering: Default::default(),
             metrics: Arc::default(),
+            audit_alarm: Default::default(),
         })
     }
 
@@ -146,7 +150,50 @@ impl Relay {
         match crate::audit::record_checkpoint(&self.store, &self.audit_paths, entry).await {
             Ok(Some(line)) => self.cluster.publish_checkpoint(&line),
             Ok(None) => {}
+            Err(e) if crate::audit::is_tampered(&e) => self.raise_audit_alarm(&e),
             Err(e) => tracing::error!("cannot write audit entry: {e:#}"),
+        }
+    }
+
+    /// The audit chain holds rows no relay wrote: say so loudly, once, and
+    /// refuse audited actions until it is acknowledged.
+    fn raise_audit_alarm(&self, e: &anyhow::Error) {
+        use std::sync::atomic::Ordering;
+        let newly = !self.audit_alarm.swap(true, Ordering::SeqCst);
+        self.metrics.audit_tampered(true, newly);
+        tracing::error!(
+            "AUDIT CHAIN TAMPERED WITH: {e:#}; this relay refuses audited actions until an admin \
+             checks `firstline-relay audit verify` and runs `firstline-relay audit acknowledge`"
+        );
+    }
+
+    /// Before an audited action: the chain's tail checked as the next
+    /// append will check it (rows after this relay's last checkpoint must
+    /// carry the deployment's keyed hash). `Err` (the reason, for the
+    /// requester) while rows no relay wrote are there unacknowledged.
+    pub async fn audit_guard(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        match crate::audit::check_tail(&self.store, &self.audit_paths).await {
+            Ok(()) => {
+                if self.audit_alarm.swap(false, Ordering::SeqCst) {
+                    self.metrics.audit_tampered(false, false);
+                    tracing::warn!("audit chain acknowledged by an admin: audited actions resume");
+                }
+                Ok(())
+            }
+            Err(e) if crate::audit::is_tampered(&e) => {
+                self.raise_audit_alarm(&e);
+                Err(format!(
+                    "this relay refuses audited actions: the audit log holds entries no relay wrote ({e:#}); \
+                     an admin must check `firstline-relay audit verify` and run `firstline-relay audit acknowledge`"
+                ))
+            }
+            // The database not answering is not tampering: the action's
+            // own use of the store will say so.
+            Err(e) => {
+                tracing::warn!("cannot check the audit chain before a request: {e:#}");
+                Ok(())
+            }
         }
     }
 

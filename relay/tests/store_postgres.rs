@@ -10,7 +10,8 @@ use firstline_proto::{AgentEvent, CheckResult, EventKind, Status};
 use firstline_relay::clock::{ManualClock, SharedClock};
 use firstline_relay::store::audit::GENESIS;
 use firstline_relay::store::{
-    AuditEntry, EnrollRefusal, Location, Options, PeerKind, Sent, Signed, Store, TokenError,
+    AuditEntry, Chain, ChainKey, EnrollRefusal, Location, Options, PeerKind, Sent, Signed, Store,
+    TokenError,
 };
 use firstline_relay::ticket::{NewTicket, Priority, Source, TicketFilter};
 use firstline_tests::pg::Postgres;
@@ -219,9 +220,14 @@ async fn two_relays_ingesting_the_same_events_make_one_ticket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_append_one_audit_chain() {
     let relays = two_relays();
+    // Two relays of one deployment: one key, each its own view.
+    let key = ChainKey::new(b"deployment key");
+    let chains = [Chain::unanchored(key.clone()), Chain::unanchored(key)];
+    let chain0 = chains[0].clone();
     let writers: Vec<_> = (0..6)
         .map(|w| {
             let s = relays[w % 2].clone();
+            let chain = chains[w % 2].clone();
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for i in 0..20 {
@@ -233,7 +239,7 @@ async fn two_relays_append_one_audit_chain() {
                         args: format!("/{w}/{i}"),
                         outcome: "ok".into(),
                     };
-                    ids.push(s.append_audit(entry).await.unwrap().0);
+                    ids.push(s.append_audit(entry, &chain).await.unwrap().id);
                 }
                 ids
             })
@@ -253,7 +259,7 @@ async fn two_relays_append_one_audit_chain() {
     let mut prev = GENESIS.to_string();
     for row in &chain {
         assert_eq!(row.prev_hash, prev, "entry {} forks the chain", row.row.id);
-        assert_eq!(row.row.hash(&row.prev_hash), row.hash);
+        assert_eq!(row.row.hash(chain0.key(), &row.prev_hash), row.hash);
         prev = row.hash.clone();
     }
 }

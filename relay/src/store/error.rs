@@ -33,6 +33,10 @@ pub enum StoreError {
     /// backend not built in.
     #[error("{0}")]
     Unavailable(String),
+    /// The audit chain holds rows no relay wrote (or lost rows a relay
+    /// wrote): appends stop until an operator acknowledges it.
+    #[error("audit chain tampered with: {0}")]
+    Tampered(String),
     /// Anything else from the database or the rules (a bug, a corrupt row).
     #[error("database error: {0}")]
     Backend(String),

@@ -39,7 +39,7 @@ pub mod tickets;
 pub mod tx;
 pub mod webhooks;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, Chain, ChainKey};
 pub use error::{Missing, StoreError, StoreResult};
 pub use identity::{CertStatus, EnrollRefusal, Removed, RoleRefusal, Signed, TokenError};
 pub use incidents::Ingested;
@@ -243,51 +243,70 @@ struct Inner {
 /// entry made a fan-out's appends wait on each other's commits — the
 /// PostgreSQL fan-out's bottleneck (BENCHMARKS.md "Performance round
 /// two"). While one batch is being stored, the next waits here; each
-/// caller still returns only after the commit that holds its entry.
+/// caller still returns only after the commit that holds its entry *and*
+/// the signed checkpoint covering it (written right after the commit, on
+/// the store's thread, before the next batch: a crash leaves at most one
+/// batch of a process without a checkpoint).
 #[derive(Default)]
 struct AuditQueue {
-    waiting: Vec<(AuditEntry, AuditReply)>,
+    waiting: Vec<(AuditEntry, Arc<Chain>, AuditReply)>,
     in_flight: bool,
 }
 
-type AuditReply = tokio::sync::oneshot::Sender<StoreResult<(i64, String)>>;
+/// An appended entry: its id and hash, and the checkpoint line written for
+/// it (the newest entry of its batch only), or why none could be written.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub id: i64,
+    pub hash: String,
+    pub checkpoint: Result<Option<String>, String>,
+}
+
+type AuditReply = tokio::sync::oneshot::Sender<StoreResult<Appended>>;
 
 /// Audit entries stored in one transaction at most.
-const AUDIT_BATCH: usize = 256;
+pub const AUDIT_BATCH: usize = 256;
 
 impl Inner {
     fn audit_queue(&self) -> std::sync::MutexGuard<'_, AuditQueue> {
         self.audit.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The waiting entries (at most [`AUDIT_BATCH`]), or `None` (and
-    /// nothing in flight) when there are none.
-    fn next_audit_batch(&self) -> Option<Vec<(AuditEntry, AuditReply)>> {
+    /// The waiting entries of one chain (at most [`AUDIT_BATCH`]), or
+    /// `None` (and nothing in flight) when there are none.
+    fn next_audit_batch(&self) -> Option<Vec<(AuditEntry, Arc<Chain>, AuditReply)>> {
         let mut q = self.audit_queue();
-        if q.waiting.is_empty() {
+        let Some((_, first, _)) = q.waiting.first() else {
             q.in_flight = false;
             return None;
-        }
-        let at = q.waiting.len().min(AUDIT_BATCH);
+        };
+        let first = first.clone();
+        let at = q
+            .waiting
+            .iter()
+            .take(AUDIT_BATCH)
+            .take_while(|(_, c, _)| Arc::ptr_eq(c, &first))
+            .count();
         let rest = q.waiting.split_off(at);
         Some(std::mem::replace(&mut q.waiting, rest))
     }
 }
 
-/// Store `batch` in one write job; its answer, given on the store's
-/// thread, answers each caller and sends the next batch. Nothing here
-/// awaits: a caller's future dropped midway strands no one.
-fn append_audit_batch(inner: Arc<Inner>, batch: Vec<(AuditEntry, AuditReply)>) {
+/// Store `batch` (entries of one chain) in one write job; its answer,
+/// given on the store's thread, writes the checkpoint, answers each caller
+/// and sends the next batch. Nothing here awaits: a caller's future
+/// dropped midway strands no one.
+fn append_audit_batch(inner: Arc<Inner>, batch: Vec<(AuditEntry, Arc<Chain>, AuditReply)>) {
     let now = inner.clock.now();
-    let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+    let entries: Vec<AuditEntry> = batch.iter().map(|(e, _, _)| e.clone()).collect();
+    let chain = batch[0].1.clone();
     let next = inner.clone();
+    let worker = chain.clone();
     inner.backend.submit(Job {
         write: true,
         work: Box::new(move |tx| {
-            let ids = entries
-                .iter()
-                .map(|e| audit::append(tx, e, now))
-                .collect::<StoreResult<Vec<_>>>()?;
+            let mut trusted = worker.trusted();
+            let ids = audit::append(tx, worker.key(), &mut trusted, &entries, now)?;
             Ok(Box::new(ids) as Output)
         }),
         reply: Box::new(move |out| {
@@ -298,12 +317,30 @@ fn append_audit_batch(inner: Arc<Inner>, batch: Vec<(AuditEntry, AuditReply)>) {
             });
             match ids {
                 Ok(ids) => {
-                    for ((_, reply), id) in batch.into_iter().zip(ids) {
-                        let _ = reply.send(Ok(id));
+                    let newest = ids.last().cloned();
+                    let line = match &newest {
+                        Some((id, hash)) => {
+                            chain.trust((*id, hash.clone()));
+                            chain.write_checkpoint(*id, hash)
+                        }
+                        None => Ok(None),
+                    };
+                    let n = ids.len();
+                    for (i, ((_, _, reply), (id, hash))) in batch.into_iter().zip(ids).enumerate() {
+                        let checkpoint = match (&line, i + 1 == n) {
+                            (Ok(line), true) => Ok(line.clone()),
+                            (Ok(_), false) => Ok(None),
+                            (Err(e), _) => Err(e.clone()),
+                        };
+                        let _ = reply.send(Ok(Appended {
+                            id,
+                            hash,
+                            checkpoint,
+                        }));
                     }
                 }
                 Err(e) => {
-                    for (_, reply) in batch {
+                    for (_, _, reply) in batch {
                         let _ = reply.send(Err(e.clone()));
                     }
                 }
@@ -896,13 +933,19 @@ impl Store {
 
     // ---- audit ----
 
-    /// Append to the audit chain: the entry's `(id, hash)`. (Its signed
-    /// checkpoint outside the database is [`crate::audit::record`]'s.)
-    pub async fn append_audit(&self, entry: AuditEntry) -> StoreResult<(i64, String)> {
+    /// Append to the audit chain under `chain` (its key, the tail check
+    /// from its trusted point, its checkpoint written after the commit;
+    /// [`crate::audit::record`] gives the relay's). Fails with
+    /// [`StoreError::Tampered`] when the tail holds rows no relay wrote.
+    pub async fn append_audit(
+        &self,
+        entry: AuditEntry,
+        chain: &Arc<Chain>,
+    ) -> StoreResult<Appended> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let batch = {
             let mut q = self.inner.audit_queue();
-            q.waiting.push((entry, answer));
+            q.waiting.push((entry, chain.clone(), answer));
             if q.in_flight {
                 None
             } else {
@@ -917,6 +960,22 @@ impl Store {
         answered
             .await
             .map_err(|_| StoreError::Unavailable("the database thread has stopped".into()))?
+    }
+
+    /// Check the chain's tail from `chain`'s trusted point, appending
+    /// nothing (what an append checks first): `Err(Tampered)` while rows no
+    /// relay wrote are there unacknowledged.
+    pub async fn check_audit_tail(&self, chain: &Arc<Chain>) -> StoreResult<()> {
+        let worker = chain.clone();
+        let head = self
+            .read(move |tx| {
+                let mut trusted = worker.trusted();
+                audit::check_tail(tx, worker.key(), &mut trusted)?;
+                Ok(trusted)
+            })
+            .await?;
+        chain.trust(head);
+        Ok(())
     }
 
     /// Audit entries, oldest first, optionally of one agent, the last `limit`.

@@ -852,9 +852,10 @@ pub async fn configuration_problems_open_no_ticket(s: &Store, _: &ManualClock) {
 
 pub async fn concurrent_audit_appends_make_one_chain(s: &Store, _: &ManualClock) {
     let who = unique("auditor");
+    let chain = super::Chain::unanchored(super::ChainKey::new(b"store suite"));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (s, who) = (s.clone(), who.clone());
+            let (s, who, chain) = (s.clone(), who.clone(), chain.clone());
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for i in 0..25 {
@@ -866,7 +867,7 @@ pub async fn concurrent_audit_appends_make_one_chain(s: &Store, _: &ManualClock)
                         args: format!("/{w}/{i}"),
                         outcome: "ok".into(),
                     };
-                    ids.push(s.append_audit(entry).await.unwrap().0);
+                    ids.push(s.append_audit(entry, &chain).await.unwrap().id);
                 }
                 ids
             })
@@ -880,12 +881,12 @@ pub async fn concurrent_audit_appends_make_one_chain(s: &Store, _: &ManualClock)
     ids.dedup();
     assert_eq!(ids.len(), 100, "every append got its own id");
     // One chain: each row links to the one before it and matches its hash.
-    let chain = s.audit_chain().await.unwrap();
+    let rows = s.audit_chain().await.unwrap();
     let mut prev = super::audit::GENESIS.to_string();
-    for row in &chain {
+    for row in &rows {
         assert_eq!(row.prev_hash, prev, "entry {} forks the chain", row.row.id);
         assert_eq!(
-            row.row.hash(&row.prev_hash),
+            row.row.hash(chain.key(), &row.prev_hash),
             row.hash,
             "entry {}",
             row.row.id

@@ -448,6 +448,9 @@ pub trait Tx {
     ) -> StoreResult<Vec<AuditRecord>>;
     /// Every entry with its links, by id (for `audit verify`).
     fn audit_chain(&mut self) -> StoreResult<Vec<StoredAudit>>;
+    /// The entries with an id of at least `from`, by id (the tail checked
+    /// before an append).
+    fn audit_from(&mut self, from: i64) -> StoreResult<Vec<StoredAudit>>;
 
     // ---- webhook outbox ----
     /// Queue a delivery once per `event_id` (a second enqueue is a no-op).

@@ -949,6 +949,21 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn audit_from(&mut self, from: i64) -> StoreResult<Vec<StoredAudit>> {
+        self.all(
+            "SELECT id, at, who, role, agent, action, args, outcome, prev_hash, hash FROM audit
+             WHERE id >= ?1 ORDER BY id",
+            [from],
+            |r| {
+                Ok(StoredAudit {
+                    row: audit_row(r)?,
+                    prev_hash: r.get(8)?,
+                    hash: r.get(9)?,
+                })
+            },
+        )
+    }
+
     fn enqueue_webhook(&mut self, event_id: &str, body: &str, now: i64) -> StoreResult<()> {
         self.exec(
             "INSERT INTO webhook_outbox (event_id, body, next_at) VALUES (?1, ?2, ?3)
