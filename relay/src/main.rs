@@ -354,8 +354,14 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Operator(OperatorCommand::Revoke { name, config }) => {
-            admin::revoke(&RelayDir::load(&config)?, PeerKind::Operator, &name)?;
+            let revoked = admin::revoke(&RelayDir::load(&config)?, PeerKind::Operator, &name)?;
             println!("operator {name} revoked");
+            if !revoked.suspended.is_empty() {
+                println!(
+                    "central monitor sets they set, suspended until an admin sets them again: {}",
+                    revoked.suspended.join(", ")
+                );
+            }
         }
         Command::Audit(AuditCommand::Verify { config, anchor }) => {
             let dir = RelayDir::load(&config)?;
@@ -387,8 +393,14 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Agent(AgentCommand::Revoke { name, config }) => {
-            admin::revoke(&RelayDir::load(&config)?, PeerKind::Agent, &name)?;
+            let revoked = admin::revoke(&RelayDir::load(&config)?, PeerKind::Agent, &name)?;
             println!("agent {name} revoked");
+            if !revoked.cancelled.is_empty() {
+                println!(
+                    "{} actions queued for it cancelled",
+                    revoked.cancelled.len()
+                );
+            }
         }
         Command::Agent(AgentCommand::Remove { name, config }) => {
             let removed = admin::agent_remove(&RelayDir::load(&config)?, &name)?;
