@@ -50,16 +50,28 @@ enum Command {
         /// Make another relay of the deployment this relay.toml belongs to: the same
         /// CA, store, NATS, settings and audit key, its own certificate, id and
         /// addresses (the relay.toml of a copy of that relay's folder will do).
-        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats"])]
+        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats", "store_file", "nats_file"])]
         join: Option<PathBuf>,
         /// Store of the relay's data, shared by every relay of the deployment:
         /// postgres://USER:PASSWORD@HOST/DB (default: sqlite:relay.db, beside relay.toml).
+        /// A password here shows in the process list: prefer --store-file or
+        /// $FIRSTLINE_STORE_URL.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// A file whose first line is the store URL (kept out of the process list;
+        /// relay.toml, 0600, holds it from then on). Also: $FIRSTLINE_STORE_URL.
+        #[arg(long, value_name = "FILE", conflicts_with = "store")]
+        store_file: Option<PathBuf>,
         /// NATS server(s) the relays of the deployment meet on: nats://HOST:4222
         /// (written as [cluster] nats; other relays then join with --join).
+        /// Credentials here show in the process list: prefer --nats-file or
+        /// $FIRSTLINE_NATS_URL.
         #[arg(long, value_name = "URL")]
         nats: Option<String>,
+        /// A file whose first line is the NATS URL (with its credentials).
+        /// Also: $FIRSTLINE_NATS_URL.
+        #[arg(long, value_name = "FILE", conflicts_with = "nats")]
+        nats_file: Option<PathBuf>,
     },
     /// Run the relay.
     Serve {
@@ -211,7 +223,9 @@ fn run(cli: Cli) -> Result<()> {
             public_addr,
             join,
             store,
+            store_file,
             nats,
+            nats_file,
         } => {
             let public =
                 config::default_public_addr(listen, name.as_deref(), public_addr.as_deref());
@@ -235,6 +249,14 @@ fn run(cli: Cli) -> Result<()> {
                     joined.config_path
                 }
                 None => {
+                    let store = config::url_from(
+                        "store",
+                        store,
+                        store_file.as_deref(),
+                        config::STORE_URL_ENV,
+                    )?;
+                    let nats =
+                        config::url_from("nats", nats, nats_file.as_deref(), config::NATS_URL_ENV)?;
                     let shared = admin::Shared { store, nats };
                     admin::init_shared(&dir, listen, &name, public.as_deref(), &shared)?
                 }
