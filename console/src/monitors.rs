@@ -168,6 +168,15 @@ async fn show(cred: Option<PathBuf>, json: bool) -> Result<i32> {
             })
             .collect();
         output::table(&["SET", "SELECT", "UPDATED", "MONITORS"], &rows);
+        for s in &sets {
+            if let Some(why) = &s.suspended {
+                output::line(format!(
+                    "set {} is suspended (sent to no agent): {}",
+                    s.name,
+                    printable(why)
+                ));
+            }
+        }
     }
     if !agents.is_empty() {
         output::line("");

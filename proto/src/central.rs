@@ -138,6 +138,11 @@ pub struct MonitorSetInfo {
     pub updated_by: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Why the set is suspended — not sent to any agent — until an admin
+    /// sets it again: its author was revoked, or is no longer an admin.
+    /// Absent: in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<String>,
 }
 
 /// One agent's central monitors as `monitors show` lists them.

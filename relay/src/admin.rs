@@ -14,13 +14,14 @@
 use crate::ca::Ca;
 use crate::config::{RelayConfig, RelayDir};
 use crate::error::RelayError;
-use crate::store::{wait, PeerKind, Removed, RoleRefusal, Store};
+use crate::store::{wait, AuditEntry, PeerKind, Removed, RoleRefusal, Store};
 use crate::token::Token;
 use anyhow::{bail, Context, Result};
 use firstline_net::cli::UsageError;
 use firstline_net::credential::{write_private, Credential};
 use firstline_net::identity::valid_name;
 use firstline_net::Identity;
+use firstline_proto::action::QueuedAction;
 use firstline_proto::message::{AgentRecord, OperatorInfo, TokenInfo};
 use firstline_proto::{ErrorCode, Role};
 use std::net::SocketAddr;
@@ -595,7 +596,7 @@ pub fn operator_role(dir: &RelayDir, name: &str, role: Role) -> Result<(Operator
         "operator role",
         None,
         &args,
-        |s| wait(set_role(s, name, role)),
+        |s| wait(set_role(s, name, role, &crate::audit::local_admin())),
         role_outcome,
     )
 }
@@ -609,12 +610,17 @@ pub fn role_outcome((op, before): &(OperatorInfo, Role)) -> String {
 /// the role in its database, so the change holds from the operator's next
 /// request on — their certificate (which names the role it was issued
 /// with) stays valid and identifies them.
+///
+/// `by` (who changes it) is named in the reason recorded with the central
+/// monitor sets this suspends: an operator no longer an admin no longer
+/// keeps the sets they set running ([`crate::store::monitors`]).
 pub async fn set_role(
     store: &Store,
     name: &str,
     role: Role,
+    by: &str,
 ) -> Result<(OperatorInfo, Role), RelayError> {
-    match store.set_operator_role(name, role).await? {
+    match store.set_operator_role(name, role, by).await? {
         Ok(done) => Ok(done),
         Err(RoleRefusal::Unknown) => Err(RelayError::new(
             ErrorCode::UnknownOperator,
@@ -692,19 +698,30 @@ pub fn agent_list(dir: &RelayDir) -> Result<Vec<AgentRecord>> {
 
 /// `agent remove NAME` (see [`crate::store::identity::remove_agent`] for
 /// what it does to the name).
+///
+/// The actions queued for it are cancelled, each audited as `relay`
+/// naming who removed it ([`cancelled_entries`]).
 pub fn agent_remove(dir: &RelayDir, name: &str) -> Result<Removed> {
+    let by = crate::audit::local_admin();
     audited(
         dir,
         "agent remove",
         Some(name),
         name,
-        |s| wait(remove_agent(s, name)),
+        |s| {
+            let removed = wait(remove_agent(s, name, &by))?;
+            let why = format!("agent `{name}` was removed by {by}");
+            record_offline(s, dir, cancelled_entries(&removed.cancelled, &why));
+            Ok(removed)
+        },
         remove_outcome,
     )
 }
 
-pub async fn remove_agent(store: &Store, name: &str) -> Result<Removed, RelayError> {
-    match store.remove_agent(name).await? {
+/// Remove an agent on `by`'s word (see
+/// [`crate::store::identity::remove_agent`]).
+pub async fn remove_agent(store: &Store, name: &str, by: &str) -> Result<Removed, RelayError> {
+    match store.remove_agent(name, by).await? {
         Some(removed) => Ok(removed),
         None => Err(RelayError::new(
             ErrorCode::UnknownAgent,
@@ -720,22 +737,86 @@ pub fn remove_outcome(r: &Removed) -> String {
     } else {
         "the name stays revoked"
     };
-    format!("ok: removed; {name}; {} tickets kept", r.tickets)
+    format!(
+        "ok: removed; {name}; {} tickets kept{}",
+        r.tickets,
+        cancelled_text(&r.cancelled)
+    )
+}
+
+/// `; 2 queued actions cancelled (#4, #5)`, or nothing.
+fn cancelled_text(cancelled: &[QueuedAction]) -> String {
+    if cancelled.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = cancelled.iter().map(|q| format!("#{}", q.id)).collect();
+    format!(
+        "; {} queued actions cancelled ({})",
+        cancelled.len(),
+        ids.join(", ")
+    )
+}
+
+/// The audit entries of queued actions cancelled because their agent was
+/// removed or revoked (`why`, naming who did it): one each, by `relay`,
+/// naming the operator who queued it.
+pub fn cancelled_entries(cancelled: &[QueuedAction], why: &str) -> Vec<AuditEntry> {
+    cancelled
+        .iter()
+        .map(|q| AuditEntry {
+            who: "relay".into(),
+            role: None,
+            agent: Some(q.agent.clone()),
+            action: format!("cancel queued {}", q.action.describe()),
+            args: format!("#{} (queued by {})", q.id, q.operator),
+            outcome: format!("cancelled: {why}"),
+        })
+        .collect()
+}
+
+/// Write `entries` to the audit log from an offline command (a failure
+/// is a warning: what they record has happened).
+fn record_offline(store: &Store, dir: &RelayDir, entries: Vec<AuditEntry>) {
+    let paths = dir.audit_paths();
+    for entry in entries {
+        let action = entry.action.clone();
+        if let Err(e) = crate::audit::record_blocking(store, &paths, entry) {
+            eprintln!("warning: `{action}` was not audited: {e:#}");
+        }
+    }
 }
 
 /// Revoke an agent or an operator for good.
-pub fn revoke(dir: &RelayDir, kind: PeerKind, name: &str) -> Result<()> {
+///
+/// What was stored on its authority goes with it: an agent's queued
+/// actions are cancelled (each audited as `relay`), an operator's central
+/// monitor sets suspended (named in the outcome).
+pub fn revoke(dir: &RelayDir, kind: PeerKind, name: &str) -> Result<crate::store::Revoked> {
     let store = dir.open_store()?;
-    let revoked = match wait(store.revoke(kind, name)) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(anyhow::anyhow!(match kind {
+    let by = crate::audit::local_admin();
+    let revoked = match wait(store.revoke(kind, name, &by)) {
+        Ok(r) if r.exists => Ok(r),
+        Ok(_) => Err(anyhow::anyhow!(match kind {
             PeerKind::Agent => unknown_agent_text(name, &wait(store.agent_names(AGENTS_NAMED))?),
             _ => unknown_operator_text(name, &wait(store.operators())?),
         })),
         Err(e) => Err(e.into()),
     };
+    if let Ok(r) = &revoked {
+        let why = format!("agent `{name}` was revoked by {by}");
+        record_offline(&store, dir, cancelled_entries(&r.cancelled, &why));
+    }
     let agent = (kind == PeerKind::Agent).then_some(name);
-    let outcome = revoked.as_ref().map(|()| "ok".to_string());
+    let outcome = revoked.as_ref().map(|r| {
+        let mut text = format!("ok{}", cancelled_text(&r.cancelled));
+        if !r.suspended.is_empty() {
+            text.push_str(&format!(
+                "; monitor sets suspended: {}",
+                r.suspended.join(", ")
+            ));
+        }
+        text
+    });
     let (paths, action) = (dir.audit_paths(), format!("{kind} revoke"));
     crate::audit::admin_command(&store, &paths, &action, agent, name, outcome);
     revoked

@@ -20,6 +20,13 @@
 //! carries the sets as they are now, however changes and connections
 //! interleave.
 //!
+//! **Authority.** A set holds only while its author is an admin
+//! ([`crate::store::monitors`]: judged on every read of what to send).
+//! Besides the notices, [`follow`] reads which sets are in force every
+//! [`AUTHORITY_CHECK`] and pushes to every agent here when that changed:
+//! an author revoked or demoted by an offline command, or on another
+//! relay, stops their sets on every agent within that time.
+//!
 //! **The answer** (`central_monitors_report`: which monitors are active,
 //! which refused and why — the agent's wall decides, see the agent's
 //! `monitor::central`) is stored for `firstline monitors show`. An agent
@@ -36,6 +43,9 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use tokio::sync::broadcast::error::RecvError;
 
 type Turn = tokio::sync::Mutex<()>;
+
+/// How often [`follow`] checks which sets are in force.
+pub const AUTHORITY_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One lock per agent name, alive while a push holds or waits for it.
 static TURNS: LazyLock<Mutex<HashMap<String, Weak<Turn>>>> = LazyLock::new(Default::default);
@@ -180,8 +190,30 @@ pub async fn follow(relay: Arc<Relay>) {
     // notices of a storm would make this follower fall behind and push to
     // every agent (`crate::notices::Channel`).
     let mut notices = relay.notices.subscribe_monitors();
+    let mut check = tokio::time::interval(AUTHORITY_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_force: Option<Vec<String>> = None;
     loop {
-        match notices.recv().await {
+        let notice = tokio::select! {
+            n = notices.recv() => n,
+            _ = check.tick() => {
+                match relay.store.monitor_sets_in_force().await {
+                    Ok(now) => {
+                        if in_force.as_ref().is_some_and(|was| *was != now) {
+                            tracing::info!(
+                                in_force = %now.join(","),
+                                "central monitor sets in force changed: pushing again"
+                            );
+                            push_all(&relay);
+                        }
+                        in_force = Some(now);
+                    }
+                    Err(e) => tracing::error!("cannot read the central monitor sets: {e}"),
+                }
+                continue;
+            }
+        };
+        match notice {
             Ok(n) if n.kind == MONITORS_CHANGED => push_all(&relay),
             Ok(n) if n.kind == AGENT_TAGGED => {
                 if let Some(conn) = n.agent.as_deref().and_then(|a| relay.registry.agent(a)) {

@@ -3,7 +3,7 @@
 //! Paths in the file are relative to the file's own folder, so a relay
 //! directory made by `firstline-relay init` can be moved as a whole.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -550,16 +550,27 @@ impl RelayDir {
 /// relay's own (the process's, or that of relay.db beside the config).
 fn warn_if_exposed(path: &Path, c: &RelayConfig) {
     use std::os::unix::fs::MetadataExt;
-    if c.webhook_secret.is_none() {
+    let mut held = Vec::new();
+    if c.webhook_secret.is_some() {
+        held.push("webhook_secret");
+    }
+    if c.store.url.as_deref().is_some_and(carries_secret) {
+        held.push("the store's password ([store] url)");
+    }
+    if c.cluster.nats.as_deref().is_some_and(carries_secret) {
+        held.push("the NATS credentials ([cluster] nats)");
+    }
+    if held.is_empty() {
         return;
     }
     let db = path.with_file_name("relay.db");
     let relay_group: Vec<u32> = std::fs::metadata(db).map(|m| m.gid()).into_iter().collect();
     if let Ok(Some(mode)) = firstline_net::private::exposed(path, &relay_group) {
         let msg = format!(
-            "{} holds webhook_secret but other users can read it (mode {mode:04o}): \
+            "{} holds {} but other users can read it (mode {mode:04o}): \
              chmod 600 it (or 640 with the relay's group)",
-            path.display()
+            path.display(),
+            held.join(" and ")
         );
         // `serve` and `validate` load the config before logging is set up.
         if tracing::dispatcher::has_been_set() {
@@ -567,6 +578,59 @@ fn warn_if_exposed(path: &Path, c: &RelayConfig) {
         } else {
             eprintln!("warning: {msg}");
         }
+    }
+}
+
+/// Whether a store or NATS URL (NATS: a comma-separated list) carries a
+/// secret: a `USER:PASSWORD@` or `TOKEN@` before a host.
+pub fn carries_secret(url: &str) -> bool {
+    url.split(',').any(|part| {
+        let rest = part.trim().split_once("://").map_or(part, |(_, r)| r);
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        authority.contains('@')
+    })
+}
+
+/// The environment variable `init` reads the store URL from.
+pub const STORE_URL_ENV: &str = "FIRSTLINE_STORE_URL";
+/// The environment variable `init` reads the NATS URL from.
+pub const NATS_URL_ENV: &str = "FIRSTLINE_NATS_URL";
+
+/// A store or NATS URL for `init`, from (first found) `--store URL` /
+/// `--nats URL` (`flag`: on the command line, which every local user can
+/// read — warned about when it carries a password), `--store-file FILE` /
+/// `--nats-file FILE` (`file`: its first line), or the environment
+/// variable `env`. `what` names the option in messages (`store`, `nats`).
+pub fn url_from(
+    what: &str,
+    flag: Option<String>,
+    file: Option<&Path>,
+    env: &str,
+) -> Result<Option<String>> {
+    if let Some(url) = flag {
+        if carries_secret(&url) {
+            eprintln!(
+                "warning: --{what} carries a password on the command line, where every local \
+                 user can read it (ps, /proc): give it with --{what}-file FILE or ${env} instead"
+            );
+        }
+        return Ok(Some(url));
+    }
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --{what}-file {}", file.display()))?;
+        let url = text.lines().next().unwrap_or_default().trim().to_string();
+        if url.is_empty() {
+            anyhow::bail!(
+                "--{what}-file {} is empty: write the URL on its first line",
+                file.display()
+            );
+        }
+        return Ok(Some(url));
+    }
+    match std::env::var(env) {
+        Ok(url) if !url.trim().is_empty() => Ok(Some(url.trim().to_string())),
+        _ => Ok(None),
     }
 }
 
@@ -749,6 +813,26 @@ pub fn nats_servers(value: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_urls_are_seen() {
+        for url in [
+            "postgres://fl:pw@127.0.0.1/db",
+            "nats://tok@127.0.0.1:4222",
+            "nats://a:4222, tls://u:p@b:4222",
+            "postgres://fl:pw@h/db?sslmode=require",
+        ] {
+            assert!(carries_secret(url), "{url}");
+        }
+        for url in [
+            "sqlite:relay.db",
+            "postgres://127.0.0.1/db",
+            "nats://127.0.0.1:4222",
+            "postgres://h/db?user=a@b",
+        ] {
+            assert!(!carries_secret(url), "{url}");
+        }
+    }
 
     #[test]
     fn public_addr_defaults_from_the_name_or_a_specific_listen_address() {

@@ -50,16 +50,28 @@ enum Command {
         /// Make another relay of the deployment this relay.toml belongs to: the same
         /// CA, store, NATS, settings and audit key, its own certificate, id and
         /// addresses (the relay.toml of a copy of that relay's folder will do).
-        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats"])]
+        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats", "store_file", "nats_file"])]
         join: Option<PathBuf>,
         /// Store of the relay's data, shared by every relay of the deployment:
         /// postgres://USER:PASSWORD@HOST/DB (default: sqlite:relay.db, beside relay.toml).
+        /// A password here shows in the process list: prefer --store-file or
+        /// $FIRSTLINE_STORE_URL.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// A file whose first line is the store URL (kept out of the process list;
+        /// relay.toml, 0600, holds it from then on). Also: $FIRSTLINE_STORE_URL.
+        #[arg(long, value_name = "FILE", conflicts_with = "store")]
+        store_file: Option<PathBuf>,
         /// NATS server(s) the relays of the deployment meet on: nats://HOST:4222
         /// (written as [cluster] nats; other relays then join with --join).
+        /// Credentials here show in the process list: prefer --nats-file or
+        /// $FIRSTLINE_NATS_URL.
         #[arg(long, value_name = "URL")]
         nats: Option<String>,
+        /// A file whose first line is the NATS URL (with its credentials).
+        /// Also: $FIRSTLINE_NATS_URL.
+        #[arg(long, value_name = "FILE", conflicts_with = "nats")]
+        nats_file: Option<PathBuf>,
     },
     /// Run the relay.
     Serve {
@@ -220,7 +232,9 @@ fn run(cli: Cli) -> Result<()> {
             public_addr,
             join,
             store,
+            store_file,
             nats,
+            nats_file,
         } => {
             let public =
                 config::default_public_addr(listen, name.as_deref(), public_addr.as_deref());
@@ -244,6 +258,14 @@ fn run(cli: Cli) -> Result<()> {
                     joined.config_path
                 }
                 None => {
+                    let store = config::url_from(
+                        "store",
+                        store,
+                        store_file.as_deref(),
+                        config::STORE_URL_ENV,
+                    )?;
+                    let nats =
+                        config::url_from("nats", nats, nats_file.as_deref(), config::NATS_URL_ENV)?;
                     let shared = admin::Shared { store, nats };
                     admin::init_shared(&dir, listen, &name, public.as_deref(), &shared)?
                 }
@@ -363,8 +385,14 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Operator(OperatorCommand::Revoke { name, config }) => {
-            admin::revoke(&RelayDir::load(&config)?, PeerKind::Operator, &name)?;
+            let revoked = admin::revoke(&RelayDir::load(&config)?, PeerKind::Operator, &name)?;
             println!("operator {name} revoked");
+            if !revoked.suspended.is_empty() {
+                println!(
+                    "central monitor sets they set, suspended until an admin sets them again: {}",
+                    revoked.suspended.join(", ")
+                );
+            }
         }
         Command::Audit(AuditCommand::Verify { config, anchor }) => {
             let dir = RelayDir::load(&config)?;
@@ -402,8 +430,14 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Agent(AgentCommand::Revoke { name, config }) => {
-            admin::revoke(&RelayDir::load(&config)?, PeerKind::Agent, &name)?;
+            let revoked = admin::revoke(&RelayDir::load(&config)?, PeerKind::Agent, &name)?;
             println!("agent {name} revoked");
+            if !revoked.cancelled.is_empty() {
+                println!(
+                    "{} actions queued for it cancelled",
+                    revoked.cancelled.len()
+                );
+            }
         }
         Command::Agent(AgentCommand::Remove { name, config }) => {
             let removed = admin::agent_remove(&RelayDir::load(&config)?, &name)?;

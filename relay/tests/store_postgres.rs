@@ -403,7 +403,7 @@ async fn a_polling_relay_misses_no_revocation() {
             let (s, chunk) = (relays[i % 2].clone(), chunk.to_vec());
             tokio::spawn(async move {
                 for n in chunk {
-                    assert!(s.revoke(PeerKind::Agent, &n).await.unwrap());
+                    assert!(s.revoke(PeerKind::Agent, &n, "test").await.unwrap().exists);
                 }
             })
         })
@@ -455,7 +455,7 @@ async fn a_revocation_slow_to_commit_on_another_relay_is_not_skipped() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // This relay revokes `pc` meanwhile, and polls as soon as it is done.
-    assert!(s.revoke(PeerKind::Agent, &pc).await.unwrap());
+    assert!(s.revoke(PeerKind::Agent, &pc, "test").await.unwrap().exists);
     let first = s.revocations_since(0).await.unwrap();
     let seen = first.last().unwrap().seq;
     other.join().unwrap();

@@ -639,6 +639,23 @@ impl WebConsole {
         panic!("firstline web printed no URL:\n{}", web.proc.log_text());
     }
 
+    /// The `n`-th login URL it printed (0: [`WebConsole::url`]), waited
+    /// for: each logs in once, and when one is used the next is printed.
+    pub fn nth_url(&self, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(url) = secret_urls(&self.proc.log_text()).into_iter().nth(n) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "firstline web printed no login URL #{n}:\n{}",
+                self.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `base` + `path` (`/machines/pc1`); the session cookie must already
     /// be set by opening [`WebConsole::url`].
     pub fn page(&self, path: &str) -> String {
@@ -652,10 +669,18 @@ impl WebConsole {
 
 /// The first `http://127.0.0.1:…?secret=…` in `text`.
 fn secret_url(text: &str) -> Option<String> {
-    let start = text.find("http://127.0.0.1:")?;
-    let url: String = text[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\'' && *c != '>')
-        .collect();
-    url.contains("secret=").then_some(url)
+    secret_urls(text).into_iter().next()
+}
+
+/// Every `http://127.0.0.1:…?secret=…` in `text`, in order.
+pub fn secret_urls(text: &str) -> Vec<String> {
+    text.match_indices("http://127.0.0.1:")
+        .map(|(start, _)| {
+            text[start..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\'' && *c != '>')
+                .collect::<String>()
+        })
+        .filter(|url| url.contains("secret="))
+        .collect()
 }

@@ -25,7 +25,7 @@ pub enum WebError {
     #[error("{0}")]
     NotFound(String),
     /// No session: the browser did not come through the printed URL.
-    #[error("open the web console with the URL `firstline web` printed (it carries this launch's secret)")]
+    #[error("open the web console with the latest URL `firstline web` printed: each logs in once (a used or expired one does not)")]
     Unauthorized,
     /// A `Host` this server is not (DNS rebinding) or a bad request line.
     #[error("{0}")]

@@ -10,11 +10,17 @@
 //!    changes something (anything but GET/HEAD) must prove it came from our
 //!    own page — an `Origin` of ours or `Sec-Fetch-Site: same-origin` —
 //!    else 403: no cross-site form posts.
-//! 3. **The secret**: `/?secret=S` with this launch's secret (printed on
-//!    the terminal, as Jupyter does) sets a session cookie (random,
-//!    `HttpOnly`, `SameSite=Strict`, `Path=/`) and redirects to `/`, so the
-//!    secret leaves the address bar and the history. Every other request
-//!    needs that cookie: else 401. Both are compared in constant time.
+//! 3. **A one-time code**: `/?secret=S` with a login code of this launch
+//!    sets a session cookie (random, `HttpOnly`, `SameSite=Strict`,
+//!    `Path=/`) and redirects to `/`, so the code leaves the address bar
+//!    and the history. A code logs in **once**: it is spent by its first
+//!    use, and a second use is 401 — no URL that logs in twice ever leaves
+//!    the process. The URL printed on the terminal carries one (when it is
+//!    spent, a fresh one is printed, for another browser); `--open` hands
+//!    the browser another, which also expires after [`OPEN_CODE_TTL`]
+//!    (it passes through `xdg-open`'s and the browser's argv, which every
+//!    local user can read). Every other request needs the cookie: else
+//!    401. Codes and cookie are compared in constant time.
 //! 4. On every answer, ours or a handler's: a strict Content-Security-Policy
 //!    (no inline script or style, nothing from elsewhere, no framing),
 //!    `nosniff`, referrers to this origin only, and `no-store` for pages.
@@ -32,6 +38,24 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long the code handed to the browser by `--open` logs in (once).
+pub const OPEN_CODE_TTL: Duration = Duration::from_secs(30);
+
+/// Codes outstanding at most (the printed one, and `--open`'s): issuing
+/// another drops the oldest.
+const MAX_CODES: usize = 8;
+
+/// A one-time login code.
+struct Code {
+    value: String,
+    /// `None`: until spent (the printed code).
+    expires: Option<Instant>,
+    /// Printed on the terminal: spending it prints the next one.
+    printed: bool,
+}
 
 /// The session cookie's name.
 pub const COOKIE: &str = "firstline_session";
@@ -42,8 +66,10 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 /// This launch's secrets and who we are.
 pub struct Guard {
-    /// What the printed URL carries (hex of 32 random bytes).
-    secret: String,
+    /// The login codes not yet spent (each hex of 32 random bytes).
+    codes: Mutex<Vec<Code>>,
+    /// `127.0.0.1:PORT`, as login URLs name this server.
+    shown: String,
     /// The session cookie's value (hex of 32 other random bytes).
     session: String,
     /// `Host` values that name this server, lower case.
@@ -57,16 +83,63 @@ impl Guard {
     pub fn new(addr: SocketAddr) -> Guard {
         let hosts = hosts(addr);
         Guard {
-            secret: random_hex(),
+            codes: Mutex::new(Vec::new()),
+            shown: show_addr(addr),
             session: random_hex(),
             origins: hosts.iter().map(|h| format!("http://{h}")).collect(),
             hosts,
         }
     }
 
-    /// The URL to print: it logs the browser in.
-    pub fn login_url(&self, addr: SocketAddr) -> String {
-        format!("http://{}/?secret={}", show_addr(addr), self.secret)
+    /// A URL to print: it logs one browser in, once (when it is spent,
+    /// the next one is printed).
+    pub fn login_url(&self) -> String {
+        self.url(self.issue(None, true))
+    }
+
+    /// A URL for `--open` to hand the browser: it logs in once, within
+    /// [`OPEN_CODE_TTL`].
+    pub fn open_url(&self) -> String {
+        self.url(self.issue(Some(Instant::now() + OPEN_CODE_TTL), false))
+    }
+
+    fn url(&self, code: String) -> String {
+        format!("http://{}/?secret={code}", self.shown)
+    }
+
+    fn codes(&self) -> std::sync::MutexGuard<'_, Vec<Code>> {
+        self.codes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh code, kept until spent (or `expires`).
+    fn issue(&self, expires: Option<Instant>, printed: bool) -> String {
+        let value = random_hex();
+        let mut codes = self.codes();
+        if codes.len() >= MAX_CODES {
+            codes.remove(0);
+        }
+        codes.push(Code {
+            value: value.clone(),
+            expires,
+            printed,
+        });
+        value
+    }
+
+    /// Spend `given` if it is a live code: `Some(printed)` when it was one
+    /// (it is gone now), `None` when not (unknown, spent or expired).
+    fn spend(&self, given: &str) -> Option<bool> {
+        let now = Instant::now();
+        let mut codes = self.codes();
+        codes.retain(|c| c.expires.is_none_or(|t| now < t));
+        // Every code compared, in constant time each.
+        let mut found = None;
+        for (i, c) in codes.iter().enumerate() {
+            if same(given.as_bytes(), c.value.as_bytes()) {
+                found = Some(i);
+            }
+        }
+        found.map(|i| codes.remove(i).printed)
     }
 
     fn host_ok(&self, headers: &HeaderMap) -> bool {
@@ -111,10 +184,6 @@ impl Guard {
             .any(|(k, v)| k == COOKIE && same(v.as_bytes(), self.session.as_bytes()))
     }
 
-    fn secret_ok(&self, given: &str) -> bool {
-        same(given.as_bytes(), self.secret.as_bytes())
-    }
-
     fn set_cookie(&self) -> String {
         format!(
             "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
@@ -146,8 +215,19 @@ fn admit(guard: &Guard, req: &Request) -> Result<Option<Response>, WebError> {
     }
     guard.origin_ok(req.method(), headers)?;
     if let Some(secret) = secret_in(req) {
-        if req.uri().path() != "/" || !guard.secret_ok(&secret) {
+        if req.uri().path() != "/" {
             return Err(WebError::Unauthorized);
+        }
+        match guard.spend(&secret) {
+            None => return Err(WebError::Unauthorized),
+            Some(true) => {
+                // The printed URL is spent: the next, for another browser.
+                println!(
+                    "firstline web: that login URL is used up; to log in another browser: {}",
+                    guard.login_url()
+                );
+            }
+            Some(false) => {}
         }
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
         if let Ok(v) = HeaderValue::from_str(&guard.set_cookie()) {
@@ -276,15 +356,21 @@ mod tests {
         let host = ("host", "127.0.0.1:8123");
         assert_eq!(status(&g, &req("GET", "/", &[host])), 401);
         assert_eq!(status(&g, &req("GET", "/?secret=nope", &[host])), 401);
-        let url = format!("/?secret={}", g.secret);
+        let code = code_of(&g.login_url());
+        let url = format!("/?secret={code}");
+        // The code is for the front door only (and a wrong door spends
+        // nothing).
+        let elsewhere = format!("/audit?secret={code}");
+        assert_eq!(status(&g, &req("GET", &elsewhere, &[host])), 401);
         let Ok(Some(login)) = admit(&g, &req("GET", &url, &[host])) else {
             panic!("no login")
         };
+        assert_eq!(status(&g, &req("GET", &url, &[host])), 401, "once only");
         assert_eq!(login.status(), StatusCode::SEE_OTHER);
         assert_eq!(login.headers()[header::LOCATION], "/");
         let cookie = login.headers()[header::SET_COOKIE].to_str().unwrap_or("");
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-        assert!(!cookie.contains(&g.secret), "the cookie is not the secret");
+        assert!(!cookie.contains(&code), "the cookie is not the code");
         let pair = cookie.split(';').next().unwrap_or("");
         assert_eq!(status(&g, &req("GET", "/", &[host, ("cookie", pair)])), 200);
         let other = format!("{COOKIE}={}", "0".repeat(64));
@@ -292,9 +378,36 @@ mod tests {
             status(&g, &req("GET", "/", &[host, ("cookie", &other)])),
             401
         );
-        // The secret is for the front door only.
-        let elsewhere = format!("/audit?secret={}", g.secret);
-        assert_eq!(status(&g, &req("GET", &elsewhere, &[host])), 401);
+    }
+
+    fn code_of(url: &str) -> String {
+        url.split("secret=").nth(1).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn codes_log_in_once_and_open_codes_expire() {
+        let g = guard();
+        let host = ("host", "127.0.0.1:8123");
+        let (a, b) = (code_of(&g.login_url()), code_of(&g.open_url()));
+        assert_ne!(a, b);
+        for code in [&a, &b] {
+            let url = format!("/?secret={code}");
+            assert_eq!(status(&g, &req("GET", &url, &[host])), 303);
+            assert_eq!(status(&g, &req("GET", &url, &[host])), 401);
+        }
+        let late = code_of(&g.open_url());
+        for c in g.codes().iter_mut() {
+            c.expires = c.expires.map(|_| Instant::now());
+        }
+        let url = format!("/?secret={late}");
+        assert_eq!(status(&g, &req("GET", &url, &[host])), 401, "expired");
+        // Bounded: the oldest outstanding codes go first.
+        let first = code_of(&g.login_url());
+        for _ in 0..MAX_CODES {
+            g.open_url();
+        }
+        let url = format!("/?secret={first}");
+        assert_eq!(status(&g, &req("GET", &url, &[host])), 401);
     }
 
     #[test]
@@ -346,9 +459,10 @@ mod tests {
     #[test]
     fn secrets_are_fresh_and_long() {
         let (a, b) = (guard(), guard());
-        assert_eq!(a.secret.len(), 64);
-        assert_ne!(a.secret, b.secret);
-        assert_ne!(a.secret, a.session);
+        let (ca, cb) = (code_of(&a.login_url()), code_of(&b.login_url()));
+        assert_eq!(ca.len(), 64);
+        assert_ne!(ca, cb);
+        assert_ne!(ca, a.session);
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"ab", b"abc"));
     }
 

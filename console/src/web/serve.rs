@@ -1,6 +1,7 @@
 //! `firstline web [--listen ADDR:PORT] [--open]`: connect to the relay as
-//! the logged-in operator, listen on loopback, print the URL with this
-//! launch's secret, serve until Ctrl-C or SIGTERM.
+//! the logged-in operator, listen on loopback, print a URL with a one-time
+//! login code (`--open`: hand the browser another, short-lived), serve
+//! until Ctrl-C or SIGTERM.
 //!
 //! Loopback is the default and the only address taken silently: another
 //! one must be named with `--listen` and is warned about, since the
@@ -98,11 +99,14 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {wanted}"))?;
     let addr = listener.local_addr()?;
     let web = Arc::new(Web::new(credential, Some((client, sessions)), addr));
-    let url = web.guard.login_url(addr);
+    let url = web.guard.login_url();
     println!("firstline web console for {} at {url}", web.operator());
-    println!("(open it in a browser on this machine; Ctrl-C stops it)");
+    println!("(open it in a browser on this machine: it logs in once; Ctrl-C stops it)");
     if args.open {
-        open(&url);
+        // Not the printed URL: a code of its own, spent by the browser's
+        // first request and dead after a few seconds anyway — `xdg-open`'s
+        // and the browser's command lines are readable by every local user.
+        open(&web.guard.open_url());
     }
     // Live pages hold their event streams open for good: after the stop,
     // requests in flight get a moment to end, then the server is dropped.

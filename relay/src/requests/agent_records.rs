@@ -54,7 +54,12 @@ impl Request for AgentRemove {
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
         let relay = ctx.relay;
         let name = &self.name;
-        let removed = admin::remove_agent(&relay.store, name).await?;
+        let by = &ctx.operator.name;
+        let removed = admin::remove_agent(&relay.store, name, by).await?;
+        let why = format!("agent `{name}` was removed by {by}");
+        for entry in admin::cancelled_entries(&removed.cancelled, &why) {
+            relay.audit(entry).await;
+        }
         if removed.name_freed {
             let why = format!(
                 "agent {name} was removed by the relay admin; enroll it again to reconnect"

@@ -50,7 +50,18 @@ impl Request for OperatorRole {
     }
 
     async fn handle(self, ctx: &Ctx<'_>, reply: &mut Reply) -> Result<Outcome, RelayError> {
-        let done = admin::set_role(&ctx.relay.store, &self.name, self.role).await?;
+        let done =
+            admin::set_role(&ctx.relay.store, &self.name, self.role, &ctx.operator.name).await?;
+        if done.0.role < done.1 {
+            // Central monitor sets are judged by their author's role now:
+            // every relay pushes again, without those it no longer holds.
+            let text = format!(
+                "operator {} is a {} now: central monitor sets checked again",
+                self.name, done.0.role
+            );
+            ctx.relay
+                .notify(crate::central::changed_notice(ctx.relay, text));
+        }
         let outcome = admin::role_outcome(&done);
         let (mut operator, _) = done;
         operator.online = ctx.relay.registry.operator_is_online(&self.name);

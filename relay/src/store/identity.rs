@@ -7,6 +7,7 @@
 use super::error::StoreResult;
 use super::tx::{PeerKind, TokenRow, Tx};
 use crate::clock::rfc3339;
+use firstline_proto::action::QueuedAction;
 use firstline_proto::message::{AgentRecord, OperatorInfo, TokenInfo};
 use firstline_proto::Role;
 
@@ -62,6 +63,24 @@ pub struct Removed {
     pub name_freed: bool,
     /// Its tickets, kept.
     pub tickets: u64,
+    /// The actions that were queued for it, cancelled.
+    pub cancelled: Vec<QueuedAction>,
+}
+
+/// What revoking an identity did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Revoked {
+    /// There is such an identity (revoked now, or before).
+    pub exists: bool,
+    /// An agent's: the actions that were queued for it, cancelled.
+    pub cancelled: Vec<QueuedAction>,
+    /// An operator's: the central monitor sets they set, suspended.
+    pub suspended: Vec<String>,
+}
+
+/// A new enrollment id: 128 random bits, never one an agent had before.
+pub fn new_enrollment() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// A certificate signed for an enrollment or a renewal: what to give the
@@ -140,7 +159,7 @@ pub fn enroll<T>(
         let e = token_refusal(token.as_ref(), secret_sha256, now).unwrap_or(TokenError::Used);
         return Ok(Err(EnrollRefusal::Token(e)));
     }
-    if !tx.insert_agent(name, now)? {
+    if !tx.insert_agent(name, &new_enrollment(), now)? {
         // Another relay enrolled this name since `name_refusal` looked
         // (PostgreSQL; SQLite's writers run one at a time): refusing now
         // would commit the token's use. Roll back and run again: the name
@@ -219,14 +238,42 @@ pub fn cert_status(
 /// Revoke an agent or operator and every certificate of it, and record the
 /// revocation so running relays cut it off. False when there is no such
 /// identity.
-pub fn revoke(tx: &mut dyn Tx, kind: PeerKind, name: &str, now: i64) -> StoreResult<bool> {
+///
+/// What was stored on its authority goes with it: an agent's queued
+/// actions are cancelled, an operator's central monitor sets suspended
+/// (`by` names who revoked, for the reasons recorded).
+pub fn revoke(
+    tx: &mut dyn Tx,
+    kind: PeerKind,
+    name: &str,
+    by: &str,
+    now: i64,
+) -> StoreResult<Revoked> {
     let newly = tx.revoke_identity(kind, name, now)?;
     let exists = tx.identity_exists(kind, name)?;
     tx.revoke_certs(kind, name, now)?;
     if newly {
         tx.insert_revocation(kind, name, now)?;
     }
-    Ok(exists)
+    let mut done = Revoked {
+        exists,
+        ..Revoked::default()
+    };
+    match kind {
+        PeerKind::Agent => {
+            let why = format!("cancelled: agent `{name}` was revoked by {by}");
+            done.cancelled = super::queue::cancel_for(tx, name, &why, now)?;
+        }
+        PeerKind::Operator => {
+            let why = format!(
+                "its author `{name}` was revoked by {by} at {}: an admin must set it again",
+                rfc3339(now)
+            );
+            done.suspended = tx.suspend_monitor_sets(name, &why)?;
+        }
+        PeerKind::Relay => {}
+    }
+    Ok(done)
 }
 
 /// Remove an agent's record; `None` when there is no such agent (or it
@@ -239,10 +286,21 @@ pub fn revoke(tx: &mut dyn Tx, kind: PeerKind, name: &str, now: i64) -> StoreRes
 ///   refused.
 /// * A revoked agent's record stays, marked removed: it is no longer
 ///   listed, and the name stays revoked — revocation is of the identity.
-pub fn remove_agent(tx: &mut dyn Tx, name: &str, now: i64) -> StoreResult<Option<Removed>> {
+///
+/// Either way, the actions queued for it are cancelled: they were queued
+/// for this enrollment, never for a machine that enrolls under the name
+/// later (`by` names who removed it, in their outcome).
+pub fn remove_agent(
+    tx: &mut dyn Tx,
+    name: &str,
+    by: &str,
+    now: i64,
+) -> StoreResult<Option<Removed>> {
     let Some(agent) = tx.agent_record(name)? else {
         return Ok(None);
     };
+    let why = format!("cancelled: agent `{name}` was removed by {by}");
+    let cancelled = super::queue::cancel_for(tx, name, &why, now)?;
     let name_freed = agent.revoked_at.is_none();
     if name_freed {
         tx.delete_agent(name)?;
@@ -257,14 +315,21 @@ pub fn remove_agent(tx: &mut dyn Tx, name: &str, now: i64) -> StoreResult<Option
         agent,
         name_freed,
         tickets,
+        cancelled,
     }))
 }
 
 /// Change a live operator's role: the operator after and the role before.
+///
+/// An operator no longer an admin no longer has the authority of the
+/// central monitor sets they set (admins only): those are suspended (`by`
+/// names who demoted them, in the reason recorded).
 pub fn set_role(
     tx: &mut dyn Tx,
     name: &str,
     role: Role,
+    by: &str,
+    now: i64,
 ) -> StoreResult<Result<(OperatorInfo, Role), RoleRefusal>> {
     let before = match tx.operator(name)? {
         None => return Ok(Err(RoleRefusal::Unknown)),
@@ -272,6 +337,13 @@ pub fn set_role(
         Some(op) => op.role,
     };
     tx.set_operator_role(name, role)?;
+    if role < super::monitors::SETTER_ROLE {
+        let why = format!(
+            "its author `{name}` was made a {role} by {by} at {}: an admin must set it again",
+            rfc3339(now)
+        );
+        tx.suspend_monitor_sets(name, &why)?;
+    }
     let after = tx
         .operator(name)?
         .ok_or_else(|| super::StoreError::Backend(format!("operator {name} vanished")))?;
@@ -282,7 +354,7 @@ pub fn set_role(
 /// name already taken fails the whole batch).
 pub fn bulk_enroll(tx: &mut dyn Tx, agents: &[(String, String, i64)], now: i64) -> StoreResult<()> {
     for (name, serial, not_after) in agents {
-        if !tx.insert_agent(name, now)? {
+        if !tx.insert_agent(name, &new_enrollment(), now)? {
             return Err(super::StoreError::Conflict(format!(
                 "cannot record agent {name} (already enrolled?)"
             )));

@@ -41,7 +41,7 @@ pub mod webhooks;
 
 pub use audit::{AuditEntry, Chain, ChainKey};
 pub use error::{Missing, StoreError, StoreResult};
-pub use identity::{CertStatus, EnrollRefusal, Removed, RoleRefusal, Signed, TokenError};
+pub use identity::{CertStatus, EnrollRefusal, Removed, Revoked, RoleRefusal, Signed, TokenError};
 pub use incidents::Ingested;
 pub use queue::NewQueued;
 pub use tx::{
@@ -581,10 +581,11 @@ impl Store {
             .await
     }
 
-    /// Revoke an agent or operator for good; false when there is none.
-    pub async fn revoke(&self, kind: PeerKind, name: &str) -> StoreResult<bool> {
-        let (name, now) = (name.to_string(), self.now());
-        self.write(move |tx| identity::revoke(tx, kind, &name, now))
+    /// Revoke an agent or operator for good, on `by`'s word (see
+    /// [`identity::revoke`]: what was stored on its authority goes too).
+    pub async fn revoke(&self, kind: PeerKind, name: &str, by: &str) -> StoreResult<Revoked> {
+        let (name, by, now) = (name.to_string(), by.to_string(), self.now());
+        self.write(move |tx| identity::revoke(tx, kind, &name, &by, now))
             .await
     }
 
@@ -672,9 +673,9 @@ impl Store {
     }
 
     /// Remove an agent's record (see [`identity::remove_agent`]).
-    pub async fn remove_agent(&self, name: &str) -> StoreResult<Option<Removed>> {
-        let (name, now) = (name.to_string(), self.now());
-        self.write(move |tx| identity::remove_agent(tx, &name, now))
+    pub async fn remove_agent(&self, name: &str, by: &str) -> StoreResult<Option<Removed>> {
+        let (name, by, now) = (name.to_string(), by.to_string(), self.now());
+        self.write(move |tx| identity::remove_agent(tx, &name, &by, now))
             .await
     }
 
@@ -725,6 +726,13 @@ impl Store {
         self.read(move |tx| monitors::for_agent(tx, &agent)).await
     }
 
+    /// The central monitor sets in force, by name (a set suspended, or
+    /// whose author is not an admin now, is not): what a relay watches to
+    /// push again when an author loses the role by any path.
+    pub async fn monitor_sets_in_force(&self) -> StoreResult<Vec<String>> {
+        self.read(monitors::in_force_names).await
+    }
+
     /// Keep what `agent` reported of its central monitors.
     pub async fn record_monitor_report(
         &self,
@@ -772,9 +780,10 @@ impl Store {
         &self,
         name: &str,
         role: Role,
+        by: &str,
     ) -> StoreResult<Result<(OperatorInfo, Role), RoleRefusal>> {
-        let name = name.to_string();
-        self.write(move |tx| identity::set_role(tx, &name, role))
+        let (name, by, now) = (name.to_string(), by.to_string(), self.now());
+        self.write(move |tx| identity::set_role(tx, &name, role, &by, now))
             .await
     }
 

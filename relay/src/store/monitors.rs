@@ -15,6 +15,14 @@
 //!   last **report** ([`record_report`]) is of the sets that select it now.
 //! * An agent's report is kept until the next one; an agent removed keeps
 //!   it in the table but is no longer listed ([`overview`]).
+//! * A set holds only as long as its author's authority: it is judged by
+//!   the author's role *now* on every read of what to send ([`for_agent`]),
+//!   and when the author is revoked or is no longer an admin it is
+//!   **suspended** — sent to no agent, shown so with the reason in
+//!   `monitors show` — until an admin sets it again ([`put`] clears it).
+//!   Revocation and demotion record the reason
+//!   (`super::identity::revoke`, `set_role`); the check on every read
+//!   covers whatever way the author lost the role.
 
 use super::error::{StoreError, StoreResult};
 use super::fleet;
@@ -37,6 +45,10 @@ pub struct NewSet {
     pub author: String,
 }
 
+/// The role that may set central monitor sets; a set whose author no
+/// longer has it is suspended.
+pub const SETTER_ROLE: Role = Role::Admin;
+
 fn invalid(e: impl Into<String>) -> StoreError {
     StoreError::Invalid(e.into())
 }
@@ -52,6 +64,48 @@ pub fn digest(sets: &[CentralSet]) -> String {
     hex::encode(&d.as_ref()[..8])
 }
 
+/// Why `row` is not sent, if it is not: suspended when its author lost the
+/// role (the reason recorded then), or its author is not — now — a live
+/// operator with [`SETTER_ROLE`].
+fn suspension(tx: &mut dyn Tx, row: &MonitorSetRow) -> StoreResult<Option<String>> {
+    if let Some(why) = &row.suspended {
+        return Ok(Some(why.clone()));
+    }
+    Ok(match tx.operator(&row.updated_by)? {
+        None => Some(format!(
+            "its author `{}` is not an operator of this relay: an admin must set it again",
+            row.updated_by
+        )),
+        Some(op) if op.revoked_at.is_some() => Some(format!(
+            "its author `{}` was revoked: an admin must set it again",
+            row.updated_by
+        )),
+        Some(op) if op.role < SETTER_ROLE => Some(format!(
+            "its author `{}` is a {} now: an admin must set it again",
+            row.updated_by, op.role
+        )),
+        Some(_) => None,
+    })
+}
+
+/// The sets in force (not suspended), each with its role no higher than
+/// its author's now.
+fn in_force(tx: &mut dyn Tx, rows: Vec<MonitorSetRow>) -> StoreResult<Vec<MonitorSetRow>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if suspension(tx, &row)?.is_none() {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// The names of the sets in force, by name.
+pub fn in_force_names(tx: &mut dyn Tx) -> StoreResult<Vec<String>> {
+    let rows = tx.monitor_sets()?;
+    Ok(in_force(tx, rows)?.into_iter().map(|r| r.name).collect())
+}
+
 fn info(row: &MonitorSetRow) -> MonitorSetInfo {
     MonitorSetInfo {
         name: row.name.clone(),
@@ -60,7 +114,15 @@ fn info(row: &MonitorSetRow) -> MonitorSetInfo {
         toml: row.toml.clone(),
         updated_by: row.updated_by.clone(),
         updated_at: crate::clock::rfc3339(row.updated_at),
+        suspended: row.suspended.clone(),
     }
+}
+
+/// [`info`], with why it is suspended when it is.
+fn info_now(tx: &mut dyn Tx, row: &MonitorSetRow) -> StoreResult<MonitorSetInfo> {
+    let mut i = info(row);
+    i.suspended = suspension(tx, row)?;
+    Ok(i)
 }
 
 fn central_set(row: &MonitorSetRow) -> CentralSet {
@@ -114,6 +176,7 @@ pub fn put(tx: &mut dyn Tx, set: &NewSet, now: i64) -> StoreResult<(MonitorSetIn
         role: set.role.as_str().to_string(),
         updated_by: set.author.clone(),
         updated_at: now,
+        suspended: None,
     };
     tx.put_monitor_set(&row)?;
     Ok((info(&row), old.is_some()))
@@ -129,7 +192,8 @@ pub fn remove(tx: &mut dyn Tx, name: &str) -> StoreResult<Option<MonitorSetInfo>
 
 /// Every set, by name.
 pub fn sets(tx: &mut dyn Tx) -> StoreResult<Vec<MonitorSetInfo>> {
-    Ok(tx.monitor_sets()?.iter().map(info).collect())
+    let rows = tx.monitor_sets()?;
+    rows.iter().map(|r| info_now(tx, r)).collect()
 }
 
 /// Whether the set's selector picks `agent`.
@@ -137,8 +201,9 @@ fn selects(row: &MonitorSetRow, agent: &AgentInfo) -> bool {
     Selector::parse(&row.selector).is_ok_and(|s| s.matches(&AgentView::from(agent)))
 }
 
-/// The sets that select `agent` (none when it is unknown), by name, and
-/// their digest.
+/// The sets in force that select `agent` (none when it is unknown), by
+/// name, and their digest: a suspended set, or one whose author is not an
+/// admin now, is not sent (and the agent drops it when it had it).
 ///
 /// Asked on every agent connection, so it costs what a connection can
 /// afford: no set, no other query; else the agent's row by its key and its
@@ -149,6 +214,7 @@ pub fn for_agent(tx: &mut dyn Tx, agent: &str) -> StoreResult<(Vec<CentralSet>, 
     if rows.is_empty() {
         return Ok((Vec::new(), digest(&[])));
     }
+    let rows = in_force(tx, rows)?;
     let Some(mut a) = tx.agent(agent)? else {
         return Ok((Vec::new(), digest(&[])));
     };
@@ -200,7 +266,12 @@ pub fn record_report(
 /// reported central monitors: the sets selecting it, whether its report is
 /// of them, and the report's monitors. `online` is the caller's to fill.
 pub fn overview(tx: &mut dyn Tx) -> StoreResult<(Vec<MonitorSetInfo>, Vec<AgentMonitorReport>)> {
-    let rows = tx.monitor_sets()?;
+    let all = tx.monitor_sets()?;
+    let shown: Vec<MonitorSetInfo> = all
+        .iter()
+        .map(|r| info_now(tx, r))
+        .collect::<StoreResult<_>>()?;
+    let rows = in_force(tx, all)?;
     let reports = tx.monitor_reports()?;
     let agents = fleet::select(tx, &Selector::all())?;
     // Each selector parsed once and each report found by name: per agent a
@@ -238,5 +309,5 @@ pub fn overview(tx: &mut dyn Tx) -> StoreResult<(Vec<MonitorSetInfo>, Vec<AgentM
             monitors: parsed.map(|p| p.monitors).unwrap_or_default(),
         });
     }
-    Ok((rows.iter().map(info).collect(), out))
+    Ok((shown, out))
 }

@@ -64,6 +64,11 @@ pub fn enqueue(tx: &mut dyn Tx, new: &NewQueued, now: i64) -> StoreResult<Queued
         }
         _ => return Err(StoreError::NotFound(Missing::Agent(new.agent.clone()))),
     }
+    // Bound to this enrollment of the agent: a machine that enrolls under
+    // the name after `agent remove` is another machine, and never gets it.
+    let Some(enrollment) = tx.agent_enrollment(&new.agent)? else {
+        return Err(StoreError::NotFound(Missing::Agent(new.agent.clone())));
+    };
     let pending = tx.count_pending(&new.agent)?;
     if pending >= MAX_PENDING_PER_AGENT {
         return Err(StoreError::Conflict(format!(
@@ -84,6 +89,7 @@ pub fn enqueue(tx: &mut dyn Tx, new: &NewQueued, now: i64) -> StoreResult<Queued
         state: QueueState::Pending.as_str().to_string(),
         ended_at: None,
         outcome: None,
+        enrollment: Some(enrollment),
     };
     row.id = tx.insert_queued(&row)?;
     to_action(row)
@@ -115,8 +121,25 @@ pub fn cancel(tx: &mut dyn Tx, id: u64, now: i64) -> StoreResult<Option<QueuedAc
 
 /// Claim up to `limit` of `agent`'s pending actions not expired at `now`,
 /// by id: each is `delivered` from here on, and handed to this caller only.
+/// Only those queued for the agent's current enrollment are claimed (the
+/// others were cancelled when it was removed or revoked; a database
+/// edited by hand is no reason to run them on another machine).
 pub fn claim(tx: &mut dyn Tx, agent: &str, now: i64, limit: u32) -> StoreResult<Vec<QueuedAction>> {
     tx.claim_queued(agent, now, limit)?
+        .into_iter()
+        .map(to_action)
+        .collect()
+}
+
+/// Cancel every pending action of `agent` (removed or revoked), with
+/// `outcome`: those this call cancelled.
+pub fn cancel_for(
+    tx: &mut dyn Tx,
+    agent: &str,
+    outcome: &str,
+    now: i64,
+) -> StoreResult<Vec<QueuedAction>> {
+    tx.cancel_queued_for(agent, outcome, now)?
         .into_iter()
         .map(to_action)
         .collect()

@@ -46,6 +46,8 @@ macro_rules! store_suite {
             selection_health_and_open_tickets,
             queued_actions_are_delivered_once_expire_or_are_cancelled,
             central_monitor_sets_and_reports,
+            queued_actions_are_bound_to_the_enrollment,
+            monitor_sets_die_with_their_authors_authority,
             support_report_from_a_scripted_history
         );
     };
@@ -218,7 +220,7 @@ pub async fn revocation_is_of_the_identity(s: &Store, _: &ManualClock) {
         .unwrap()
         .last()
         .map_or(0, |r| r.seq);
-    assert!(s.revoke(PeerKind::Agent, &pc).await.unwrap());
+    assert!(s.revoke(PeerKind::Agent, &pc, "test").await.unwrap().exists);
     assert_eq!(
         status(renewed.clone(), PeerKind::Agent).await,
         CertStatus::Revoked
@@ -240,8 +242,16 @@ pub async fn revocation_is_of_the_identity(s: &Store, _: &ManualClock) {
         since.iter().any(|r| r.kind == "agent" && r.name == pc),
         "{since:?}"
     );
-    assert!(s.revoke(PeerKind::Agent, &pc).await.unwrap(), "still there");
-    assert!(!s.revoke(PeerKind::Agent, &unique("ghost")).await.unwrap());
+    assert!(
+        s.revoke(PeerKind::Agent, &pc, "test").await.unwrap().exists,
+        "still there"
+    );
+    assert!(
+        !s.revoke(PeerKind::Agent, &unique("ghost"), "test")
+            .await
+            .unwrap()
+            .exists
+    );
     let ghost = s.renew_agent(&unique("ghost"), sign(0)).await.unwrap();
     assert!(matches!(ghost, Err(EnrollRefusal::Unknown(_))));
     // A revoked name enrolls no more.
@@ -300,7 +310,7 @@ pub async fn agents_presence_and_removal(s: &Store, clock: &ManualClock) {
         requester: None,
     };
     s.create_ticket(ticket).await.unwrap();
-    let removed = s.remove_agent(&live).await.unwrap().unwrap();
+    let removed = s.remove_agent(&live, "test").await.unwrap().unwrap();
     assert!(removed.name_freed);
     assert_eq!(removed.tickets, 1);
     assert!(s.agent(&live).await.unwrap().is_none());
@@ -308,11 +318,16 @@ pub async fn agents_presence_and_removal(s: &Store, clock: &ManualClock) {
         s.agent_known(&live).await.unwrap(),
         "its tickets remember it"
     );
-    assert!(s.remove_agent(&live).await.unwrap().is_none());
+    assert!(s.remove_agent(&live, "test").await.unwrap().is_none());
     agent(s, &live).await;
     // A revoked agent removed: hidden, and its name stays revoked.
-    assert!(s.revoke(PeerKind::Agent, &gone).await.unwrap());
-    let removed = s.remove_agent(&gone).await.unwrap().unwrap();
+    assert!(
+        s.revoke(PeerKind::Agent, &gone, "test")
+            .await
+            .unwrap()
+            .exists
+    );
+    let removed = s.remove_agent(&gone, "test").await.unwrap().unwrap();
     assert!(!removed.name_freed);
     assert!(!s.agent_names(100).await.unwrap().contains(&gone));
     assert!(s.agent_known(&gone).await.unwrap());
@@ -347,19 +362,27 @@ pub async fn operators_and_roles(s: &Store, _: &ManualClock) {
     assert!(s.add_operator(&bob, Role::Technician).await.unwrap());
     assert!(!s.add_operator(&bob, Role::Admin).await.unwrap(), "taken");
     let (after, before) = s
-        .set_operator_role(&bob, Role::Viewer)
+        .set_operator_role(&bob, Role::Viewer, "test")
         .await
         .unwrap()
         .unwrap();
     assert_eq!((before, after.role), (Role::Technician, Role::Viewer));
     assert_eq!(s.operator(&bob).await.unwrap().unwrap().role, Role::Viewer);
     let ghost = s
-        .set_operator_role(&unique("ghost"), Role::Admin)
+        .set_operator_role(&unique("ghost"), Role::Admin, "test")
         .await
         .unwrap();
     assert_eq!(ghost, Err(RoleRefusal::Unknown));
-    assert!(s.revoke(PeerKind::Operator, &bob).await.unwrap());
-    let revoked = s.set_operator_role(&bob, Role::Admin).await.unwrap();
+    assert!(
+        s.revoke(PeerKind::Operator, &bob, "test")
+            .await
+            .unwrap()
+            .exists
+    );
+    let revoked = s
+        .set_operator_role(&bob, Role::Admin, "test")
+        .await
+        .unwrap();
     assert_eq!(revoked, Err(RoleRefusal::Revoked));
     let listed = s.operators().await.unwrap();
     assert!(listed
@@ -713,7 +736,12 @@ pub async fn names_differing_only_in_case_are_one_name(s: &Store, _: &ManualCloc
         .await;
     assert!(bulk.is_err(), "{bulk:?}");
     // Revoked: the name stays revoked in every case.
-    assert!(s.revoke(PeerKind::Agent, &lower).await.unwrap());
+    assert!(
+        s.revoke(PeerKind::Agent, &lower, "test")
+            .await
+            .unwrap()
+            .exists
+    );
     let refused = enroll(s, &t, &upper).await.unwrap_err();
     assert_eq!(refused, EnrollRefusal::Revoked(lower.clone()));
     // Lookups by the exact name are unchanged.
@@ -1182,7 +1210,7 @@ pub async fn tags_from_tokens_and_admins(s: &Store, _: &ManualClock) {
     assert!(matches!(ghost, StoreError::NotFound(Missing::Agent(_))));
     // Removed, its name freed: enrolled again, it starts from its new
     // token's tags.
-    s.remove_agent(&pc1).await.unwrap().unwrap();
+    s.remove_agent(&pc1, "test").await.unwrap().unwrap();
     assert!(s.tag_agent(&pc1, vec!["x".into()], vec![]).await.is_err());
     agent(s, &pc1).await;
     let again = s
@@ -1419,7 +1447,7 @@ pub async fn queued_actions_are_delivered_once_expire_or_are_cancelled(
             StoreError::Invalid(_)
         ));
     }
-    assert!(s.revoke(PeerKind::Agent, &c).await.unwrap());
+    assert!(s.revoke(PeerKind::Agent, &c, "test").await.unwrap().exists);
     let e = err(s.enqueue_action(queued_run(&c, 60)).await);
     assert!(
         matches!(&e, StoreError::Conflict(m) if m.contains("revoked")),
@@ -1512,6 +1540,8 @@ pub async fn central_monitor_sets_and_reports(s: &Store, clock: &ManualClock) {
     use firstline_proto::central::{CentralMonitor, CentralReport, MonitorSpec, MonitorState};
     let (tag, set) = (unique("cm"), unique("set"));
     let (pc1, pc2) = (unique("pc"), unique("pc"));
+    let alice = unique("alice");
+    s.add_operator(&alice, Role::Admin).await.unwrap();
     agent(s, &pc1).await;
     agent(s, &pc2).await;
     s.tag_agent(&pc1, vec![tag.clone()], vec![]).await.unwrap();
@@ -1529,7 +1559,7 @@ pub async fn central_monitor_sets_and_reports(s: &Store, clock: &ManualClock) {
         toml: format!("# port {port}"),
         monitors: vec![spec(port)],
         role: Role::Admin,
-        author: "alice".into(),
+        author: alice.clone(),
     };
     // Refused: what a set may not select by, a bad name, no monitor.
     let e = s
@@ -1560,7 +1590,7 @@ pub async fn central_monitor_sets_and_reports(s: &Store, clock: &ManualClock) {
     assert!(!replaced);
     assert_eq!(
         (info.select.as_str(), info.updated_by.as_str()),
-        (format!("tag={tag}").as_str(), "alice")
+        (format!("tag={tag}").as_str(), alice.as_str())
     );
     let (sets, digest) = s.central_monitors(&pc1).await.unwrap();
     assert_eq!(sets.len(), 1);
@@ -1948,4 +1978,149 @@ pub async fn support_report_from_a_scripted_history(s: &Store, clock: &ManualClo
         of("open") >= 1 && of("in_progress") >= 1 && of("closed") >= 2,
         "{counts:?}"
     );
+}
+
+// ---- authority that dies with its grantor ----
+
+/// An action is queued for one enrollment of a name: removing or revoking
+/// the agent cancels it (saying who did), and a machine enrolled under the
+/// name later never gets it — nor one left pending by hand.
+pub async fn queued_actions_are_bound_to_the_enrollment(s: &Store, _: &ManualClock) {
+    use firstline_proto::action::QueueState;
+    let (a, b) = (unique("pc"), unique("pc"));
+    agent(s, &a).await;
+    agent(s, &b).await;
+    let old = s.enqueue_action(queued_run(&a, 600)).await.unwrap();
+
+    let removed = s.remove_agent(&a, "ada").await.unwrap().unwrap();
+    assert_eq!(removed.cancelled.len(), 1, "{removed:?}");
+    let c = &removed.cancelled[0];
+    assert_eq!((c.id, c.state), (old.id, QueueState::Cancelled));
+    let why = c.outcome.clone().unwrap_or_default();
+    assert!(why.contains("removed by ada"), "{why}");
+
+    // Another machine enrolls under the name: a new enrollment.
+    agent(s, &a).await;
+    let (name, stale) = (a.clone(), old.id as i64);
+    // A row of the old enrollment put back to pending (a database edited
+    // by hand, a race): never claimed by the new one.
+    s.write(move |tx| {
+        let row = tx.queued(stale)?.expect("the old row");
+        tx.insert_queued(&super::tx::QueueRow {
+            state: "pending".into(),
+            ended_at: None,
+            outcome: None,
+            ..row
+        })
+    })
+    .await
+    .unwrap();
+    let fresh = s.enqueue_action(queued_run(&a, 600)).await.unwrap();
+    let claimed = s.claim_queued(&name, 100).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|q| q.id).collect::<Vec<_>>(),
+        vec![fresh.id],
+        "only the action queued for this enrollment"
+    );
+
+    // Renewal keeps the enrollment: what is queued still reaches it.
+    let again = s.enqueue_action(queued_run(&b, 600)).await.unwrap();
+    s.renew_agent(&b, sign(s.now())).await.unwrap().unwrap();
+    let claimed = s.claim_queued(&b, 100).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|q| q.id).collect::<Vec<_>>(),
+        vec![again.id]
+    );
+
+    // Revocation cancels too.
+    let gone = s.enqueue_action(queued_run(&b, 600)).await.unwrap();
+    let revoked = s.revoke(PeerKind::Agent, &b, "bea").await.unwrap();
+    assert_eq!(
+        revoked.cancelled.iter().map(|q| q.id).collect::<Vec<_>>(),
+        vec![gone.id]
+    );
+    let why = revoked.cancelled[0].outcome.clone().unwrap_or_default();
+    assert!(why.contains("revoked by bea"), "{why}");
+    assert!(s.claim_queued(&b, 100).await.unwrap().is_empty());
+}
+
+/// A central monitor set holds while its author is an admin: demoted or
+/// revoked, their sets are suspended (with why) and sent to no agent —
+/// also when the role comes back — until an admin sets them again.
+pub async fn monitor_sets_die_with_their_authors_authority(s: &Store, _: &ManualClock) {
+    use firstline_proto::central::MonitorSpec;
+    let (ada, bob) = (unique("ada"), unique("bob"));
+    s.add_operator(&ada, Role::Admin).await.unwrap();
+    s.add_operator(&bob, Role::Admin).await.unwrap();
+    let (tag, pc) = (unique("auth"), unique("pc"));
+    agent(s, &pc).await;
+    s.tag_agent(&pc, vec![tag.clone()], vec![]).await.unwrap();
+    let (x, y) = (unique("x"), unique("y"));
+    let new = |name: &str, author: &str| monitors::NewSet {
+        name: name.into(),
+        selector: format!("tag={tag}"),
+        toml: "# t".into(),
+        monitors: vec![MonitorSpec {
+            name: None,
+            check: "disk".into(),
+            args: vec!["/".into()],
+            every: "5m".into(),
+            fail_after: None,
+            recover_after: None,
+        }],
+        role: Role::Admin,
+        author: author.into(),
+    };
+    s.put_monitor_set(new(&x, &ada)).await.unwrap();
+    s.put_monitor_set(new(&y, &bob)).await.unwrap();
+    let sent = |s: &Store| {
+        let pc = pc.clone();
+        let s = s.clone();
+        async move {
+            let (sets, _) = s.central_monitors(&pc).await.unwrap();
+            sets.into_iter().map(|c| c.name).collect::<Vec<_>>()
+        }
+    };
+    let mut both = vec![x.clone(), y.clone()];
+    both.sort();
+    assert_eq!(sent(s).await, both);
+
+    // Demoted: suspended, with who and why.
+    s.set_operator_role(&ada, Role::Technician, &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent(s).await, vec![y.clone()]);
+    let (sets, agents) = s.monitors_overview().await.unwrap();
+    let shown = |n: &str| sets.iter().find(|i| i.name == n).unwrap().clone();
+    let why = shown(&x).suspended.unwrap_or_default();
+    assert!(
+        why.contains(&ada) && why.contains("technician") && why.contains(&bob),
+        "{why}"
+    );
+    assert_eq!(shown(&y).suspended, None);
+    let mine = agents.iter().find(|a| a.agent == pc).unwrap();
+    assert_eq!(mine.sets, vec![y.clone()], "a suspended set selects nobody");
+    assert!(!s.monitor_sets_in_force().await.unwrap().contains(&x));
+
+    // Promoted again: still suspended until an admin sets it again.
+    s.set_operator_role(&ada, Role::Admin, &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent(s).await, vec![y.clone()]);
+    s.put_monitor_set(new(&x, &bob)).await.unwrap();
+    assert_eq!(sent(s).await, both);
+
+    // Revoked: every set they set is suspended.
+    let revoked = s.revoke(PeerKind::Operator, &bob, &ada).await.unwrap();
+    let mut named = revoked.suspended.clone();
+    named.sort();
+    assert_eq!(named, both);
+    assert!(sent(s).await.is_empty());
+    let (sets, _) = s.monitors_overview().await.unwrap();
+    for i in sets.iter().filter(|i| i.name == x || i.name == y) {
+        let why = i.suspended.clone().unwrap_or_default();
+        assert!(why.contains("revoked") && why.contains(&ada), "{why}");
+    }
 }

@@ -203,6 +203,9 @@ pub struct MonitorSetRow {
     pub role: String,
     pub updated_by: String,
     pub updated_at: i64,
+    /// Why the set is not sent (its author was revoked or demoted), until
+    /// an admin sets it again; `None`: in force.
+    pub suspended: Option<String>,
 }
 
 /// A row of `monitor_reports`: an agent's last answer to its central
@@ -263,6 +266,9 @@ pub struct QueueRow {
     pub state: String,
     pub ended_at: Option<i64>,
     pub outcome: Option<String>,
+    /// The enrollment of the agent it was queued for
+    /// ([`Tx::agent_enrollment`]): only that enrollment gets it.
+    pub enrollment: Option<String>,
 }
 
 /// One timeline entry of [`Tx::timelines_since`].
@@ -314,8 +320,13 @@ pub trait Tx {
     /// The state of the agent whose name is `name` without regard to case
     /// (`PC-A` finds `pc-a`): whether a name is free to enroll.
     fn agent_state_any_case(&mut self, name: &str) -> StoreResult<Option<(String, AgentState)>>;
-    /// Insert an agent; false when the name is taken (in any case).
-    fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool>;
+    /// Insert an agent of a new `enrollment` (an id no other enrollment
+    /// had); false when the name is taken (in any case).
+    fn insert_agent(&mut self, name: &str, enrollment: &str, now: i64) -> StoreResult<bool>;
+    /// The enrollment of the live (neither revoked nor removed) agent
+    /// `name`: it changes when the name is removed and enrolled again, not
+    /// when its certificate is renewed.
+    fn agent_enrollment(&mut self, name: &str) -> StoreResult<Option<String>>;
     fn agent_seen(&mut self, name: &str, p: &Presence, now: i64) -> StoreResult<()>;
     fn agent_left(&mut self, name: &str, now: i64) -> StoreResult<()>;
     /// One agent not removed (`online` false: the caller knows).
@@ -387,6 +398,9 @@ pub trait Tx {
     fn put_monitor_set(&mut self, row: &MonitorSetRow) -> StoreResult<()>;
     /// Delete a set; whether there was one.
     fn delete_monitor_set(&mut self, name: &str) -> StoreResult<bool>;
+    /// Suspend every set `author` set that is in force, saying `why`: the
+    /// names of those this call suspended.
+    fn suspend_monitor_sets(&mut self, author: &str, why: &str) -> StoreResult<Vec<String>>;
     /// Insert an agent's report, or replace its last one.
     fn put_monitor_report(&mut self, row: &MonitorReportRow) -> StoreResult<()>;
     /// Every agent's last report, by agent.
@@ -486,7 +500,17 @@ pub trait Tx {
     /// `delivered` (`ended_at` = `now`) in one conditional update, and
     /// return them by id: each is claimed by one caller only (PostgreSQL:
     /// row locks, `SKIP LOCKED`, `state = 'pending'` checked again).
+    /// Only those queued for the agent's current enrollment
+    /// ([`Tx::agent_enrollment`]) are claimed.
     fn claim_queued(&mut self, agent: &str, now: i64, limit: u32) -> StoreResult<Vec<QueueRow>>;
+    /// Mark every pending one of `agent` `cancelled` (`ended_at` = `now`)
+    /// with `outcome`, and return them by id.
+    fn cancel_queued_for(
+        &mut self,
+        agent: &str,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<Vec<QueueRow>>;
     /// Move a pending one to `state` (`ended_at` = `now`); false when it
     /// is not pending (or not there).
     fn end_queued(&mut self, id: i64, state: &str, now: i64) -> StoreResult<bool>;

@@ -241,7 +241,7 @@ fn delivery_row(r: &Row) -> StoreResult<Delivery> {
 }
 
 const QUEUE_COLUMNS: &str =
-    "id, agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome";
+    "id, agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome, enrollment";
 
 fn queue_row(r: &Row) -> StoreResult<QueueRow> {
     Ok(QueueRow {
@@ -256,6 +256,7 @@ fn queue_row(r: &Row) -> StoreResult<QueueRow> {
         state: get(r, 8)?,
         ended_at: get(r, 9)?,
         outcome: get(r, 10)?,
+        enrollment: get(r, 11)?,
     })
 }
 
@@ -274,7 +275,8 @@ fn ticket_id(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
-const MONITOR_SET_COLUMNS: &str = "name, selector, toml, monitors, role, updated_by, updated_at";
+const MONITOR_SET_COLUMNS: &str =
+    "name, selector, toml, monitors, role, updated_by, updated_at, suspended";
 
 fn monitor_set_row(r: &Row) -> StoreResult<MonitorSetRow> {
     Ok(MonitorSetRow {
@@ -285,6 +287,7 @@ fn monitor_set_row(r: &Row) -> StoreResult<MonitorSetRow> {
         role: get(r, 4)?,
         updated_by: get(r, 5)?,
         updated_at: get(r, 6)?,
+        suspended: get(r, 7)?,
     })
 }
 
@@ -450,12 +453,24 @@ impl Tx for PgTx<'_, '_> {
         })
     }
 
-    fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool> {
+    fn insert_agent(&mut self, name: &str, enrollment: &str, now: i64) -> StoreResult<bool> {
         let n = self.exec(
-            "INSERT INTO agents (name, enrolled_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&name, &now],
+            "INSERT INTO agents (name, enrolled_at, enrollment) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&name, &now, &enrollment],
         )?;
         Ok(n == 1)
+    }
+
+    fn agent_enrollment(&mut self, name: &str) -> StoreResult<Option<String>> {
+        let sql = format!(
+            "SELECT enrollment FROM agents
+             WHERE name = $1 AND revoked_at IS NULL AND removed_at IS NULL{}",
+            self.lock()
+        );
+        Ok(self
+            .one(&sql, &[&name], |r| get::<Option<String>>(r, 0))?
+            .flatten())
     }
 
     fn agent_seen(&mut self, name: &str, p: &Presence, now: i64) -> StoreResult<()> {
@@ -728,11 +743,12 @@ impl Tx for PgTx<'_, '_> {
 
     fn put_monitor_set(&mut self, row: &MonitorSetRow) -> StoreResult<()> {
         self.exec(
-            "INSERT INTO monitor_sets (name, selector, toml, monitors, role, updated_by, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO monitor_sets (name, selector, toml, monitors, role, updated_by, updated_at, suspended)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (name) DO UPDATE SET selector = excluded.selector, toml = excluded.toml,
                  monitors = excluded.monitors, role = excluded.role,
-                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at,
+                 suspended = excluded.suspended",
             &[
                 &row.name,
                 &row.selector,
@@ -741,9 +757,19 @@ impl Tx for PgTx<'_, '_> {
                 &row.role,
                 &row.updated_by,
                 &row.updated_at,
+                &row.suspended,
             ],
         )?;
         Ok(())
+    }
+
+    fn suspend_monitor_sets(&mut self, author: &str, why: &str) -> StoreResult<Vec<String>> {
+        self.all(
+            "UPDATE monitor_sets SET suspended = $2
+             WHERE updated_by = $1 AND suspended IS NULL RETURNING name",
+            &[&author, &why],
+            |r| get(r, 0),
+        )
     }
 
     fn delete_monitor_set(&mut self, name: &str) -> StoreResult<bool> {
@@ -1161,11 +1187,11 @@ impl Tx for PgTx<'_, '_> {
 
     fn insert_queued(&mut self, q: &QueueRow) -> StoreResult<i64> {
         let id = self.one(
-            "INSERT INTO queued_actions (agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            "INSERT INTO queued_actions (agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome, enrollment)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             &[
                 &q.agent, &q.action, &q.ticket, &q.operator, &q.role, &q.queued_at,
-                &q.expires_at, &q.state, &q.ended_at, &q.outcome,
+                &q.expires_at, &q.state, &q.ended_at, &q.outcome, &q.enrollment,
             ],
             |r| get::<i64>(r, 0),
         )?;
@@ -1230,12 +1256,34 @@ impl Tx for PgTx<'_, '_> {
                 "UPDATE queued_actions SET state = 'delivered', ended_at = $2
                  WHERE id IN (SELECT id FROM queued_actions
                               WHERE agent = $1 AND state = 'pending' AND expires_at > $2
+                                AND enrollment = (SELECT enrollment FROM agents
+                                                  WHERE name = $1 AND revoked_at IS NULL
+                                                    AND removed_at IS NULL)
                               ORDER BY id LIMIT $3
                               FOR UPDATE SKIP LOCKED)
                    AND state = 'pending'
                  RETURNING {QUEUE_COLUMNS}"
             ),
             &[&agent, &now, &i64::from(limit)],
+            queue_row,
+        )?;
+        out.sort_by_key(|q| q.id);
+        Ok(out)
+    }
+
+    fn cancel_queued_for(
+        &mut self,
+        agent: &str,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "UPDATE queued_actions SET state = 'cancelled', ended_at = $2, outcome = $3
+                 WHERE agent = $1 AND state = 'pending'
+                 RETURNING {QUEUE_COLUMNS}"
+            ),
+            &[&agent, &now, &outcome],
             queue_row,
         )?;
         out.sort_by_key(|q| q.id);

@@ -52,7 +52,34 @@ pub const MIGRATIONS: &[Migration<&str>] = &[
         name: "agent names unique without regard to case (`PC-A` is `pc-a`)",
         apply: V8_AGENT_NAMES_NOCASE,
     },
+    Migration {
+        version: 9,
+        name: "authority that dies with its grantor: agents' enrollment ids, queued actions bound to one, central monitor sets suspended",
+        apply: V9_ENROLLMENTS,
+    },
 ];
+
+/// As SQLite's version 10: queued actions are bound to the enrollment of
+/// the agent they were queued for, not its name; central monitor sets can
+/// be suspended. A pending action is bound to its agent's enrollment when
+/// that agent enrolled no later than it was queued, and cancelled
+/// otherwise (it was queued for an enrollment since removed).
+const V9_ENROLLMENTS: &str = r#"
+ALTER TABLE agents ADD COLUMN enrollment TEXT;
+UPDATE agents SET enrollment = 'before-v10:' || name || ':' || enrolled_at;
+CREATE INDEX agents_by_enrollment ON agents (enrollment);
+ALTER TABLE queued_actions ADD COLUMN enrollment TEXT;
+UPDATE queued_actions SET enrollment =
+    (SELECT a.enrollment FROM agents a
+     WHERE a.name = queued_actions.agent AND a.revoked_at IS NULL
+       AND a.removed_at IS NULL AND a.enrolled_at <= queued_actions.queued_at)
+ WHERE state = 'pending';
+UPDATE queued_actions SET state = 'cancelled',
+    ended_at = EXTRACT(EPOCH FROM now())::BIGINT,
+    outcome = 'cancelled: queued for an enrollment of its agent that was removed or revoked since'
+ WHERE state = 'pending' AND enrollment IS NULL;
+ALTER TABLE monitor_sets ADD COLUMN suspended TEXT;
+"#;
 
 /// As SQLite's version 9: `PC-A` cannot enroll beside `pc-a`. A database
 /// that already holds two such names is not migrated until one is gone.

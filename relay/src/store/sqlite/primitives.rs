@@ -147,7 +147,7 @@ fn identity_table(kind: PeerKind) -> StoreResult<&'static str> {
 }
 
 const QUEUE_COLUMNS: &str =
-    "id, agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome";
+    "id, agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome, enrollment";
 
 fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
     Ok(QueueRow {
@@ -162,10 +162,12 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
         state: r.get(8)?,
         ended_at: r.get(9)?,
         outcome: r.get(10)?,
+        enrollment: r.get(11)?,
     })
 }
 
-const MONITOR_SET_COLUMNS: &str = "name, selector, toml, monitors, role, updated_by, updated_at";
+const MONITOR_SET_COLUMNS: &str =
+    "name, selector, toml, monitors, role, updated_by, updated_at, suspended";
 
 fn monitor_set_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MonitorSetRow> {
     Ok(MonitorSetRow {
@@ -176,6 +178,7 @@ fn monitor_set_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MonitorSetRow> {
         role: r.get(4)?,
         updated_by: r.get(5)?,
         updated_at: r.get(6)?,
+        suspended: r.get(7)?,
     })
 }
 
@@ -366,12 +369,24 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn insert_agent(&mut self, name: &str, now: i64) -> StoreResult<bool> {
+    fn insert_agent(&mut self, name: &str, enrollment: &str, now: i64) -> StoreResult<bool> {
         let n = self.exec(
-            "INSERT INTO agents (name, enrolled_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![name, now],
+            "INSERT INTO agents (name, enrolled_at, enrollment) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![name, now, enrollment],
         )?;
         Ok(n == 1)
+    }
+
+    fn agent_enrollment(&mut self, name: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .one(
+                "SELECT enrollment FROM agents
+                 WHERE name = ?1 AND revoked_at IS NULL AND removed_at IS NULL",
+                [name],
+                |r| r.get::<_, Option<String>>(0),
+            )?
+            .flatten())
     }
 
     fn agent_seen(&mut self, name: &str, p: &Presence, now: i64) -> StoreResult<()> {
@@ -647,11 +662,12 @@ impl Tx for SqliteTx<'_> {
 
     fn put_monitor_set(&mut self, row: &MonitorSetRow) -> StoreResult<()> {
         self.exec(
-            "INSERT INTO monitor_sets (name, selector, toml, monitors, role, updated_by, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO monitor_sets (name, selector, toml, monitors, role, updated_by, updated_at, suspended)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (name) DO UPDATE SET selector = excluded.selector, toml = excluded.toml,
                  monitors = excluded.monitors, role = excluded.role,
-                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at,
+                 suspended = excluded.suspended",
             params![
                 row.name,
                 row.selector,
@@ -659,10 +675,20 @@ impl Tx for SqliteTx<'_> {
                 row.monitors,
                 row.role,
                 row.updated_by,
-                row.updated_at
+                row.updated_at,
+                row.suspended
             ],
         )?;
         Ok(())
+    }
+
+    fn suspend_monitor_sets(&mut self, author: &str, why: &str) -> StoreResult<Vec<String>> {
+        self.all(
+            "UPDATE monitor_sets SET suspended = ?2
+             WHERE updated_by = ?1 AND suspended IS NULL RETURNING name",
+            params![author, why],
+            |r| r.get(0),
+        )
     }
 
     fn delete_monitor_set(&mut self, name: &str) -> StoreResult<bool> {
@@ -1021,11 +1047,11 @@ impl Tx for SqliteTx<'_> {
 
     fn insert_queued(&mut self, q: &QueueRow) -> StoreResult<i64> {
         self.exec(
-            "INSERT INTO queued_actions (agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO queued_actions (agent, action, ticket, operator, role, queued_at, expires_at, state, ended_at, outcome, enrollment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 q.agent, q.action, q.ticket, q.operator, q.role, q.queued_at, q.expires_at,
-                q.state, q.ended_at, q.outcome
+                q.state, q.ended_at, q.outcome, q.enrollment
             ],
         )?;
         Ok(self.c.last_insert_rowid())
@@ -1085,11 +1111,33 @@ impl Tx for SqliteTx<'_> {
                 "UPDATE queued_actions SET state = 'delivered', ended_at = ?2
                  WHERE id IN (SELECT id FROM queued_actions
                               WHERE agent = ?1 AND state = 'pending' AND expires_at > ?2
+                                AND enrollment = (SELECT enrollment FROM agents
+                                                  WHERE name = ?1 AND revoked_at IS NULL
+                                                    AND removed_at IS NULL)
                               ORDER BY id LIMIT ?3)
                    AND state = 'pending'
                  RETURNING {QUEUE_COLUMNS}"
             ),
             params![agent, now, limit],
+            queue_row,
+        )?;
+        out.sort_by_key(|q| q.id);
+        Ok(out)
+    }
+
+    fn cancel_queued_for(
+        &mut self,
+        agent: &str,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<Vec<QueueRow>> {
+        let mut out = self.all(
+            &format!(
+                "UPDATE queued_actions SET state = 'cancelled', ended_at = ?2, outcome = ?3
+                 WHERE agent = ?1 AND state = 'pending'
+                 RETURNING {QUEUE_COLUMNS}"
+            ),
+            params![agent, now, outcome],
             queue_row,
         )?;
         out.sort_by_key(|q| q.id);

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration<Step>] = &[
         name: "agent names unique without regard to case (`PC-A` is `pc-a`)",
         apply: v9_agent_names_nocase,
     },
+    Migration {
+        version: 10,
+        name: "authority that dies with its grantor: agents' enrollment ids, queued actions bound to one, central monitor sets suspended",
+        apply: v10_enrollments,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -378,3 +383,28 @@ fn v9_agent_names_nocase(db: &Connection) -> rusqlite::Result<()> {
 pub(super) const AGENT_NAMES_NOCASE: &str = "
 CREATE UNIQUE INDEX IF NOT EXISTS agents_name_nocase ON agents (lower(name));
 ";
+
+/// Queued actions are bound to the enrollment of the agent they were
+/// queued for, not its name; central monitor sets can be suspended. Each
+/// agent enrolled before gets an enrollment id of its own; a pending
+/// action is bound to its agent's enrollment when that agent enrolled no
+/// later than it was queued, and cancelled otherwise (it was queued for
+/// an enrollment since removed). As PostgreSQL's version 9.
+fn v10_enrollments(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(
+        "ALTER TABLE agents ADD COLUMN enrollment TEXT;
+         UPDATE agents SET enrollment = 'before-v10:' || name || ':' || enrolled_at;
+         CREATE INDEX IF NOT EXISTS agents_by_enrollment ON agents (enrollment);
+         ALTER TABLE queued_actions ADD COLUMN enrollment TEXT;
+         UPDATE queued_actions SET enrollment =
+             (SELECT a.enrollment FROM agents a
+              WHERE a.name = queued_actions.agent AND a.revoked_at IS NULL
+                AND a.removed_at IS NULL AND a.enrolled_at <= queued_actions.queued_at)
+          WHERE state = 'pending';
+         UPDATE queued_actions SET state = 'cancelled',
+             ended_at = CAST(strftime('%s', 'now') AS INTEGER),
+             outcome = 'cancelled: queued for an enrollment of its agent that was removed or revoked since'
+          WHERE state = 'pending' AND enrollment IS NULL;
+         ALTER TABLE monitor_sets ADD COLUMN suspended TEXT;",
+    )
+}
