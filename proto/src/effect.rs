@@ -1,7 +1,8 @@
 //! Role by effect: the least operator role that may ask for an action, from
-//! what the action does rather than what it is called.
+//! what the action does rather than what it is called — read from each
+//! action's one declaration (`crate::declare`).
 //!
-//! One table, used twice: the relay checks it before routing a request, and
+//! One rule, used twice: the relay checks it before routing a request, and
 //! the agent checks it again with the role the relay read from the
 //! operator's certificate (for a runbook, against every step it could run).
 //!
@@ -15,42 +16,18 @@
 //!   here), built-in fixes, runbooks;
 //! * admin — the admin's own scripts.
 
+use crate::declare::{Check, Fix};
 use crate::message::Role;
 
-/// Checks that run programs of their own (`plugin`) or read what is on
-/// the machine (`du`: the names and sizes of any user's folders).
-const LOCAL_CONTENT: &[&str] = &["plugin", "du"];
-
-/// Check options that send data to a service or test its content.
-const CONTENT_OPTIONS: &[(&str, &str)] = &[("tcp", "--send"), ("http", "--contains")];
-
-/// The least role that may run `check` with `args`.
+/// The least role that may run `check` with `args` (an unknown check is
+/// refused by the agent whatever the role).
 pub fn check_role(check: &str, args: &[String]) -> Role {
-    if LOCAL_CONTENT.contains(&check) {
-        return Role::Technician;
-    }
-    let sensitive = CONTENT_OPTIONS
-        .iter()
-        .filter(|(c, _)| *c == check)
-        .any(|(_, opt)| args.iter().any(|a| names_option(a, opt)));
-    if sensitive {
-        Role::Technician
-    } else {
-        Role::Viewer
-    }
+    Check::from_name(check).map_or(Role::Viewer, |c| c.declare(args).role)
 }
 
 /// The least role that may run the fix `action`.
 pub fn fix_role(action: &str) -> Role {
-    match action {
-        "script" => Role::Admin,
-        _ => Role::Technician,
-    }
-}
-
-/// Whether `arg` is `opt` or `opt=…` (clap's two spellings).
-fn names_option(arg: &str, opt: &str) -> bool {
-    arg == opt || arg.strip_prefix(opt).is_some_and(|r| r.starts_with('='))
+    Fix::from_name(action).map_or(Role::Technician, |f| f.declare().role)
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@
 //! * [`result`] — the check/fix result shape from DESIGN.md.
 //! * [`version`] — protocol version negotiation at connect.
 //! * [`event`] — monitoring events from an agent's outbox.
-//! * [`effect`] — the least role each action needs (relay and agent agree).
+//! * [`declare`] — every check and fix declared once: its role by effect, who
+//!   its worker runs as, its capabilities and its view of the file system.
+//! * [`effect`] — the least role each action needs (relay and agent agree),
+//!   read from [`declare`].
 //! * [`text`] — wire text made safe for terminals and logs.
 //! * [`limits`] — the sizes peers are held to.
 //! * [`runbook`] — a runbook run's step records and verdict.
@@ -21,6 +24,7 @@
 
 pub mod action;
 pub mod central;
+pub mod declare;
 pub mod effect;
 pub mod event;
 pub mod frame;

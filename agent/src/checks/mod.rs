@@ -36,64 +36,9 @@ pub const NAMES: &[&str] = &[
     "load", "plugin",
 ];
 
-/// Every check, for what must be said of each without a wildcard (what
-/// its worker may hold: `crate::worker::declare`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    Ping,
-    Dns,
-    Printer,
-    Disk,
-    Du,
-    Net,
-    Service,
-    Tcp,
-    Http,
-    Cpu,
-    Memory,
-    Load,
-    Plugin,
-}
-
-impl Check {
-    pub const ALL: &[Check] = &[
-        Check::Ping,
-        Check::Dns,
-        Check::Printer,
-        Check::Disk,
-        Check::Du,
-        Check::Net,
-        Check::Service,
-        Check::Tcp,
-        Check::Http,
-        Check::Cpu,
-        Check::Memory,
-        Check::Load,
-        Check::Plugin,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Check::Ping => "ping",
-            Check::Dns => "dns",
-            Check::Printer => "printer",
-            Check::Disk => "disk",
-            Check::Du => "du",
-            Check::Net => "net",
-            Check::Service => "service",
-            Check::Tcp => "tcp",
-            Check::Http => "http",
-            Check::Cpu => "cpu",
-            Check::Memory => "memory",
-            Check::Load => "load",
-            Check::Plugin => "plugin",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Check> {
-        Check::ALL.iter().copied().find(|c| c.name() == name)
-    }
-}
+/// Every check, declared once (its role, user, capabilities and view) in
+/// `firstline_proto::declare`.
+pub use firstline_proto::declare::Check;
 
 /// Why a check could not even start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]

@@ -27,33 +27,9 @@ pub const BUILTIN: &[&str] = &[
     "vacuum-journal",
 ];
 
-/// Every fix, for what must be said of each without a wildcard (what its
-/// worker may hold: `crate::worker::declare`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fix {
-    FlushDns,
-    RestartService,
-    ResumePrinter,
-    CancelPrintJobs,
-    CleanTemp,
-    VacuumJournal,
-    Script,
-}
-
-impl Fix {
-    pub fn from_name(name: &str) -> Option<Fix> {
-        Some(match name {
-            "flush-dns" => Fix::FlushDns,
-            "restart-service" => Fix::RestartService,
-            "resume-printer" => Fix::ResumePrinter,
-            "cancel-print-jobs" => Fix::CancelPrintJobs,
-            "clean-temp" => Fix::CleanTemp,
-            "vacuum-journal" => Fix::VacuumJournal,
-            "script" => Fix::Script,
-            _ => return None,
-        })
-    }
-}
+/// Every fix, declared once (its role, user, capabilities and view) in
+/// `firstline_proto::declare`.
+pub use firstline_proto::declare::Fix;
 
 /// Time any command a fix runs may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);

@@ -29,36 +29,17 @@ use rustix::thread::{CapabilitySet, CapabilitySets};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A capability an action may declare. Only these exist: anything else is
-/// never granted to a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cap {
-    /// Raw ICMP sockets (`ping` where unprivileged ICMP is not allowed).
-    NetRaw,
-    /// Open any file (deleting other users' files in a temp folder).
-    DacOverride,
-    /// Read any folder (`du`, walking a temp folder).
-    DacReadSearch,
-    /// Delete in sticky folders files others own.
-    Fowner,
-    /// Signal another user's process (`flush-dns` reloading dnsmasq).
-    Kill,
-    /// Read another user's process's namespaces and open sockets
-    /// (`flush-dns` finding the DNS cache of this network namespace).
-    SysPtrace,
-}
+pub use firstline_proto::declare::Cap;
 
-impl Cap {
-    fn set(self) -> CapabilitySet {
-        match self {
-            Cap::NetRaw => CapabilitySet::NET_RAW,
-            Cap::DacOverride => CapabilitySet::DAC_OVERRIDE,
-            Cap::DacReadSearch => CapabilitySet::DAC_READ_SEARCH,
-            Cap::Fowner => CapabilitySet::FOWNER,
-            Cap::Kill => CapabilitySet::KILL,
-            Cap::SysPtrace => CapabilitySet::SYS_PTRACE,
-        }
+/// The kernel's bit of a declared capability.
+fn cap_set(cap: Cap) -> CapabilitySet {
+    match cap {
+        Cap::NetRaw => CapabilitySet::NET_RAW,
+        Cap::DacOverride => CapabilitySet::DAC_OVERRIDE,
+        Cap::DacReadSearch => CapabilitySet::DAC_READ_SEARCH,
+        Cap::Fowner => CapabilitySet::FOWNER,
+        Cap::Kill => CapabilitySet::KILL,
+        Cap::SysPtrace => CapabilitySet::SYS_PTRACE,
     }
 }
 
@@ -233,7 +214,7 @@ impl Sandbox {
         let wanted = self
             .caps
             .iter()
-            .fold(CapabilitySet::empty(), |s, c| s | c.set());
+            .fold(CapabilitySet::empty(), |s, c| s | cap_set(*c));
         let have = rustix::thread::capabilities(None)
             .map_err(|e| format!("capget: {e}"))?
             .permitted;
