@@ -19,7 +19,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
-use firstline_tests::nats::Nats;
+use firstline_tests::nats::{Nats, NkeyUser};
 use firstline_tests::pg::Postgres;
 use firstline_tests::plugin::StatePlugin;
 use firstline_tests::{
@@ -100,6 +100,8 @@ impl SharedStore {
 struct Deployment {
     tmp: tempfile::TempDir,
     nats: Nats,
+    /// The deployment's NATS credential (the relays' nkey).
+    nkey: NkeyUser,
     store: SharedStore,
     a: Relay,
     b: Relay,
@@ -130,7 +132,11 @@ impl Deployment {
     fn new(backend: Backend, settings: &str) -> Deployment {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let nats = Nats::start();
+        // NATS admits the relays' nkey only (README: init --nats-nkey).
+        let nkey = NkeyUser::new();
+        let nats = Nats::start_nkeys(&[&nkey.public]);
+        let seed_file = root.join("nats.nk");
+        nkey.write(&seed_file);
         let store = SharedStore::new(backend, root);
         if let SharedStore::Sqlite(path) = &store {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -149,6 +155,8 @@ impl Deployment {
             &url,
             "--nats",
             &nats.url(),
+            "--nats-nkey",
+            seed_file.to_str().unwrap(),
         ]);
         eprintln!("{}", String::from_utf8_lossy(&out.stdout));
         let config_a = dir_a.join("relay.toml");
@@ -216,6 +224,7 @@ impl Deployment {
         Deployment {
             tmp,
             nats,
+            nkey,
             store,
             a,
             b,
@@ -258,8 +267,8 @@ impl Deployment {
             .to_string()
     }
 
-    /// Publish on the deployment's NATS as any client could (the NATS
-    /// text protocol, by hand).
+    /// Publish on the deployment's NATS as any client holding the NATS
+    /// credential could (the NATS text protocol, by hand).
     fn publish(&self, subject: &str, payload: &str) {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.nats.port())).unwrap();
@@ -267,9 +276,11 @@ impl Deployment {
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         assert!(line.starts_with("INFO"), "{line}");
+        let info: Value = serde_json::from_str(&line[5..]).unwrap();
+        let connect = self.nkey.connect_json(info["nonce"].as_str().unwrap());
         write!(
             s,
-            "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
+            "CONNECT {connect}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
             payload.len()
         )
         .unwrap();

@@ -128,11 +128,12 @@ impl Cluster {
         dir: &RelayDir,
         ca_fingerprint: &str,
         notices: crate::notices::Channel,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<(Cluster, Inbound)> {
         if dir.config.cluster.nats.is_none() {
             return Ok((Cluster::Local, Inbound::none()));
         }
-        let (n, inbound) = nats::start(dir, ca_fingerprint, notices).await?;
+        let (n, inbound) = nats::start(dir, ca_fingerprint, notices, metrics).await?;
         Ok((Cluster::Nats(n), inbound))
     }
 

@@ -121,12 +121,20 @@ pub async fn start(
     dir: &RelayDir,
     ca_fingerprint: &str,
     notices: crate::notices::Channel,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(Arc<Nats>, Inbound)> {
     let c = &dir.config.cluster;
     let id = dir.relay_id();
-    let nats_ca = dir.nats_ca();
-    let (options, addrs, urls) =
-        connect_options(c.nats.as_deref().unwrap_or_default(), nats_ca.as_deref())?;
+    let link = Link::of(dir).ok_or_else(|| anyhow!("[cluster] nats is not set"))?;
+    let (options, addrs, urls) = connect_options(&link)?;
+    metrics.nats_insecure(!link.authenticated());
+    if c.nats_insecure && !link.authenticated() {
+        tracing::warn!(
+            "cluster: NATS WITHOUT AUTHENTICATION ([cluster] nats_insecure = true): anyone who \
+             reaches the NATS server reads this deployment's traffic and can disrupt it; give the \
+             relays an nkey (`nats_nkey`, SECURITY.md wall 7)"
+        );
+    }
     let options = options
         .name(format!("firstline-relay {id}"))
         .no_echo()
@@ -220,14 +228,19 @@ pub async fn start(
     ))
 }
 
-/// The NATS client options of `[cluster]` (credentials from the URLs,
-/// TLS with `nats_ca`), the servers, and their URLs.
+/// The NATS client options of `[cluster]` (the nkey of `nats_nkey`,
+/// credentials from the URLs, TLS with `nats_ca`), the servers, and their
+/// URLs.
 fn connect_options(
-    nats: &str,
-    nats_ca: Option<&std::path::Path>,
+    link: &Link,
 ) -> Result<(async_nats::ConnectOptions, Vec<ServerAddr>, Vec<String>)> {
-    let urls = crate::config::nats_servers(nats).map_err(|e| anyhow!(e))?;
+    let nats_ca = link.nats_ca.as_deref();
+    let urls = crate::config::nats_servers(&link.nats).map_err(|e| anyhow!(e))?;
     let mut options = async_nats::ConnectOptions::new();
+    if let Some(path) = &link.nats_nkey {
+        let (seed, _) = crate::admin::read_nkey(path)?;
+        options = options.nkey(seed);
+    }
     let mut addrs = Vec::new();
     for url in &urls {
         let addr: ServerAddr = url
@@ -254,7 +267,11 @@ fn connect_options(
 pub struct Link {
     pub nats: String,
     pub nats_ca: Option<PathBuf>,
+    /// The nkey seed file the relays authenticate to NATS with.
+    pub nats_nkey: Option<PathBuf>,
     pub ca_cert: PathBuf,
+    /// The audit signing key: the relays' bus key is derived from it.
+    pub audit_key: PathBuf,
 }
 
 impl Link {
@@ -263,8 +280,16 @@ impl Link {
         Some(Link {
             nats: dir.config.cluster.nats.clone()?,
             nats_ca: dir.nats_ca(),
+            nats_nkey: dir.nats_nkey(),
             ca_cert: dir.ca_cert(),
+            audit_key: dir.audit_key(),
         })
+    }
+
+    /// Whether the relays present a credential to NATS (an nkey, or one in
+    /// the URL).
+    pub fn authenticated(&self) -> bool {
+        self.nats_nkey.is_some() || crate::config::carries_secret(&self.nats)
     }
 }
 
@@ -279,7 +304,7 @@ pub fn publish_checkpoint_blocking(link: &Link, line: &str) -> Result<()> {
         .first()
         .ok_or_else(|| anyhow!("{}: no certificate", link.ca_cert.display()))?;
     let subject = format!("{}.audit", prefix(&firstline_net::fingerprint(ca)));
-    let (options, addrs, _) = connect_options(&link.nats, link.nats_ca.as_deref())?;
+    let (options, addrs, _) = connect_options(link)?;
     let payload = Bytes::from(line.as_bytes().to_vec());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
