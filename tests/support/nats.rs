@@ -29,15 +29,16 @@ impl NkeyUser {
 
     /// Write the seed to `path` (0600), as `init --nats-nkey` reads it.
     pub fn write(&self, path: &Path) {
-        std::fs::write(path, format!("{}\n", self.seed)).unwrap();
+        std::fs::write(path, format!("{}\n", self.seed)).expect("write the seed");
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the seed");
     }
 
     /// The `CONNECT` JSON of this user for the server's `nonce`.
     pub fn connect_json(&self, nonce: &str) -> String {
-        let kp = nkeys::KeyPair::from_seed(&self.seed).unwrap();
-        let sig = kp.sign(nonce.as_bytes()).unwrap();
+        let kp = nkeys::KeyPair::from_seed(&self.seed).expect("a seed");
+        let sig = kp.sign(nonce.as_bytes()).expect("signed");
         let sig = data_encoding::BASE64URL_NOPAD.encode(&sig);
         format!(
             "{{\"verbose\":false,\"headers\":true,\"nkey\":\"{}\",\"sig\":\"{sig}\"}}",
@@ -76,14 +77,15 @@ impl Nats {
             .map(|u| format!("{{ nkey: \"{u}\" }}"))
             .collect::<Vec<_>>()
             .join(", ");
-        std::fs::write(&conf, format!("authorization {{ users = [ {list} ] }}\n")).unwrap();
-        Nats::start_with(&["-c", conf.to_str().unwrap()])
+        std::fs::write(&conf, format!("authorization {{ users = [ {list} ] }}\n"))
+            .expect("write the NATS config");
+        Nats::start_with(&["-c", conf.to_str().expect("a UTF-8 path")])
     }
 
     /// A server with the configuration file `conf` (e.g. the
     /// nats-authorization.conf `firstline-relay init` writes).
     pub fn start_conf(conf: &Path) -> Nats {
-        Nats::start_with(&["-c", conf.to_str().unwrap()])
+        Nats::start_with(&["-c", conf.to_str().expect("a UTF-8 path")])
     }
 
     /// [`Nats::start`] with more arguments (e.g. `["-js", "-sd", DIR]` for
