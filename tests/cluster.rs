@@ -19,7 +19,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
-use firstline_tests::nats::Nats;
+use firstline_tests::nats::{Nats, NkeyUser};
 use firstline_tests::pg::Postgres;
 use firstline_tests::plugin::StatePlugin;
 use firstline_tests::{
@@ -100,6 +100,8 @@ impl SharedStore {
 struct Deployment {
     tmp: tempfile::TempDir,
     nats: Nats,
+    /// The deployment's NATS credential (the relays' nkey).
+    nkey: NkeyUser,
     store: SharedStore,
     a: Relay,
     b: Relay,
@@ -130,7 +132,11 @@ impl Deployment {
     fn new(backend: Backend, settings: &str) -> Deployment {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let nats = Nats::start();
+        // NATS admits the relays' nkey only (README: init --nats-nkey).
+        let nkey = NkeyUser::new();
+        let nats = Nats::start_nkeys(&[&nkey.public]);
+        let seed_file = root.join("nats.nk");
+        nkey.write(&seed_file);
         let store = SharedStore::new(backend, root);
         if let SharedStore::Sqlite(path) = &store {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -149,6 +155,8 @@ impl Deployment {
             &url,
             "--nats",
             &nats.url(),
+            "--nats-nkey",
+            seed_file.to_str().unwrap(),
         ]);
         eprintln!("{}", String::from_utf8_lossy(&out.stdout));
         let config_a = dir_a.join("relay.toml");
@@ -191,8 +199,18 @@ impl Deployment {
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         eprintln!("{said}{}", String::from_utf8_lossy(&out.stderr));
         assert!(said.contains("joined the deployment of"), "{said}");
+        // B inherits A's settings; a /metrics address of its own.
+        let config_b = dir_b.join("relay.toml");
+        let toml = std::fs::read_to_string(&config_b).unwrap();
+        if let Some(line) = toml.lines().find(|l| l.starts_with("metrics_listen")) {
+            let own = format!(
+                "metrics_listen = \"127.0.0.1:{}\"",
+                firstline_tests::peers::free_tcp_port()
+            );
+            std::fs::write(&config_b, toml.replace(line, &own)).unwrap();
+        }
         let mut b = Relay {
-            config: dir_b.join("relay.toml"),
+            config: config_b,
             dir: dir_b,
             addr: addr_b,
             proc: None,
@@ -216,6 +234,7 @@ impl Deployment {
         Deployment {
             tmp,
             nats,
+            nkey,
             store,
             a,
             b,
@@ -258,8 +277,8 @@ impl Deployment {
             .to_string()
     }
 
-    /// Publish on the deployment's NATS as any client could (the NATS
-    /// text protocol, by hand).
+    /// Publish on the deployment's NATS as any client holding the NATS
+    /// credential could (the NATS text protocol, by hand).
     fn publish(&self, subject: &str, payload: &str) {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.nats.port())).unwrap();
@@ -267,9 +286,11 @@ impl Deployment {
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         assert!(line.starts_with("INFO"), "{line}");
+        let info: Value = serde_json::from_str(&line[5..]).unwrap();
+        let connect = self.nkey.connect_json(info["nonce"].as_str().unwrap());
         write!(
             s,
-            "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
+            "CONNECT {connect}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
             payload.len()
         )
         .unwrap();
@@ -472,7 +493,8 @@ fn requests_through_the_other_relay(backend: Backend) {
     let verdicts = entries(&d.console_a, id, "verdict");
     assert_eq!(verdicts.len(), 1, "one verdict entry: {verdicts:?}");
     assert_eq!(verdicts[0]["author"], "tina");
-    // The holding relay served, the asking relay recorded.
+    // The holding relay served (and recorded that it did), the asking
+    // relay recorded.
     assert!(d.a.log().contains("forwarded request"), "{}", d.logs());
     let audit = audit_records(&d.console_a);
     let with_ticket = |action: &str| {
@@ -484,9 +506,11 @@ fn requests_through_the_other_relay(backend: Backend) {
     assert_eq!(with_ticket("run check disk"), 1, "{audit:#?}");
     assert_eq!(with_ticket("runbook disk-full"), 1, "{audit:#?}");
 
-    // Messages forged by another NATS client: a revocation of the valid
-    // pc1 cuts nothing (each relay checks the database), a checkpoint not
-    // signed with the deployment's key is not kept.
+    // Messages forged by another NATS client (with the NATS credential,
+    // not the relays' bus key): a revocation of the valid pc1 and a
+    // checkpoint not signed with the deployment's key are dropped before
+    // anything reads them (each relay would also check the database, and
+    // the checkpoint's own signature).
     let prefix = d.prefix();
     d.publish(
         &format!("{prefix}.revoked"),
@@ -500,12 +524,16 @@ fn requests_through_the_other_relay(backend: Backend) {
     );
     d.publish(&format!("{prefix}.audit"), &forged);
     assert!(
-        wait_until(SLOW, || d.a.log().contains("revoked through another relay")
-            && d.b.log().contains("not signed with this relay's audit key")),
+        wait_until(SLOW, || d.a.log().contains("a message on NATS was dropped")
+            && d.b.log().contains("a message on NATS was dropped")),
         "{}",
         d.logs()
     );
-    assert!(d.a.log().contains("connections=0"), "{}", d.logs());
+    assert!(
+        !d.a.log().contains("revoked through another relay"),
+        "{}",
+        d.logs()
+    );
     assert!(d.console_b.online("pc1"));
     let out = d.console_b.run(&["run", "pc1", "disk", &path, "--json"]);
     assert!(out.status.code().is_some_and(|c| c <= 1), "{}", text(&out));
@@ -1133,4 +1161,448 @@ fn a_row_forged_in_postgres_stops_both_relays_and_a_replayed_checkpoint_is_not_k
         let settled = wait_until(Duration::from_secs(10), || verify(r, &[]).0 == Some(0));
         assert!(settled, "{:?}", verify(r, &[]));
     }
+}
+
+// ------------------------------------------- the bus: item 2 of issue 24
+
+/// A NATS client by hand (the text protocol, with headers): what anyone
+/// holding the deployment's NATS credential — and none of a relay's keys —
+/// can do.
+struct RawNats {
+    s: std::net::TcpStream,
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+/// A message read off a [`RawNats`]: subject, reply, header block, payload.
+struct RawMsg {
+    subject: String,
+    reply: Option<String>,
+    headers: String,
+    payload: Vec<u8>,
+}
+
+impl RawNats {
+    /// Connect with `nkey` (or no credential): `Err(the server's -ERR)`.
+    fn connect(port: u16, nkey: Option<&NkeyUser>) -> Result<RawNats, String> {
+        use std::io::{BufRead, Write};
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("INFO"), "{line}");
+        let info: Value = serde_json::from_str(&line[5..]).unwrap();
+        let connect = match nkey {
+            Some(k) => k.connect_json(info["nonce"].as_str().unwrap_or_default()),
+            None => r#"{"verbose":false,"headers":true}"#.to_string(),
+        };
+        let mut raw = RawNats { s, r };
+        write!(raw.s, "CONNECT {connect}\r\nPING\r\n").unwrap();
+        raw.pong()?;
+        Ok(raw)
+    }
+
+    /// Read up to the server's PONG; `Err` on an -ERR (or the connection
+    /// closed).
+    fn pong(&mut self) -> Result<(), String> {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            match self.r.read_line(&mut line) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if line.starts_with("-ERR") {
+                return Err(line.trim().to_string());
+            }
+            if line.starts_with("PONG") {
+                return Ok(());
+            }
+        }
+    }
+
+    fn sub(&mut self, subject: &str, sid: u32) {
+        use std::io::Write;
+        write!(self.s, "SUB {subject} {sid}\r\nPING\r\n").unwrap();
+        self.pong().unwrap();
+    }
+
+    /// Publish with a header block (`NATS/1.0\r\n…\r\n\r\n`) and a reply.
+    fn hpub(&mut self, subject: &str, reply: &str, headers: &str, payload: &[u8]) {
+        use std::io::Write;
+        let total = headers.len() + payload.len();
+        write!(
+            self.s,
+            "HPUB {subject} {reply} {} {total}\r\n{headers}",
+            headers.len()
+        )
+        .unwrap();
+        self.s.write_all(payload).unwrap();
+        write!(self.s, "\r\nPING\r\n").unwrap();
+        self.pong().unwrap();
+    }
+
+    /// The next message within `wait`, answering the server's pings.
+    fn next(&mut self, wait: Duration) -> Option<RawMsg> {
+        use std::io::{BufRead, Read, Write};
+        let end = Instant::now() + wait;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            let mut line = String::new();
+            match self.r.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.first().copied() {
+                Some("PING") => write!(self.s, "PONG\r\n").unwrap(),
+                Some("MSG") | Some("HMSG") => {
+                    let hmsg = parts[0] == "HMSG";
+                    let n = parts.len();
+                    let total: usize = parts[n - 1].parse().unwrap();
+                    let hdr: usize = if hmsg {
+                        parts[n - 2].parse().unwrap()
+                    } else {
+                        0
+                    };
+                    let fixed = if hmsg { 5 } else { 4 };
+                    let reply = (n > fixed).then(|| parts[3].to_string());
+                    let mut body = vec![0; total + 2];
+                    self.r.read_exact(&mut body).unwrap();
+                    body.truncate(total);
+                    let payload = body.split_off(hdr);
+                    return Some(RawMsg {
+                        subject: parts[1].to_string(),
+                        reply,
+                        headers: String::from_utf8(body).unwrap(),
+                        payload,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The relay id a relay logged on joining the cluster.
+fn relay_id(relay: &Relay) -> String {
+    let log = relay.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("this relay is one of"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let at = line.find("relay=").unwrap();
+    line[at + 6..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The NATS header block of signed headers `h` (as a relay would send).
+fn header_block(h: &[(&str, String)]) -> String {
+    let mut s = String::from("NATS/1.0\r\n");
+    for (k, v) in h {
+        s.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.push_str("\r\n");
+    s
+}
+
+/// With NATS credentials but no relay's keys, a forged `exec_fix` forward
+/// with `role: admin` runs nothing (unsigned, or signed with another key);
+/// a genuine forward captured off the bus and published again is refused
+/// as replayed; each is counted on /metrics and logged. The same request
+/// signed with the deployment's bus key (a control: the path works) runs,
+/// and a forwarded request leaves an audit row written by the relay that
+/// ran it, naming the asking relay and the operator.
+#[test]
+fn a_forged_or_replayed_forward_runs_nothing_and_the_holder_audits_what_it_runs() {
+    use firstline_proto::{Envelope, Message, Role};
+    use firstline_relay::cluster::bus::{BusKey, Guard};
+    let metrics_a = firstline_tests::peers::free_tcp_port();
+    let d = Deployment::new(
+        DEFAULT_BACKEND,
+        &format!("metrics_listen = \"127.0.0.1:{metrics_a}\""),
+    );
+    let mut pc1 = d.agent("pc1", &d.a, &[&d.a]);
+    pc1.start();
+    assert!(
+        wait_until(SLOW, || d.console_b.online("pc1")),
+        "{}\n{}",
+        pc1.log(),
+        d.logs()
+    );
+    let (id_a, id_b) = (relay_id(&d.a), relay_id(&d.b));
+    let prefix = d.prefix();
+    let forward = format!("{prefix}.relay.{id_a}.forward");
+
+    // No credential, or an nkey the server does not know: not admitted.
+    let err = RawNats::connect(d.nats.port(), None)
+        .err()
+        .expect("admitted without a credential");
+    assert!(err.contains("Authorization Violation"), "{err}");
+    let err = RawNats::connect(d.nats.port(), Some(&NkeyUser::new()))
+        .err()
+        .expect("admitted with an unknown nkey");
+    assert!(err.contains("Authorization Violation"), "{err}");
+
+    // The attacker holds the NATS credential.
+    let mut spy = RawNats::connect(d.nats.port(), Some(&d.nkey)).unwrap();
+    spy.sub(&forward, 1);
+    spy.sub("_INBOX.mallory.>", 2);
+
+    // A genuine forward, through B: captured on the way; audited by A too.
+    let path = d.root().to_str().unwrap().to_string();
+    let out = d.console_b.run(&["run", "pc1", "disk", &path, "--json"]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", text(&out));
+    let genuine = spy
+        .next(Duration::from_secs(5))
+        .expect("the forward, seen on the bus");
+    assert_eq!(genuine.subject, forward);
+    assert!(genuine.headers.contains("Fl-Sig"), "{}", genuine.headers);
+    let audited = wait_until(Duration::from_secs(10), || {
+        audit_records(&d.console_a).iter().any(|r| {
+            r["action"] == "forwarded exec"
+                && r["who"] == "tina"
+                && r["args"].as_str().is_some_and(|a| {
+                    a.contains(&format!("from relay {id_b}")) && a.contains("disk")
+                })
+                && r["outcome"].as_str().is_some_and(|o| o.starts_with("ok"))
+        })
+    });
+    assert!(audited, "{:#?}\n{}", audit_records(&d.console_a), d.logs());
+    let served = || d.a.log().matches("forwarded request").count();
+    let served_before = served();
+    assert_eq!(served_before, 1, "{}", d.logs());
+
+    // Forged: exec_fix, role admin, from "relay B" — unsigned, then with a
+    // signature made with a key that is not the deployment's.
+    let fix = Envelope::new(Message::ExecFix {
+        action: "flush-dns".into(),
+        args: vec![],
+        dry_run: false,
+        role: Role::Admin,
+    });
+    let body = serde_json::to_vec(&serde_json::json!({
+        "from": id_b, "agent": "pc1", "request": fix, "operator": "mallory"
+    }))
+    .unwrap();
+    spy.hpub(
+        &forward,
+        "_INBOX.mallory.1",
+        &header_block(&[("X", "1".into())]),
+        &body,
+    );
+    let sign = |key: BusKey, reply: &str| {
+        let h = Guard::new(key, &id_b, None).sign(&forward, Some(reply), &body);
+        let names = ["Fl-From", "Fl-Ts", "Fl-Nonce", "Fl-Sig"];
+        let fields: Vec<(&str, String)> = names
+            .iter()
+            .map(|n| (*n, h.get(*n).unwrap().as_str().to_string()))
+            .collect();
+        header_block(&fields)
+    };
+    let wrong = sign(
+        BusKey::from_audit_key(b"not the deployment's key"),
+        "_INBOX.mallory.2",
+    );
+    spy.hpub(&forward, "_INBOX.mallory.2", &wrong, &body);
+    if let Some(m) = spy.next(Duration::from_secs(3)) {
+        panic!(
+            "a forged forward was answered on {}: {:?}",
+            m.subject,
+            String::from_utf8_lossy(&m.payload)
+        );
+    }
+    assert_eq!(served(), served_before, "{}", d.logs());
+    assert!(d.a.log().contains("reason=\"unsigned\""), "{}", d.logs());
+    assert!(
+        d.a.log().contains("reason=\"bad_signature\""),
+        "{}",
+        d.logs()
+    );
+
+    // Replayed: the genuine forward again, word for word (its reply inbox
+    // listened to).
+    let inbox = genuine.reply.clone().unwrap();
+    spy.sub(&inbox, 3);
+    spy.hpub(&forward, &inbox, &genuine.headers, &genuine.payload);
+    if let Some(m) = spy.next(Duration::from_secs(3)) {
+        panic!("a replayed forward was answered on {}", m.subject);
+    }
+    assert_eq!(served(), served_before, "{}", d.logs());
+    assert!(d.a.log().contains("reason=\"replayed\""), "{}", d.logs());
+    for reason in ["unsigned", "bad_signature", "replayed"] {
+        let n = metric(
+            metrics_a,
+            &format!("firstline_cluster_messages_rejected_total{{reason=\"{reason}\"}}"),
+        );
+        assert!(n >= 1.0, "{reason}: {n}");
+    }
+    assert_eq!(metric(metrics_a, "firstline_cluster_nats_insecure"), 0.0);
+
+    // The control: the same forward, dry run, signed with the bus key
+    // derived from the deployment's audit key, is taken (the path works;
+    // what stopped the forgeries is the signature).
+    let dry = Envelope::new(Message::ExecFix {
+        action: "flush-dns".into(),
+        args: vec![],
+        dry_run: true,
+        role: Role::Admin,
+    });
+    let body = serde_json::to_vec(&serde_json::json!({
+        "from": id_b, "agent": "pc1", "request": dry, "operator": "control"
+    }))
+    .unwrap();
+    let key = BusKey::load(&d.a.dir.join("audit-key.pk8")).unwrap();
+    let h = Guard::new(key, &id_b, None).sign(&forward, Some("_INBOX.mallory.3"), &body);
+    let names = ["Fl-From", "Fl-Ts", "Fl-Nonce", "Fl-Sig"];
+    let fields: Vec<(&str, String)> = names
+        .iter()
+        .map(|n| (*n, h.get(*n).unwrap().as_str().to_string()))
+        .collect();
+    spy.hpub(&forward, "_INBOX.mallory.3", &header_block(&fields), &body);
+    let answer = spy
+        .next(Duration::from_secs(10))
+        .expect("the signed forward answered");
+    assert!(answer.headers.contains("accepted"), "{}", answer.headers);
+    assert!(
+        wait_until(Duration::from_secs(10), || served() == served_before + 1),
+        "{}",
+        d.logs()
+    );
+    let audited = wait_until(Duration::from_secs(10), || {
+        audit_records(&d.console_a)
+            .iter()
+            .any(|r| r["action"] == "forwarded exec_fix" && r["who"] == "control")
+    });
+    assert!(audited, "{:#?}", audit_records(&d.console_a));
+    assert!(!audit_records(&d.console_a)
+        .iter()
+        .any(|r| r["who"] == "mallory"));
+}
+
+/// `init --nats` makes the deployment's NATS credential (an nkey, 0600) and
+/// the nats-server block that admits it; `init --join` copies it; a relay
+/// whose NATS URL carries no credential refuses to start unless
+/// `nats_insecure = true`, which it reports (log, /metrics).
+#[test]
+fn init_makes_a_nats_credential_and_a_relay_refuses_nats_without_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_a = tmp.path().join("a");
+    let addr_a = format!("127.0.0.1:{}", free_udp_port());
+    let out = relay_cmd(&[
+        "init",
+        "--dir",
+        dir_a.to_str().unwrap(),
+        "--listen",
+        &addr_a,
+        "--nats",
+        "nats://127.0.0.1:1",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("nats-authorization.conf"), "{said}");
+    let seed = dir_a.join("nats.nk");
+    let mode = std::fs::metadata(&seed).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // NATS run with the block init wrote admits the relay, and only it.
+    let nats = Nats::start_conf(&dir_a.join("nats-authorization.conf"));
+    let config_a = dir_a.join("relay.toml");
+    let toml = std::fs::read_to_string(&config_a).unwrap();
+    std::fs::write(&config_a, toml.replace("nats://127.0.0.1:1", &nats.url())).unwrap();
+    assert!(RawNats::connect(nats.port(), None).is_err());
+    let mut a = Relay {
+        dir: dir_a.clone(),
+        config: config_a.clone(),
+        addr: addr_a,
+        proc: None,
+    };
+    a.serve();
+    assert!(
+        wait_until(SLOW, || a.log().contains("connected to NATS")),
+        "{}",
+        a.log()
+    );
+    a.kill();
+
+    // B joins: the same credential, 0600.
+    let dir_b = tmp.path().join("b");
+    let addr_b = format!("127.0.0.1:{}", free_udp_port());
+    relay_cmd(&[
+        "init",
+        "--dir",
+        dir_b.to_str().unwrap(),
+        "--join",
+        config_a.to_str().unwrap(),
+        "--listen",
+        &addr_b,
+    ]);
+    assert_eq!(
+        std::fs::read(dir_b.join("nats.nk")).unwrap(),
+        std::fs::read(&seed).unwrap()
+    );
+    let mode = std::fs::metadata(dir_b.join("nats.nk"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Without the credential: refused, by `validate` and by `serve`.
+    let toml = std::fs::read_to_string(&config_a).unwrap();
+    let bare: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("nats_nkey"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(bare, toml);
+    std::fs::write(&config_a, &bare).unwrap();
+    for cmd in ["validate", "serve"] {
+        let out = run(Command::new(bin("firstline-relay"))
+            .args([cmd, "--config"])
+            .arg(&config_a));
+        assert!(!out.status.success(), "{cmd}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("NATS without authentication"),
+            "{cmd}: {}",
+            text(&out)
+        );
+    }
+    // Unless insecure is asked for: then said loudly.
+    let port = firstline_tests::peers::free_tcp_port();
+    std::fs::write(
+        &config_a,
+        format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\n{}",
+            bare.replace("[cluster]\n", "[cluster]\nnats_insecure = true\n")
+        ),
+    )
+    .unwrap();
+    a.serve();
+    assert!(
+        wait_until(SLOW, || a.log().contains("NATS WITHOUT AUTHENTICATION")),
+        "{}",
+        a.log()
+    );
+    assert_eq!(metric(port, "firstline_cluster_nats_insecure"), 1.0);
 }

@@ -16,7 +16,7 @@ use crate::config::{RelayConfig, RelayDir};
 use crate::error::RelayError;
 use crate::store::{wait, AuditEntry, PeerKind, Removed, RoleRefusal, Store};
 use crate::token::Token;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use firstline_net::cli::UsageError;
 use firstline_net::credential::{write_private, Credential};
 use firstline_net::identity::valid_name;
@@ -115,6 +115,64 @@ pub struct Shared {
     pub store: Option<String>,
     /// `[cluster] nats`.
     pub nats: Option<String>,
+    /// An nkey user seed file the NATS server already admits (`--nats-nkey`);
+    /// unset with `nats`: `init` makes one (unless the URL carries a
+    /// credential).
+    pub nats_nkey: Option<PathBuf>,
+}
+
+/// The nkey seed file of a relay folder (`[cluster] nats_nkey`).
+pub const NATS_NKEY_FILE: &str = "nats.nk";
+/// The nats-server `authorization` block `init` writes beside it.
+pub const NATS_AUTH_FILE: &str = "nats-authorization.conf";
+
+/// The nats-server configuration that admits the holder of `public` (an
+/// nkey user public key, `U…`) — to the deployment's subjects and inboxes
+/// only.
+pub fn nats_authorization(public: &str) -> String {
+    format!(
+        "# The relays of a firstline deployment (firstline-relay init wrote this).\n\
+         # Include it in nats-server.conf (`include nats-authorization.conf`) or pass it with -c.\n\
+         authorization {{\n  users = [\n    {{ nkey: \"{public}\", permissions: {{ publish: [\"firstline.>\", \"_INBOX.>\"], subscribe: [\"firstline.>\", \"_INBOX.>\"] }} }}\n  ]\n}}\n"
+    )
+}
+
+/// Read an nkey user seed (`SU…`) from `path`; its public key.
+pub fn read_nkey(path: &Path) -> Result<(String, String)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU"))
+        .ok_or_else(|| anyhow!("{}: no nkey user seed (a line SU…)", path.display()))?
+        .to_string();
+    let kp = nkeys::KeyPair::from_seed(&seed)
+        .map_err(|e| anyhow!("{}: not an nkey seed: {e}", path.display()))?;
+    Ok((seed, kp.public_key()))
+}
+
+/// Put the deployment's NATS credential in the new folder: the seed of
+/// `from`, or a new one; and the authorization block beside it.
+fn write_nkey(relay_dir: &RelayDir, from: Option<&Path>) -> Result<String> {
+    let seed = match from {
+        Some(p) => read_nkey(p)?.0,
+        None => nkeys::KeyPair::new_user()
+            .seed()
+            .map_err(|e| anyhow!("cannot make an nkey: {e}"))?,
+    };
+    let public = nkeys::KeyPair::from_seed(&seed)
+        .map_err(|e| anyhow!("not an nkey seed: {e}"))?
+        .public_key();
+    write_private(
+        &relay_dir.dir.join(NATS_NKEY_FILE),
+        format!("{seed}\n").as_bytes(),
+    )?;
+    std::fs::write(
+        relay_dir.dir.join(NATS_AUTH_FILE),
+        nats_authorization(&public),
+    )?;
+    Ok(public)
 }
 
 /// [`init_with`], on a store and NATS of the caller's choosing.
@@ -136,6 +194,9 @@ pub fn init_shared(
     if let Some(nats) = &shared.nats {
         crate::config::nats_servers(nats).map_err(|e| UsageError(format!("--nats: {e}")))?;
         config.cluster.nats = Some(nats.clone());
+        if shared.nats_nkey.is_some() || !crate::config::carries_secret(nats) {
+            config.cluster.nats_nkey = Some(NATS_NKEY_FILE.into());
+        }
     }
     // Holds the CA key, the audit key and the database: 0700, whatever the umask.
     firstline_net::private::create_dir(dir, 0o700)
@@ -145,6 +206,9 @@ pub fn init_shared(
         dir: dir.to_path_buf(),
         config_path: dir.join("relay.toml"),
     };
+    if relay_dir.config.cluster.nats_nkey.is_some() {
+        write_nkey(&relay_dir, shared.nats_nkey.as_deref())?;
+    }
     let (ca, ca_key) = Ca::generate(&format!("firstline relay CA ({name})"))?;
     write_private(&relay_dir.ca_key(), ca_key.as_bytes())?;
     std::fs::write(relay_dir.ca_cert(), &ca.cert_pem)?;
@@ -224,6 +288,10 @@ pub fn join(
         let abs = std::path::absolute(&ca).unwrap_or(ca);
         config.cluster.nats_ca = Some(abs.display().to_string());
     }
+    let nkey = other.nats_nkey();
+    if nkey.is_some() {
+        config.cluster.nats_nkey = Some(NATS_NKEY_FILE.into());
+    }
     // Holds the CA key, the audit key and the database: 0700, whatever the umask.
     firstline_net::private::create_dir(dir, 0o700)
         .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -245,6 +313,10 @@ pub fn join(
         if from.exists() {
             write_private(&to, &read(from)?)?;
         }
+    }
+    // The deployment's NATS credential, copied like the audit key.
+    if let Some(nkey) = &nkey {
+        write_nkey(&relay_dir, Some(nkey))?;
     }
     let ca = Ca::load(&relay_dir.ca_cert(), &relay_dir.ca_key())?;
     let mut args = format!("--join {} --name {name} --listen {listen}", with.display());

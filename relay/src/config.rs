@@ -190,6 +190,19 @@ pub struct ClusterConfig {
     /// (relative to relay.toml's folder); setting it requires TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_ca: Option<String>,
+    /// The deployment's NATS credential: a file holding an nkey user seed
+    /// (`SU…`, 0600; relative to relay.toml's folder). `init --nats` writes
+    /// `nats.nk` and the nats-server `authorization` block that admits it
+    /// (`nats-authorization.conf`); `init --join` copies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_nkey: Option<String>,
+    /// Connect to a NATS server without any credential (no nkey, no
+    /// `USER:PASSWORD@` or `TOKEN@` in the URL). Refused unless this is
+    /// set; when set, the relay says so loudly at every start (log, and
+    /// `firstline_cluster_nats_insecure` 1 on /metrics): anyone who
+    /// reaches that NATS server reads the deployment's traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nats_insecure: bool,
     /// How often this relay tells the others it is alive.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
@@ -204,6 +217,8 @@ impl Default for ClusterConfig {
         ClusterConfig {
             nats: None,
             nats_ca: None,
+            nats_nkey: None,
+            nats_insecure: false,
             heartbeat_ms: default_heartbeat(),
             presence_ttl_ms: default_presence_ttl(),
         }
@@ -523,6 +538,15 @@ impl RelayDir {
             .map(|p| self.dir.join(p))
     }
 
+    /// `[cluster] nats_nkey`, relative to this folder.
+    pub fn nats_nkey(&self) -> Option<PathBuf> {
+        self.config
+            .cluster
+            .nats_nkey
+            .as_ref()
+            .map(|p| self.dir.join(p))
+    }
+
     /// Secret for QUIC stateless resets, kept across restarts.
     pub fn reset_key(&self) -> PathBuf {
         self.dir.join("reset-key")
@@ -749,6 +773,16 @@ fn validate(path: &Path, c: &RelayConfig) -> Result<()> {
     if let Some(nats) = &k.nats {
         if let Err(problem) = nats_servers(nats) {
             return bad("nats", &problem);
+        }
+        if k.nats_nkey.is_none() && !carries_secret(nats) && !k.nats_insecure {
+            return bad(
+                "nats",
+                "NATS without authentication: anyone who reaches that server could read the \
+                 deployment's traffic and speak for its relays. Give the relays a credential \
+                 (`nats_nkey = \"nats.nk\"` — `firstline-relay init --nats` makes one and the \
+                 nats-server block that admits it —, or USER:PASSWORD@ / TOKEN@ in the URL), or \
+                 set `nats_insecure = true` in [cluster] to run without (SECURITY.md)",
+            );
         }
     }
     if k.heartbeat_ms < 50 {

@@ -50,7 +50,7 @@ enum Command {
         /// Make another relay of the deployment this relay.toml belongs to: the same
         /// CA, store, NATS, settings and audit key, its own certificate, id and
         /// addresses (the relay.toml of a copy of that relay's folder will do).
-        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats", "store_file", "nats_file"])]
+        #[arg(long, value_name = "DIR/relay.toml", conflicts_with_all = ["store", "nats", "store_file", "nats_file", "nats_nkey"])]
         join: Option<PathBuf>,
         /// Store of the relay's data, shared by every relay of the deployment:
         /// postgres://USER:PASSWORD@HOST/DB (default: sqlite:relay.db, beside relay.toml).
@@ -72,6 +72,11 @@ enum Command {
         /// Also: $FIRSTLINE_NATS_URL.
         #[arg(long, value_name = "FILE", conflicts_with = "nats")]
         nats_file: Option<PathBuf>,
+        /// The nkey user seed (SU…) the NATS server admits the relays with, when
+        /// it exists already; without it `init --nats` makes one (nats.nk) and
+        /// writes the nats-server block that admits it (nats-authorization.conf).
+        #[arg(long, value_name = "FILE")]
+        nats_nkey: Option<PathBuf>,
     },
     /// Run the relay.
     Serve {
@@ -235,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             store_file,
             nats,
             nats_file,
+            nats_nkey,
         } => {
             let public =
                 config::default_public_addr(listen, name.as_deref(), public_addr.as_deref());
@@ -266,10 +272,25 @@ fn run(cli: Cli) -> Result<()> {
                     )?;
                     let nats =
                         config::url_from("nats", nats, nats_file.as_deref(), config::NATS_URL_ENV)?;
-                    let shared = admin::Shared { store, nats };
+                    let shared = admin::Shared {
+                        store,
+                        nats,
+                        nats_nkey,
+                    };
                     admin::init_shared(&dir, listen, &name, public.as_deref(), &shared)?
                 }
             };
+            let made = RelayDir::load(&path)?;
+            if let Some(nkey) = made.nats_nkey() {
+                let auth = made.dir.join(admin::NATS_AUTH_FILE);
+                println!(
+                    "NATS: this relay authenticates with the nkey in {} (0600; `init --join` copies it); \
+                     the NATS server must admit it — {} holds the nats-server block:\n{}",
+                    nkey.display(),
+                    auth.display(),
+                    std::fs::read_to_string(&auth).unwrap_or_default().trim_end()
+                );
+            }
             println!("relay initialised: {}", path.display());
             match &public {
                 Some(p) => println!("agents and consoles dial {p} (public_addr)"),

@@ -43,6 +43,11 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -65,6 +70,8 @@ pub struct Metrics {
     tls_resumed: Counter,
     audit_tampered: Gauge,
     audit_tamper_detected: Counter,
+    nats_insecure: Gauge,
+    cluster_rejected: Family<ReasonLabel, Counter>,
     /// When the ticket counts were last read; held across the read.
     tickets_read: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -150,8 +157,22 @@ impl Metrics {
             "Times this relay found rows in the audit chain that no relay wrote",
             audit_tamper_detected.clone(),
         );
+        let nats_insecure = Gauge::default();
+        registry.register(
+            "cluster_nats_insecure",
+            "1 when this relay talks to NATS without authentication ([cluster] nats_insecure = true)",
+            nats_insecure.clone(),
+        );
+        let cluster_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "cluster_messages_rejected",
+            "Messages from NATS dropped because they were not signed with the deployment's bus key, were stale, or replayed, by reason",
+            cluster_rejected.clone(),
+        );
         Metrics {
             registry,
+            nats_insecure,
+            cluster_rejected,
             audit_tampered,
             audit_tamper_detected,
             agents_online,
@@ -192,6 +213,19 @@ impl Metrics {
         if newly {
             self.audit_tamper_detected.inc();
         }
+    }
+
+    /// This relay talks to NATS without authentication (or not).
+    pub fn nats_insecure(&self, insecure: bool) {
+        self.nats_insecure.set(i64::from(insecure));
+    }
+
+    /// A message from NATS was dropped: `reason` (`unsigned`, `bad_signature`,
+    /// `stale`, `replayed`).
+    pub fn cluster_rejected(&self, reason: &'static str) {
+        self.cluster_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// A connection came back with one of this relay's session tickets.

@@ -89,7 +89,7 @@ pub async fn route(
             return Err(RelayError::no_ticket(t));
         }
     }
-    let mut answers = open(relay, agent, holder, routed.request).await?;
+    let mut answers = open(relay, agent, holder, routed.request, ctx.operator()).await?;
     let record = routed.ticket.map(|ticket| Record {
         ticket,
         operator: ctx.operator(),
@@ -117,7 +117,7 @@ pub async fn collect(
     let mut got = Collected::default();
     let ran = async {
         let holder = live_holder(relay, agent).await?;
-        let mut answers = open(relay, agent, holder, action.exec(role)).await?;
+        let mut answers = open(relay, agent, holder, action.exec(role), operator).await?;
         let record = ticket.map(|ticket| Record {
             ticket,
             operator,
@@ -208,6 +208,7 @@ async fn open(
     agent: &str,
     holder: Holder,
     request_msg: Message,
+    operator: &str,
 ) -> Result<Answers, RelayError> {
     Ok(match holder {
         Holder::Here(conn) => {
@@ -222,7 +223,7 @@ async fn open(
         Holder::Relay(id) => {
             let remote = relay
                 .cluster
-                .forward(&id, agent, request_msg)
+                .forward(&id, agent, request_msg, operator)
                 .await
                 .map_err(|e| forward_error(agent, &id, e))?;
             Answers::Relay(remote)
@@ -471,10 +472,74 @@ fn is_final(msg: &Message) -> bool {
 pub async fn serve_forwarded(relay: &Relay, f: Forwarded) {
     let Forwarded {
         from: asker,
+        operator,
         agent,
         request: msg,
         mut reply,
     } = f;
+    // Recorded here too, by the relay that runs it: who asked through
+    // which relay, what, and how it ended.
+    let (role, args) = forwarded_args(&msg);
+    let entry = |outcome: String| crate::store::AuditEntry {
+        who: operator.clone(),
+        role: role.clone(),
+        agent: Some(agent.clone()),
+        action: format!("forwarded {}", msg.kind()),
+        args: format!("from relay {asker}: {args}"),
+        outcome,
+    };
+    let outcome = serve_forwarded_inner(relay, &asker, &agent, msg.clone(), &mut reply).await;
+    relay.audit(entry(outcome)).await;
+}
+
+/// The role and arguments of a forwarded request, as its audit entry
+/// names them.
+fn forwarded_args(msg: &Message) -> (Option<String>, String) {
+    let dry = |d: bool| if d { " --dry-run" } else { "" };
+    let (role, args) = match msg {
+        Message::Exec { check, args, role } => (Some(*role), format!("{check} {}", args.join(" "))),
+        Message::ExecFix {
+            action,
+            args,
+            dry_run,
+            role,
+        } => (
+            Some(*role),
+            format!("{action} {}{}", args.join(" "), dry(*dry_run)),
+        ),
+        Message::ExecRunbook {
+            name,
+            params,
+            dry_run,
+            role,
+        } => (
+            Some(*role),
+            format!("{name} {}{}", params.join(" "), dry(*dry_run)),
+        ),
+        _ => (None, String::new()),
+    };
+    (
+        role.map(|r| r.as_str().to_string()),
+        args.trim().to_string(),
+    )
+}
+
+/// How a forwarded request ended, from the agent's final answer.
+fn final_outcome(msg: &Message) -> String {
+    match msg {
+        Message::Error { code, message } => format!("error: {code:?}: {message}"),
+        other => format!("ok: {}", other.kind()),
+    }
+}
+
+/// Serve a forwarded request; how it ended, for the audit entry.
+async fn serve_forwarded_inner(
+    relay: &Relay,
+    asker: &str,
+    agent: &str,
+    msg: Message,
+    reply: &mut crate::cluster::ReplySink,
+) -> String {
     let agent_side = matches!(
         msg,
         Message::Exec { .. }
@@ -486,15 +551,19 @@ pub async fn serve_forwarded(relay: &Relay, f: Forwarded) {
     if !agent_side {
         let why = format!("`{}` is not a request for an agent", msg.kind());
         reply.fail(ErrorCode::BadRequest, &why).await;
-        return;
+        return format!("refused: {why}");
     }
-    let Some(conn) = relay.registry.agent(&agent) else {
+    if let Err(why) = relay.audit_guard().await {
+        reply.fail(ErrorCode::Internal, &why).await;
+        return format!("refused: {why}");
+    }
+    let Some(conn) = relay.registry.agent(agent) else {
         let why = format!(
             "agent `{agent}` is no longer connected to relay {}; try again",
             relay.cluster.id().unwrap_or("?")
         );
         reply.fail(ErrorCode::AgentOffline, &why).await;
-        return;
+        return format!("error: {why}");
     };
     tracing::info!(%agent, from = %asker, request = msg.kind(), "forwarded request");
     let (_to_agent, mut from_agent) = match request(&conn, msg).await {
@@ -502,9 +571,10 @@ pub async fn serve_forwarded(relay: &Relay, f: Forwarded) {
         Err(e) => {
             let why = format!("agent `{agent}` could not be reached: {e}");
             reply.fail(ErrorCode::AgentOffline, &why).await;
-            return;
+            return format!("error: {why}");
         }
     };
+    let mut outcome = String::from("ok");
     let max_bytes = u64::from(relay.dir.config.max_answer_bytes);
     loop {
         match from_agent.recv_within(relay.request_timeout()).await {
@@ -516,31 +586,35 @@ pub async fn serve_forwarded(relay: &Relay, f: Forwarded) {
                      was stopped (max_answer_bytes in relay.toml)"
                 );
                 reply.fail(ErrorCode::BadRequest, &why).await;
-                return;
+                return format!("error: {why}");
             }
             Ok(Some(msg)) => {
                 let last = is_final(&msg);
+                if last {
+                    outcome = final_outcome(&msg);
+                }
                 if let Err(e) = reply.send(msg).await {
                     tracing::warn!(%agent, from = %asker, "cannot relay an answer: {e}");
                     from_agent.stop(ErrorCode::Internal);
-                    return;
+                    return format!("error: cannot relay an answer: {e}");
                 }
                 if last {
                     break;
                 }
             }
             Ok(None) => {
-                let e = ended_early(&agent);
+                let e = ended_early(agent);
                 reply.fail(e.code, &e.message).await;
-                return;
+                return format!("error: {}", e.message);
             }
             Err(e) => {
                 from_agent.stop(e.code());
                 let why = format!("from agent `{agent}`: {e}");
                 reply.fail(e.code(), &why).await;
-                return;
+                return format!("error: {why}");
             }
         }
     }
     reply.flush().await;
+    outcome
 }

@@ -47,8 +47,13 @@ pub async fn start(dir: RelayDir) -> Result<RelayHandle> {
     // log at start (again only when the folder changes).
     crate::kb::current_async(relay.dir.kb_dir()).await;
     let fingerprint = relay.ca.fingerprint()?;
-    let (cluster, inbound) =
-        crate::cluster::Cluster::start(&relay.dir, &fingerprint, relay.notices.clone()).await?;
+    let (cluster, inbound) = crate::cluster::Cluster::start(
+        &relay.dir,
+        &fingerprint,
+        relay.notices.clone(),
+        relay.metrics.clone(),
+    )
+    .await?;
     relay.cluster = cluster;
     let relay = Arc::new(relay);
     let endpoint = match bind(&relay) {

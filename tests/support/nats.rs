@@ -11,6 +11,48 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// An nkey user (seed and public key) the tests' NATS servers admit.
+pub struct NkeyUser {
+    pub seed: String,
+    pub public: String,
+}
+
+impl NkeyUser {
+    /// A new one.
+    pub fn new() -> NkeyUser {
+        let kp = nkeys::KeyPair::new_user();
+        NkeyUser {
+            seed: kp.seed().expect("seed"),
+            public: kp.public_key(),
+        }
+    }
+
+    /// Write the seed to `path` (0600), as `init --nats-nkey` reads it.
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, format!("{}\n", self.seed)).expect("write the seed");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the seed");
+    }
+
+    /// The `CONNECT` JSON of this user for the server's `nonce`.
+    pub fn connect_json(&self, nonce: &str) -> String {
+        let kp = nkeys::KeyPair::from_seed(&self.seed).expect("a seed");
+        let sig = kp.sign(nonce.as_bytes()).expect("signed");
+        let sig = data_encoding::BASE64URL_NOPAD.encode(&sig);
+        format!(
+            "{{\"verbose\":false,\"headers\":true,\"nkey\":\"{}\",\"sig\":\"{sig}\"}}",
+            self.public
+        )
+    }
+}
+
+impl Default for NkeyUser {
+    fn default() -> Self {
+        NkeyUser::new()
+    }
+}
+
 /// A running `nats-server`; killed on drop.
 pub struct Nats {
     port: u16,
@@ -23,6 +65,27 @@ impl Nats {
     /// `nats-server -a 127.0.0.1 -p PORT` on a free port.
     pub fn start() -> Nats {
         Nats::start_with(&[])
+    }
+
+    /// A server that admits only the holders of these nkeys (users; an
+    /// `authorization` block in a config file of its own).
+    pub fn start_nkeys(users: &[&str]) -> Nats {
+        let conf =
+            std::env::temp_dir().join(format!("firstline-nats-auth-{}.conf", crate::rand_suffix()));
+        let list = users
+            .iter()
+            .map(|u| format!("{{ nkey: \"{u}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(&conf, format!("authorization {{ users = [ {list} ] }}\n"))
+            .expect("write the NATS config");
+        Nats::start_with(&["-c", conf.to_str().expect("a UTF-8 path")])
+    }
+
+    /// A server with the configuration file `conf` (e.g. the
+    /// nats-authorization.conf `firstline-relay init` writes).
+    pub fn start_conf(conf: &Path) -> Nats {
+        Nats::start_with(&["-c", conf.to_str().expect("a UTF-8 path")])
     }
 
     /// [`Nats::start`] with more arguments (e.g. `["-js", "-sd", DIR]` for

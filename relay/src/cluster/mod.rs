@@ -24,6 +24,7 @@
 //! in the process, as before); [`Cluster::Nats`] is one of several
 //! ([`nats`] for subjects and wire).
 
+pub mod bus;
 pub mod nats;
 pub mod presence;
 
@@ -69,8 +70,10 @@ impl Inbound {
 
 /// A request another relay forwarded for an agent held here.
 pub struct Forwarded {
-    /// The asking relay's id.
+    /// The asking relay's id (as signed).
     pub from: String,
+    /// The operator who asked, as the asking relay says.
+    pub operator: String,
     pub agent: String,
     /// The agent-side request (`exec`, `exec_fix`, `exec_runbook`, …).
     pub request: Message,
@@ -128,11 +131,12 @@ impl Cluster {
         dir: &RelayDir,
         ca_fingerprint: &str,
         notices: crate::notices::Channel,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<(Cluster, Inbound)> {
         if dir.config.cluster.nats.is_none() {
             return Ok((Cluster::Local, Inbound::none()));
         }
-        let (n, inbound) = nats::start(dir, ca_fingerprint, notices).await?;
+        let (n, inbound) = nats::start(dir, ca_fingerprint, notices, metrics).await?;
         Ok((Cluster::Nats(n), inbound))
     }
 
@@ -198,10 +202,11 @@ impl Cluster {
         relay: &str,
         agent: &str,
         request: Message,
+        operator: &str,
     ) -> Result<RemoteAnswers, ForwardError> {
         match self {
             Cluster::Local => Err(ForwardError::NoResponder),
-            Cluster::Nats(n) => n.forward(relay, agent, request).await,
+            Cluster::Nats(n) => n.forward(relay, agent, request, operator).await,
         }
     }
 

@@ -21,6 +21,7 @@
 //! none on a healthy connection; a gap in `Fl-Seq` is reported as a lost
 //! answer rather than read past.
 
+use super::bus::{BusKey, Guard};
 use super::presence::{Local, Map, Next, PresenceMsg, Snapshot};
 use super::{ForwardError, Forwarded, Inbound, Revoked};
 use crate::config::RelayDir;
@@ -37,9 +38,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const SEQ: &str = "Fl-Seq";
-const KIND: &str = "Fl-Kind";
-const MORE: &str = "Fl-More";
+pub(super) const SEQ: &str = "Fl-Seq";
+pub(super) const KIND: &str = "Fl-Kind";
+pub(super) const MORE: &str = "Fl-More";
 
 /// Time a relay has to take a forwarded request (say `accepted`).
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,7 +62,9 @@ pub struct Nats {
     ttl: Duration,
     local: Mutex<Local>,
     map: Mutex<Map>,
-    outbox: mpsc::Sender<(String, Bytes)>,
+    /// Signs what this relay publishes, checks what it receives.
+    guard: Arc<Guard>,
+    outbox: mpsc::Sender<(String, HeaderMap, Bytes)>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     duplicate_warned: AtomicU64,
 }
@@ -90,6 +93,9 @@ struct ForwardMsg {
     from: String,
     agent: String,
     request: Envelope,
+    /// The operator who asked (for the holding relay's audit entry).
+    #[serde(default)]
+    operator: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -121,12 +127,25 @@ pub async fn start(
     dir: &RelayDir,
     ca_fingerprint: &str,
     notices: crate::notices::Channel,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(Arc<Nats>, Inbound)> {
     let c = &dir.config.cluster;
     let id = dir.relay_id();
-    let nats_ca = dir.nats_ca();
-    let (options, addrs, urls) =
-        connect_options(c.nats.as_deref().unwrap_or_default(), nats_ca.as_deref())?;
+    let link = Link::of(dir).ok_or_else(|| anyhow!("[cluster] nats is not set"))?;
+    let (options, addrs, urls) = connect_options(&link)?;
+    let guard = Arc::new(Guard::new(
+        BusKey::load(&link.audit_key)?,
+        &id,
+        Some(metrics.clone()),
+    ));
+    metrics.nats_insecure(!link.authenticated());
+    if c.nats_insecure && !link.authenticated() {
+        tracing::warn!(
+            "cluster: NATS WITHOUT AUTHENTICATION ([cluster] nats_insecure = true): anyone who \
+             reaches the NATS server reads this deployment's traffic and can disrupt it; give the \
+             relays an nkey (`nats_nkey`, SECURITY.md wall 7)"
+        );
+    }
     let options = options
         .name(format!("firstline-relay {id}"))
         .no_echo()
@@ -171,6 +190,7 @@ pub async fn start(
         ttl: Duration::from_millis(c.presence_ttl_ms),
         local: Mutex::new(Local::default()),
         map: Mutex::new(Map::new(&id)),
+        guard: guard.clone(),
         outbox,
         tasks: Mutex::new(Vec::new()),
         duplicate_warned: AtomicU64::new(0),
@@ -197,9 +217,9 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(publisher(client.clone(), outbox_rx)),
         tokio::spawn(presence_loop(nats.clone(), presence)),
-        tokio::spawn(notice_loop(nats.id.clone(), notice, notices)),
-        tokio::spawn(revoked_loop(nats.id.clone(), revoked, revocations_tx)),
-        tokio::spawn(audit_loop(audit, checkpoints_tx)),
+        tokio::spawn(notice_loop(nats.clone(), notice, notices)),
+        tokio::spawn(revoked_loop(nats.clone(), revoked, revocations_tx)),
+        tokio::spawn(audit_loop(guard.clone(), audit, checkpoints_tx)),
         tokio::spawn(forward_loop(nats.clone(), forward, forwards_tx)),
         tokio::spawn(snapshot_loop(nats.clone(), snapshot)),
     ];
@@ -220,14 +240,19 @@ pub async fn start(
     ))
 }
 
-/// The NATS client options of `[cluster]` (credentials from the URLs,
-/// TLS with `nats_ca`), the servers, and their URLs.
+/// The NATS client options of `[cluster]` (the nkey of `nats_nkey`,
+/// credentials from the URLs, TLS with `nats_ca`), the servers, and their
+/// URLs.
 fn connect_options(
-    nats: &str,
-    nats_ca: Option<&std::path::Path>,
+    link: &Link,
 ) -> Result<(async_nats::ConnectOptions, Vec<ServerAddr>, Vec<String>)> {
-    let urls = crate::config::nats_servers(nats).map_err(|e| anyhow!(e))?;
+    let nats_ca = link.nats_ca.as_deref();
+    let urls = crate::config::nats_servers(&link.nats).map_err(|e| anyhow!(e))?;
     let mut options = async_nats::ConnectOptions::new();
+    if let Some(path) = &link.nats_nkey {
+        let (seed, _) = crate::admin::read_nkey(path)?;
+        options = options.nkey(seed);
+    }
     let mut addrs = Vec::new();
     for url in &urls {
         let addr: ServerAddr = url
@@ -254,7 +279,11 @@ fn connect_options(
 pub struct Link {
     pub nats: String,
     pub nats_ca: Option<PathBuf>,
+    /// The nkey seed file the relays authenticate to NATS with.
+    pub nats_nkey: Option<PathBuf>,
     pub ca_cert: PathBuf,
+    /// The audit signing key: the relays' bus key is derived from it.
+    pub audit_key: PathBuf,
 }
 
 impl Link {
@@ -263,8 +292,16 @@ impl Link {
         Some(Link {
             nats: dir.config.cluster.nats.clone()?,
             nats_ca: dir.nats_ca(),
+            nats_nkey: dir.nats_nkey(),
             ca_cert: dir.ca_cert(),
+            audit_key: dir.audit_key(),
         })
+    }
+
+    /// Whether the relays present a credential to NATS (an nkey, or one in
+    /// the URL).
+    pub fn authenticated(&self) -> bool {
+        self.nats_nkey.is_some() || crate::config::carries_secret(&self.nats)
     }
 }
 
@@ -279,8 +316,10 @@ pub fn publish_checkpoint_blocking(link: &Link, line: &str) -> Result<()> {
         .first()
         .ok_or_else(|| anyhow!("{}: no certificate", link.ca_cert.display()))?;
     let subject = format!("{}.audit", prefix(&firstline_net::fingerprint(ca)));
-    let (options, addrs, _) = connect_options(&link.nats, link.nats_ca.as_deref())?;
+    let (options, addrs, _) = connect_options(link)?;
     let payload = Bytes::from(line.as_bytes().to_vec());
+    let guard = Guard::new(BusKey::load(&link.audit_key)?, "admin", None);
+    let headers = guard.sign(&subject, None, &payload);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -290,7 +329,9 @@ pub fn publish_checkpoint_blocking(link: &Link, line: &str) -> Result<()> {
                 .connection_timeout(Duration::from_secs(2))
                 .connect(addrs)
                 .await?;
-            client.publish(subject, payload).await?;
+            client
+                .publish_with_headers(subject, headers, payload)
+                .await?;
             client.flush().await?;
             anyhow::Ok(())
         };
@@ -320,9 +361,9 @@ fn tls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig> {
 
 /// Publish the outbox in order (presence changes must not overtake each
 /// other).
-async fn publisher(client: Client, mut rx: mpsc::Receiver<(String, Bytes)>) {
-    while let Some((subject, payload)) = rx.recv().await {
-        if let Err(e) = client.publish(subject, payload).await {
+async fn publisher(client: Client, mut rx: mpsc::Receiver<(String, HeaderMap, Bytes)>) {
+    while let Some((subject, headers, payload)) = rx.recv().await {
+        if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
             tracing::debug!("cluster: publish failed: {e}");
         }
     }
@@ -333,8 +374,14 @@ impl Nats {
         &self.id
     }
 
+    /// Sign and queue a message to the other relays.
     fn queue(&self, subject: String, payload: Vec<u8>) {
-        if self.outbox.try_send((subject, payload.into())).is_err() {
+        let headers = self.guard.sign(&subject, None, &payload);
+        if self
+            .outbox
+            .try_send((subject, headers, payload.into()))
+            .is_err()
+        {
             tracing::warn!(
                 "cluster: outbox full (NATS down?); a message to the other relays was dropped"
             );
@@ -416,6 +463,7 @@ impl Nats {
         relay: &str,
         agent: &str,
         request: Message,
+        operator: &str,
     ) -> Result<RemoteAnswers, ForwardError> {
         let instance = lock(&self.map).alive(relay);
         let Some(instance) = instance else {
@@ -425,6 +473,7 @@ impl Nats {
             from: self.id.clone(),
             agent: agent.to_string(),
             request: Envelope::new(request),
+            operator: operator.to_string(),
         })
         .map_err(|e| ForwardError::Nats(e.to_string()))?;
         let inbox = self.client.new_inbox();
@@ -434,15 +483,16 @@ impl Nats {
             .await
             .map_err(|e| ForwardError::Nats(e.to_string()))?;
         let subject = format!("{}.relay.{relay}.forward", self.prefix);
+        let headers = self.guard.sign(&subject, Some(&inbox), &body);
         self.client
-            .publish_with_reply(subject, inbox, body.into())
+            .publish_with_reply_and_headers(subject, inbox, headers, body.into())
             .await
             .map_err(|e| ForwardError::Nats(e.to_string()))?;
         let mut answers = RemoteAnswers {
             nats: self.clone(),
             relay: relay.to_string(),
             instance,
-            inbox: InboxReader::new(sub),
+            inbox: InboxReader::new(sub, self.guard.clone()),
         };
         match answers.item(ACCEPT_TIMEOUT).await? {
             (kind, _) if kind == "accepted" => Ok(answers),
@@ -460,7 +510,11 @@ impl Nats {
         };
         if let Ok(body) = serde_json::to_vec(&bye) {
             let subject = format!("{}.presence", self.prefix);
-            let _ = self.client.publish(subject, body.into()).await;
+            let headers = self.guard.sign(&subject, None, &body);
+            let _ = self
+                .client
+                .publish_with_headers(subject, headers, body.into())
+                .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
         for t in lock(&self.tasks).drain(..) {
@@ -540,15 +594,17 @@ impl RemoteAnswers {
 /// Reads a numbered, possibly cut stream of items off an inbox.
 struct InboxReader {
     sub: Subscriber,
+    guard: Arc<Guard>,
     seq: u64,
     /// The parts of an item read so far (kept across a cancelled read).
     buf: Vec<u8>,
 }
 
 impl InboxReader {
-    fn new(sub: Subscriber) -> InboxReader {
+    fn new(sub: Subscriber, guard: Arc<Guard>) -> InboxReader {
         InboxReader {
             sub,
+            guard,
             seq: 0,
             buf: Vec::new(),
         }
@@ -563,6 +619,11 @@ impl InboxReader {
             };
             if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                 return Err(ForwardError::NoResponder);
+            }
+            // Only a relay's answer parts count (dropped, counted and
+            // logged otherwise; a part missing then shows as a gap).
+            if self.guard.check(&msg).is_err() {
+                continue;
             }
             let headers = msg.headers.unwrap_or_default();
             let get = |k: &str| headers.get(k).map(|v| v.as_str().to_string());
@@ -585,18 +646,20 @@ impl InboxReader {
 /// Writes a numbered stream of items to an inbox, cutting large ones.
 pub struct ReplySink {
     client: Client,
+    guard: Arc<Guard>,
     subject: String,
     seq: u64,
     part: usize,
 }
 
 impl ReplySink {
-    fn new(client: Client, subject: String) -> ReplySink {
+    fn new(client: Client, guard: Arc<Guard>, subject: String) -> ReplySink {
         // A quarter of the server's cap (1 MiB by default) leaves room for
         // headers; never under 16 KiB.
         let part = (client.server_info().max_payload / 4).max(16 * 1024);
         ReplySink {
             client,
+            guard,
             subject,
             seq: 0,
             part,
@@ -617,6 +680,7 @@ impl ReplySink {
             if i < last {
                 h.insert(MORE, "1");
             }
+            self.guard.sign_into(&self.subject, &mut h, part);
             self.seq += 1;
             self.client
                 .publish_with_headers(self.subject.clone(), h, Bytes::copy_from_slice(part))
@@ -660,6 +724,9 @@ async fn presence_loop(nats: Arc<Nats>, mut sub: Subscriber) {
         tokio::select! {
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
+                if nats.guard.check(&msg).is_err() {
+                    continue;
+                }
                 let Ok(p) = serde_json::from_slice::<PresenceMsg>(&msg.payload) else {
                     tracing::debug!("cluster: undecodable presence message");
                     continue;
@@ -703,15 +770,16 @@ async fn ask_snapshot(nats: Arc<Nats>, relay: String) {
         return;
     };
     let subject = format!("{}.relay.{relay}.snapshot", nats.prefix);
+    let headers = nats.guard.sign(&subject, Some(&inbox), &[]);
     if nats
         .client
-        .publish_with_reply(subject, inbox, Bytes::new())
+        .publish_with_reply_and_headers(subject, inbox, headers, Bytes::new())
         .await
         .is_err()
     {
         return;
     }
-    let mut reader = InboxReader::new(sub);
+    let mut reader = InboxReader::new(sub, nats.guard.clone());
     match tokio::time::timeout(ACCEPT_TIMEOUT, reader.next_item()).await {
         Ok(Ok((kind, bytes))) if kind == "snapshot" => {
             match serde_json::from_slice::<Snapshot>(&bytes) {
@@ -730,14 +798,18 @@ async fn ask_snapshot(nats: Arc<Nats>, relay: String) {
 
 async fn snapshot_loop(nats: Arc<Nats>, mut sub: Subscriber) {
     while let Some(msg) = sub.next().await {
+        if nats.guard.check(&msg).is_err() {
+            continue;
+        }
         let Some(reply) = msg.reply else { continue };
         let snapshot = lock(&nats.local).snapshot(&nats.id, nats.instance);
         let Ok(body) = serde_json::to_vec(&snapshot) else {
             continue;
         };
         let client = nats.client.clone();
+        let guard = nats.guard.clone();
         tokio::spawn(async move {
-            let mut sink = ReplySink::new(client, reply.to_string());
+            let mut sink = ReplySink::new(client, guard, reply.to_string());
             if sink.item("snapshot", &body).await.is_ok() {
                 sink.flush().await;
             }
@@ -745,8 +817,12 @@ async fn snapshot_loop(nats: Arc<Nats>, mut sub: Subscriber) {
     }
 }
 
-async fn notice_loop(me: String, mut sub: Subscriber, notices: crate::notices::Channel) {
+async fn notice_loop(nats: Arc<Nats>, mut sub: Subscriber, notices: crate::notices::Channel) {
+    let me = nats.id.clone();
     while let Some(msg) = sub.next().await {
+        if nats.guard.check(&msg).is_err() {
+            continue;
+        }
         match serde_json::from_slice::<NoticeMsg>(&msg.payload) {
             // Our own never come back (no echo); a relay with our id is
             // reported by the presence loop.
@@ -759,8 +835,12 @@ async fn notice_loop(me: String, mut sub: Subscriber, notices: crate::notices::C
     }
 }
 
-async fn revoked_loop(me: String, mut sub: Subscriber, tx: mpsc::Sender<Revoked>) {
+async fn revoked_loop(nats: Arc<Nats>, mut sub: Subscriber, tx: mpsc::Sender<Revoked>) {
+    let me = nats.id.clone();
     while let Some(msg) = sub.next().await {
+        if nats.guard.check(&msg).is_err() {
+            continue;
+        }
         match serde_json::from_slice::<RevokedMsg>(&msg.payload) {
             Ok(r) if r.relay != me => {
                 let _ = tx.try_send(Revoked {
@@ -775,8 +855,13 @@ async fn revoked_loop(me: String, mut sub: Subscriber, tx: mpsc::Sender<Revoked>
     }
 }
 
-async fn audit_loop(mut sub: Subscriber, tx: mpsc::Sender<String>) {
+async fn audit_loop(guard: Arc<Guard>, mut sub: Subscriber, tx: mpsc::Sender<String>) {
     while let Some(msg) = sub.next().await {
+        // Signed twice: by a relay on the bus (fresh, not replayed), and
+        // with the audit key in the line (checked when kept).
+        if guard.check(&msg).is_err() {
+            continue;
+        }
         if let Ok(line) = String::from_utf8(msg.payload.to_vec()) {
             if tx.try_send(line).is_err() {
                 tracing::warn!("cluster: audit checkpoints arrive faster than they are kept; one was dropped (it shows as unanchored here)");
@@ -787,8 +872,13 @@ async fn audit_loop(mut sub: Subscriber, tx: mpsc::Sender<String>) {
 
 async fn forward_loop(nats: Arc<Nats>, mut sub: Subscriber, tx: mpsc::Sender<Forwarded>) {
     while let Some(msg) = sub.next().await {
+        // A request no relay of this deployment sent (forged, replayed,
+        // stale) is dropped unanswered: nothing reaches an agent.
+        let Ok(sender) = nats.guard.check(&msg) else {
+            continue;
+        };
         let Some(reply) = msg.reply else { continue };
-        let mut sink = ReplySink::new(nats.client.clone(), reply.to_string());
+        let mut sink = ReplySink::new(nats.client.clone(), nats.guard.clone(), reply.to_string());
         let fwd = match serde_json::from_slice::<ForwardMsg>(&msg.payload) {
             Ok(f) => f,
             Err(e) => {
@@ -804,7 +894,8 @@ async fn forward_loop(nats: Arc<Nats>, mut sub: Subscriber, tx: mpsc::Sender<For
             }
             tracing::debug!(from = %fwd.from, agent = %fwd.agent, relay = %nats.id, "cluster: forwarded request");
             let forwarded = Forwarded {
-                from: fwd.from,
+                from: sender,
+                operator: fwd.operator,
                 agent: fwd.agent,
                 request: fwd.request.msg,
                 reply: sink,
