@@ -575,7 +575,7 @@ args = ["{script}"]
 next = [{ if = "run.status == ok", verdict = "collected" }, { verdict = "failed" }]
 
 [verdict.collected]
-kind = "resolved"
+kind = "user-action"
 message = "collected"
 user_message = "done"
 
@@ -602,7 +602,7 @@ args = ["wipe.sh"]
 next = [{ if = "wipe.status == ok", verdict = "wiped" }, { verdict = "failed" }]
 
 [verdict.wiped]
-kind = "resolved"
+kind = "user-action"
 message = "wiped"
 user_message = "done"
 

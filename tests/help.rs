@@ -102,7 +102,7 @@ args = ["/tmp"]
 next = [{ verdict = "done" }]
 
 [verdict.done]
-kind = "resolved"
+kind = "user-action"
 message = "cleaned"
 user_message = "Cleaned."
 "#;

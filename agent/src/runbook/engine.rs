@@ -31,6 +31,11 @@ pub struct Env {
 /// Cause of a run ended by a mistake in the runbook itself.
 pub const RUNBOOK_ERROR: &str = "runbook-error";
 
+/// Cause of a run whose failing observation passed when made again, after
+/// fixes none of which changed anything: the fault came and went by
+/// itself, and no fix may take the credit (any runbook may end so).
+pub const INTERMITTENT: &str = "intermittent";
+
 /// Parameters given as `key=value`, checked against the runbook and
 /// completed with defaults and built-in variables.
 pub fn bind(rb: &Runbook, given: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -189,6 +194,9 @@ pub async fn execute(
             Some(Target::Step(j)) => at = *j,
             Some(Target::Verdict(cause)) => {
                 let spec = &rb.verdicts[cause];
+                if let Some(v) = unearned(rb, vars, env, &records, &results, cause, spec) {
+                    return v;
+                }
                 return leaf(rb, vars, env, records, &results, cause, spec);
             }
             // Unreachable for a validated runbook (its last branch is
@@ -251,6 +259,80 @@ fn leaf(
         dry_run: env.fixes.dry_run,
         steps,
     }
+}
+
+/// The verdict to give instead of the `resolved` leaf `cause` when it was
+/// not earned: fixes ran on the way and none changed anything (each fix
+/// lists what it changed; a dry run, a refused fix or a fix that found
+/// nothing to do changes nothing). The load-time rule (`super::verified`)
+/// already made sure the leaf's condition holds only if the failing check
+/// passed on a re-run after the fix.
+fn unearned(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    records: &[StepRecord],
+    results: &HashMap<String, CheckResult>,
+    cause: &str,
+    spec: &VerdictSpec,
+) -> Option<Verdict> {
+    if spec.kind != VerdictKind::Resolved {
+        return None;
+    }
+    let fixes: Vec<&StepRecord> = records
+        .iter()
+        .filter(|r| r.action.starts_with("fix "))
+        .collect();
+    let changed = |r: &&StepRecord| r.result.as_ref().is_some_and(|x| !x.changed.is_empty());
+    if fixes.is_empty() || fixes.iter().any(changed) {
+        return None;
+    }
+    // The first check that did not pass, and the last one (the re-check).
+    let checks = || {
+        records
+            .iter()
+            .filter(|r| r.action.starts_with("check "))
+            .filter_map(|r| r.result.as_ref().map(|x| (r, x)))
+    };
+    let failed = checks()
+        .find(|(_, x)| x.status != firstline_proto::Status::Ok)
+        .map(|(r, x)| format!("`{}` saw {}: {}", r.id, x.status, x.summary))
+        .unwrap_or_else(|| "a check failed".into());
+    let again = checks()
+        .last()
+        .map(|(r, x)| format!("`{}` now passes: {}", r.id, x.summary))
+        .unwrap_or_default();
+    let what: Vec<String> = fixes
+        .iter()
+        .map(|r| match (&r.result, &r.skipped) {
+            (Some(x), _) => format!("`{}` changed nothing ({})", r.id, x.summary),
+            (None, Some(why)) => format!("`{}` did not run ({why})", r.id),
+            (None, None) => format!("`{}` did not run", r.id),
+        })
+        .collect();
+    let spec = VerdictSpec {
+        kind: VerdictKind::Escalate,
+        team: if spec.team.is_empty() {
+            "desktop".into()
+        } else {
+            spec.team.clone()
+        },
+        message: format!(
+            "the fault came and went by itself: {failed}; {again}; but {} — not `{cause}`: nothing this runbook did can have fixed it, so it may come back",
+            what.join(", ")
+        ),
+        user_message: "The problem did not show up again, but nothing was changed to fix it, so it may come back. A technician has been told.".into(),
+        kb: spec.kb.clone(),
+    };
+    Some(leaf(
+        rb,
+        vars,
+        env,
+        records.to_vec(),
+        results,
+        INTERMITTENT,
+        &spec,
+    ))
 }
 
 fn runbook_error(
@@ -340,8 +422,14 @@ next = [
 [[step]]
 id = "flush"
 fix = "flush-dns"
+next = [{ goto = "again" }]
+
+[[step]]
+id = "again"
+check = "disk"
+args = ["{path}", "--warn", "{warn}", "--crit", "{warn}"]
 next = [
-  { if = "flush.status == ok", verdict = "fixed" },
+  { if = "again.status == ok", verdict = "fixed" },
   { verdict = "stuck" },
 ]
 
@@ -367,6 +455,7 @@ user_message = "A technician will look."
         let vars = bind(rb, &params).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let v = execute(rb, &vars, &env(policy), &tx).await;
+        drop(tx);
         let mut msgs = Vec::new();
         while let Ok(m) = rx.try_recv() {
             msgs.push(m);
@@ -427,9 +516,90 @@ user_message = "A technician will look."
         assert!(!v.message.contains('\n'), "one line: {}", v.message);
     }
 
+    /// A port that refuses first, then (once the first result is out)
+    /// accepts: the failing observation passes when made again, after a
+    /// fix that found nothing to clean.
+    #[tokio::test]
+    async fn a_recheck_that_passes_after_a_fix_that_changed_nothing_is_intermittent() {
+        let temp = tempfile::tempdir().unwrap();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let text = format!(
+            r#"name = "t"
+description = "d"
+[[step]]
+id = "port"
+check = "tcp"
+args = ["127.0.0.1:{port}", "--timeout", "1s"]
+next = [{{ if = "port.status == ok", verdict = "fine" }}, {{ goto = "clean" }}]
+[[step]]
+id = "clean"
+fix = "clean-temp"
+args = ["{dir}"]
+next = [{{ goto = "again" }}]
+[[step]]
+id = "again"
+check = "tcp"
+args = ["127.0.0.1:{port}", "--timeout", "1s"]
+next = [{{ if = "again.status == ok", verdict = "fixed" }}, {{ verdict = "down" }}]
+[verdict.fine]
+kind = "resolved"
+message = "m"
+user_message = "u"
+[verdict.fixed]
+kind = "resolved"
+team = "network"
+message = "m"
+user_message = "u"
+[verdict.down]
+kind = "escalate"
+message = "m"
+user_message = "u"
+"#,
+            dir = temp.path().display()
+        );
+        let rb = parse("t.toml", &text).unwrap();
+        let vars = bind(&rb, &[]).unwrap();
+        let mut e = env(Policy {
+            clean_temp_roots: vec![temp.path().to_path_buf()],
+            ..Policy::default()
+        });
+        e.fixes.policy = std::sync::Arc::new(e.policy.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = tokio::spawn(async move {
+            let v = execute(&rb, &vars, &e, &tx).await;
+            v
+        });
+        let mut listener = None;
+        while let Some(m) = rx.recv().await {
+            if matches!(m, Message::Result { .. }) && listener.is_none() {
+                listener = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+            }
+        }
+        let v = run.await.unwrap();
+        let ids: Vec<&str> = v.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["port", "clean", "again"], "{v:?}");
+        assert_eq!(
+            v.steps[2].result.as_ref().unwrap().status,
+            firstline_proto::Status::Ok
+        );
+        assert_eq!(
+            (v.verdict, v.cause.as_str()),
+            (VerdictKind::Escalate, INTERMITTENT)
+        );
+        assert_eq!(v.team, "network");
+        assert!(
+            v.message.contains("`clean` changed nothing"),
+            "{}",
+            v.message
+        );
+        assert!(v.message.contains("`port` saw crit"), "{}", v.message);
+    }
+
     #[test]
     fn binds_params() {
-        let rb = parse("t.toml", "name = \"t\"\ndescription = \"d\"\n[params]\nuri = { help = \"printer\" }\nage = { default = \"7d\" }\n[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{ verdict = \"v\" }]\n[verdict.v]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n").unwrap();
+        let rb = parse("t.toml", "name = \"t\"\ndescription = \"d\"\n[params]\nuri = { help = \"printer\" }\nage = { default = \"7d\" }\n[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{ verdict = \"v\" }]\n[verdict.v]\nkind = \"escalate\"\nmessage = \"m\"\nuser_message = \"u\"\n").unwrap();
         assert!(bind(&rb, &[]).unwrap_err().contains("needs uri="));
         assert!(bind(&rb, &["color=red".into()])
             .unwrap_err()
