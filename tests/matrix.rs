@@ -607,7 +607,97 @@ fn disk_full(hub: &Hub, root: &Path) -> Vec<Row> {
         ),
     ];
     let masks = [(root.display().to_string(), "$DISKS".to_string())];
-    diagnosis::run(hub, &scenarios, &masks)
+    let mut rows = diagnosis::run(hub, &scenarios, &masks);
+    rows.extend(disk_full_unseen(hub, root, &masks));
+    rows
+}
+
+/// Disk faults that free space cannot reveal: a filesystem mounted
+/// read-only with plenty of room ("enough free space" before issue 25),
+/// and old temp files that a running process still holds open — deleting
+/// them frees nothing, which the cleaner used to report as "freed 7.2
+/// MiB" before naming the largest folders (which hold nothing).
+fn disk_full_unseen(hub: &Hub, root: &Path, masks: &[(String, String)]) -> Vec<Row> {
+    let ro = Tmpfs::mount(&root.join("readonly"), "8m", 1000);
+    ro.file("tmp/today.log", 100_000, Duration::ZERO);
+    must(
+        Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&ro.path),
+    );
+    assert!(
+        std::fs::write(ro.path.join("probe"), b"x").is_err(),
+        "the filesystem is not read-only"
+    );
+    let held = Tmpfs::mount(&root.join("held"), "8m", 1000);
+    let holders: Mutex<Vec<std::process::Child>> = Mutex::new(Vec::new());
+    let hold = || {
+        let mut h = holders.lock().unwrap();
+        for mut c in h.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(held.path.join("tmp"));
+        for f in ["tmp/export-1.tmp", "tmp/export-2.tmp", "tmp/export-3.tmp"] {
+            held.file(f, 2_400_000, 30 * DAY);
+            let file = std::fs::File::open(held.path.join(f)).unwrap();
+            h.push(
+                Command::new("sleep")
+                    .arg("600")
+                    .stdin(file)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    };
+    let params = |fs: &Tmpfs| {
+        let p = fs.path.display();
+        [
+            format!("path={p}"),
+            format!("temp={p}/tmp"),
+            "older_than=7d".into(),
+            "warn=80".into(),
+            "crit=90".into(),
+        ]
+    };
+    let scenarios = vec![
+        Scenario::new(
+            "disk-full",
+            "mounted read-only, with plenty of room",
+            "read-only-fs",
+            &params(&ro),
+        ),
+        Scenario::new(
+            "disk-full",
+            "old temp files deleted but held open by running processes",
+            "deleted-open-files",
+            &params(&held),
+        )
+        .arm(hold)
+        .check(|v| {
+            let clean = step(v, "clean").map(|s| &s["result"]);
+            let freed = clean.and_then(|r| r["metrics"]["freed_bytes"].as_f64());
+            let deleted = clean.and_then(|r| r["metrics"]["deleted_bytes"].as_f64());
+            let message = v["message"].as_str().unwrap_or("");
+            match (freed, deleted) {
+                (Some(f), Some(d)) if f < 1_000_000.0
+                        && d > 7_000_000.0
+                        && (message.contains("(sleep)") || message.contains("lsof +L1")) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "the cleaner must measure what the filesystem gained (freed {freed:?}, deleted {deleted:?}) and the message name the holders (or how to find them): {message}"
+                )),
+            }
+        }),
+    ];
+    let rows = diagnosis::run(hub, &scenarios, masks);
+    for mut c in holders.lock().unwrap().drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    rows
 }
 
 // ------------------------------------------------------------------- slow-dns

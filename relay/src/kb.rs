@@ -64,6 +64,11 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ),
     ("disk-full.md", include_str!("../kb/disk-full.md")),
     ("disk-inodes.md", include_str!("../kb/disk-inodes.md")),
+    ("disk-read-only.md", include_str!("../kb/disk-read-only.md")),
+    (
+        "disk-deleted-open-files.md",
+        include_str!("../kb/disk-deleted-open-files.md"),
+    ),
     (
         "network-no-link.md",
         include_str!("../kb/network-no-link.md"),

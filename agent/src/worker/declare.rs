@@ -49,6 +49,11 @@ pub fn check(
         Check::Du => {
             let a: checks::du::DuArgs = checks::parse_args(name, args)?;
             Sandbox {
+                // Read every folder below PATH. Not CAP_SYS_PTRACE: under
+                // Landlock no capability lets a worker read other
+                // processes' `/proc/PID/fd`, so the space held by deleted
+                // open files is measured instead (used − walked) and the
+                // holders named only where they can be seen.
                 caps: vec![Cap::DacReadSearch],
                 read_args: vec![a.path],
                 ..base
