@@ -410,6 +410,10 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
         ("tray", "paperout:/".to_string()),
         ("lobby", switched_off.clone()),
         ("closed", "file:///dev/null".to_string()),
+        // Issue 25: an idle queue whose printer is off looked "ready";
+        // a stopped one was resumed and reported resolved.
+        ("dark", switched_off.clone()),
+        ("paused-dark", switched_off.clone()),
     ];
     for (queue, device) in &queues {
         cups.admin("lpadmin", &["-p", queue, "-E", "-v", device]);
@@ -508,6 +512,32 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
             "printer-unreachable",
             &params("lobby"),
         ),
+        Scenario::new(
+            "cant-print",
+            "idle CUPS queue, no job waiting, its printer switched off",
+            "printer-unreachable",
+            &params("dark"),
+        )
+        .check(|v| {
+            match step(v, "state").and_then(|s| s["result"]["fields"]["device_probe"].as_str()) {
+                Some("unreachable") => Ok(()),
+                other => Err(format!(
+                    "the device behind the queue was not probed: {other:?}"
+                )),
+            }
+        }),
+        Scenario::new(
+            "cant-print",
+            "queue stopped (cupsdisable), its printer switched off",
+            "printer-unreachable",
+            &params("paused-dark"),
+        )
+        .arm(|| {
+            cups.admin(
+                "cupsdisable",
+                &["-r", "printer not responding", "paused-dark"],
+            );
+        }),
         Scenario::new(
             "cant-print",
             "paper tray empty: CUPS queue, the backend reports media-empty-error",

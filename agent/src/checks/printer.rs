@@ -31,6 +31,10 @@
 //!   `name` (printer-name).
 //! - `queue`: the printer URI asked (for the default printer, the queue
 //!   CUPS named); `server`: the scheduler, when it was the target.
+//! - a CUPS queue's device is probed too, idle or not (`device`,
+//!   `device_probe`): a network printer that does not answer makes the
+//!   result critical with `error = printer-unreachable` — an idle queue in
+//!   front of a switched-off printer is not ready.
 
 use super::{error_chain, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
@@ -53,6 +57,7 @@ const WANTED: &[&str] = &[
     "queued-job-count",
     "printer-is-accepting-jobs",
     "printer-make-and-model",
+    "device-uri",
 ];
 
 #[derive(clap::Parser, Debug)]
@@ -93,6 +98,8 @@ pub struct PrinterState {
     pub queued_jobs: Option<i32>,
     pub accepting: Option<bool>,
     pub model: Option<String>,
+    /// Where a CUPS queue sends its jobs (`device-uri`).
+    pub device: Option<String>,
 }
 
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
@@ -268,7 +275,110 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         return Ok(with_context(r));
     }
     let state = read_state(&resp);
-    Ok(with_context(report(target, &state, &a)))
+    let mut r = report(target, &state, &a);
+    // An idle queue says nothing of the printer behind it: only a job
+    // would find it off. Its device is asked too (a network one).
+    if role == Role::Scheduler {
+        if let Some(device) = &state.device {
+            ctx.progress.say(format!(
+                "probing the queue's device {}",
+                shown_device(device)
+            ));
+            r = probe_device(r, device, &client, a.timeout).await;
+        }
+    }
+    Ok(with_context(r))
+}
+
+/// A device URI without credentials (`ipp://user:pw@h/` → `ipp://h/`).
+fn shown_device(device: &str) -> String {
+    match reqwest::Url::parse(device) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => device.to_string(),
+    }
+}
+
+/// Ask the device behind a CUPS queue whether it is there: an IPP printer
+/// (`ipp`, `ipps`, `http`, `https`) with Get-Printer-Attributes, a raw or
+/// LPD one (`socket`, `lpd`) with a TCP connection. A device that does
+/// not answer makes the result critical with `error =
+/// printer-unreachable`; one that answers something other than IPP makes
+/// it critical with `error = device-error`. Local devices and other
+/// backends (`usb`, `file`, `dnssd`…) are not probed. Fields `device`,
+/// `device_probe` (`ok`, `unreachable`, `not-ipp`, `not-probed`).
+async fn probe_device(
+    mut r: CheckResult,
+    device: &str,
+    client: &reqwest::Client,
+    timeout: Duration,
+) -> CheckResult {
+    let shown = shown_device(device);
+    r = r.field("device", &shown);
+    let Ok(url) = reqwest::Url::parse(device) else {
+        return r.field("device_probe", "not-probed");
+    };
+    let host = url.host_str().unwrap_or("").to_string();
+    let outcome: Result<(), (&str, String)> = match url.scheme() {
+        "ipp" | "ipps" | "http" | "https" => match http_url(device) {
+            Err(_) => return r.field("device_probe", "not-probed"),
+            Ok(http) => match get_printer_attributes(device) {
+                Err(_) => return r.field("device_probe", "not-probed"),
+                Ok(req) => match send(client, &http, req, timeout).await {
+                    Ok(_) => Ok(()),
+                    Err(Failure::Unreachable(e)) | Err(Failure::Unresolved(e)) => {
+                        Err(("unreachable", e))
+                    }
+                    Err(Failure::NotFound(e)) | Err(Failure::Protocol(e, _)) => Err(("not-ipp", e)),
+                },
+            },
+        },
+        "socket" | "lpd" if !host.is_empty() => {
+            let port = url
+                .port()
+                .unwrap_or(if url.scheme() == "lpd" { 515 } else { 9100 });
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            match tokio::time::timeout(
+                timeout,
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(("unreachable", format!("{host}:{port}: {e}"))),
+                Err(_) => Err((
+                    "unreachable",
+                    format!(
+                        "{host}:{port}: no answer within {}",
+                        super::show_duration(timeout)
+                    ),
+                )),
+            }
+        }
+        _ => return r.field("device_probe", "not-probed"),
+    };
+    match outcome {
+        Ok(()) => r.field("device_probe", "ok"),
+        Err((probe, why)) => {
+            r.status = r.status.worst(Status::Crit);
+            r.summary.push_str(&match probe {
+                "unreachable" => format!("; its printer {shown} does not answer: {why}"),
+                _ => format!("; its printer {shown} answers, but not as an IPP printer: {why}"),
+            });
+            let error = if probe == "unreachable" {
+                "printer-unreachable"
+            } else {
+                "device-error"
+            };
+            r.field("device_probe", probe).field("error", error)
+        }
+    }
 }
 
 /// What is asked: the CUPS scheduler itself, or a printer elsewhere.
@@ -494,6 +604,7 @@ pub fn read_state(resp: &IppRequestResponse) -> PrinterState {
                 _ => None,
             }),
         model: attrs.get("printer-make-and-model").and_then(|v| text(v)),
+        device: attrs.get("device-uri").and_then(|v| text(v)),
     }
 }
 
