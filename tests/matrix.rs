@@ -379,7 +379,127 @@ fn no_internet(root: &Path) -> Vec<Row> {
             stale_negative(&upstream, &cache, Some(c), Lab::DNS, "127.0.0.1");
         }),
     ];
-    diagnosis::run(&hub, &scenarios, &[])
+    let mut rows = diagnosis::run(&hub, &scenarios, &[]);
+    rows.extend(no_internet_unseen(&lab, &hub, &heal, &params(WWW)));
+    rows
+}
+
+/// Network faults a single ping cannot see or sees wrongly (issue 25),
+/// each made with nftables (or a resolver) inside the lab's namespaces:
+/// pings dropped by the gateway or upstream while TCP works, this
+/// machine's own firewall, a third of the packets lost, full-size packets
+/// dropped, a resolver that answers every name, no resolver configured.
+fn no_internet_unseen(
+    lab: &Lab,
+    hub: &Hub,
+    heal: &(dyn Fn() + Sync),
+    params: &[String],
+) -> Vec<Row> {
+    require("nft", "nftables");
+    let (c, r) = (&lab.client, &lab.router);
+    let nft = |ns: &Ns, rules: &str| {
+        let _ = run(ns.cmd("nft").args(["delete", "table", "inet", "fault"]));
+        if rules.is_empty() {
+            return;
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("table inet fault {{\n{rules}\n}}\n")).unwrap();
+        must(ns.cmd("nft").arg("-f").arg(file.path()));
+    };
+    let clear = || {
+        heal();
+        nft(c, "");
+        nft(r, "");
+        c.set_resolver("127.0.0.1");
+    };
+    let router_input = |rule: &str| {
+        clear();
+        nft(
+            r,
+            &format!(
+                "chain input {{\ntype filter hook input priority 0; policy accept;\n{rule}\n}}"
+            ),
+        );
+    };
+    let captive = Dnsmasq::start(
+        Some(c),
+        "127.0.0.2:53".parse().unwrap(),
+        &["--address=/#/198.51.100.99".into()],
+    );
+    let ext = Lab::EXTERNAL;
+    let gw = Lab::GATEWAY;
+    let scenarios = vec![
+        Scenario::new(
+            "no-internet",
+            "the gateway drops pings to itself; TCP through it works",
+            "ok",
+            params,
+        )
+        .arm(move || router_input(&format!("ip daddr {gw} icmp type echo-request drop"))),
+        Scenario::new(
+            "no-internet",
+            "the upstream filters ICMP; TCP and DNS work",
+            "ok",
+            params,
+        )
+        .arm(move || router_input(&format!("ip daddr {ext} icmp type echo-request drop"))),
+        Scenario::new(
+            "no-internet",
+            "this machine's own firewall drops everything it sends but loopback",
+            "local-firewall",
+            params,
+        )
+        .arm(|| {
+            clear();
+            nft(
+                c,
+                "chain output {\ntype filter hook output priority 0; policy accept;\noifname \"lo\" accept\ndrop\n}",
+            );
+        }),
+        Scenario::new(
+            "no-internet",
+            "a third of the packets to the outside are lost",
+            "packet-loss",
+            params,
+        )
+        .arm(move || {
+            router_input(&format!(
+                "ip daddr {ext} icmp type echo-request numgen inc mod 3 == 0 drop"
+            ))
+        }),
+        Scenario::new(
+            "no-internet",
+            "MTU black hole: full-size packets to the outside vanish",
+            "mtu-blackhole",
+            params,
+        )
+        .arm(move || router_input(&format!("ip daddr {ext} ip length > 1400 drop"))),
+        Scenario::new(
+            "no-internet",
+            "captive portal: the resolver answers every name, even one that cannot exist",
+            "captive-portal",
+            params,
+        )
+        .arm(|| {
+            clear();
+            c.set_resolver("127.0.0.2");
+        }),
+        Scenario::new(
+            "no-internet",
+            "no name server in the machine's resolver configuration",
+            "dns-not-configured",
+            params,
+        )
+        .arm(|| {
+            clear();
+            let conf = std::path::Path::new("/etc/netns").join(&c.name).join("resolv.conf");
+            std::fs::write(conf, "search lab.test\n").unwrap();
+        }),
+    ];
+    let rows = diagnosis::run(hub, &scenarios, &[]);
+    clear();
+    drop(captive);
+    rows
 }
 
 // ----------------------------------------------------------------- cant-print

@@ -91,6 +91,26 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ),
     ("network-dns.md", include_str!("../kb/network-dns.md")),
     (
+        "network-local-firewall.md",
+        include_str!("../kb/network-local-firewall.md"),
+    ),
+    (
+        "network-packet-loss.md",
+        include_str!("../kb/network-packet-loss.md"),
+    ),
+    (
+        "network-mtu-blackhole.md",
+        include_str!("../kb/network-mtu-blackhole.md"),
+    ),
+    (
+        "network-captive-portal.md",
+        include_str!("../kb/network-captive-portal.md"),
+    ),
+    (
+        "network-dns-not-configured.md",
+        include_str!("../kb/network-dns-not-configured.md"),
+    ),
+    (
         "network-dns-slow.md",
         include_str!("../kb/network-dns-slow.md"),
     ),

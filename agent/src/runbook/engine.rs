@@ -67,6 +67,13 @@ pub fn bind(rb: &Runbook, given: &[String]) -> Result<BTreeMap<String, String>, 
         .map(|g| g.to_string())
         .unwrap_or_default();
     vars.entry("default_gateway".into()).or_insert(gateway);
+    let random: String = (0..12)
+        .map(|_| {
+            let n = rand::random::<u8>() % 36;
+            char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+        })
+        .collect();
+    vars.entry("random".into()).or_insert(random);
     // Defaults may refer to built-ins, e.g. `default = "{default_gateway}"`.
     let snapshot = vars.clone();
     for v in vars.values_mut() {

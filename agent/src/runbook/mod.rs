@@ -50,7 +50,9 @@ pub const SHIPPED: &[(&str, &str)] = &[
 ];
 
 /// Variables every runbook may use besides its parameters.
-pub const BUILTIN_VARS: &[&str] = &["default_gateway"];
+/// (`random`: 12 random lowercase letters and digits, new for each run — a
+/// name no one can have registered, e.g. `fl-{random}.example.com`.)
+pub const BUILTIN_VARS: &[&str] = &["default_gateway", "random"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
