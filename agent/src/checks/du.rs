@@ -170,7 +170,7 @@ pub fn held_open(dev: u64) -> Held {
         }
         held.unseen += u64::from(hidden);
     }
-    held.files.sort_by(|a, b| b.3.cmp(&a.3));
+    held.files.sort_by_key(|f| std::cmp::Reverse(f.3));
     held
 }
 

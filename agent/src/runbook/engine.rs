@@ -306,7 +306,7 @@ fn unearned(
         .map(|(r, x)| format!("`{}` saw {}: {}", r.id, x.status, x.summary))
         .unwrap_or_else(|| "a check failed".into());
     let again = checks()
-        .last()
+        .next_back()
         .map(|(r, x)| format!("`{}` now passes: {}", r.id, x.summary))
         .unwrap_or_default();
     let what: Vec<String> = fixes
