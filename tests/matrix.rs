@@ -513,13 +513,20 @@ echo 'STATE: +media-empty-error' >&2\n\
 echo 'INFO: Out of paper' >&2\n\
 while [ -d /proc/$PPID ]; do sleep 1; done\n";
 
+/// A CUPS backend whose printer takes the job and never finishes it: the
+/// job stays `processing`, with no state reason and no message.
+const HANG_BACKEND: &str = "#!/bin/sh\n\
+if [ $# -eq 0 ]; then echo 'direct hang \"Unknown\" \"Printer that never finishes\"'; exit 0; fi\n\
+while [ -d /proc/$PPID ]; do sleep 1; done\n";
+
 /// The print command of an IPP Everywhere printer out of paper.
 const PAPER_OUT_COMMAND: &str = "#!/bin/sh\n\
 echo 'STATE: +media-empty-error' >&2\n\
 while [ -d /proc/$PPID ]; do sleep 1; done\n";
 
 fn cant_print(hub: &Hub) -> Vec<Row> {
-    let cups = Cups::start_with_backends(&[("paperout", PAPER_OUT_BACKEND)]);
+    let cups =
+        Cups::start_with_backends(&[("paperout", PAPER_OUT_BACKEND), ("hang", HANG_BACKEND)]);
     let everywhere = Ippeve::start("Lab Printer", None);
     let empty_tray = Ippeve::start("Paper Printer", Some(PAPER_OUT_COMMAND));
     let switched_off = format!("ipp://127.0.0.1:{}/ipp/print", free_tcp_port());
@@ -534,6 +541,7 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
         // a stopped one was resumed and reported resolved.
         ("dark", switched_off.clone()),
         ("paused-dark", switched_off.clone()),
+        ("jammed", "hang:/".to_string()),
     ];
     for (queue, device) in &queues {
         cups.admin("lpadmin", &["-p", queue, "-E", "-v", device]);
@@ -571,6 +579,13 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
 
     let server = cups.server();
     let params = |printer: &str| [format!("server={server}"), format!("printer={printer}")];
+    let stuck = |printer: &str| {
+        [
+            format!("server={server}"),
+            format!("printer={printer}"),
+            "stuck_after=2s".into(),
+        ]
+    };
     let closed_port = format!("127.0.0.1:{}", free_tcp_port());
     let scenarios = vec![
         Scenario::new(
@@ -632,6 +647,28 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
             "printer-unreachable",
             &params("lobby"),
         ),
+        Scenario::new(
+            "cant-print",
+            "a job stuck in processing: the printer took it and never finishes",
+            "jobs-cleared",
+            &stuck("jammed"),
+        )
+        .arm(|| {
+            cups.admin("cancel", &["-a", "jammed"]);
+            cups.print("jammed", &[]);
+            let printing = wait_until(Duration::from_secs(10), || {
+                state("jammed").to_string().contains("processing")
+            });
+            assert!(printing, "the job never started: {}", state("jammed"));
+            // Older than stuck_after, by the scheduler's clock.
+            std::thread::sleep(Duration::from_millis(2500));
+        })
+        .check(|v| {
+            match step(v, "state").and_then(|s| s["result"]["fields"]["error"].as_str()) {
+                Some("job-stuck") => Ok(()),
+                other => Err(format!("the stuck job was not seen as stuck: {other:?}")),
+            }
+        }),
         Scenario::new(
             "cant-print",
             "idle CUPS queue, no job waiting, its printer switched off",

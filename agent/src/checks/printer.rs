@@ -31,6 +31,10 @@
 //!   `name` (printer-name).
 //! - `queue`: the printer URI asked (for the default printer, the queue
 //!   CUPS named); `server`: the scheduler, when it was the target.
+//! - with `--stuck-after DURATION` and jobs queued, Get-Jobs: a job in
+//!   `processing` for longer (by the printer's `printer-up-time`) makes the
+//!   result critical with `error = job-stuck`; metric
+//!   `oldest_processing_s`.
 //! - a CUPS queue's device is probed too, idle or not (`device`,
 //!   `device_probe`): a network printer that does not answer makes the
 //!   result critical with `error = printer-unreachable` — an idle queue in
@@ -58,6 +62,7 @@ const WANTED: &[&str] = &[
     "printer-is-accepting-jobs",
     "printer-make-and-model",
     "device-uri",
+    "printer-up-time",
 ];
 
 #[derive(clap::Parser, Debug)]
@@ -85,6 +90,10 @@ pub struct PrinterArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// A job printing for longer than this is stuck (the jobs are asked
+    /// for with Get-Jobs when a job is queued).
+    #[arg(long, value_parser = parse_duration)]
+    pub stuck_after: Option<Duration>,
 }
 
 /// What the printer said about itself.
@@ -100,6 +109,8 @@ pub struct PrinterState {
     pub model: Option<String>,
     /// Where a CUPS queue sends its jobs (`device-uri`).
     pub device: Option<String>,
+    /// The printer's clock (`printer-up-time`, seconds), for job ages.
+    pub up_time: Option<i32>,
 }
 
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
@@ -276,6 +287,25 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
     }
     let state = read_state(&resp);
     let mut r = report(target, &state, &a);
+    // "processing" is what a working printer says, and a stuck one too:
+    // the age of the oldest job in processing tells them apart.
+    if let (Some(limit), Some(now), Some(jobs)) = (a.stuck_after, state.up_time, state.queued_jobs)
+    {
+        if jobs > 0 && !queue.is_empty() {
+            let url = http_url(&queue).map_err(CheckError::Usage)?;
+            if let Some(oldest) = oldest_processing(&client, &queue, &url, now, a.timeout).await {
+                r = r.metric("oldest_processing_s", f64::from(oldest));
+                if u64::try_from(oldest).unwrap_or(0) >= limit.as_secs() {
+                    r.status = r.status.worst(Status::Crit);
+                    r.summary.push_str(&format!(
+                        "; a job has been printing for {oldest} s (stuck: over {})",
+                        super::show_duration(limit)
+                    ));
+                    r = r.field("error", "job-stuck");
+                }
+            }
+        }
+    }
     // An idle queue says nothing of the printer behind it: only a job
     // would find it off. Its device is asked too (a network one).
     if role == Role::Scheduler {
@@ -288,6 +318,53 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         }
     }
     Ok(with_context(r))
+}
+
+/// Seconds the oldest job in `processing` of the printer `uri` has been
+/// processing, by the printer's own clock `now` (Get-Jobs, not-completed).
+async fn oldest_processing(
+    client: &reqwest::Client,
+    uri: &str,
+    url: &str,
+    now: i32,
+    timeout: Duration,
+) -> Option<i32> {
+    let parsed: ipp::prelude::Uri = uri.parse().ok()?;
+    let mut req =
+        IppRequestResponse::new(IppVersion::v1_1(), Operation::GetJobs, Some(parsed)).ok()?;
+    let which = IppKeyword::try_from("not-completed").ok()?;
+    req.attributes_mut().add(
+        DelimiterTag::OperationAttributes,
+        IppAttribute::with_name("which-jobs", IppValue::Keyword(which)).ok()?,
+    );
+    let keywords = ["job-id", "job-state", "time-at-processing"]
+        .iter()
+        .filter_map(|w| IppKeyword::try_from(*w).ok().map(IppValue::Keyword))
+        .collect();
+    req.attributes_mut().add(
+        DelimiterTag::OperationAttributes,
+        IppAttribute::with_name("requested-attributes", IppValue::Array(keywords)).ok()?,
+    );
+    let resp = send(client, url, req, timeout).await.ok()?;
+    let int = |attrs: &[IppAttribute], name: &str| {
+        attrs
+            .iter()
+            .find(|a| a.name().to_string() == name)
+            .and_then(|a| match a.value() {
+                IppValue::Integer(i) | IppValue::Enum(i) => Some(*i),
+                _ => None,
+            })
+    };
+    resp.attributes()
+        .groups_of(DelimiterTag::JobAttributes)
+        .filter_map(|g| {
+            let attrs = g.attributes();
+            let state = int(attrs, "job-state")?;
+            let since = int(attrs, "time-at-processing")?;
+            // 5: processing.
+            (state == 5 && since > 0).then(|| now.saturating_sub(since).max(0))
+        })
+        .max()
 }
 
 /// A device URI without credentials (`ipp://user:pw@h/` → `ipp://h/`).
@@ -605,6 +682,7 @@ pub fn read_state(resp: &IppRequestResponse) -> PrinterState {
             }),
         model: attrs.get("printer-make-and-model").and_then(|v| text(v)),
         device: attrs.get("device-uri").and_then(|v| text(v)),
+        up_time: attrs.get("printer-up-time").and_then(|v| int(v)),
     }
 }
 
