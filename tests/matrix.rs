@@ -908,6 +908,7 @@ fn slow_dns(hub: &Hub) -> Vec<Row> {
     );
     let cache_addr = cache.addr.to_string();
     let slow = SlowUdp::start(upstream_at, Duration::from_millis(700));
+    let no_aaaa = SlowUdp::dropping_aaaa(upstream_at);
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let closed = loopback(free_port());
 
@@ -932,6 +933,18 @@ fn slow_dns(hub: &Hub) -> Vec<Row> {
             &params(WWW, &slow.addr),
         )
         .dns_cache(),
+        Scenario::new(
+            "slow-dns",
+            "A queries answered at once, AAAA queries dropped",
+            "dns-unreachable",
+            &params(WWW, &no_aaaa.addr),
+        )
+        .check(|v| match v["message"].as_str() {
+            Some(m) if m.contains("AAAA") => Ok(()),
+            other => Err(format!(
+                "the message does not say AAAA went unanswered: {other:?}"
+            )),
+        }),
         Scenario::new(
             "slow-dns",
             "DNS server down: nothing listens on its port",

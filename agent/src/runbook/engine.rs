@@ -373,19 +373,24 @@ fn fill_message(
 ) -> String {
     let mut out = substitute(text, vars);
     for var in super::placeholders(&out) {
-        let Some((step, key)) = var.split_once('.') else {
-            continue;
-        };
-        let value = results.get(step).and_then(|r| match key {
-            "status" => Some(r.status.to_string()),
-            "summary" => Some(r.summary.clone()),
-            "target" => Some(r.target.clone()),
-            k => r
-                .fields
-                .get(k)
-                .cloned()
-                .or_else(|| r.metrics.get(k).map(|m| m.to_string())),
+        // `{a.summary|b.summary}`: the first of the steps that ran (a leaf
+        // reached by several paths names the measurement that decided).
+        let value = var.split('|').find_map(|one| {
+            let (step, key) = one.split_once('.')?;
+            results.get(step).and_then(|r| match key {
+                "status" => Some(r.status.to_string()),
+                "summary" => Some(r.summary.clone()),
+                "target" => Some(r.target.clone()),
+                k => r
+                    .fields
+                    .get(k)
+                    .cloned()
+                    .or_else(|| r.metrics.get(k).map(|m| m.to_string())),
+            })
         });
+        if value.is_none() && !var.contains('.') {
+            continue;
+        }
         out = out.replace(&format!("{{{var}}}"), value.as_deref().unwrap_or("?"));
     }
     out
@@ -479,6 +484,12 @@ user_message = "A technician will look."
             (VerdictKind::Resolved, "fine")
         );
         assert!(v.message.starts_with("/ is at "), "{}", v.message);
+        let filled = fill_message(
+            "{again.summary|full.status} {flush.status|nope.status}",
+            &BTreeMap::new(),
+            &[("full".to_string(), v.steps[0].result.clone().unwrap())].into(),
+        );
+        assert_eq!(filled, "ok ?", "the first step that ran, else ?");
         assert!(!v.message.contains('?'), "{}", v.message);
         assert_eq!(v.agent, "pc1");
         assert_eq!(v.params, ["path=/", "warn=100"]);

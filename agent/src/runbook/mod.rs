@@ -9,7 +9,7 @@
 //! can reach: `kind` (`resolved`, `user-action`, `escalate`), `team`,
 //! `message` for the technician, `user_message` in plain words, `kb`.
 //! Messages may show `{param}` and `{STEP.KEY}` (a step's status, summary,
-//! metric or field).
+//! metric or field), or `{A.KEY|B.KEY}`: the first of those steps that ran.
 //!
 //! The first step is the root. A runbook is rejected at load time, with its
 //! file, line and reason, unless every path ends in a verdict: no unknown
@@ -483,6 +483,13 @@ fn known_placeholder(
     params: &BTreeMap<String, Param>,
     ids: &HashMap<&str, usize>,
 ) -> bool {
+    // `{a.summary|b.summary}`: each alternative a STEP.KEY.
+    if var.contains('|') {
+        return var.split('|').all(|one| {
+            one.split_once('.')
+                .is_some_and(|(step, key)| ids.contains_key(step) && !key.is_empty())
+        });
+    }
     match var.split_once('.') {
         Some((step, key)) => ids.contains_key(step) && !key.is_empty(),
         None => params.contains_key(var) || BUILTIN_VARS.contains(&var),
