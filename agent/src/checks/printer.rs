@@ -826,6 +826,7 @@ mod tests {
             crit_jobs: Some(10),
             ca: None,
             timeout: Duration::from_secs(1),
+            stuck_after: None,
         }
     }
 
