@@ -592,17 +592,23 @@ description = "check, then wipe"
 [[step]]
 id = "look"
 check = "disk"
-args = ["/"]
+args = ["/", "--warn", "100", "--crit", "100"]
 next = [{ goto = "wipe" }]
 
 [[step]]
 id = "wipe"
 fix = "script"
 args = ["wipe.sh"]
-next = [{ if = "wipe.status == ok", verdict = "wiped" }, { verdict = "failed" }]
+next = [{ goto = "again" }]
+
+[[step]]
+id = "again"
+check = "disk"
+args = ["/", "--warn", "100", "--crit", "100"]
+next = [{ if = "again.status == ok and wipe.status == ok", verdict = "wiped" }, { verdict = "failed" }]
 
 [verdict.wiped]
-kind = "user-action"
+kind = "resolved"
 message = "wiped"
 user_message = "done"
 

@@ -23,8 +23,8 @@
 //! Space no folder shows is held by deleted files that processes still
 //! keep open: the check looks through `/proc/PID/fd` for files on PATH's
 //! filesystem that were deleted (`… (deleted)`), each counted once.
-//! Metrics `deleted_open_bytes`, `deleted_open_pct` (of all the space
-//! below PATH, seen and held), `deleted_open_files`,
+//! Metrics `deleted_open_bytes`, `deleted_open_pct` (of the space the
+//! filesystem has in use), `deleted_open_files`,
 //! `deleted_open_unseen` (processes whose files could not be looked at);
 //! field `deleted_open` (`pid 812 (backup): /var/tmp/dump.tmp 2.4 MiB, …`,
 //! or why none is named: a sandboxed worker may not look at other
@@ -277,7 +277,8 @@ fn report(target: &str, path: &Path, t: &Tree, top: usize, timeout: Duration) ->
         )
         .metric(
             "deleted_open_pct",
-            (t.held.bytes as f64 * 1000.0 / (t.held.bytes + t.total_bytes).max(1) as f64).round()
+            (t.held.bytes as f64 * 1000.0 / t.fs_used_bytes.max(t.held.bytes).max(1) as f64)
+                .round()
                 / 10.0,
         );
     if let Some(u) = t.unseen_bytes {

@@ -174,7 +174,18 @@ pub async fn execute(
             result: None,
             skipped: None,
         };
+        let planned = matches!(step.action, Action::Fix(_)) && env.fixes.dry_run;
         match run_step(step, &args, env).await {
+            // A dry run goes no further than its first fix: what follows
+            // a fix depends on what the fix did, and it did nothing.
+            Ran::Result(result) if planned => {
+                let _ = out.send(Message::Result {
+                    result: result.clone(),
+                });
+                record.result = Some(result.clone());
+                records.push(record);
+                return dry_run_stop(rb, vars, env, records, &results, step, &result);
+            }
             Ran::Result(result) => {
                 let _ = out.send(Message::Result {
                     result: result.clone(),
@@ -204,7 +215,17 @@ pub async fn execute(
                 if let Some(v) = unearned(rb, vars, env, &records, &results, cause, spec) {
                     return v;
                 }
-                return leaf(rb, vars, env, records, &results, cause, spec);
+                let mut v = leaf(rb, vars, env, records, &results, cause, spec);
+                if env.fixes.dry_run {
+                    // Reached with no fix to plan: the checks were real,
+                    // but a dry run is never recorded as anything else.
+                    v.message = format!(
+                        "dry run, nothing was changed; it would conclude `{cause}` ({}): {}",
+                        spec.kind, v.message
+                    );
+                    v.verdict = VerdictKind::DryRun;
+                }
+                return v;
             }
             // Unreachable for a validated runbook (its last branch is
             // unconditional); said plainly if it ever happens.
@@ -267,6 +288,54 @@ fn leaf(
         steps,
     }
 }
+
+/// The end of a dry run at its first fix `step` (planned as `plan`): what
+/// was seen, what would be done, and what would be checked next.
+fn dry_run_stop(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    records: Vec<StepRecord>,
+    results: &HashMap<String, CheckResult>,
+    step: &Step,
+    plan: &CheckResult,
+) -> Verdict {
+    let seen = records
+        .iter()
+        .rev()
+        .find_map(|r| {
+            let x = r.result.as_ref()?;
+            (r.action.starts_with("check ") && x.status != firstline_proto::Status::Ok)
+                .then(|| format!("`{}` saw {}: {}", r.id, x.status, x.summary))
+        })
+        .unwrap_or_else(|| "the checks so far".into());
+    let then = step
+        .next
+        .iter()
+        .find_map(|b| match &b.to {
+            Target::Step(j) => Some(format!(
+                "then check again (`{}`: {})",
+                rb.steps[*j].id,
+                rb.steps[*j].action.describe()
+            )),
+            Target::Verdict(_) => None,
+        })
+        .unwrap_or_else(|| "then conclude".into());
+    let spec = VerdictSpec {
+        kind: VerdictKind::DryRun,
+        team: String::new(),
+        message: format!(
+            "dry run, nothing was changed: {seen}; the fix `{}` would run — {} — {then} before any verdict",
+            step.id, plan.summary
+        ),
+        user_message: "Nothing was changed: this was a dry run of the fix.".into(),
+        kb: None,
+    };
+    leaf(rb, vars, env, records, results, DRY_RUN, &spec)
+}
+
+/// Cause of a dry run stopped at its first fix.
+pub const DRY_RUN: &str = "dry-run";
 
 /// The verdict to give instead of the `resolved` leaf `cause` when it was
 /// not earned: fixes ran on the way and none changed anything (each fix
@@ -613,6 +682,38 @@ user_message = "u"
             v.message
         );
         assert!(v.message.contains("`port` saw crit"), "{}", v.message);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_stops_at_its_first_fix_and_is_never_an_escalation() {
+        let rb = parse("t.toml", TREE).unwrap();
+        let vars = bind(&rb, &["warn=0".to_string()]).unwrap();
+        let mut e = env(Policy::default());
+        e.fixes.dry_run = true;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let v = execute(&rb, &vars, &e, &tx).await;
+        assert_eq!(
+            (v.verdict, v.cause.as_str()),
+            (VerdictKind::DryRun, DRY_RUN),
+            "{v:?}"
+        );
+        let ids: Vec<&str> = v.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["full", "flush"], "no step after the planned fix");
+        assert!(v.message.contains("`full` saw crit"), "{}", v.message);
+        assert!(
+            v.message.contains("then check again (`again`"),
+            "{}",
+            v.message
+        );
+        // Reaching a leaf with no fix to plan: still a dry run, the cause said.
+        let vars = bind(&rb, &[]).unwrap();
+        let v = execute(&rb, &vars, &e, &tx).await;
+        assert_eq!((v.verdict, v.cause.as_str()), (VerdictKind::DryRun, "fine"));
+        assert!(
+            v.message.contains("would conclude `fine` (resolved)"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
