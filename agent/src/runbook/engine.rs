@@ -186,6 +186,19 @@ pub async fn execute(
                 records.push(record);
                 return dry_run_stop(rb, vars, env, records, &results, step, &result);
             }
+            // A check this agent may not make (no ICMP socket, say) saw
+            // nothing: no branch may read its silence as the network's.
+            Ran::Result(result)
+                if matches!(step.action, Action::Check(_))
+                    && result.fields.get("error").map(String::as_str) == Some("no-permission") =>
+            {
+                let _ = out.send(Message::Result {
+                    result: result.clone(),
+                });
+                record.result = Some(result.clone());
+                records.push(record);
+                return not_permitted(rb, vars, env, records, step, &result);
+            }
             Ran::Result(result) => {
                 let _ = out.send(Message::Result {
                     result: result.clone(),
@@ -332,6 +345,41 @@ fn dry_run_stop(
         kb: None,
     };
     leaf(rb, vars, env, records, results, DRY_RUN, &spec)
+}
+
+/// Cause of a run stopped because the agent may not make one of its
+/// checks (DESIGN: any runbook, kind `error`, team firstline admin).
+pub const PROBE_NOT_PERMITTED: &str = "probe-not-permitted";
+
+fn not_permitted(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    records: Vec<StepRecord>,
+    step: &Step,
+    result: &CheckResult,
+) -> Verdict {
+    let spec = VerdictSpec {
+        kind: VerdictKind::Error,
+        team: "firstline admin".into(),
+        message: format!(
+            "this agent may not make the check of step `{}` ({}): {} — nothing was diagnosed; give the agent what the check needs, or run it where it has it",
+            step.id,
+            step.action.describe(),
+            result.summary
+        ),
+        user_message: "The automatic diagnosis could not check this computer; a technician has been told.".into(),
+        kb: None,
+    };
+    leaf(
+        rb,
+        vars,
+        env,
+        records,
+        &HashMap::new(),
+        PROBE_NOT_PERMITTED,
+        &spec,
+    )
 }
 
 /// Cause of a dry run stopped at its first fix.
