@@ -582,7 +582,7 @@ args = ["{script}"]
 next = [{ if = "run.status == ok", verdict = "collected" }, { verdict = "failed" }]
 
 [verdict.collected]
-kind = "resolved"
+kind = "user-action"
 message = "collected"
 user_message = "done"
 
@@ -599,14 +599,20 @@ description = "check, then wipe"
 [[step]]
 id = "look"
 check = "disk"
-args = ["/"]
+args = ["/", "--warn", "100", "--crit", "100"]
 next = [{ goto = "wipe" }]
 
 [[step]]
 id = "wipe"
 fix = "script"
 args = ["wipe.sh"]
-next = [{ if = "wipe.status == ok", verdict = "wiped" }, { verdict = "failed" }]
+next = [{ goto = "again" }]
+
+[[step]]
+id = "again"
+check = "disk"
+args = ["/", "--warn", "100", "--crit", "100"]
+next = [{ if = "again.status == ok and wipe.status == ok", verdict = "wiped" }, { verdict = "failed" }]
 
 [verdict.wiped]
 kind = "resolved"

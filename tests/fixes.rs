@@ -356,7 +356,8 @@ fn runbooks_are_listed_and_bad_ones_named() {
     let mut s = Setup::new("viewer");
     let dir = s.root().join("runbooks");
     std::fs::create_dir_all(&dir).unwrap();
-    let verdict = "\n[verdict.done]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n";
+    let verdict =
+        "\n[verdict.done]\nkind = \"user-action\"\nmessage = \"m\"\nuser_message = \"u\"\n";
     std::fs::write(
         dir.join("reboot-router.toml"),
         format!("name = \"reboot-router\"\ndescription = \"ours\"\n[[step]]\nid = \"router\"\ncheck = \"ping\"\nargs = [\"127.0.0.1\"]\nnext = [{{ verdict = \"done\" }}]\n{verdict}"),

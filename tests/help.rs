@@ -103,7 +103,7 @@ args = ["/tmp"]
 next = [{ verdict = "done" }]
 
 [verdict.done]
-kind = "resolved"
+kind = "user-action"
 message = "cleaned"
 user_message = "Cleaned."
 "#;

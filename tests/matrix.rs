@@ -379,7 +379,127 @@ fn no_internet(root: &Path) -> Vec<Row> {
             stale_negative(&upstream, &cache, Some(c), Lab::DNS, "127.0.0.1");
         }),
     ];
-    diagnosis::run(&hub, &scenarios, &[])
+    let mut rows = diagnosis::run(&hub, &scenarios, &[]);
+    rows.extend(no_internet_unseen(&lab, &hub, &heal, &params(WWW)));
+    rows
+}
+
+/// Network faults a single ping cannot see or sees wrongly (issue 25),
+/// each made with nftables (or a resolver) inside the lab's namespaces:
+/// pings dropped by the gateway or upstream while TCP works, this
+/// machine's own firewall, a third of the packets lost, full-size packets
+/// dropped, a resolver that answers every name, no resolver configured.
+fn no_internet_unseen(
+    lab: &Lab,
+    hub: &Hub,
+    heal: &(dyn Fn() + Sync),
+    params: &[String],
+) -> Vec<Row> {
+    require("nft", "nftables");
+    let (c, r) = (&lab.client, &lab.router);
+    let nft = |ns: &Ns, rules: &str| {
+        let _ = run(ns.cmd("nft").args(["delete", "table", "inet", "fault"]));
+        if rules.is_empty() {
+            return;
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("table inet fault {{\n{rules}\n}}\n")).unwrap();
+        must(ns.cmd("nft").arg("-f").arg(file.path()));
+    };
+    let clear = || {
+        heal();
+        nft(c, "");
+        nft(r, "");
+        c.set_resolver("127.0.0.1");
+    };
+    let router_input = |rule: &str| {
+        clear();
+        nft(
+            r,
+            &format!(
+                "chain input {{\ntype filter hook input priority 0; policy accept;\n{rule}\n}}"
+            ),
+        );
+    };
+    let captive = Dnsmasq::start(
+        Some(c),
+        "127.0.0.2:53".parse().unwrap(),
+        &["--address=/#/198.51.100.99".into()],
+    );
+    let ext = Lab::EXTERNAL;
+    let gw = Lab::GATEWAY;
+    let scenarios = vec![
+        Scenario::new(
+            "no-internet",
+            "the gateway drops pings to itself; TCP through it works",
+            "ok",
+            params,
+        )
+        .arm(move || router_input(&format!("ip daddr {gw} icmp type echo-request drop"))),
+        Scenario::new(
+            "no-internet",
+            "the upstream filters ICMP; TCP and DNS work",
+            "ok",
+            params,
+        )
+        .arm(move || router_input(&format!("ip daddr {ext} icmp type echo-request drop"))),
+        Scenario::new(
+            "no-internet",
+            "this machine's own firewall drops everything it sends but loopback",
+            "local-firewall",
+            params,
+        )
+        .arm(|| {
+            clear();
+            nft(
+                c,
+                "chain output {\ntype filter hook output priority 0; policy accept;\noifname \"lo\" accept\ndrop\n}",
+            );
+        }),
+        Scenario::new(
+            "no-internet",
+            "a third of the packets to the outside are lost",
+            "packet-loss",
+            params,
+        )
+        .arm(move || {
+            router_input(&format!(
+                "ip daddr {ext} icmp type echo-request numgen inc mod 3 == 0 drop"
+            ))
+        }),
+        Scenario::new(
+            "no-internet",
+            "MTU black hole: full-size packets to the outside vanish",
+            "mtu-blackhole",
+            params,
+        )
+        .arm(move || router_input(&format!("ip daddr {ext} ip length > 1400 drop"))),
+        Scenario::new(
+            "no-internet",
+            "captive portal: the resolver answers every name, even one that cannot exist",
+            "captive-portal",
+            params,
+        )
+        .arm(|| {
+            clear();
+            c.set_resolver("127.0.0.2");
+        }),
+        Scenario::new(
+            "no-internet",
+            "no name server in the machine's resolver configuration",
+            "dns-not-configured",
+            params,
+        )
+        .arm(|| {
+            clear();
+            let conf = std::path::Path::new("/etc/netns").join(&c.name).join("resolv.conf");
+            std::fs::write(conf, "search lab.test\n").unwrap();
+        }),
+    ];
+    let rows = diagnosis::run(hub, &scenarios, &[]);
+    clear();
+    drop(captive);
+    rows
 }
 
 // ----------------------------------------------------------------- cant-print
@@ -393,13 +513,20 @@ echo 'STATE: +media-empty-error' >&2\n\
 echo 'INFO: Out of paper' >&2\n\
 while [ -d /proc/$PPID ]; do sleep 1; done\n";
 
+/// A CUPS backend whose printer takes the job and never finishes it: the
+/// job stays `processing`, with no state reason and no message.
+const HANG_BACKEND: &str = "#!/bin/sh\n\
+if [ $# -eq 0 ]; then echo 'direct hang \"Unknown\" \"Printer that never finishes\"'; exit 0; fi\n\
+while [ -d /proc/$PPID ]; do sleep 1; done\n";
+
 /// The print command of an IPP Everywhere printer out of paper.
 const PAPER_OUT_COMMAND: &str = "#!/bin/sh\n\
 echo 'STATE: +media-empty-error' >&2\n\
 while [ -d /proc/$PPID ]; do sleep 1; done\n";
 
 fn cant_print(hub: &Hub) -> Vec<Row> {
-    let cups = Cups::start_with_backends(&[("paperout", PAPER_OUT_BACKEND)]);
+    let cups =
+        Cups::start_with_backends(&[("paperout", PAPER_OUT_BACKEND), ("hang", HANG_BACKEND)]);
     let everywhere = Ippeve::start("Lab Printer", None);
     let empty_tray = Ippeve::start("Paper Printer", Some(PAPER_OUT_COMMAND));
     let switched_off = format!("ipp://127.0.0.1:{}/ipp/print", free_tcp_port());
@@ -410,6 +537,11 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
         ("tray", "paperout:/".to_string()),
         ("lobby", switched_off.clone()),
         ("closed", "file:///dev/null".to_string()),
+        // Issue 25: an idle queue whose printer is off looked "ready";
+        // a stopped one was resumed and reported resolved.
+        ("dark", switched_off.clone()),
+        ("paused-dark", switched_off.clone()),
+        ("jammed", "hang:/".to_string()),
     ];
     for (queue, device) in &queues {
         cups.admin("lpadmin", &["-p", queue, "-E", "-v", device]);
@@ -447,6 +579,13 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
 
     let server = cups.server();
     let params = |printer: &str| [format!("server={server}"), format!("printer={printer}")];
+    let stuck = |printer: &str| {
+        [
+            format!("server={server}"),
+            format!("printer={printer}"),
+            "stuck_after=2s".into(),
+        ]
+    };
     let closed_port = format!("127.0.0.1:{}", free_tcp_port());
     let scenarios = vec![
         Scenario::new(
@@ -508,6 +647,54 @@ fn cant_print(hub: &Hub) -> Vec<Row> {
             "printer-unreachable",
             &params("lobby"),
         ),
+        Scenario::new(
+            "cant-print",
+            "a job stuck in processing: the printer took it and never finishes",
+            "jobs-cleared",
+            &stuck("jammed"),
+        )
+        .arm(|| {
+            cups.admin("cancel", &["-a", "jammed"]);
+            cups.print("jammed", &[]);
+            let printing = wait_until(Duration::from_secs(10), || {
+                state("jammed").to_string().contains("processing")
+            });
+            assert!(printing, "the job never started: {}", state("jammed"));
+            // Older than stuck_after, by the scheduler's clock.
+            std::thread::sleep(Duration::from_millis(2500));
+        })
+        .check(|v| {
+            match step(v, "state").and_then(|s| s["result"]["fields"]["error"].as_str()) {
+                Some("job-stuck") => Ok(()),
+                other => Err(format!("the stuck job was not seen as stuck: {other:?}")),
+            }
+        }),
+        Scenario::new(
+            "cant-print",
+            "idle CUPS queue, no job waiting, its printer switched off",
+            "printer-unreachable",
+            &params("dark"),
+        )
+        .check(|v| {
+            match step(v, "state").and_then(|s| s["result"]["fields"]["device_probe"].as_str()) {
+                Some("unreachable") => Ok(()),
+                other => Err(format!(
+                    "the device behind the queue was not probed: {other:?}"
+                )),
+            }
+        }),
+        Scenario::new(
+            "cant-print",
+            "queue stopped (cupsdisable), its printer switched off",
+            "printer-unreachable",
+            &params("paused-dark"),
+        )
+        .arm(|| {
+            cups.admin(
+                "cupsdisable",
+                &["-r", "printer not responding", "paused-dark"],
+            );
+        }),
         Scenario::new(
             "cant-print",
             "paper tray empty: CUPS queue, the backend reports media-empty-error",
@@ -607,7 +794,97 @@ fn disk_full(hub: &Hub, root: &Path) -> Vec<Row> {
         ),
     ];
     let masks = [(root.display().to_string(), "$DISKS".to_string())];
-    diagnosis::run(hub, &scenarios, &masks)
+    let mut rows = diagnosis::run(hub, &scenarios, &masks);
+    rows.extend(disk_full_unseen(hub, root, &masks));
+    rows
+}
+
+/// Disk faults that free space cannot reveal: a filesystem mounted
+/// read-only with plenty of room ("enough free space" before issue 25),
+/// and old temp files that a running process still holds open — deleting
+/// them frees nothing, which the cleaner used to report as "freed 7.2
+/// MiB" before naming the largest folders (which hold nothing).
+fn disk_full_unseen(hub: &Hub, root: &Path, masks: &[(String, String)]) -> Vec<Row> {
+    let ro = Tmpfs::mount(&root.join("readonly"), "8m", 1000);
+    ro.file("tmp/today.log", 100_000, Duration::ZERO);
+    must(
+        Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&ro.path),
+    );
+    assert!(
+        std::fs::write(ro.path.join("probe"), b"x").is_err(),
+        "the filesystem is not read-only"
+    );
+    let held = Tmpfs::mount(&root.join("held"), "8m", 1000);
+    let holders: Mutex<Vec<std::process::Child>> = Mutex::new(Vec::new());
+    let hold = || {
+        let mut h = holders.lock().unwrap();
+        for mut c in h.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(held.path.join("tmp"));
+        for f in ["tmp/export-1.tmp", "tmp/export-2.tmp", "tmp/export-3.tmp"] {
+            held.file(f, 2_400_000, 30 * DAY);
+            let file = std::fs::File::open(held.path.join(f)).unwrap();
+            h.push(
+                Command::new("sleep")
+                    .arg("600")
+                    .stdin(file)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    };
+    let params = |fs: &Tmpfs| {
+        let p = fs.path.display();
+        [
+            format!("path={p}"),
+            format!("temp={p}/tmp"),
+            "older_than=7d".into(),
+            "warn=80".into(),
+            "crit=90".into(),
+        ]
+    };
+    let scenarios = vec![
+        Scenario::new(
+            "disk-full",
+            "mounted read-only, with plenty of room",
+            "read-only-fs",
+            &params(&ro),
+        ),
+        Scenario::new(
+            "disk-full",
+            "old temp files deleted but held open by running processes",
+            "deleted-open-files",
+            &params(&held),
+        )
+        .arm(hold)
+        .check(|v| {
+            let clean = step(v, "clean").map(|s| &s["result"]);
+            let freed = clean.and_then(|r| r["metrics"]["freed_bytes"].as_f64());
+            let deleted = clean.and_then(|r| r["metrics"]["deleted_bytes"].as_f64());
+            let message = v["message"].as_str().unwrap_or("");
+            match (freed, deleted) {
+                (Some(f), Some(d)) if f < 1_000_000.0
+                        && d > 7_000_000.0
+                        && (message.contains("(sleep)") || message.contains("lsof +L1")) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "the cleaner must measure what the filesystem gained (freed {freed:?}, deleted {deleted:?}) and the message name the holders (or how to find them): {message}"
+                )),
+            }
+        }),
+    ];
+    let rows = diagnosis::run(hub, &scenarios, masks);
+    for mut c in holders.lock().unwrap().drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    rows
 }
 
 // ------------------------------------------------------------------- slow-dns
@@ -631,6 +908,7 @@ fn slow_dns(hub: &Hub) -> Vec<Row> {
     );
     let cache_addr = cache.addr.to_string();
     let slow = SlowUdp::start(upstream_at, Duration::from_millis(700));
+    let no_aaaa = SlowUdp::dropping_aaaa(upstream_at);
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let closed = loopback(free_port());
 
@@ -655,6 +933,18 @@ fn slow_dns(hub: &Hub) -> Vec<Row> {
             &params(WWW, &slow.addr),
         )
         .dns_cache(),
+        Scenario::new(
+            "slow-dns",
+            "A queries answered at once, AAAA queries dropped",
+            "dns-unreachable",
+            &params(WWW, &no_aaaa.addr),
+        )
+        .check(|v| match v["message"].as_str() {
+            Some(m) if m.contains("AAAA") => Ok(()),
+            other => Err(format!(
+                "the message does not say AAAA went unanswered: {other:?}"
+            )),
+        }),
         Scenario::new(
             "slow-dns",
             "DNS server down: nothing listens on its port",

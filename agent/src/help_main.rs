@@ -144,6 +144,8 @@ fn show(reply: Reply) -> Result<i32> {
                 VerdictKind::Resolved => "Done",
                 VerdictKind::UserAction => "What you can do",
                 VerdictKind::Escalate => "This needs the help desk",
+                VerdictKind::DryRun => "Nothing was changed",
+                VerdictKind::Error => "This could not be checked",
             };
             print_line(format!("{head}: {}", p(&verdict.user_message)));
             if let Some(kb) = &verdict.kb {

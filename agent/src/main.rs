@@ -285,11 +285,13 @@ async fn local_runbook(
         }
     };
     let (verdict, ()) = tokio::join!(run::drive(cfg, &prepared, dry_run, tx), printer);
-    Ok(if verdict.verdict == VerdictKind::Resolved {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if matches!(verdict.verdict, VerdictKind::Resolved | VerdictKind::DryRun) {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 /// The runbooks of this machine. `--json`: an array of

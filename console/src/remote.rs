@@ -95,7 +95,7 @@ impl Outcome {
             return 0;
         }
         let ok = match &self.verdict {
-            Some(v) => v.verdict == VerdictKind::Resolved,
+            Some(v) => matches!(v.verdict, VerdictKind::Resolved | VerdictKind::DryRun),
             None => !self.results.is_empty() && self.results.iter().all(|r| r.status == Status::Ok),
         };
         if ok {

@@ -166,7 +166,12 @@ impl Check {
         };
         match self {
             Check::Ping => D::check(Viewer, &[Cap::NetRaw], View::System),
-            // Folder names and sizes anywhere on the machine.
+            // Folder names and sizes anywhere on the machine: it reads every
+            // folder below PATH. Not CAP_SYS_PTRACE: under Landlock no
+            // capability lets a worker read other processes' `/proc/PID/fd`,
+            // so the space held by deleted open files is measured instead
+            // (used − walked) and the holders named only where they can be
+            // seen.
             Check::Du => D::check(Technician, &[Cap::DacReadSearch], View::ArgPaths),
             Check::Http => D::check(probes("--contains"), &[], View::ArgPaths),
             Check::Tcp => D::check(probes("--send"), &[], View::System),

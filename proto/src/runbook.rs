@@ -11,13 +11,18 @@
 use crate::result::CheckResult;
 use serde::{Deserialize, Serialize};
 
-/// The three kinds of leaf.
+/// The kinds of verdict: the three kinds of leaf; `dry-run`, the end of a
+/// run whose fixes were only planned (what would be done, what would then
+/// be checked — never an escalation); `error`, a run that could not
+/// diagnose (the agent lacks what a step needs: `probe-not-permitted`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerdictKind {
     Resolved,
     UserAction,
     Escalate,
+    DryRun,
+    Error,
 }
 
 impl VerdictKind {
@@ -26,6 +31,8 @@ impl VerdictKind {
             VerdictKind::Resolved => "resolved",
             VerdictKind::UserAction => "user-action",
             VerdictKind::Escalate => "escalate",
+            VerdictKind::DryRun => "dry-run",
+            VerdictKind::Error => "error",
         }
     }
 }

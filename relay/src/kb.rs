@@ -64,6 +64,11 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ),
     ("disk-full.md", include_str!("../kb/disk-full.md")),
     ("disk-inodes.md", include_str!("../kb/disk-inodes.md")),
+    ("disk-read-only.md", include_str!("../kb/disk-read-only.md")),
+    (
+        "disk-deleted-open-files.md",
+        include_str!("../kb/disk-deleted-open-files.md"),
+    ),
     (
         "network-no-link.md",
         include_str!("../kb/network-no-link.md"),
@@ -85,6 +90,26 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../kb/network-upstream-unreachable.md"),
     ),
     ("network-dns.md", include_str!("../kb/network-dns.md")),
+    (
+        "network-local-firewall.md",
+        include_str!("../kb/network-local-firewall.md"),
+    ),
+    (
+        "network-packet-loss.md",
+        include_str!("../kb/network-packet-loss.md"),
+    ),
+    (
+        "network-mtu-blackhole.md",
+        include_str!("../kb/network-mtu-blackhole.md"),
+    ),
+    (
+        "network-captive-portal.md",
+        include_str!("../kb/network-captive-portal.md"),
+    ),
+    (
+        "network-dns-not-configured.md",
+        include_str!("../kb/network-dns-not-configured.md"),
+    ),
     (
         "network-dns-slow.md",
         include_str!("../kb/network-dns-slow.md"),

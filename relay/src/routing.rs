@@ -162,6 +162,8 @@ impl Collected {
                     VerdictKind::Resolved => ItemOutcome::Ok,
                     VerdictKind::UserAction => ItemOutcome::Warn,
                     VerdictKind::Escalate => ItemOutcome::Crit,
+                    VerdictKind::DryRun => ItemOutcome::Ok,
+                    VerdictKind::Error => ItemOutcome::Unknown,
                 };
                 item.summary = format!("{} ({}): {}", v.verdict, v.cause, v.message);
                 item.verdict = Some(v);

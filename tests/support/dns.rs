@@ -176,6 +176,17 @@ pub struct SlowUdp {
 
 impl SlowUdp {
     pub fn start(upstream: SocketAddr, delay: Duration) -> SlowUdp {
+        SlowUdp::forwarder(upstream, delay, false)
+    }
+
+    /// A forwarder that passes every query on at once but drops AAAA
+    /// queries without a word: a resolver (or a middlebox) that loses
+    /// IPv6 lookups while IPv4 ones work.
+    pub fn dropping_aaaa(upstream: SocketAddr) -> SlowUdp {
+        SlowUdp::forwarder(upstream, Duration::ZERO, true)
+    }
+
+    fn forwarder(upstream: SocketAddr, delay: Duration, drop_aaaa: bool) -> SlowUdp {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
@@ -193,6 +204,9 @@ impl SlowUdp {
                     continue;
                 }
                 let query = buf[..n].to_vec();
+                if drop_aaaa && qtype(&query) == Some(28) {
+                    continue;
+                }
                 let Ok(reply_to) = sock.try_clone() else {
                     continue;
                 };
@@ -210,6 +224,20 @@ impl SlowUdp {
             thread: Some(thread),
         }
     }
+}
+
+/// The type of a DNS query's first question (28: AAAA).
+fn qtype(query: &[u8]) -> Option<u16> {
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        at += len;
+    }
+    Some(u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]))
 }
 
 /// One query to `upstream`, its answer if one comes within 2 s.

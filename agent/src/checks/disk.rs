@@ -17,7 +17,9 @@
 //! Fields: `mount` (the mount point judged: PATH's, or the worst one), and
 //! `error` when the status is not ok: `bytes` (space is over its warn or
 //! crit threshold), `inodes` (inodes are — the worse of the two decides;
-//! on a tie, the fuller), `timeout` (the filesystem did not answer).
+//! on a tie, the fuller), `timeout` (the filesystem did not answer),
+//! `read-only` (PATH's filesystem is mounted read-only: whatever its free
+//! space, nothing can be written — critical). Metric `read_only` (1/0).
 
 use super::{blocking, grade, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
@@ -60,6 +62,8 @@ pub struct Usage {
     pub inodes_total: u64,
     pub inodes_free: u64,
     pub inodes_used_pct: Option<f64>,
+    /// Mounted read-only (`ST_RDONLY`).
+    pub read_only: bool,
 }
 
 /// Thresholds, in percent used.
@@ -195,8 +199,23 @@ fn report(target: &str, list: &[Usage], limits: &Limits) -> CheckResult {
             String::new()
         }
     );
-    let mut result = CheckResult::new("disk", target, status, summary);
     let single = list.len() == 1;
+    // A read-only filesystem has "free space" nobody can use; judged for a
+    // PATH only (a system has read-only mounts by design: snaps, media).
+    let read_only = single && worst.read_only;
+    let (status, error, summary) = if read_only {
+        (
+            Status::Crit,
+            Some("read-only"),
+            format!(
+                "{}: mounted read-only, nothing can be written ({summary})",
+                worst.mount.display()
+            ),
+        )
+    } else {
+        (status, error, summary)
+    };
+    let mut result = CheckResult::new("disk", target, status, summary);
     for u in list {
         let prefix = if single {
             String::new()
@@ -210,6 +229,7 @@ fn report(target: &str, list: &[Usage], limits: &Limits) -> CheckResult {
         put("used_bytes", u.used_bytes as f64);
         put("free_bytes", u.avail_bytes as f64);
         put("total_bytes", u.total_bytes as f64);
+        put("read_only", if u.read_only { 1.0 } else { 0.0 });
         if let Some(p) = u.inodes_used_pct {
             put("inodes_used_pct", round1(p));
             put("inodes_free", u.inodes_free as f64);
@@ -324,6 +344,7 @@ fn measure(path: &Path, mount: PathBuf) -> Result<Usage, String> {
         inodes_total: s.f_files,
         inodes_free: s.f_ffree.min(s.f_files),
         inodes_used_pct,
+        read_only: s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY),
     })
 }
 
@@ -429,6 +450,7 @@ mod tests {
             inodes_total: 100,
             inodes_free: inodes.map(|p| 100 - p as u64).unwrap_or(0),
             inodes_used_pct: inodes,
+            read_only: false,
         }
     }
 

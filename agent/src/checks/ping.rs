@@ -13,7 +13,8 @@
 //! from this machine when the neighbour never answered ARP — the summary
 //! says which and from whom; surge-ping hands these back like replies, they
 //! are not counted as such), `timeout` (requests sent, no reply and no
-//! error at all), `send-failed` (sending
+//! error at all), `firewall` (this machine refused to send: its own
+//! packet filter drops or rejects outgoing traffic — EPERM), `send-failed` (sending
 //! failed otherwise), `no-permission` (no ICMP socket may be opened),
 //! `loss` (some replies, loss at or above a threshold), `slow` (replies,
 //! average round trip at or above a threshold).
@@ -242,6 +243,7 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
             Ok((_, Err(SurgeError::Timeout { .. }))) => {}
             Ok((_, Err(e))) => {
                 failures.no_route |= is_no_route(&e);
+                failures.firewall |= is_refused_here(&e);
                 failures.texts.push(surge_error(&e));
             }
             Err(e) => failures.texts.push(format!("internal error: {e}")),
@@ -272,6 +274,8 @@ struct Failures {
     no_route: bool,
     /// An ICMP error (destination unreachable, time exceeded) came back.
     unreachable: bool,
+    /// Sending was refused by this machine (EPERM: its own firewall).
+    firewall: bool,
 }
 
 /// `None` for an echo reply; else what the ICMP message says, and who said it.
@@ -326,11 +330,21 @@ fn is_no_route(e: &SurgeError) -> bool {
     }
 }
 
+/// Whether sending failed because this machine refused it: a packet
+/// filter's output chain that drops or rejects (the kernel answers EPERM
+/// to the sender; the ICMP socket itself was opened, so this is not a
+/// missing permission).
+fn is_refused_here(e: &SurgeError) -> bool {
+    matches!(e, SurgeError::IOError(io) if io.raw_os_error() == Some(1))
+}
+
 /// The result of a run.
 fn report(target: String, s: &Stats, failures: &Failures, a: &PingArgs) -> CheckResult {
     let loss = s.loss_pct();
     let errors = &failures.texts;
-    let mut error: Option<&str> = if failures.no_route {
+    let mut error: Option<&str> = if failures.firewall {
+        Some("firewall")
+    } else if failures.no_route {
         Some("no-route")
     } else if failures.unreachable {
         Some("unreachable")
@@ -531,6 +545,7 @@ mod tests {
             texts: vec!["Network is unreachable (os error 101)".into()],
             no_route: true,
             unreachable: false,
+            firewall: false,
         };
         let r = report("t".into(), &lost, &no_route, &a);
         assert_eq!(r.fields["error"], "no-route");
@@ -539,6 +554,7 @@ mod tests {
             texts: vec!["destination host unreachable (from 192.0.2.254)".into()],
             no_route: false,
             unreachable: true,
+            firewall: false,
         };
         let r = report("t".into(), &lost, &told, &a);
         assert_eq!(r.fields["error"], "unreachable");
@@ -567,6 +583,18 @@ mod tests {
         assert!(!is_no_route(&SurgeError::IOError(
             std::io::Error::from_raw_os_error(1)
         )));
+        // EPERM on send: this machine's own packet filter.
+        let eperm = SurgeError::IOError(std::io::Error::from_raw_os_error(1));
+        assert!(is_refused_here(&eperm));
+        let refused = Failures {
+            texts: vec!["Operation not permitted (os error 1)".into()],
+            firewall: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            report("t".into(), &lost, &refused, &a).fields["error"],
+            "firewall"
+        );
     }
 
     #[test]

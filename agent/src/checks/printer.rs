@@ -31,6 +31,14 @@
 //!   `name` (printer-name).
 //! - `queue`: the printer URI asked (for the default printer, the queue
 //!   CUPS named); `server`: the scheduler, when it was the target.
+//! - with `--stuck-after DURATION` and jobs queued, Get-Jobs: a job in
+//!   `processing` for longer (by the printer's `printer-up-time`) makes the
+//!   result critical with `error = job-stuck`; metric
+//!   `oldest_processing_s`.
+//! - a CUPS queue's device is probed too, idle or not (`device`,
+//!   `device_probe`): a network printer that does not answer makes the
+//!   result critical with `error = printer-unreachable` — an idle queue in
+//!   front of a switched-off printer is not ready.
 
 use super::{error_chain, parse_args, parse_duration, CheckContext, CheckError};
 use firstline_proto::{CheckResult, Status};
@@ -53,6 +61,8 @@ const WANTED: &[&str] = &[
     "queued-job-count",
     "printer-is-accepting-jobs",
     "printer-make-and-model",
+    "device-uri",
+    "printer-up-time",
 ];
 
 #[derive(clap::Parser, Debug)]
@@ -80,6 +90,10 @@ pub struct PrinterArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// A job printing for longer than this is stuck (the jobs are asked
+    /// for with Get-Jobs when a job is queued).
+    #[arg(long, value_parser = parse_duration)]
+    pub stuck_after: Option<Duration>,
 }
 
 /// What the printer said about itself.
@@ -93,6 +107,10 @@ pub struct PrinterState {
     pub queued_jobs: Option<i32>,
     pub accepting: Option<bool>,
     pub model: Option<String>,
+    /// Where a CUPS queue sends its jobs (`device-uri`).
+    pub device: Option<String>,
+    /// The printer's clock (`printer-up-time`, seconds), for job ages.
+    pub up_time: Option<i32>,
 }
 
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
@@ -268,7 +286,176 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         return Ok(with_context(r));
     }
     let state = read_state(&resp);
-    Ok(with_context(report(target, &state, &a)))
+    let mut r = report(target, &state, &a);
+    // "processing" is what a working printer says, and a stuck one too:
+    // the age of the oldest job in processing tells them apart.
+    if let (Some(limit), Some(now), Some(jobs)) = (a.stuck_after, state.up_time, state.queued_jobs)
+    {
+        if jobs > 0 && !queue.is_empty() {
+            let url = http_url(&queue).map_err(CheckError::Usage)?;
+            if let Some(oldest) = oldest_processing(&client, &queue, &url, now, a.timeout).await {
+                r = r.metric("oldest_processing_s", f64::from(oldest));
+                if u64::try_from(oldest).unwrap_or(0) >= limit.as_secs() {
+                    r.status = r.status.worst(Status::Crit);
+                    r.summary.push_str(&format!(
+                        "; a job has been printing for {oldest} s (stuck: over {})",
+                        super::show_duration(limit)
+                    ));
+                    r = r.field("error", "job-stuck");
+                }
+            }
+        }
+    }
+    // An idle queue says nothing of the printer behind it: only a job
+    // would find it off. Its device is asked too (a network one).
+    if role == Role::Scheduler {
+        if let Some(device) = &state.device {
+            ctx.progress.say(format!(
+                "probing the queue's device {}",
+                shown_device(device)
+            ));
+            r = probe_device(r, device, &client, a.timeout).await;
+        }
+    }
+    Ok(with_context(r))
+}
+
+/// Seconds the oldest job in `processing` of the printer `uri` has been
+/// processing, by the printer's own clock `now` (Get-Jobs, not-completed).
+async fn oldest_processing(
+    client: &reqwest::Client,
+    uri: &str,
+    url: &str,
+    now: i32,
+    timeout: Duration,
+) -> Option<i32> {
+    let parsed: ipp::prelude::Uri = uri.parse().ok()?;
+    let mut req =
+        IppRequestResponse::new(IppVersion::v1_1(), Operation::GetJobs, Some(parsed)).ok()?;
+    let which = IppKeyword::try_from("not-completed").ok()?;
+    req.attributes_mut().add(
+        DelimiterTag::OperationAttributes,
+        IppAttribute::with_name("which-jobs", IppValue::Keyword(which)).ok()?,
+    );
+    let keywords = ["job-id", "job-state", "time-at-processing"]
+        .iter()
+        .filter_map(|w| IppKeyword::try_from(*w).ok().map(IppValue::Keyword))
+        .collect();
+    req.attributes_mut().add(
+        DelimiterTag::OperationAttributes,
+        IppAttribute::with_name("requested-attributes", IppValue::Array(keywords)).ok()?,
+    );
+    let resp = send(client, url, req, timeout).await.ok()?;
+    let int = |attrs: &[IppAttribute], name: &str| {
+        attrs
+            .iter()
+            .find(|a| a.name().to_string() == name)
+            .and_then(|a| match a.value() {
+                IppValue::Integer(i) | IppValue::Enum(i) => Some(*i),
+                _ => None,
+            })
+    };
+    resp.attributes()
+        .groups_of(DelimiterTag::JobAttributes)
+        .filter_map(|g| {
+            let attrs = g.attributes();
+            let state = int(attrs, "job-state")?;
+            let since = int(attrs, "time-at-processing")?;
+            // 5: processing.
+            (state == 5 && since > 0).then(|| now.saturating_sub(since).max(0))
+        })
+        .max()
+}
+
+/// A device URI without credentials (`ipp://user:pw@h/` → `ipp://h/`).
+fn shown_device(device: &str) -> String {
+    match reqwest::Url::parse(device) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => device.to_string(),
+    }
+}
+
+/// Ask the device behind a CUPS queue whether it is there: an IPP printer
+/// (`ipp`, `ipps`, `http`, `https`) with Get-Printer-Attributes, a raw or
+/// LPD one (`socket`, `lpd`) with a TCP connection. A device that does
+/// not answer makes the result critical with `error =
+/// printer-unreachable`; one that answers something other than IPP makes
+/// it critical with `error = device-error`. Local devices and other
+/// backends (`usb`, `file`, `dnssd`…) are not probed. Fields `device`,
+/// `device_probe` (`ok`, `unreachable`, `not-ipp`, `not-probed`).
+async fn probe_device(
+    mut r: CheckResult,
+    device: &str,
+    client: &reqwest::Client,
+    timeout: Duration,
+) -> CheckResult {
+    let shown = shown_device(device);
+    r = r.field("device", &shown);
+    let Ok(url) = reqwest::Url::parse(device) else {
+        return r.field("device_probe", "not-probed");
+    };
+    let host = url.host_str().unwrap_or("").to_string();
+    let outcome: Result<(), (&str, String)> = match url.scheme() {
+        "ipp" | "ipps" | "http" | "https" => match http_url(device) {
+            Err(_) => return r.field("device_probe", "not-probed"),
+            Ok(http) => match get_printer_attributes(device) {
+                Err(_) => return r.field("device_probe", "not-probed"),
+                Ok(req) => match send(client, &http, req, timeout).await {
+                    Ok(_) => Ok(()),
+                    Err(Failure::Unreachable(e)) | Err(Failure::Unresolved(e)) => {
+                        Err(("unreachable", e))
+                    }
+                    Err(Failure::NotFound(e)) | Err(Failure::Protocol(e, _)) => Err(("not-ipp", e)),
+                },
+            },
+        },
+        "socket" | "lpd" if !host.is_empty() => {
+            let port = url
+                .port()
+                .unwrap_or(if url.scheme() == "lpd" { 515 } else { 9100 });
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            match tokio::time::timeout(
+                timeout,
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(("unreachable", format!("{host}:{port}: {e}"))),
+                Err(_) => Err((
+                    "unreachable",
+                    format!(
+                        "{host}:{port}: no answer within {}",
+                        super::show_duration(timeout)
+                    ),
+                )),
+            }
+        }
+        _ => return r.field("device_probe", "not-probed"),
+    };
+    match outcome {
+        Ok(()) => r.field("device_probe", "ok"),
+        Err((probe, why)) => {
+            r.status = r.status.worst(Status::Crit);
+            r.summary.push_str(&match probe {
+                "unreachable" => format!("; its printer {shown} does not answer: {why}"),
+                _ => format!("; its printer {shown} answers, but not as an IPP printer: {why}"),
+            });
+            let error = if probe == "unreachable" {
+                "printer-unreachable"
+            } else {
+                "device-error"
+            };
+            r.field("device_probe", probe).field("error", error)
+        }
+    }
 }
 
 /// What is asked: the CUPS scheduler itself, or a printer elsewhere.
@@ -494,6 +681,8 @@ pub fn read_state(resp: &IppRequestResponse) -> PrinterState {
                 _ => None,
             }),
         model: attrs.get("printer-make-and-model").and_then(|v| text(v)),
+        device: attrs.get("device-uri").and_then(|v| text(v)),
+        up_time: attrs.get("printer-up-time").and_then(|v| int(v)),
     }
 }
 
@@ -637,6 +826,7 @@ mod tests {
             crit_jobs: Some(10),
             ca: None,
             timeout: Duration::from_secs(1),
+            stuck_after: None,
         }
     }
 

@@ -3,7 +3,10 @@
 //! A TCP connection (every address of HOST in turn, as a client would), the
 //! time to connect, and optionally a line sent and a banner expected (`tcp
 //! mail:25 --expect 220`), as `check_tcp` does. Refused, timed out and
-//! unreachable are told apart; each is `crit`.
+//! unreachable are told apart; each is `crit`, with field `error`:
+//! `refused` (the host answered: it is reachable, nothing listens there),
+//! `firewall` (this machine refused to send: its own packet filter),
+//! `no-route`, `timeout` or `failed`.
 
 use super::{
     ms, parse_args, parse_duration, show_duration, split_host_port, CheckContext, CheckError,
@@ -37,6 +40,21 @@ pub struct TcpArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// What kind of failure a connection error is (field `error`): `refused`
+/// (the host answered with a reset: it is reachable, nothing listens),
+/// `firewall` (this machine refused to send: EPERM from its own packet
+/// filter), `no-route` (no route, or an ICMP unreachable came back),
+/// `failed` (anything else).
+fn failure_kind(e: &std::io::Error) -> &'static str {
+    match (e.kind(), e.raw_os_error()) {
+        (std::io::ErrorKind::ConnectionRefused, _) | (_, Some(111)) => "refused",
+        (_, Some(1)) => "firewall",
+        (std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable, _)
+        | (_, Some(101) | Some(113)) => "no-route",
+        _ => "failed",
+    }
 }
 
 pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, CheckError> {
@@ -73,6 +91,7 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         };
 
     let mut failures: Vec<String> = Vec::new();
+    let mut kinds: Vec<&str> = Vec::new();
     let mut connected = None;
     for addr in &addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -86,8 +105,14 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
                 connected = Some((stream, *addr, started.elapsed()));
                 break;
             }
-            Ok(Err(e)) => failures.push(format!("{addr}: {}", io_reason(&e))),
-            Err(_) => failures.push(format!("{addr}: no answer within {}", show_duration(left))),
+            Ok(Err(e)) => {
+                kinds.push(failure_kind(&e));
+                failures.push(format!("{addr}: {}", io_reason(&e)))
+            }
+            Err(_) => {
+                kinds.push("timeout");
+                failures.push(format!("{addr}: no answer within {}", show_duration(left)))
+            }
         }
     }
     let Some((mut stream, addr, took)) = connected else {
@@ -96,7 +121,13 @@ pub async fn run(args: &[String], ctx: &CheckContext) -> Result<CheckResult, Che
         } else {
             failures.join("; ")
         };
-        return Ok(CheckResult::new("tcp", target, Status::Crit, summary));
+        // The most telling failure: this machine's own refusal, then an
+        // answer (refused: the host is there), then the rest.
+        let error = ["firewall", "refused", "no-route", "timeout", "failed"]
+            .into_iter()
+            .find(|k| kinds.contains(k))
+            .unwrap_or("no-address");
+        return Ok(CheckResult::new("tcp", target, Status::Crit, summary).field("error", error));
     };
 
     let mut status = match (a.warn, a.crit) {

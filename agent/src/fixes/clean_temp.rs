@@ -31,7 +31,11 @@
 //! paths relative to PATH: the first [`LISTED`] entries and the totals in
 //! the summary (text and `--json`), the same entries in `changed` for real
 //! runs (a dry run changes nothing, so its `changed` stays empty), and the
-//! counts in `metrics` (`files`, `dirs`, `freed_bytes`, `skipped`).
+//! counts in `metrics` (`files`, `dirs`, `deleted_bytes`, `freed_bytes`,
+//! `skipped`). `deleted_bytes` adds up the sizes of the files deleted;
+//! `freed_bytes` is what the filesystem itself gained (its available space
+//! before and after, `statvfs`): a deleted file another process still holds
+//! open frees nothing, and the summary says so rather than claim the space.
 
 use super::{done, planned, FixContext};
 use crate::checks::disk::human;
@@ -206,6 +210,7 @@ pub async fn run(args: &[String], ctx: &FixContext) -> Result<CheckResult, Check
         path.display(),
         humantime::format_duration(older_than)
     ));
+    let free_before = available(&path);
     let swept = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || sweep(&path, cutoff, dry_run))
@@ -238,7 +243,18 @@ pub async fn run(args: &[String], ctx: &FixContext) -> Result<CheckResult, Check
                 sweep.totals()
             ));
         }
-        done("clean-temp", &target, format!("deleted {what}"), changed)
+        let mut r = done("clean-temp", &target, format!("deleted {what}"), changed);
+        // What the filesystem gained, not what the files weighed.
+        if let (Some(before), Some(after)) = (free_before, available(&path)) {
+            let freed = after.saturating_sub(before);
+            r.metrics.insert("freed_bytes".into(), freed as f64);
+            r.summary
+                .push_str(&format!("; the filesystem gained {}", human(freed)));
+            if sweep.bytes > 0 && freed < sweep.bytes / 2 {
+                r.summary.push_str(" (deleted files still held open by a process free nothing until it closes them)");
+            }
+        }
+        r
     };
     if sweep.skipped > 0 {
         r.summary.push_str(&format!(
@@ -259,12 +275,18 @@ pub async fn run(args: &[String], ctx: &FixContext) -> Result<CheckResult, Check
     }
     r.metrics.insert("files".into(), sweep.files as f64);
     r.metrics.insert("dirs".into(), sweep.dirs as f64);
-    r.metrics.insert("freed_bytes".into(), sweep.bytes as f64);
+    r.metrics.insert("deleted_bytes".into(), sweep.bytes as f64);
     r.metrics.insert("skipped".into(), sweep.skipped as f64);
     if sweep.error_count > 0 {
         r.metrics.insert("errors".into(), sweep.error_count as f64);
     }
     Ok(r)
+}
+
+/// Bytes available to unprivileged users on the filesystem of `path`.
+fn available(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Sweep the folder `path` (absolute, canonical: it is reached from `/` one

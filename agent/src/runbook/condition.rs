@@ -84,6 +84,20 @@ impl Condition {
         self.any.iter().flatten().map(|t| t.step.as_str())
     }
 
+    /// Whether every alternative of the condition requires `STEP.status ==
+    /// ok` of a step `passes` accepts: the condition cannot hold unless
+    /// one of those steps passed (what a `resolved` leaf needs).
+    pub fn requires_ok(&self, passes: impl Fn(&str) -> bool) -> bool {
+        self.any.iter().all(|all| {
+            all.iter().any(|t| {
+                t.key == "status"
+                    && t.op == Op::Eq
+                    && t.value == Value::Status(Status::Ok)
+                    && passes(&t.step)
+            })
+        })
+    }
+
     pub fn eval(&self, results: &HashMap<String, CheckResult>) -> bool {
         self.any.iter().any(|all| {
             all.iter()
@@ -258,6 +272,23 @@ mod tests {
         ));
         assert!(holds("dns.summary contains 'no answer'"));
         assert!(holds("state.error == ''"), "a missing field is empty");
+    }
+
+    #[test]
+    fn tells_whether_every_alternative_needs_a_step_to_pass() {
+        let req = |c: &str, step: &str| Condition::parse(c).unwrap().requires_ok(|s| s == step);
+        assert!(req("a.status == ok", "a"));
+        assert!(req("a.status == ok and b.x > 0", "a"));
+        assert!(req(
+            "a.status == ok and b.x > 0 or c.y == 1 and a.status == ok",
+            "a"
+        ));
+        assert!(
+            !req("a.status == ok or b.x > 0", "a"),
+            "the second alternative needs nothing"
+        );
+        assert!(!req("a.status != crit", "a"));
+        assert!(!req("b.status == ok", "a"));
     }
 
     #[test]

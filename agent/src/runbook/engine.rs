@@ -31,6 +31,11 @@ pub struct Env {
 /// Cause of a run ended by a mistake in the runbook itself.
 pub const RUNBOOK_ERROR: &str = "runbook-error";
 
+/// Cause of a run whose failing observation passed when made again, after
+/// fixes none of which changed anything: the fault came and went by
+/// itself, and no fix may take the credit (any runbook may end so).
+pub const INTERMITTENT: &str = "intermittent";
+
 /// Parameters given as `key=value`, checked against the runbook and
 /// completed with defaults and built-in variables.
 pub fn bind(rb: &Runbook, given: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -62,6 +67,13 @@ pub fn bind(rb: &Runbook, given: &[String]) -> Result<BTreeMap<String, String>, 
         .map(|g| g.to_string())
         .unwrap_or_default();
     vars.entry("default_gateway".into()).or_insert(gateway);
+    let random: String = (0..12)
+        .map(|_| {
+            let n = rand::random::<u8>() % 36;
+            char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+        })
+        .collect();
+    vars.entry("random".into()).or_insert(random);
     // Defaults may refer to built-ins, e.g. `default = "{default_gateway}"`.
     let snapshot = vars.clone();
     for v in vars.values_mut() {
@@ -162,7 +174,31 @@ pub async fn execute(
             result: None,
             skipped: None,
         };
+        let planned = matches!(step.action, Action::Fix(_)) && env.fixes.dry_run;
         match run_step(step, &args, env).await {
+            // A dry run goes no further than its first fix: what follows
+            // a fix depends on what the fix did, and it did nothing.
+            Ran::Result(result) if planned => {
+                let _ = out.send(Message::Result {
+                    result: result.clone(),
+                });
+                record.result = Some(result.clone());
+                records.push(record);
+                return dry_run_stop(rb, vars, env, records, &results, step, &result);
+            }
+            // A check this agent may not make (no ICMP socket, say) saw
+            // nothing: no branch may read its silence as the network's.
+            Ran::Result(result)
+                if matches!(step.action, Action::Check(_))
+                    && result.fields.get("error").map(String::as_str) == Some("no-permission") =>
+            {
+                let _ = out.send(Message::Result {
+                    result: result.clone(),
+                });
+                record.result = Some(result.clone());
+                records.push(record);
+                return not_permitted(rb, vars, env, records, step, &result);
+            }
             Ran::Result(result) => {
                 let _ = out.send(Message::Result {
                     result: result.clone(),
@@ -189,7 +225,20 @@ pub async fn execute(
             Some(Target::Step(j)) => at = *j,
             Some(Target::Verdict(cause)) => {
                 let spec = &rb.verdicts[cause];
-                return leaf(rb, vars, env, records, &results, cause, spec);
+                if let Some(v) = unearned(rb, vars, env, &records, &results, cause, spec) {
+                    return v;
+                }
+                let mut v = leaf(rb, vars, env, records, &results, cause, spec);
+                if env.fixes.dry_run {
+                    // Reached with no fix to plan: the checks were real,
+                    // but a dry run is never recorded as anything else.
+                    v.message = format!(
+                        "dry run, nothing was changed; it would conclude `{cause}` ({}): {}",
+                        spec.kind, v.message
+                    );
+                    v.verdict = VerdictKind::DryRun;
+                }
+                return v;
             }
             // Unreachable for a validated runbook (its last branch is
             // unconditional); said plainly if it ever happens.
@@ -253,6 +302,163 @@ fn leaf(
     }
 }
 
+/// The end of a dry run at its first fix `step` (planned as `plan`): what
+/// was seen, what would be done, and what would be checked next.
+fn dry_run_stop(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    records: Vec<StepRecord>,
+    results: &HashMap<String, CheckResult>,
+    step: &Step,
+    plan: &CheckResult,
+) -> Verdict {
+    let seen = records
+        .iter()
+        .rev()
+        .find_map(|r| {
+            let x = r.result.as_ref()?;
+            (r.action.starts_with("check ") && x.status != firstline_proto::Status::Ok)
+                .then(|| format!("`{}` saw {}: {}", r.id, x.status, x.summary))
+        })
+        .unwrap_or_else(|| "the checks so far".into());
+    let then = step
+        .next
+        .iter()
+        .find_map(|b| match &b.to {
+            Target::Step(j) => Some(format!(
+                "then check again (`{}`: {})",
+                rb.steps[*j].id,
+                rb.steps[*j].action.describe()
+            )),
+            Target::Verdict(_) => None,
+        })
+        .unwrap_or_else(|| "then conclude".into());
+    let spec = VerdictSpec {
+        kind: VerdictKind::DryRun,
+        team: String::new(),
+        message: format!(
+            "dry run, nothing was changed: {seen}; the fix `{}` would run — {} — {then} before any verdict",
+            step.id, plan.summary
+        ),
+        user_message: "Nothing was changed: this was a dry run of the fix.".into(),
+        kb: None,
+    };
+    leaf(rb, vars, env, records, results, DRY_RUN, &spec)
+}
+
+/// Cause of a run stopped because the agent may not make one of its
+/// checks (DESIGN: any runbook, kind `error`, team firstline admin).
+pub const PROBE_NOT_PERMITTED: &str = "probe-not-permitted";
+
+fn not_permitted(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    records: Vec<StepRecord>,
+    step: &Step,
+    result: &CheckResult,
+) -> Verdict {
+    let spec = VerdictSpec {
+        kind: VerdictKind::Error,
+        team: "firstline admin".into(),
+        message: format!(
+            "this agent may not make the check of step `{}` ({}): {} — nothing was diagnosed; give the agent what the check needs, or run it where it has it",
+            step.id,
+            step.action.describe(),
+            result.summary
+        ),
+        user_message: "The automatic diagnosis could not check this computer; a technician has been told.".into(),
+        kb: None,
+    };
+    leaf(
+        rb,
+        vars,
+        env,
+        records,
+        &HashMap::new(),
+        PROBE_NOT_PERMITTED,
+        &spec,
+    )
+}
+
+/// Cause of a dry run stopped at its first fix.
+pub const DRY_RUN: &str = "dry-run";
+
+/// The verdict to give instead of the `resolved` leaf `cause` when it was
+/// not earned: fixes ran on the way and none changed anything (each fix
+/// lists what it changed; a dry run, a refused fix or a fix that found
+/// nothing to do changes nothing). The load-time rule (`super::verified`)
+/// already made sure the leaf's condition holds only if the failing check
+/// passed on a re-run after the fix.
+fn unearned(
+    rb: &Runbook,
+    vars: &BTreeMap<String, String>,
+    env: &Env,
+    records: &[StepRecord],
+    results: &HashMap<String, CheckResult>,
+    cause: &str,
+    spec: &VerdictSpec,
+) -> Option<Verdict> {
+    if spec.kind != VerdictKind::Resolved {
+        return None;
+    }
+    let fixes: Vec<&StepRecord> = records
+        .iter()
+        .filter(|r| r.action.starts_with("fix "))
+        .collect();
+    let changed = |r: &&StepRecord| r.result.as_ref().is_some_and(|x| !x.changed.is_empty());
+    if fixes.is_empty() || fixes.iter().any(changed) {
+        return None;
+    }
+    // The first check that did not pass, and the last one (the re-check).
+    let checks = || {
+        records
+            .iter()
+            .filter(|r| r.action.starts_with("check "))
+            .filter_map(|r| r.result.as_ref().map(|x| (r, x)))
+    };
+    let failed = checks()
+        .find(|(_, x)| x.status != firstline_proto::Status::Ok)
+        .map(|(r, x)| format!("`{}` saw {}: {}", r.id, x.status, x.summary))
+        .unwrap_or_else(|| "a check failed".into());
+    let again = checks()
+        .next_back()
+        .map(|(r, x)| format!("`{}` now passes: {}", r.id, x.summary))
+        .unwrap_or_default();
+    let what: Vec<String> = fixes
+        .iter()
+        .map(|r| match (&r.result, &r.skipped) {
+            (Some(x), _) => format!("`{}` changed nothing ({})", r.id, x.summary),
+            (None, Some(why)) => format!("`{}` did not run ({why})", r.id),
+            (None, None) => format!("`{}` did not run", r.id),
+        })
+        .collect();
+    let spec = VerdictSpec {
+        kind: VerdictKind::Escalate,
+        team: if spec.team.is_empty() {
+            "desktop".into()
+        } else {
+            spec.team.clone()
+        },
+        message: format!(
+            "the fault came and went by itself: {failed}; {again}; but {} — not `{cause}`: nothing this runbook did can have fixed it, so it may come back",
+            what.join(", ")
+        ),
+        user_message: "The problem did not show up again, but nothing was changed to fix it, so it may come back. A technician has been told.".into(),
+        kb: spec.kb.clone(),
+    };
+    Some(leaf(
+        rb,
+        vars,
+        env,
+        records.to_vec(),
+        results,
+        INTERMITTENT,
+        &spec,
+    ))
+}
+
 fn runbook_error(
     rb: &Runbook,
     vars: &BTreeMap<String, String>,
@@ -284,19 +490,24 @@ fn fill_message(
 ) -> String {
     let mut out = substitute(text, vars);
     for var in super::placeholders(&out) {
-        let Some((step, key)) = var.split_once('.') else {
-            continue;
-        };
-        let value = results.get(step).and_then(|r| match key {
-            "status" => Some(r.status.to_string()),
-            "summary" => Some(r.summary.clone()),
-            "target" => Some(r.target.clone()),
-            k => r
-                .fields
-                .get(k)
-                .cloned()
-                .or_else(|| r.metrics.get(k).map(|m| m.to_string())),
+        // `{a.summary|b.summary}`: the first of the steps that ran (a leaf
+        // reached by several paths names the measurement that decided).
+        let value = var.split('|').find_map(|one| {
+            let (step, key) = one.split_once('.')?;
+            results.get(step).and_then(|r| match key {
+                "status" => Some(r.status.to_string()),
+                "summary" => Some(r.summary.clone()),
+                "target" => Some(r.target.clone()),
+                k => r
+                    .fields
+                    .get(k)
+                    .cloned()
+                    .or_else(|| r.metrics.get(k).map(|m| m.to_string())),
+            })
         });
+        if value.is_none() && !var.contains('.') {
+            continue;
+        }
         out = out.replace(&format!("{{{var}}}"), value.as_deref().unwrap_or("?"));
     }
     out
@@ -340,8 +551,14 @@ next = [
 [[step]]
 id = "flush"
 fix = "flush-dns"
+next = [{ goto = "again" }]
+
+[[step]]
+id = "again"
+check = "disk"
+args = ["{path}", "--warn", "{warn}", "--crit", "{warn}"]
 next = [
-  { if = "flush.status == ok", verdict = "fixed" },
+  { if = "again.status == ok", verdict = "fixed" },
   { verdict = "stuck" },
 ]
 
@@ -367,6 +584,7 @@ user_message = "A technician will look."
         let vars = bind(rb, &params).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let v = execute(rb, &vars, &env(policy), &tx).await;
+        drop(tx);
         let mut msgs = Vec::new();
         while let Ok(m) = rx.try_recv() {
             msgs.push(m);
@@ -383,6 +601,12 @@ user_message = "A technician will look."
             (VerdictKind::Resolved, "fine")
         );
         assert!(v.message.starts_with("/ is at "), "{}", v.message);
+        let filled = fill_message(
+            "{again.summary|full.status} {flush.status|nope.status}",
+            &BTreeMap::new(),
+            &[("full".to_string(), v.steps[0].result.clone().unwrap())].into(),
+        );
+        assert_eq!(filled, "ok ?", "the first step that ran, else ?");
         assert!(!v.message.contains('?'), "{}", v.message);
         assert_eq!(v.agent, "pc1");
         assert_eq!(v.params, ["path=/", "warn=100"]);
@@ -427,9 +651,122 @@ user_message = "A technician will look."
         assert!(!v.message.contains('\n'), "one line: {}", v.message);
     }
 
+    /// A port that refuses first, then (once the first result is out)
+    /// accepts: the failing observation passes when made again, after a
+    /// fix that found nothing to clean.
+    #[tokio::test]
+    async fn a_recheck_that_passes_after_a_fix_that_changed_nothing_is_intermittent() {
+        let temp = tempfile::tempdir().unwrap();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let text = format!(
+            r#"name = "t"
+description = "d"
+[[step]]
+id = "port"
+check = "tcp"
+args = ["127.0.0.1:{port}", "--timeout", "1s"]
+next = [{{ if = "port.status == ok", verdict = "fine" }}, {{ goto = "clean" }}]
+[[step]]
+id = "clean"
+fix = "clean-temp"
+args = ["{dir}"]
+next = [{{ goto = "again" }}]
+[[step]]
+id = "again"
+check = "tcp"
+args = ["127.0.0.1:{port}", "--timeout", "1s"]
+next = [{{ if = "again.status == ok", verdict = "fixed" }}, {{ verdict = "down" }}]
+[verdict.fine]
+kind = "resolved"
+message = "m"
+user_message = "u"
+[verdict.fixed]
+kind = "resolved"
+team = "network"
+message = "m"
+user_message = "u"
+[verdict.down]
+kind = "escalate"
+message = "m"
+user_message = "u"
+"#,
+            dir = temp.path().display()
+        );
+        let rb = parse("t.toml", &text).unwrap();
+        let vars = bind(&rb, &[]).unwrap();
+        let mut e = env(Policy {
+            clean_temp_roots: vec![temp.path().to_path_buf()],
+            ..Policy::default()
+        });
+        e.fixes.policy = std::sync::Arc::new(e.policy.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = tokio::spawn(async move {
+            let v = execute(&rb, &vars, &e, &tx).await;
+            v
+        });
+        let mut listener = None;
+        while let Some(m) = rx.recv().await {
+            if matches!(m, Message::Result { .. }) && listener.is_none() {
+                listener = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+            }
+        }
+        let v = run.await.unwrap();
+        let ids: Vec<&str> = v.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["port", "clean", "again"], "{v:?}");
+        assert_eq!(
+            v.steps[2].result.as_ref().unwrap().status,
+            firstline_proto::Status::Ok
+        );
+        assert_eq!(
+            (v.verdict, v.cause.as_str()),
+            (VerdictKind::Escalate, INTERMITTENT)
+        );
+        assert_eq!(v.team, "network");
+        assert!(
+            v.message.contains("`clean` changed nothing"),
+            "{}",
+            v.message
+        );
+        assert!(v.message.contains("`port` saw crit"), "{}", v.message);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_stops_at_its_first_fix_and_is_never_an_escalation() {
+        let rb = parse("t.toml", TREE).unwrap();
+        let vars = bind(&rb, &["warn=0".to_string()]).unwrap();
+        let mut e = env(Policy::default());
+        e.fixes.dry_run = true;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let v = execute(&rb, &vars, &e, &tx).await;
+        assert_eq!(
+            (v.verdict, v.cause.as_str()),
+            (VerdictKind::DryRun, DRY_RUN),
+            "{v:?}"
+        );
+        let ids: Vec<&str> = v.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["full", "flush"], "no step after the planned fix");
+        assert!(v.message.contains("`full` saw crit"), "{}", v.message);
+        assert!(
+            v.message.contains("then check again (`again`"),
+            "{}",
+            v.message
+        );
+        // Reaching a leaf with no fix to plan: still a dry run, the cause said.
+        let vars = bind(&rb, &[]).unwrap();
+        let v = execute(&rb, &vars, &e, &tx).await;
+        assert_eq!((v.verdict, v.cause.as_str()), (VerdictKind::DryRun, "fine"));
+        assert!(
+            v.message.contains("would conclude `fine` (resolved)"),
+            "{}",
+            v.message
+        );
+    }
+
     #[test]
     fn binds_params() {
-        let rb = parse("t.toml", "name = \"t\"\ndescription = \"d\"\n[params]\nuri = { help = \"printer\" }\nage = { default = \"7d\" }\n[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{ verdict = \"v\" }]\n[verdict.v]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n").unwrap();
+        let rb = parse("t.toml", "name = \"t\"\ndescription = \"d\"\n[params]\nuri = { help = \"printer\" }\nage = { default = \"7d\" }\n[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{ verdict = \"v\" }]\n[verdict.v]\nkind = \"escalate\"\nmessage = \"m\"\nuser_message = \"u\"\n").unwrap();
         assert!(bind(&rb, &[]).unwrap_err().contains("needs uri="));
         assert!(bind(&rb, &["color=red".into()])
             .unwrap_err()

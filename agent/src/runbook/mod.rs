@@ -9,7 +9,7 @@
 //! can reach: `kind` (`resolved`, `user-action`, `escalate`), `team`,
 //! `message` for the technician, `user_message` in plain words, `kb`.
 //! Messages may show `{param}` and `{STEP.KEY}` (a step's status, summary,
-//! metric or field).
+//! metric or field), or `{A.KEY|B.KEY}`: the first of those steps that ran.
 //!
 //! The first step is the root. A runbook is rejected at load time, with its
 //! file, line and reason, unless every path ends in a verdict: no unknown
@@ -50,7 +50,9 @@ pub const SHIPPED: &[(&str, &str)] = &[
 ];
 
 /// Variables every runbook may use besides its parameters.
-pub const BUILTIN_VARS: &[&str] = &["default_gateway"];
+/// (`random`: 12 random lowercase letters and digits, new for each run — a
+/// name no one can have registered, e.g. `fl-{random}.example.com`.)
+pub const BUILTIN_VARS: &[&str] = &["default_gateway", "random"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,7 +394,86 @@ fn shape(rb: &Runbook) -> Result<(), (Place, String)> {
         let msg = format!("verdict `{cause}` is never reached");
         return Err((Place::Verdict(cause.clone()), msg));
     }
+    verified(rb)
+}
+
+/// The rule of DESIGN.md, held for every path of the tree: a `resolved`
+/// verdict only when the failing observation was made again after the fix
+/// and passed. A branch to a `resolved` leaf needs a condition that cannot
+/// hold unless a check passed (`STEP.status == ok` in each alternative);
+/// when fixes ran on the way, that check runs after the last of them and
+/// repeats a check made before it (same check, same arguments). Whether
+/// the fix changed anything at all is the engine's to judge at run time
+/// ([`engine`]: a re-check that passes after a fix that changed nothing is
+/// `intermittent`, never `resolved`).
+fn verified(rb: &Runbook) -> Result<(), (Place, String)> {
+    // Depth-first over every path (a tree: each step once per path).
+    let mut stack: Vec<Vec<usize>> = vec![vec![0]];
+    while let Some(path) = stack.pop() {
+        let Some(&here) = path.last() else { continue };
+        for branch in &rb.steps[here].next {
+            match &branch.to {
+                Target::Step(j) => {
+                    let mut longer = path.clone();
+                    longer.push(*j);
+                    stack.push(longer);
+                }
+                Target::Verdict(cause) if rb.verdicts[cause].kind == VerdictKind::Resolved => {
+                    resolved_path(rb, &path, branch, cause)
+                        .map_err(|why| (Place::Step(here), why))?;
+                }
+                Target::Verdict(_) => {}
+            }
+        }
+    }
     Ok(())
+}
+
+/// One path (step indices, root first) ending in the `resolved` leaf
+/// `cause` through `branch` of its last step.
+fn resolved_path(rb: &Runbook, path: &[usize], branch: &Branch, cause: &str) -> Result<(), String> {
+    let here = &rb.steps[*path.last().unwrap_or(&0)];
+    let is_check = |i: usize| matches!(rb.steps[i].action, Action::Check(_));
+    let last_fix = path.iter().rposition(|&i| !is_check(i));
+    let same = |a: &Step, b: &Step| a.action == b.action && a.args == b.args;
+    // Steps whose passing may resolve: checks on the path, and after a
+    // fix only re-runs, after it, of a check made before it.
+    let passes = |id: &str| {
+        let Some(at) = path.iter().position(|&i| rb.steps[i].id == id) else {
+            return false;
+        };
+        if !is_check(path[at]) {
+            return false;
+        }
+        match last_fix {
+            None => true,
+            Some(f) => {
+                at > f
+                    && path[..f]
+                        .iter()
+                        .any(|&b| is_check(b) && same(&rb.steps[b], &rb.steps[path[at]]))
+            }
+        }
+    };
+    let Some(when) = &branch.when else {
+        return Err(format!(
+            "step `{}`: the verdict `{cause}` is `resolved` but is reached by the branch without `if`: `resolved` needs a condition that a check passed (`STEP.status == ok`)",
+            here.id
+        ));
+    };
+    if when.requires_ok(passes) {
+        return Ok(());
+    }
+    Err(match last_fix {
+        None => format!(
+            "step `{}`: the verdict `{cause}` is `resolved`, but its condition can hold without a check having passed (each alternative needs `STEP.status == ok`)",
+            here.id
+        ),
+        Some(f) => format!(
+            "step `{}`: the verdict `{cause}` is `resolved` after the fix `{}`, but its condition does not require that the check which failed was made again after the fix and passed (each alternative needs `STEP.status == ok` of a step after the fix that repeats a check made before it, with the same arguments)",
+            here.id, rb.steps[path[f]].id
+        ),
+    })
 }
 
 /// Whether `{var}` in a message can be filled: a parameter, a built-in, or
@@ -402,6 +483,13 @@ fn known_placeholder(
     params: &BTreeMap<String, Param>,
     ids: &HashMap<&str, usize>,
 ) -> bool {
+    // `{a.summary|b.summary}`: each alternative a STEP.KEY.
+    if var.contains('|') {
+        return var.split('|').all(|one| {
+            one.split_once('.')
+                .is_some_and(|(step, key)| ids.contains_key(step) && !key.is_empty())
+        });
+    }
     match var.split_once('.') {
         Some((step, key)) => ids.contains_key(step) && !key.is_empty(),
         None => params.contains_key(var) || BUILTIN_VARS.contains(&var),
@@ -560,6 +648,17 @@ mod tests {
         let step = |id: &str, next: &str| {
             format!("\n[[step]]\nid = \"{id}\"\ncheck = \"disk\"\nnext = [{next}]\n")
         };
+        let fix = |id: &str, next: &str| {
+            format!("\n[[step]]\nid = \"{id}\"\nfix = \"flush-dns\"\nnext = [{next}]\n")
+        };
+        let other = |id: &str, next: &str| {
+            format!(
+                "\n[[step]]\nid = \"{id}\"\ncheck = \"disk\"\nargs = [\"/tmp\"]\nnext = [{next}]\n"
+            )
+        };
+        let resolved = |c: &str| {
+            format!("\n[verdict.{c}]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n")
+        };
         let cases = [
             // no verdict possible: last branch has a condition
             (format!("{HEAD}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"v\" }"), verdicts(&["v"])), ":4: step `a`: the last branch"),
@@ -581,6 +680,18 @@ mod tests {
             (format!("{HEAD}[params]\nscript = {{}}\n\n[[step]]\nid = \"a\"\nfix = \"script\"\nargs = [\"{{script}}\"]\nnext = [{{ verdict = \"v\" }}]\n{}", verdicts(&["v"])), "a script step names its script literally"),
             // unknown placeholder in a message
             (format!("{HEAD}{}\n[verdict.v]\nkind = \"escalate\"\nmessage = \"{{nope}}\"\nuser_message = \"u\"\n", step("a", "{ verdict = \"v\" }")), "verdict `v`: `{nope}`"),
+            // resolved on the branch without `if`
+            (format!("{HEAD}{}{}", step("a", "{ verdict = \"v\" }"), resolved("v")), "`resolved` but is reached by the branch without `if`"),
+            // resolved when the check did not pass
+            (format!("{HEAD}{}{}{}", step("a", "{ if = \"a.status != ok\", verdict = \"v\" }, { verdict = \"w\" }"), resolved("v"), verdicts(&["w"])), "can hold without a check having passed"),
+            // resolved after a fix, on the fix's own word
+            (format!("{HEAD}{}{}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"w\" }, { goto = \"f\" }"), fix("f", "{ if = \"f.status == ok\", verdict = \"v\" }, { verdict = \"w\" }"), resolved("v"), verdicts(&["w"])), "after the fix `f`, but its condition does not require"),
+            // resolved after a fix on a check made before the fix
+            (format!("{HEAD}{}{}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"w\" }, { goto = \"f\" }"), fix("f", "{ if = \"a.status == ok\", verdict = \"v\" }, { verdict = \"w\" }"), resolved("v"), verdicts(&["w"])), "after the fix `f`"),
+            // the re-check is another check than the one that failed
+            (format!("{HEAD}{}{}{}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"w\" }, { goto = \"f\" }"), fix("f", "{ goto = \"b\" }"), other("b", "{ if = \"b.status == ok\", verdict = \"v\" }, { verdict = \"w\" }"), resolved("v"), verdicts(&["w"])), "after the fix `f`"),
+            // one alternative needs no re-check
+            (format!("{HEAD}{}{}{}{}{}", step("a", "{ if = \"a.status == ok\", verdict = \"w\" }, { goto = \"f\" }"), fix("f", "{ goto = \"b\" }"), step("b", "{ if = \"b.status == ok or f.status == ok\", verdict = \"v\" }, { verdict = \"w\" }"), resolved("v"), verdicts(&["w"])), "after the fix `f`"),
             // the old format
             (format!("{HEAD}[[step]]\nid = \"a\"\ncheck = \"disk\"\non_fail = \"escalate\"\n"), "old linear runbook format"),
         ];
@@ -589,6 +700,19 @@ mod tests {
             assert!(err.contains(want), "{err}\n(wanted {want})\n{text}");
             assert!(err.starts_with("x.toml:"), "{err}");
         }
+    }
+
+    #[test]
+    fn resolved_after_a_fix_needs_the_failing_check_made_again_and_passing() {
+        let text = format!(
+            "{HEAD}[[step]]\nid = \"a\"\ncheck = \"disk\"\nnext = [{{ if = \"a.status == ok\", verdict = \"fine\" }}, {{ goto = \"f\" }}]\n\n\
+             [[step]]\nid = \"f\"\nfix = \"flush-dns\"\nnext = [{{ goto = \"again\" }}]\n\n\
+             [[step]]\nid = \"again\"\ncheck = \"disk\"\nnext = [{{ if = \"again.status == ok and f.status == ok\", verdict = \"fixed\" }}, {{ verdict = \"bad\" }}]\n\
+             \n[verdict.fine]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n\
+             \n[verdict.fixed]\nkind = \"resolved\"\nmessage = \"m\"\nuser_message = \"u\"\n{}",
+            verdicts(&["bad"])
+        );
+        parse("x.toml", &text).unwrap();
     }
 
     #[test]
