@@ -305,7 +305,9 @@ impl Outbox {
         };
         if h.since.is_none() {
             tracing::error!(
-                "cannot write to the outbox: {error:#}; incident events are held in memory                  (up to {HELD_MAX}) and written first when it can be written again, plain                  results are dropped meanwhile"
+                "cannot write to the outbox: {error:#}; incident events are held in memory \
+                 (up to {HELD_MAX}) and written first when it can be written again, plain \
+                 results are dropped meanwhile"
             );
             h.since = Some((Instant::now(), format!("{error:#}")));
         }
@@ -364,7 +366,8 @@ impl Outbox {
         let (held, dropped) = (std::mem::take(&mut h.held), std::mem::take(&mut h.dropped));
         let secs = since.elapsed().as_secs();
         let summary = format!(
-            "the outbox could not be written for {secs} s ({error}): {held} incident events were              held in memory and are written now, {dropped} plain results were dropped"
+            "the outbox could not be written for {secs} s ({error}): {held} incident events were \
+             held in memory and are written now, {dropped} plain results were dropped"
         );
         tracing::warn!("the outbox can be written again: {summary}");
         let mut result = firstline_proto::CheckResult::new(
