@@ -875,3 +875,103 @@ fn agent_disk_full_every_incident_reaches_the_relay_after_space_returns() {
     );
     eprintln!("agent disk full: {} incident events held, all at the relay {recovered:?} after space returned", 2 * OUTAGES);
 }
+
+#[test]
+fn relay_disk_full_requests_fail_closed_and_the_audit_holds_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The relay's whole folder (database, anchor, key) on a small filesystem.
+    let disk = tmpfs::Tmpfs::mount(&tmp.path().join("relay"), "32m", 1000);
+    let mut relay = Relay::init(tmp.path());
+    assert_eq!(relay.dir, disk.path);
+    relay.serve();
+    let console = Console::new(tmp.path());
+    console.login(&relay.operator("tech", "technician"));
+    let works = |what: &str| {
+        let out = console.run(&[what, "--json"]);
+        out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v.is_array())
+    };
+    assert!(works("tickets") && works("agents"), "{}", relay.log());
+    let fill = fill_to_the_brim(&disk.path);
+    // The last pages the database and the anchor hold may take a few more
+    // entries; then every request is refused with an error, no data.
+    let mut answered = 0;
+    let mut refused = Vec::new();
+    for i in 0..40 {
+        let what = if i % 2 == 0 { "tickets" } else { "agents" };
+        let out = console.run(&[what, "--json"]);
+        if out.status.success() {
+            assert!(
+                refused.is_empty(),
+                "{what} answered after a refusal: {}",
+                text(&out)
+            );
+            answered += 1;
+            continue;
+        }
+        assert!(out.stdout.is_empty(), "an error and data: {}", text(&out));
+        refused.push(stderr(&out));
+        if refused.len() == 6 {
+            break;
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        6,
+        "{answered} answered, none refused:\n{}",
+        relay.log()
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.contains("cannot write this request's audit entry")),
+        "{refused:#?}"
+    );
+    eprintln!(
+        "relay disk full: {answered} requests answered on the last free pages, then refused: {}",
+        refused[0].trim()
+    );
+    std::fs::remove_file(&fill).unwrap();
+    assert!(works("tickets") && works("agents"), "{}", relay.log());
+    let verify = relay.cmd(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify: {}", text(&verify));
+
+    // Now only the anchor's filesystem is full (the database has room): a
+    // checkpoint line that does not fit is not left torn, and the request
+    // is refused all the same.
+    let anchor_disk = tmpfs::Tmpfs::mount(&tmp.path().join("anchor-disk"), "64k", 100);
+    let anchor = relay.dir.join("audit-anchor.log");
+    let moved = anchor_disk.path.join("audit-anchor.log");
+    std::fs::copy(&anchor, &moved).unwrap();
+    std::fs::remove_file(&anchor).unwrap();
+    std::os::unix::fs::symlink(&moved, &anchor).unwrap();
+    let fill = fill_to_the_brim(&anchor_disk.path);
+    let mut refused = 0;
+    for i in 0..200 {
+        let out = console.run(&[if i % 2 == 0 { "tickets" } else { "agents" }, "--json"]);
+        let lines = std::fs::read(&moved).unwrap();
+        assert_eq!(lines.last(), Some(&b'\n'), "a torn checkpoint line");
+        if !out.status.success() {
+            assert!(out.stdout.is_empty(), "an error and data: {}", text(&out));
+            assert!(
+                stderr(&out).contains("checkpoint could not be written"),
+                "{}",
+                text(&out)
+            );
+            refused += 1;
+            if refused == 4 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 4, "never refused:\n{}", relay.log());
+    std::fs::remove_file(&fill).unwrap();
+    assert!(works("tickets") && works("agents"), "{}", relay.log());
+    let verify = relay.cmd(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify: {}", text(&verify));
+    assert!(
+        !text(&verify).contains("torn"),
+        "no torn checkpoint line: {}",
+        text(&verify)
+    );
+}
