@@ -9,6 +9,12 @@
 //!   operator credential: the relay stays up and a real agent keeps
 //!   answering, during the flood and after.
 //!
+//! * the agent's folder full (a small tmpfs filled to the brim) while a
+//!   watched service fails and recovers four times: every incident event is
+//!   held and reaches the relay once space returns;
+//! * the relay's folder full: console requests get an error, not data, and
+//!   after space returns they work and `audit verify` holds.
+//!
 //! Generous waits, no timing assertions. Network traffic stays on loopback
 //! and inside the namespace and veth pair made here (deleted on drop).
 
@@ -24,7 +30,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SLOW: Duration = Duration::from_secs(45);
 
@@ -66,9 +72,10 @@ fn open_ro(path: &Path) -> rusqlite::Connection {
     db
 }
 
-/// Highest event sequence number the agent's outbox has handed out.
-fn agent_seq(agent: &Agent) -> i64 {
-    let path = agent.dir.join("outbox.db");
+/// Highest event sequence number the agent's outbox in `state_dir` has
+/// handed out.
+fn agent_seq_in(state_dir: &Path) -> i64 {
+    let path = state_dir.join("outbox.db");
     if !path.exists() {
         return 0;
     }
@@ -94,7 +101,12 @@ fn relay_seq(relay: &Relay, name: &str) -> i64 {
 /// this was called (the outbox hands out sequences in order and the relay
 /// ingests them in order, so reaching the number means all of them).
 fn wait_all_events_arrived(relay: &Relay, agent: &Agent) {
-    let produced = agent_seq(agent);
+    wait_all_events_arrived_from(relay, agent, &agent.dir)
+}
+
+/// [`wait_all_events_arrived`], for an agent whose outbox is in `state_dir`.
+fn wait_all_events_arrived_from(relay: &Relay, agent: &Agent, state_dir: &Path) {
+    let produced = agent_seq_in(state_dir);
     assert!(
         produced > 0,
         "the agent produced no events:\n{}",
@@ -745,4 +757,221 @@ fn ten_thousand_hostile_frames_relay_up_agent_answering() {
     let out = s.console.run(&["run", "pc1", "disk", "/", "--json"]);
     assert!(disk_result(&out), "{}", text(&out));
     eprintln!("{STREAMS} hostile streams answered; {answered} real checks ran during the flood");
+}
+
+// ------------------------------------------------ (d) full disks
+
+/// Fill the filesystem at `dir` to the brim with a file `fill` (chunks,
+/// then single pages, until the kernel says no); its path.
+fn fill_to_the_brim(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("fill");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for chunk in [1 << 20, 4096, 1] {
+        let buf = vec![b'x'; chunk];
+        while f.write_all(&buf).is_ok() {}
+    }
+    path
+}
+
+/// The count of an agent's monitor's ticket entries of kind `status`
+/// whose body matches `like`, and its alert tickets.
+fn status_entries(relay: &Relay, agent: &str, monitor: &str, like: &str) -> i64 {
+    open_ro(&relay.dir.join("relay.db"))
+        .query_row(
+            "SELECT COUNT(*) FROM ticket_entries e JOIN tickets t ON t.id = e.ticket_id
+             WHERE t.agent = ?1 AND t.monitor = ?2 AND e.kind = 'status' AND e.body LIKE ?3",
+            [agent, monitor, like],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn agent_disk_full_every_incident_reaches_the_relay_after_space_returns() {
+    const OUTAGES: i64 = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = StatePlugin::new(tmp.path());
+    plugins.set("svc", 0);
+    let mut relay = Relay::init(tmp.path());
+    relay.serve();
+    let mut agent = Agent::enrolled(tmp.path(), "full", &relay);
+    // Its state folder (identity, CA, outbox) on a small filesystem.
+    let disk = tmpfs::Tmpfs::mount(&tmp.path().join("agent-disk"), "2m", 1000);
+    for f in ["identity.pem", "ca.pem"] {
+        std::fs::copy(agent.dir.join(f), disk.path.join(f)).unwrap();
+    }
+    agent.configure(&format!(
+        "{}\nstate_dir = \"{}\"",
+        agent_settings(&plugins.dir),
+        disk.path.display()
+    ));
+    agent.append(&monitors(&[("svc".into(), "svc".into())]));
+    agent.append(&StatePlugin::policy());
+    agent.start();
+    // Its first results are in, then the disk fills.
+    assert!(
+        wait_until(SLOW, || relay_seq(&relay, "full") >= 2),
+        "{}",
+        agent.log()
+    );
+    let fill = fill_to_the_brim(&disk.path);
+    for _ in 0..OUTAGES {
+        plugins.set("svc", 2);
+        std::thread::sleep(Duration::from_secs(3));
+        plugins.set("svc", 0);
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let failed = agent.log_lines("cannot write to the outbox");
+    assert_eq!(
+        failed.len(),
+        1,
+        "the full disk is logged once per episode:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        status_entries(&relay, "full", "svc", "%→ resolved%"),
+        0,
+        "nothing of the outages reached the relay while the disk was full"
+    );
+    std::fs::remove_file(&fill).unwrap();
+    let back = Instant::now();
+    assert!(
+        wait_until(SLOW, || !agent
+            .log_lines("the outbox can be written again")
+            .is_empty()),
+        "{}",
+        agent.log()
+    );
+    wait_all_events_arrived_from(&relay, &agent, &disk.path);
+    let recovered = back.elapsed();
+    // Every outage: opened (a new ticket, or the last one reopened) and resolved.
+    let tickets: i64 = open_ro(&relay.dir.join("relay.db"))
+        .query_row(
+            "SELECT COUNT(*) FROM tickets WHERE agent = 'full' AND monitor = 'svc' AND source = 'alert'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let reopened = status_entries(&relay, "full", "svc", "%reopened%");
+    let resolved = status_entries(&relay, "full", "svc", "%→ resolved%");
+    assert_eq!(
+        (tickets + reopened, resolved),
+        (OUTAGES, OUTAGES),
+        "{tickets} tickets, {reopened} reopened, {resolved} resolved\n{}",
+        agent.log()
+    );
+    // The relay was told of the episode.
+    let told: String = open_ro(&relay.dir.join("relay.db"))
+        .query_row(
+            "SELECT summary FROM monitor_status WHERE agent = 'full' AND monitor = 'outbox'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        told.contains(&format!("{} incident events were held", 2 * OUTAGES)),
+        "{told}"
+    );
+    eprintln!("agent disk full: {} incident events held, all at the relay {recovered:?} after space returned", 2 * OUTAGES);
+}
+
+#[test]
+fn relay_disk_full_requests_fail_closed_and_the_audit_holds_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The relay's whole folder (database, anchor, key) on a small filesystem.
+    let disk = tmpfs::Tmpfs::mount(&tmp.path().join("relay"), "32m", 1000);
+    let mut relay = Relay::init(tmp.path());
+    assert_eq!(relay.dir, disk.path);
+    relay.serve();
+    let console = Console::new(tmp.path());
+    console.login(&relay.operator("tech", "technician"));
+    let works = |what: &str| {
+        let out = console.run(&[what, "--json"]);
+        out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v.is_array())
+    };
+    assert!(works("tickets") && works("agents"), "{}", relay.log());
+    let fill = fill_to_the_brim(&disk.path);
+    // The last pages the database and the anchor hold may take a few more
+    // entries; then every request is refused with an error, no data.
+    let mut answered = 0;
+    let mut refused = Vec::new();
+    for i in 0..40 {
+        let what = if i % 2 == 0 { "tickets" } else { "agents" };
+        let out = console.run(&[what, "--json"]);
+        if out.status.success() {
+            assert!(
+                refused.is_empty(),
+                "{what} answered after a refusal: {}",
+                text(&out)
+            );
+            answered += 1;
+            continue;
+        }
+        assert!(out.stdout.is_empty(), "an error and data: {}", text(&out));
+        refused.push(stderr(&out));
+        if refused.len() == 6 {
+            break;
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        6,
+        "{answered} answered, none refused:\n{}",
+        relay.log()
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.contains("cannot write this request's audit entry")),
+        "{refused:#?}"
+    );
+    eprintln!(
+        "relay disk full: {answered} requests answered on the last free pages, then refused: {}",
+        refused[0].trim()
+    );
+    std::fs::remove_file(&fill).unwrap();
+    assert!(works("tickets") && works("agents"), "{}", relay.log());
+    let verify = relay.cmd(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify: {}", text(&verify));
+
+    // Now only the anchor's filesystem is full (the database has room): a
+    // checkpoint line that does not fit is not left torn, and the request
+    // is refused all the same.
+    let anchor_disk = tmpfs::Tmpfs::mount(&tmp.path().join("anchor-disk"), "64k", 100);
+    let anchor = relay.dir.join("audit-anchor.log");
+    let moved = anchor_disk.path.join("audit-anchor.log");
+    std::fs::copy(&anchor, &moved).unwrap();
+    std::fs::remove_file(&anchor).unwrap();
+    std::os::unix::fs::symlink(&moved, &anchor).unwrap();
+    let fill = fill_to_the_brim(&anchor_disk.path);
+    let mut refused = 0;
+    for i in 0..200 {
+        let out = console.run(&[if i % 2 == 0 { "tickets" } else { "agents" }, "--json"]);
+        let lines = std::fs::read(&moved).unwrap();
+        assert_eq!(lines.last(), Some(&b'\n'), "a torn checkpoint line");
+        if !out.status.success() {
+            assert!(out.stdout.is_empty(), "an error and data: {}", text(&out));
+            assert!(
+                stderr(&out).contains("checkpoint could not be written"),
+                "{}",
+                text(&out)
+            );
+            refused += 1;
+            if refused == 4 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 4, "never refused:\n{}", relay.log());
+    std::fs::remove_file(&fill).unwrap();
+    assert!(works("tickets") && works("agents"), "{}", relay.log());
+    let verify = relay.cmd(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify: {}", text(&verify));
+    assert!(
+        !text(&verify).contains("torn"),
+        "no torn checkpoint line: {}",
+        text(&verify)
+    );
 }

@@ -506,6 +506,8 @@ async fn serve(
 /// lives; events leave the outbox only once acknowledged.
 async fn deliver(conn: Connection, outbox: Arc<Outbox>) {
     loop {
+        // Events held while the outbox could not be written go first.
+        outbox.flush_held();
         let batch = match outbox.peek(EVENT_BATCH) {
             Ok(b) => b,
             Err(e) => {
@@ -527,7 +529,10 @@ async fn deliver(conn: Connection, outbox: Arc<Outbox>) {
         match send_events(&conn, batch).await {
             Ok(upto) => {
                 if let Err(e) = outbox.ack(upto) {
+                    // (A full disk: the batch is sent again, and ignored
+                    // by the relay, once a second, not in a tight loop.)
                     tracing::error!("cannot trim the outbox: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
             Err(e) => {

@@ -24,12 +24,25 @@
 //! monitor's incident state so an agent restart neither forgets an open
 //! incident nor opens it twice (the state changes that matter, opening and
 //! resolving, come with incident events, so they are FULL commits).
+//!
+//! **A full disk.** When the outbox cannot be written (a full disk, an I/O
+//! error), [`Outbox::push_or_hold`] keeps an incident event in memory, in
+//! order, up to [`HELD_MAX`] events, and writes the held events first (in
+//! order, each with the monitor state after it) on every later push, so
+//! they reach the relay as soon as the disk has room again; plain results
+//! are dropped (and counted) meanwhile. The episode is logged once when it
+//! begins and once when it ends, and its end is reported to the relay as a
+//! result of the monitor `outbox`. Held events live in memory only: an
+//! agent restarted while holding them starts again from the state on disk
+//! (which none of them moved), so the condition is observed again.
 
 use anyhow::{Context, Result};
 use firstline_proto::AgentEvent;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Instant;
 use tokio::sync::Notify;
 
 const SCHEMA: &str = r#"
@@ -54,8 +67,40 @@ CREATE TABLE IF NOT EXISTS monitor_state (
 /// Sequence numbers reserved by one FULL commit.
 pub const SEQ_RESERVE: u64 = 1024;
 
+/// Incident events kept in memory while the outbox cannot be written.
+pub const HELD_MAX: usize = 10_000;
+
+/// The monitor name under which the end of a full-disk episode is reported.
+pub const OUTBOX_MONITOR: &str = "outbox";
+
+/// What became of an event given to [`Outbox::push_or_hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Written, with this sequence number.
+    Stored(u64),
+    /// A plain result, dropped (the outbox is full, or cannot be written).
+    Dropped,
+    /// The outbox cannot be written: held in memory, written first when it
+    /// can be again.
+    Held,
+}
+
+/// The events held while the outbox cannot be written, and the episode.
+#[derive(Default)]
+struct Holding {
+    events: VecDeque<(AgentEvent, Option<String>)>,
+    /// Since when the outbox cannot be written, and the first error.
+    since: Option<(Instant, String)>,
+    /// Incident events held and plain results dropped in this episode.
+    held: u64,
+    dropped: u64,
+}
+
 pub struct Outbox {
     db: Mutex<Db>,
+    holding: Mutex<Holding>,
+    /// [`HELD_MAX`] (lower in tests).
+    held_max: usize,
     max_events: u64,
     /// Wakes the sender when an event arrives.
     pub arrived: Notify,
@@ -151,6 +196,8 @@ impl Outbox {
                 reserved,
                 events: Some(events),
             }),
+            holding: Mutex::new(Holding::default()),
+            held_max: HELD_MAX,
             max_events: max_events.max(1),
             arrived: Notify::new(),
         })
@@ -235,6 +282,116 @@ impl Outbox {
         drop(guard);
         self.arrived.notify_one();
         Ok(Some(next))
+    }
+
+    /// [`Outbox::push`], for a monitor's event: the events held before it
+    /// are written first; when the outbox cannot be written an incident
+    /// event is held in memory (in order) and a plain result dropped. `Err`
+    /// only when [`HELD_MAX`] events are held already: the caller keeps its
+    /// previous state, so it observes the transition again.
+    pub fn push_or_hold(&self, event: &AgentEvent, state: Option<&str>) -> Result<Pushed> {
+        let mut h = self.holding.lock().unwrap_or_else(|p| p.into_inner());
+        let flushed = self.flush_locked(&mut h);
+        let error = match flushed {
+            Ok(()) => match self.push(event, state) {
+                Ok(Some(seq)) => {
+                    self.end_episode(&mut h);
+                    return Ok(Pushed::Stored(seq));
+                }
+                Ok(None) => return Ok(Pushed::Dropped),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if h.since.is_none() {
+            tracing::error!(
+                "cannot write to the outbox: {error:#}; incident events are held in memory \
+                 (up to {HELD_MAX}) and written first when it can be written again, plain \
+                 results are dropped meanwhile"
+            );
+            h.since = Some((Instant::now(), format!("{error:#}")));
+        }
+        if event.kind.droppable() {
+            h.dropped += 1;
+            return Ok(Pushed::Dropped);
+        }
+        if h.events.len() >= self.held_max {
+            anyhow::bail!(
+                "cannot write to the outbox ({error:#}) and {} incident events are held already",
+                self.held_max
+            );
+        }
+        h.events
+            .push_back((event.clone(), state.map(str::to_string)));
+        h.held += 1;
+        Ok(Pushed::Held)
+    }
+
+    /// Write the held events, in order; `Err` at the first that fails.
+    fn flush_locked(&self, h: &mut Holding) -> Result<()> {
+        while let Some((event, state)) = h.events.front() {
+            self.push(event, state.as_deref())?;
+            h.events.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Write the held events now if the outbox can be written (the sender
+    /// calls this too, so they leave even while no monitor runs).
+    pub fn flush_held(&self) {
+        let mut h = self.holding.lock().unwrap_or_else(|p| p.into_inner());
+        if h.since.is_some() && self.flush_locked(&mut h).is_ok() {
+            self.end_episode(&mut h);
+        }
+    }
+
+    /// The events held in memory now.
+    pub fn held(&self) -> usize {
+        self.holding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .len()
+    }
+
+    /// The outbox could be written (nothing is held): end the episode, if
+    /// one was under way — logged, and reported to the relay.
+    fn end_episode(&self, h: &mut Holding) {
+        if !h.events.is_empty() {
+            return;
+        }
+        let Some((since, error)) = h.since.take() else {
+            return;
+        };
+        let (held, dropped) = (std::mem::take(&mut h.held), std::mem::take(&mut h.dropped));
+        let secs = since.elapsed().as_secs();
+        let summary = format!(
+            "the outbox could not be written for {secs} s ({error}): {held} incident events were \
+             held in memory and are written now, {dropped} plain results were dropped"
+        );
+        tracing::warn!("the outbox can be written again: {summary}");
+        let mut result = firstline_proto::CheckResult::new(
+            OUTBOX_MONITOR,
+            "",
+            firstline_proto::Status::Warn,
+            summary,
+        )
+        .field("held", held.to_string())
+        .field("dropped", dropped.to_string())
+        .field("seconds", secs.to_string());
+        result.at = crate::checks::now_rfc3339();
+        let event = AgentEvent {
+            seq: 0,
+            monitor: OUTBOX_MONITOR.into(),
+            kind: firstline_proto::EventKind::Result,
+            in_incident: false,
+            result,
+            diagnostics: None,
+            help: None,
+        };
+        if let Err(e) = self.push(&event, None) {
+            tracing::warn!("cannot report the outbox's episode to the relay: {e:#}");
+        }
     }
 
     /// The oldest `limit` events, in sequence order.
@@ -652,5 +809,96 @@ mod tests {
         assert_count(&ob, 3);
         assert_eq!(ob.ack(2).unwrap(), 1);
         assert_count(&ob, 2);
+    }
+
+    /// An outbox that cannot be written (a trigger fails every insert, as
+    /// a full disk would): incident events are held in order with their
+    /// states, plain results dropped; once it can be written the held
+    /// events go first, then the new one, then the episode's report.
+    #[test]
+    fn incident_events_are_held_while_the_outbox_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&dir.path().join("o.db"), 100_000).unwrap();
+        ob.held_max = 50;
+        const HELD_MAX: usize = 50;
+        assert_eq!(
+            ob.push_or_hold(&event(EventKind::Result), Some("s0"))
+                .unwrap(),
+            Pushed::Stored(1)
+        );
+        ob.db()
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER full BEFORE INSERT ON events
+                 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+            )
+            .unwrap();
+        let kinds = [
+            EventKind::IncidentOpened,
+            EventKind::Result,
+            EventKind::IncidentResolved,
+            EventKind::IncidentOpened,
+        ];
+        let got: Vec<Pushed> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                ob.push_or_hold(&event(*k), Some(&format!("s{}", i + 1)))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [Pushed::Held, Pushed::Dropped, Pushed::Held, Pushed::Held]
+        );
+        assert_eq!(ob.held(), 3);
+        assert_eq!(ob.load_state("disk /").unwrap().as_deref(), Some("s0"));
+        assert_eq!(ob.peek(10).unwrap().len(), 1, "nothing written");
+        // Bounded: past HELD_MAX an incident event is refused (the monitor
+        // keeps its previous state), a result still dropped.
+        for _ in 3..HELD_MAX {
+            assert_eq!(
+                ob.push_or_hold(&event(EventKind::IncidentUpdated), Some("s4"))
+                    .unwrap(),
+                Pushed::Held
+            );
+        }
+        assert!(ob
+            .push_or_hold(&event(EventKind::IncidentUpdated), None)
+            .is_err());
+        assert_eq!(
+            ob.push_or_hold(&event(EventKind::Result), None).unwrap(),
+            Pushed::Dropped
+        );
+        assert_eq!(ob.held(), HELD_MAX);
+        ob.db().conn.execute_batch("DROP TRIGGER full;").unwrap();
+        // The sender's flush writes them all, in order, then the report.
+        ob.flush_held();
+        assert_eq!(ob.held(), 0);
+        let all = ob.peek(HELD_MAX + 10).unwrap();
+        assert_eq!(all.len(), 1 + HELD_MAX + 1);
+        let kinds: Vec<EventKind> = all.iter().take(4).map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Result,
+                EventKind::IncidentOpened,
+                EventKind::IncidentResolved,
+                EventKind::IncidentOpened
+            ]
+        );
+        let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+        let report = all.last().unwrap();
+        assert_eq!(report.monitor, OUTBOX_MONITOR);
+        assert_eq!(report.result.fields["held"], HELD_MAX.to_string());
+        assert_eq!(report.result.fields["dropped"], "2");
+        assert_eq!(ob.load_state("disk /").unwrap().as_deref(), Some("s4"));
+        // A new episode-free push: written, no second report.
+        assert!(matches!(
+            ob.push_or_hold(&event(EventKind::Result), None).unwrap(),
+            Pushed::Stored(_)
+        ));
+        assert_eq!(ob.len().unwrap(), (1 + HELD_MAX + 2) as u64);
     }
 }

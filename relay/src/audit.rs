@@ -513,10 +513,23 @@ fn write_checkpoint(paths: &AnchorPaths, id: i64, hash: &str) -> Result<Option<S
         None => (1, GENESIS.to_string()),
     };
     let line = checkpoint_line(&signer, seq, id, hash, &prev);
-    // One write(): on an O_APPEND file a line this short lands whole.
-    let n = (&file).write(line.as_bytes())?;
-    if n != line.len() {
-        bail!("short write ({n} of {} bytes)", line.len());
+    // One write() of the whole line on an O_APPEND file, under the lock: it
+    // lands whole, or (a full disk: a short write or none) what landed is
+    // cut off again, so no torn line is left for the next one to glue to.
+    let before = file.metadata()?.len();
+    let written = (&file).write(line.as_bytes());
+    if !matches!(written, Ok(n) if n == line.len()) {
+        let undone = file.set_len(before);
+        let what = match written {
+            Ok(n) => format!("short write ({n} of {} bytes)", line.len()),
+            Err(e) => e.to_string(),
+        };
+        match undone {
+            Ok(()) => bail!("cannot write the checkpoint line: {what}"),
+            Err(e) => bail!(
+                "cannot write the checkpoint line: {what}; and cannot cut the torn line off: {e}"
+            ),
+        }
     }
     tracing::debug!(seq, id, hash, "audit checkpoint");
     Ok(Some(line))
@@ -594,8 +607,9 @@ pub enum Finding {
     /// More entries after the newest checkpoint than a crash can leave
     /// ([`UNANCHORED_GRACE`]): the anchor's end was cut.
     UnsignedTail { count: u64, first: u64, last: u64 },
-    /// Warning: an anchor line cut short by a crash; ignored.
-    TornLine { line: usize },
+    /// Warning: an anchor line cut short by a crash or a full disk;
+    /// ignored. `last`: the anchor's last line (nothing was written after).
+    TornLine { line: usize, last: bool },
     /// Warning: a few entries after the newest checkpoint (at most
     /// [`UNANCHORED_GRACE`]), written just before a crash.
     Unanchored { count: u64, first: u64, last: u64 },
@@ -761,9 +775,13 @@ impl fmt::Display for Finding {
                 "{count} entries ({}) have no signed checkpoint, more than a crash can leave ({UNANCHORED_GRACE}): the anchor's end was cut",
                 range(*first, *last)
             ),
-            Finding::TornLine { line } => write!(
+            Finding::TornLine { line, last: true } => write!(
                 f,
-                "anchor line {line} is incomplete (cut short by a crash while written); ignored"
+                "anchor line {line}: torn last line (a crash or full disk while writing); ignored"
+            ),
+            Finding::TornLine { line, last: false } => write!(
+                f,
+                "anchor line {line} is incomplete (cut short by a crash or a full disk while written); ignored"
             ),
             Finding::Elsewhere { path, finding } => write!(f, "{}: {finding}", path.display()),
             Finding::Unanchored { count, first, last } => write!(
@@ -1051,7 +1069,10 @@ fn read_anchor(text: &[u8], public: &[u8], findings: &mut Vec<Finding>) -> Vec<C
                 .filter(|&at| at > 0)
                 .and_then(|at| {
                     let rest = check_line(&line[at..], public, &our_id, n)?;
-                    findings.push(Finding::TornLine { line: n });
+                    findings.push(Finding::TornLine {
+                        line: n,
+                        last: false,
+                    });
                     Some(rest)
                 }),
         };
@@ -1088,7 +1109,10 @@ fn read_anchor(text: &[u8], public: &[u8], findings: &mut Vec<Finding>) -> Vec<C
             }
             Some(Line::Bad(f)) => findings.push(f),
             None if looks_torn(line) || (i + 1 == lines.len() && !ends_whole) => {
-                findings.push(Finding::TornLine { line: n })
+                findings.push(Finding::TornLine {
+                    line: n,
+                    last: lines[i + 1..].iter().all(|l| l.trim().is_empty()),
+                })
             }
             None => findings.push(Finding::Malformed { line: n }),
         }
@@ -1874,13 +1898,20 @@ mod tests {
         assert_eq!(
             v.findings,
             vec![
-                Finding::TornLine { line: 3 },
+                Finding::TornLine {
+                    line: 3,
+                    last: true
+                },
                 Finding::Unanchored {
                     count: 1,
                     first: 3,
                     last: 3
                 }
             ]
+        );
+        assert_eq!(
+            v.findings[0].to_string(),
+            "anchor line 3: torn last line (a crash or full disk while writing); ignored"
         );
         // This process's signer is loaded: the next line glues onto the
         // torn one, and is still read.
@@ -1889,7 +1920,10 @@ mod tests {
         assert!(v.holds(), "{:?}", v.findings);
         // Checkpoint 4 proves entry 3 too.
         assert_eq!(v.anchored, 4);
-        assert!(v.findings.contains(&Finding::TornLine { line: 3 }));
+        assert!(v.findings.contains(&Finding::TornLine {
+            line: 3,
+            last: false
+        }));
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! change it), not the role the certificate was issued with. A role
 //! change therefore holds from the operator's next request on, on live
 //! connections too, without re-issuing anything.
+//!
+//! **Fail closed.** A request's answer ends only after its audit entry is
+//! written: the reply holds its last message (the console shows nothing
+//! before it) until then, and when the entry cannot be written (a full
+//! disk, the database down) the console gets an error instead — an action
+//! already done by then is reported as done but unaudited.
 
 use crate::error::RelayError;
 use crate::reply::Reply;
@@ -46,7 +52,7 @@ pub async fn run(relay: Arc<Relay>, conn: Connection, name: String, role: Role) 
 
 /// Answer one request; how it ended, for the metrics.
 async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) -> &'static str {
-    let mut reply = Reply::new(send);
+    let mut reply = Reply::held(send);
     let request = match ConsoleRequest::parse(msg) {
         Ok(r) => r,
         Err(e) => {
@@ -58,7 +64,7 @@ async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) -> 
     let op = match current_role(relay, &op).await {
         Ok(op) => op,
         Err(e) => {
-            audit(relay, &op, line, format!("refused: {}", e.message)).await;
+            let _ = audit(relay, &op, line, format!("refused: {}", e.message)).await;
             reply.fail(e.code, e.message).await;
             return "refused";
         }
@@ -69,13 +75,13 @@ async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) -> 
             "{} may not {}: needs role {needed} or above, {} has {}",
             op.name, line.action, op.name, op.role
         );
-        audit(relay, &op, line, format!("forbidden: {why}")).await;
+        let _ = audit(relay, &op, line, format!("forbidden: {why}")).await;
         reply.fail(ErrorCode::Forbidden, why).await;
         return "forbidden";
     }
     // Nothing is done that could not be audited in a chain a relay wrote.
     if let Err(why) = relay.audit_guard().await {
-        audit(relay, &op, line, format!("refused: {why}")).await;
+        let _ = audit(relay, &op, line, format!("refused: {why}")).await;
         reply.fail(ErrorCode::Internal, why).await;
         return "refused";
     }
@@ -84,12 +90,26 @@ async fn handle(relay: &Relay, op: Operator, msg: Message, send: FramedSend) -> 
         operator: &op,
     };
     match request.handle(&ctx, &mut reply).await {
-        Ok(outcome) => {
-            audit(relay, &op, line, outcome.0).await;
-            "ok"
-        }
+        Ok(outcome) => match audit(relay, &op, line, outcome.0).await {
+            Ok(()) => {
+                let _ = reply.release().await;
+                "ok"
+            }
+            Err(why) => {
+                reply
+                    .fail(
+                        ErrorCode::Internal,
+                        format!(
+                            "the relay cannot write this request's audit entry, so it withholds \
+                             the answer (anything the request changed is done, unaudited): {why}"
+                        ),
+                    )
+                    .await;
+                "unaudited"
+            }
+        },
         Err(e) => {
-            audit(relay, &op, line, e.audit_text()).await;
+            let _ = audit(relay, &op, line, e.audit_text()).await;
             reply.fail(e.code, e.message).await;
             "error"
         }
@@ -116,9 +136,14 @@ async fn current_role(relay: &Relay, op: &Operator) -> Result<Operator, RelayErr
     }
 }
 
-async fn audit(relay: &Relay, op: &Operator, line: AuditLine, outcome: String) {
+async fn audit(
+    relay: &Relay,
+    op: &Operator,
+    line: AuditLine,
+    outcome: String,
+) -> Result<(), String> {
     relay
-        .audit(AuditEntry {
+        .audit_checked(AuditEntry {
             who: op.name.clone(),
             role: Some(op.role.as_str().into()),
             agent: line.agent,
@@ -126,5 +151,5 @@ async fn audit(relay: &Relay, op: &Operator, line: AuditLine, outcome: String) {
             args: line.args,
             outcome,
         })
-        .await;
+        .await
 }

@@ -17,8 +17,27 @@ pub struct Outcome(pub String);
 
 /// The stream a request is answered on; ended once (by an answer, or by
 /// the error the caller sends when the handler failed).
+///
+/// A console request's reply ([`Reply::held`]) keeps its last message —
+/// the whole answer of a one-message request, the `done` of a list, which
+/// the console waits for before it shows anything — until the request's
+/// audit entry is written: [`Reply::release`] sends it, [`Reply::fail`]
+/// sends an error instead (an answer that could not be audited is not
+/// given).
 pub struct Reply {
     send: Option<FramedSend>,
+    /// Whether the last message waits for [`Reply::release`].
+    hold: bool,
+    held: Held,
+}
+
+/// The end of a held reply.
+enum Held {
+    Nothing,
+    /// `finish`: the last message was sent already.
+    Finish,
+    /// `finish_with` this message.
+    Last(Box<Message>),
 }
 
 fn ended() -> LinkError {
@@ -27,7 +46,32 @@ fn ended() -> LinkError {
 
 impl Reply {
     pub fn new(send: FramedSend) -> Reply {
-        Reply { send: Some(send) }
+        Reply {
+            send: Some(send),
+            hold: false,
+            held: Held::Nothing,
+        }
+    }
+
+    /// A reply whose end waits for [`Reply::release`] (see the type).
+    pub fn held(send: FramedSend) -> Reply {
+        Reply {
+            hold: true,
+            ..Reply::new(send)
+        }
+    }
+
+    /// Send the held end of the answer (the audit entry is written).
+    pub async fn release(&mut self) -> Result<(), LinkError> {
+        self.hold = false;
+        match std::mem::replace(&mut self.held, Held::Nothing) {
+            Held::Nothing => Ok(()),
+            Held::Finish => {
+                self.finish();
+                Ok(())
+            }
+            Held::Last(msg) => self.finish_with(*msg).await,
+        }
     }
 
     /// Send one message and keep the stream open.
@@ -37,11 +81,24 @@ impl Reply {
 
     /// Send the last message and end the stream.
     pub async fn finish_with(&mut self, msg: Message) -> Result<(), LinkError> {
+        if self.hold {
+            if self.send.is_none() || !matches!(self.held, Held::Nothing) {
+                return Err(ended());
+            }
+            self.held = Held::Last(Box::new(msg));
+            return Ok(());
+        }
         self.send.take().ok_or_else(ended)?.finish_with(msg).await
     }
 
     /// End the stream (the last message was sent already).
     pub fn finish(&mut self) {
+        if self.hold {
+            if matches!(self.held, Held::Nothing) {
+                self.held = Held::Finish;
+            }
+            return;
+        }
         if let Some(s) = self.send.take() {
             let _ = s.finish();
         }
@@ -100,6 +157,7 @@ impl Reply {
 
     /// Report `error` to the console, unless the stream was ended already.
     pub async fn fail(&mut self, code: ErrorCode, message: String) {
+        self.held = Held::Nothing;
         if let Some(s) = self.send.take() {
             s.fail(code, message).await;
         }

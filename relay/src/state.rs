@@ -147,11 +147,27 @@ impl Relay {
     /// has happened either way). Its signed checkpoint goes to the other
     /// relays' anchors too.
     pub async fn audit(&self, entry: AuditEntry) {
+        let _ = self.audit_checked(entry).await;
+    }
+
+    /// [`Relay::audit`], saying whether the entry and its checkpoint were
+    /// written (`Err`: why not, for the requester). Console requests use
+    /// this: an answer whose audit entry cannot be written is withheld.
+    pub async fn audit_checked(&self, entry: AuditEntry) -> Result<(), String> {
         match crate::audit::record_checkpoint(&self.store, &self.audit_paths, entry).await {
-            Ok(Some(line)) => self.cluster.publish_checkpoint(&line),
-            Ok(None) => {}
-            Err(e) if crate::audit::is_tampered(&e) => self.raise_audit_alarm(&e),
-            Err(e) => tracing::error!("cannot write audit entry: {e:#}"),
+            Ok(Some(line)) => {
+                self.cluster.publish_checkpoint(&line);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) if crate::audit::is_tampered(&e) => {
+                self.raise_audit_alarm(&e);
+                Err(format!("{e:#}"))
+            }
+            Err(e) => {
+                tracing::error!("cannot write audit entry: {e:#}");
+                Err(format!("{e:#}"))
+            }
         }
     }
 

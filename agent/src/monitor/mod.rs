@@ -7,6 +7,9 @@
 //! ([`incident`]) and writes the resulting event to the durable outbox —
 //! with a diagnostic bundle ([`diagnostics`]) when an incident opens. The
 //! outbox write comes before any network I/O: a relay outage loses nothing.
+//! The state moves only together with its event, written or held in memory
+//! while the outbox cannot be written ([`Outbox::push_or_hold`]): a full
+//! disk loses no incident event either.
 //!
 //! A check that cannot even start ([`CheckError`]: arguments its parser or
 //! its own rules reject, a check this agent does not have, a plugin its
@@ -155,6 +158,7 @@ pub async fn record(
     result: CheckResult,
     outbox: &Outbox,
 ) -> anyhow::Result<EventKind> {
+    let before = state.clone();
     let kind = state.observe(result.status, m.fail_after, m.recover_after);
     let diagnostics = if kind == EventKind::IncidentOpened {
         Some(diagnostics::gather().await)
@@ -173,7 +177,14 @@ pub async fn record(
         diagnostics,
         help: None,
     };
-    outbox.push(&event, Some(&serde_json::to_string(state)?))?;
+    // The state moves only with its event written or held (in order, to
+    // be written first once the disk has room): if neither, the previous
+    // state stays and the next run observes the transition again.
+    let saved = serde_json::to_string(state)?;
+    if let Err(e) = outbox.push_or_hold(&event, Some(&saved)) {
+        *state = before;
+        return Err(e);
+    }
     Ok(kind)
 }
 
