@@ -137,26 +137,11 @@ pub fn nats_authorization(public: &str) -> String {
     )
 }
 
-/// Read an nkey user seed (`SU…`) from `path`; its public key.
-pub fn read_nkey(path: &Path) -> Result<(String, String)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let seed = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("SU"))
-        .ok_or_else(|| anyhow!("{}: no nkey user seed (a line SU…)", path.display()))?
-        .to_string();
-    let kp = nkeys::KeyPair::from_seed(&seed)
-        .map_err(|e| anyhow!("{}: not an nkey seed: {e}", path.display()))?;
-    Ok((seed, kp.public_key()))
-}
-
 /// Put the deployment's NATS credential in the new folder: the seed of
 /// `from`, or a new one; and the authorization block beside it.
 fn write_nkey(relay_dir: &RelayDir, from: Option<&Path>) -> Result<String> {
     let seed = match from {
-        Some(p) => read_nkey(p)?.0,
+        Some(p) => crate::cluster::nats::read_nkey(p)?.0,
         None => nkeys::KeyPair::new_user()
             .seed()
             .map_err(|e| anyhow!("cannot make an nkey: {e}"))?,

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use firstline_proto::{Envelope, Message, Notice};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -240,6 +240,21 @@ pub async fn start(
     ))
 }
 
+/// Read an nkey user seed (`SU…`) from `path`; its public key.
+pub fn read_nkey(path: &Path) -> Result<(String, String)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU"))
+        .ok_or_else(|| anyhow!("{}: no nkey user seed (a line SU…)", path.display()))?
+        .to_string();
+    let kp = nkeys::KeyPair::from_seed(&seed)
+        .map_err(|e| anyhow!("{}: not an nkey seed: {e}", path.display()))?;
+    Ok((seed, kp.public_key()))
+}
+
 /// The NATS client options of `[cluster]` (the nkey of `nats_nkey`,
 /// credentials from the URLs, TLS with `nats_ca`), the servers, and their
 /// URLs.
@@ -250,7 +265,7 @@ fn connect_options(
     let urls = crate::config::nats_servers(&link.nats).map_err(|e| anyhow!(e))?;
     let mut options = async_nats::ConnectOptions::new();
     if let Some(path) = &link.nats_nkey {
-        let (seed, _) = crate::admin::read_nkey(path)?;
+        let (seed, _) = read_nkey(path)?;
         options = options.nkey(seed);
     }
     let mut addrs = Vec::new();
