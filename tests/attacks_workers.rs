@@ -42,6 +42,26 @@ fn open_dir(root: &Path, name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Restart `s`'s agent with the plugin `name` (a shell script `body`) in a
+/// plugins folder every user may read, and allowed by its policy.
+fn with_plugin(s: &mut Setup, name: &str, body: &str) {
+    let dir = open_dir(s.root(), "plugins");
+    let plugin = dir.join(name);
+    std::fs::write(&plugin, body).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.agent
+        .configure(&format!("plugins_dir = \"{}\"", dir.display()));
+    s.agent
+        .append(&format!("[policy]\nplugins = [\"{name}\"]\n"));
+    s.agent.proc.as_mut().unwrap().kill();
+    s.agent.start();
+    assert!(
+        wait_until(Duration::from_secs(30), || s.console.online("pc1")),
+        "{}",
+        s.agent.log()
+    );
+}
+
 fn worker_count() -> usize {
     let out = run(std::process::Command::new("pgrep").args(["-f", "__firstline-worker"]));
     stdout(&out).lines().count()
@@ -214,27 +234,14 @@ fn a_technician_cannot_write_files_through_plugin_options() {
 #[test]
 fn thirty_two_hostile_workers_do_not_take_the_agent_down() {
     let mut s = Setup::new("technician");
-    let dir = open_dir(s.root(), "plugins");
-    let plugin = dir.join("check_hostile");
-    std::fs::write(
-        &plugin,
+    with_plugin(
+        &mut s,
+        "check_hostile",
         "#!/bin/sh\ncase \"$1\" in\n\
          hang) sleep 600 ;;\n\
          spin) while :; do :; done ;;\n\
          balloon) head -c 4000000000 /dev/zero | tail -c 4000000000 >/dev/null ;;\n\
          esac\necho 'HOSTILE OK'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    s.agent
-        .configure(&format!("plugins_dir = \"{}\"", dir.display()));
-    s.agent.append("[policy]\nplugins = [\"check_hostile\"]\n");
-    s.agent.proc.as_mut().unwrap().kill();
-    s.agent.start();
-    assert!(
-        wait_until(Duration::from_secs(30), || s.console.online("pc1")),
-        "{}",
-        s.agent.log()
     );
 
     let modes = ["hang", "spin", "balloon"];
@@ -310,28 +317,15 @@ fn thirty_two_hostile_workers_do_not_take_the_agent_down() {
 #[test]
 fn a_worker_holds_only_what_its_check_declares() {
     let mut s = Setup::new("technician");
-    let dir = open_dir(s.root(), "plugins");
-    let plugin = dir.join("check_self");
     // Reports who it runs as and what it holds, as a plugin's output.
-    std::fs::write(
-        &plugin,
+    with_plugin(
+        &mut s,
+        "check_self",
         "#!/bin/sh\nseen=''\n\
          cat /proc/1/environ >/dev/null 2>&1 && seen=\"$seen read-pid-1\"\n\
          ls / >/dev/null 2>&1 && seen=\"$seen listed-root\"\n\
          touch /tmp/firstline-worker-wrote-here 2>/dev/null && seen=\"$seen wrote-tmp\"\n\
          echo \"SELF OK - uid=$(id -u) $(grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status | tr '\\t\\n' '= ')$seen\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    s.agent
-        .configure(&format!("plugins_dir = \"{}\"", dir.display()));
-    s.agent.append("[policy]\nplugins = [\"check_self\"]\n");
-    s.agent.proc.as_mut().unwrap().kill();
-    s.agent.start();
-    assert!(
-        wait_until(Duration::from_secs(30), || s.console.online("pc1")),
-        "{}",
-        s.agent.log()
     );
     let out = s
         .console
