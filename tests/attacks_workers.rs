@@ -344,3 +344,44 @@ fn a_worker_holds_only_what_its_check_declares() {
     assert!(!all.contains("wrote-tmp"), "{all}");
     assert!(!Path::new("/tmp/firstline-worker-wrote-here").exists());
 }
+
+#[test]
+fn a_console_that_goes_away_stops_its_worker() {
+    // A relay that notices a vanished console within 3 s.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::init(tmp.path());
+    relay.configure("idle_timeout_secs = 3\nkeep_alive_secs = 1");
+    relay.serve();
+    let mut agent = Agent::enrolled(tmp.path(), "pc1", &relay);
+    agent.start();
+    let console = Console::new(tmp.path());
+    console.login(&relay.operator("tech", "technician"));
+    let mut s = Setup {
+        tmp,
+        relay,
+        agent,
+        console,
+    };
+    with_plugin(&mut s, "check_sleepy", "#!/bin/sh\nsleep 6093\n");
+    let sleeping = || {
+        let out = run(std::process::Command::new("ps").args(["-eo", "args"]));
+        stdout(&out).lines().any(|l| l.trim() == "sleep 6093")
+    };
+    let mut cmd = std::process::Command::new(bin("firstline"));
+    cmd.args(["run", "pc1", "plugin", "--timeout", "100s", "check_sleepy"])
+        .env("XDG_CONFIG_HOME", &s.console.home)
+        .env("HOME", &s.console.home);
+    let console = Proc::spawn(&mut cmd, &s.root().join("console.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), sleeping),
+        "the plugin never ran"
+    );
+    // Killed: it says nothing to anyone; the relay finds out by its idle
+    // timeout, stops the agent's stream, and the agent kills the worker.
+    drop(console);
+    assert!(
+        wait_until(Duration::from_secs(15), || !sleeping()),
+        "the plugin of a console that went away still runs\n{}",
+        s.agent.log()
+    );
+}

@@ -79,6 +79,15 @@ impl Reply {
         self.send.as_mut().ok_or_else(ended)?.send(msg).await
     }
 
+    /// Resolves when the console no longer reads this answer (it stopped
+    /// the stream, or its connection is gone); never for an ended reply.
+    pub async fn gone(&mut self) {
+        match self.send.as_mut() {
+            Some(s) => s.stopped().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Send the last message and end the stream.
     pub async fn finish_with(&mut self, msg: Message) -> Result<(), LinkError> {
         if self.hold {

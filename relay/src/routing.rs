@@ -184,11 +184,17 @@ impl Collected {
 #[allow(async_fn_in_trait)] // static dispatch only, in this crate
 pub trait Sink {
     async fn send(&mut self, msg: Message) -> Result<(), LinkError>;
+    /// Resolves when nobody reads the answers any more.
+    async fn gone(&mut self);
 }
 
 impl Sink for Reply {
     async fn send(&mut self, msg: Message) -> Result<(), LinkError> {
         Reply::send(self, msg).await
+    }
+
+    async fn gone(&mut self) {
+        Reply::gone(self).await
     }
 }
 
@@ -200,6 +206,12 @@ impl Sink for Collected {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A collector reads to the end (its bulk request may outlive a
+    /// console: `bulk` ends by its own rules).
+    async fn gone(&mut self) {
+        std::future::pending().await
     }
 }
 
@@ -377,7 +389,19 @@ async fn relay_answers(
     let max_bytes = u64::from(relay.dir.config.max_answer_bytes);
     let (mut bytes, mut messages) = (0u64, 0u64);
     loop {
-        let Some((msg, size)) = answers.next(relay, agent).await? else {
+        let next = tokio::select! {
+            next = answers.next(relay, agent) => next?,
+            // The console went away: the agent stops the work (its worker
+            // is killed) instead of finishing it for nobody.
+            () = to_console.gone() => {
+                answers.stop(ErrorCode::Timeout);
+                return Err(RelayError::new(
+                    ErrorCode::Timeout,
+                    format!("the console stopped reading: the request on `{agent}` was stopped"),
+                ));
+            }
+        };
+        let Some((msg, size)) = next else {
             return Err(ended_early(agent));
         };
         bytes += size;
