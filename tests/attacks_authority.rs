@@ -136,7 +136,8 @@ fn a_queued_action_never_runs_on_another_machine_enrolled_under_the_name() {
     assert!(said.contains("removed by boss"), "{cancel}");
 
     // The new machine is pc-03 now: what is asked of it now reaches it.
-    let out = tech.run(&["run", "pc-03", "disk", "/"]);
+    // (Thresholds no machine reaches: the answer, not this disk's state.)
+    let out = tech.run(&["run", "pc-03", "disk", "/", "--warn", "99", "--crit", "100"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
