@@ -155,8 +155,10 @@ fn local_exit_codes_and_the_list_of_checks() {
     );
     let out = agent(&["check", "dsk"]);
     assert_usage(&out, &["unknown check `dsk`", "`disk`", "ping, dns"], "dsk");
-    let out = agent(&["runbook", "no-internet", "bogus=1"]);
-    assert_usage(&out, &["bogus", "external"], "runbook parameter");
+    // A runbook with no network step, as a dry run: were the parameter
+    // ever taken, nothing would leave this machine or change on it.
+    let out = agent(&["runbook", "disk-full", "bogus=1", "--dry-run"]);
+    assert_usage(&out, &["bogus", "older_than"], "runbook parameter");
     let out = agent(&["frobnicate"]);
     assert_usage(&out, &["frobnicate"], "unknown subcommand");
 
@@ -251,7 +253,7 @@ fn remote_exit_codes_help_and_json() {
         "reboot",
     );
     assert!(!stderr(&out).contains("policy"), "{}", text(&out));
-    let out = c.run(&["runbook", "pc1", "disk-full", "bogus=1"]);
+    let out = c.run(&["runbook", "pc1", "disk-full", "bogus=1", "--dry-run"]);
     assert_usage(
         &out,
         &["bogus", "firstline runbook pc1 disk-full --help"],

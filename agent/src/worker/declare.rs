@@ -42,20 +42,15 @@ pub fn check(
 ) -> Result<Job, CheckError> {
     let check = Check::from_name(name).ok_or_else(|| CheckError::Unknown(name.to_string()))?;
     checks::validate_args(name, args)?;
-    let read_args = match check.declare(args).view {
+    let declared = check.declare(args);
+    let read_args = match declared.view {
         View::ArgPaths => arg_paths(check, args)?,
         _ => Vec::new(),
     };
     let timeout = MAX_CHECK_TIME.as_secs() + GRACE_SECS;
     let sandbox = Sandbox {
         read_args,
-        ..sandbox(
-            check.declare(args),
-            &ctx.policy,
-            user,
-            &ctx.plugins_dir,
-            timeout,
-        )
+        ..sandbox(declared, &ctx.policy, user, &ctx.plugins_dir, timeout)
     };
     Ok(Job {
         kind: Kind::Check,
